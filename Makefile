@@ -1,0 +1,22 @@
+# exgate: `make run` starts the gateway with its defaults; `make test` runs
+# the whole suite (what CI runs).
+GO ?= go
+
+.PHONY: run build test lint proto bench
+
+run:
+	$(GO) run ./cmd/exgate
+
+build:
+	$(GO) build -o bin/exgate ./cmd/exgate
+
+test:
+	./scripts/test.sh
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+
+# Regenerates exprotopb from proto/exproto.proto (needs Debian's protoc).
+proto:
+	./scripts/gen-proto.sh

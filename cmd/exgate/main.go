@@ -1,0 +1,138 @@
+// Command exgate runs the gateway and its tooling. It only wires: flags,
+// configuration, logging and signals; the parts live in internal/.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/gateway"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "exgate:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	var cfgPath string
+	root := &cobra.Command{
+		Use:           "exgate",
+		Short:         "exgate: an ExProto gateway that joins devices of any protocol to MQTT",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), cfgPath, stderr)
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML); defaults apply when omitted")
+
+	serveCmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the gateway (the default command)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), cfgPath, stderr)
+		},
+	}
+	cfgCmd := &cobra.Command{Use: "config", Short: "Check or print configuration"}
+	cfgCmd.AddCommand(&cobra.Command{
+		Use:   "check",
+		Short: "Validate a configuration file",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("config check needs -c FILE")
+			}
+			if _, err := config.Load(cfgPath); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: ok\n", cfgPath)
+			return nil
+		},
+	}, &cobra.Command{
+		Use:   "defaults",
+		Short: "Print the full default configuration",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := stdout.Write(config.Default().YAML())
+			return err
+		},
+	})
+	versionCmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			v := version
+			if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+				v = bi.Main.Version
+			}
+			fmt.Fprintf(stdout, "exgate %s\n", v)
+		},
+	}
+	root.AddCommand(serveCmd, cfgCmd, versionCmd)
+	return root
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	level := new(slog.LevelVar)
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs the gateway until SIGINT or SIGTERM, then shuts it down so that
+// every device's OnSocketClosed reaches the handler.
+func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, logw)
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	g.Start()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	stop()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := g.Shutdown(sctx); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}

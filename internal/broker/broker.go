@@ -1,0 +1,90 @@
+// Package broker is the boundary between devices and the pub/sub world.
+//
+// A Broker opens one Session per authenticated device. Two implementations
+// exist or are planned: embedded (an in-process mochi-mqtt broker) and an
+// external MQTT cluster. Both speak MQTT v5 for each device through
+// ConnectMQTT, so a device is a first-class MQTT client either way: the
+// broker's clientid takeover, retained messages, shared subscriptions and
+// QoS apply to it unchanged.
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a Session or Broker returns or reports; callers map them to
+// ExProto result codes and close reasons with errors.Is.
+var (
+	// ErrNotAuthorized: the broker refused a connect, publish or subscribe.
+	ErrNotAuthorized = errors.New("not authorized")
+	// ErrTakenOver: another client connected with the same clientid.
+	ErrTakenOver = errors.New("session taken over")
+	// ErrKicked: the broker or an operator disconnected the session.
+	ErrKicked = errors.New("disconnected by the broker")
+	// ErrClosed: the session is already closed.
+	ErrClosed = errors.New("session closed")
+	// ErrBadRequest: an invalid topic, filter or QoS.
+	ErrBadRequest = errors.New("bad request")
+)
+
+// ClientInfo identifies a device to the broker.
+type ClientInfo struct {
+	ClientID string
+	Username string
+}
+
+// Message is one delivery to a device.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	// From is the publisher's clientid ("exproto" for RawPublish; empty when
+	// the broker did not say).
+	From string
+	// Time is when the broker accepted the publish.
+	Time time.Time
+}
+
+// Handlers receive a session's events. Both are called from the session's
+// own goroutines and must not block.
+type Handlers struct {
+	// Deliver is called for each message matching a subscription.
+	Deliver func(Message)
+	// Closed is called once if the broker ends the session (ErrTakenOver,
+	// ErrKicked, or a transport error), never after Session.Close.
+	Closed func(error)
+}
+
+// A Session is one device's presence in the pub/sub world. Its methods are
+// safe for concurrent use.
+type Session interface {
+	// Publish sends a message; with QoS 1 and 2 it returns once the broker acked.
+	Publish(ctx context.Context, topic string, qos byte, payload []byte) error
+	// Subscribe adds or updates a subscription.
+	Subscribe(ctx context.Context, filter string, qos byte) error
+	// Unsubscribe removes a subscription; an unknown filter is not an error.
+	Unsubscribe(ctx context.Context, filter string) error
+	// Close ends the session and waits until its goroutines are gone.
+	Close()
+}
+
+// A Broker connects devices.
+type Broker interface {
+	// Connect opens a clean session for a device whose credentials the
+	// gateway already checked; a live session with the same clientid is
+	// taken over.
+	Connect(ctx context.Context, ci ClientInfo, password string, h Handlers) (Session, error)
+	// RawPublish publishes as the gateway itself (from "exproto").
+	RawPublish(ctx context.Context, topic string, qos byte, payload []byte) error
+	// Close stops the broker and its sessions.
+	Close() error
+}
+
+// User property keys that carry the publisher and publish time to device
+// sessions; MQTT itself has no publisher id on the wire.
+const (
+	PropFrom = "exgate-from"
+	PropTime = "exgate-ts"
+)

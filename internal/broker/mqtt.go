@@ -1,0 +1,170 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// MQTT v5 reason codes the gateway maps.
+const (
+	rcNotAuthorized       = 0x87
+	rcBadUserPass         = 0x86
+	rcSessionTakenOver    = 0x8E
+	rcAdministrativeClose = 0x98
+)
+
+// receiveMaximum bounds how many QoS>0 deliveries the broker keeps in flight
+// to one session; paho sizes a channel by it, so the default 65535 would cost
+// half a MiB per device.
+const receiveMaximum = 128
+
+// mqttSession is a Session over one MQTT v5 connection.
+type mqttSession struct {
+	c *paho.Client
+
+	mu     sync.Mutex
+	closed bool // set by Close or when the broker ended the session
+}
+
+// ConnectMQTT speaks MQTT v5 over conn for one device: CONNECT with a clean
+// start, then PUBLISH/SUBSCRIBE for it. keepalive 0 disables pings (fine for
+// in-memory connections). It takes ownership of conn.
+func ConnectMQTT(ctx context.Context, conn net.Conn, ci ClientInfo, password string, keepalive uint16, h Handlers) (Session, error) {
+	s := &mqttSession{}
+	s.c = paho.NewClient(paho.ClientConfig{
+		Conn: packets.NewThreadSafeConn(conn),
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			h.Deliver(toMessage(pr.Packet))
+			return true, nil
+		}},
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			err := ErrKicked
+			if d.ReasonCode == rcSessionTakenOver {
+				err = ErrTakenOver
+			}
+			s.ended(h, err)
+		},
+		OnClientError: func(err error) { s.ended(h, fmt.Errorf("broker connection lost: %w", err)) },
+	})
+	rm := uint16(receiveMaximum)
+	cp := &paho.Connect{
+		ClientID:   ci.ClientID,
+		CleanStart: true,
+		KeepAlive:  keepalive,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &rm, RequestProblemInfo: true},
+	}
+	if ci.Username != "" {
+		cp.Username, cp.UsernameFlag = ci.Username, true
+	}
+	if password != "" {
+		cp.Password, cp.PasswordFlag = []byte(password), true
+	}
+	ca, err := s.c.Connect(ctx, cp)
+	if err != nil {
+		_ = conn.Close()
+		if ca != nil && (ca.ReasonCode == rcNotAuthorized || ca.ReasonCode == rcBadUserPass) {
+			return nil, fmt.Errorf("connect: %w", ErrNotAuthorized)
+		}
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return s, nil
+}
+
+// ended marks the session closed by the broker and reports it once, unless
+// the gateway closed it first.
+func (s *mqttSession) ended(h Handlers, err error) {
+	s.mu.Lock()
+	was := s.closed
+	s.closed = true
+	s.mu.Unlock()
+	if !was && h.Closed != nil {
+		h.Closed(err)
+	}
+}
+
+func toMessage(p *paho.Publish) Message {
+	m := Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS}
+	if p.Properties != nil {
+		for _, up := range p.Properties.User {
+			switch up.Key {
+			case PropFrom:
+				m.From = up.Value
+			case PropTime:
+				if ms, err := strconv.ParseInt(up.Value, 10, 64); err == nil {
+					m.Time = time.UnixMilli(ms)
+				}
+			}
+		}
+	}
+	if m.Time.IsZero() {
+		m.Time = time.Now()
+	}
+	return m
+}
+
+func (s *mqttSession) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *mqttSession) Publish(ctx context.Context, topic string, qos byte, payload []byte) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	pr, err := s.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload})
+	if err != nil {
+		if pr != nil && pr.ReasonCode == rcNotAuthorized {
+			return fmt.Errorf("publish %q: %w", topic, ErrNotAuthorized)
+		}
+		return fmt.Errorf("publish %q: %w", topic, err)
+	}
+	return nil
+}
+
+func (s *mqttSession) Subscribe(ctx context.Context, filter string, qos byte) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	sa, err := s.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}})
+	if err != nil {
+		if sa != nil && len(sa.Reasons) == 1 && sa.Reasons[0] == rcNotAuthorized {
+			return fmt.Errorf("subscribe %q: %w", filter, ErrNotAuthorized)
+		}
+		if sa != nil {
+			return fmt.Errorf("subscribe %q: %w: %v", filter, ErrBadRequest, err)
+		}
+		return fmt.Errorf("subscribe %q: %w", filter, err)
+	}
+	return nil
+}
+
+func (s *mqttSession) Unsubscribe(ctx context.Context, filter string) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	// An unknown filter gets 0x11 "no subscription existed", which paho
+	// does not treat as an error: SUCCESS for ExProto (spec §2).
+	if _, err := s.c.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{filter}}); err != nil {
+		return fmt.Errorf("unsubscribe %q: %w", filter, err)
+	}
+	return nil
+}
+
+func (s *mqttSession) Close() {
+	s.mu.Lock()
+	was := s.closed
+	s.closed = true
+	s.mu.Unlock()
+	if !was {
+		_ = s.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	}
+	<-s.c.Done()
+}

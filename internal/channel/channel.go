@@ -1,0 +1,407 @@
+// Package channel is one device connection: its state machine, its FIFO of
+// handler events with exactly one call in flight, its timers, and its
+// presence in the broker.
+//
+// The rule everything here serves (spec §2 "Order and re-entrancy"): the
+// handler, while answering a callback, calls the adapter for the same
+// connection and waits. So the adapter-facing methods (Send, Authenticate,
+// Publish, …) never wait for the in-flight callback: they take the channel's
+// short lock, which is never held across network I/O or a gRPC call.
+// Events are dispatched by a goroutine that exists only while the queue is
+// non-empty, so an idle device costs its reader and its state only.
+package channel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/broker"
+)
+
+// Handler is the user's ConnectionHandler as the channel calls it. Each
+// method returns when the handler answered; a non-nil error closes the device.
+type Handler interface {
+	OnSocketCreated(context.Context, *pb.SocketCreatedRequest) error
+	OnReceivedBytes(context.Context, *pb.ReceivedBytesRequest) error
+	OnTimerTimeout(context.Context, *pb.TimerTimeoutRequest) error
+	OnReceivedMessages(context.Context, *pb.ReceivedMessagesRequest) error
+	OnSocketClosed(context.Context, *pb.SocketClosedRequest) error
+}
+
+// Credentials are what a device presents in Authenticate.
+type Credentials struct {
+	ClientID, Username, Password string
+	ProtoName, ProtoVer          string
+	Peer                         net.Addr
+}
+
+// AuthResult is a successful authentication.
+type AuthResult struct {
+	Superuser bool
+	// ExpireAt closes the device with {shutdown,expired} at that time; zero never.
+	ExpireAt time.Time
+}
+
+// Who is the identity an authorization check sees.
+type Who struct {
+	ClientID, Username string
+	Peer               net.Addr
+	Superuser          bool
+}
+
+// Config is shared by the channels of one listener. It must not change
+// after the first channel was made from it.
+type Config struct {
+	Node    string
+	Broker  broker.Broker
+	Handler Handler
+	// Authenticate checks credentials; nil allows everyone. A non-nil error
+	// is the reason given to the handler.
+	Authenticate func(context.Context, Credentials) (AuthResult, error)
+	// Authorize reports whether who may publish (or subscribe to) topic;
+	// nil allows all.
+	Authorize func(who Who, publish bool, topic string) bool
+	// Mountpoint may contain ${clientid} and ${username}.
+	Mountpoint        string
+	IdleTimeout       time.Duration
+	RequestTimeout    time.Duration
+	CloseFlushTimeout time.Duration
+	// SendTimeout bounds one write to the device; 0 means 15s.
+	SendTimeout time.Duration
+	MaxBatch    int // messages per OnReceivedMessages
+	EventQueue  int // socket reads waiting for the handler before reading pauses
+	// DeliveryQueue is messages waiting for the handler before new ones are dropped.
+	DeliveryQueue int
+	Registry      *Registry
+	Stats         *Stats
+	Logger        *slog.Logger
+}
+
+// State is where a channel is in its life.
+//
+//	Connecting → Connected  (Authenticate succeeded)
+//	Connecting → Closed, Connected → Closed  (any close cause)
+type State int32
+
+const (
+	// Connecting: the socket is open, the device has not authenticated.
+	Connecting State = iota
+	// Connected: authenticated, with a broker session.
+	Connected
+	// Closed: the socket is closed; queued events and OnSocketClosed may
+	// still be on their way to the handler.
+	Closed
+)
+
+func (s State) String() string {
+	switch s {
+	case Connecting:
+		return "connecting"
+	case Connected:
+		return "connected"
+	case Closed:
+		return "disconnected"
+	}
+	return "unknown"
+}
+
+// Conn is the device side of a channel. Write sends bytes verbatim (one
+// datagram for UDP and DTLS); Close must unblock a pending Write.
+type Conn interface {
+	io.Writer
+	Close() error
+}
+
+// Channel is one device connection. Its exported methods are safe for
+// concurrent use.
+type Channel struct {
+	// static
+	id   string
+	cfg  *Config
+	conn Conn
+	info *pb.ConnInfo
+	tls  bool
+	log  *slog.Logger
+
+	lastRecv  atomic.Int64 // unix nanos of the last socket read; any goroutine
+	gotBytes  atomic.Bool  // a byte arrived; any goroutine
+	bytesIn   atomic.Int64
+	bytesOut  atomic.Int64
+	createdAt time.Time
+
+	wmu sync.Mutex // serializes writes to conn
+
+	// space gets a token when a socket-read event leaves the queue; written
+	// by the dispatcher, read by the one socket reader waiting in Received.
+	space chan struct{}
+	// closedCh is closed when the state becomes Closed.
+	closedCh chan struct{}
+	// done is closed after OnSocketClosed was answered and the channel left
+	// the registry.
+	done chan struct{}
+
+	mu           sync.Mutex // guards everything below; never held across I/O
+	state        State
+	authBusy     bool // an Authenticate is between its checks and its commit
+	client       Credentials
+	superuser    bool
+	connectedAt  time.Time
+	mountpoint   string
+	session      broker.Session
+	subs         map[string]byte // filter as the handler gave it → qos
+	reason       string          // why it closed; the first cause wins
+	flushUntil   time.Time       // after close, queued events older than this are dropped
+	keepalive    time.Duration
+	kaTimer      *time.Timer
+	idleTimer    *time.Timer
+	expireTimer  *time.Timer
+	queue        []event
+	queuedReads  int // socket-read and timer events in queue
+	queuedMsgs   int // deliveries in queue
+	dispatching  bool
+	ids          msgIDs
+	closeQueued  bool
+	closeStarted bool
+}
+
+// New makes a channel for a freshly accepted connection and queues
+// OnSocketCreated, always its first event. tls says whether an orderly
+// close is reported as ssl_closed.
+func New(cfg *Config, conn Conn, info *pb.ConnInfo, tls bool) *Channel {
+	c := &Channel{
+		id:        newID(),
+		cfg:       cfg,
+		conn:      conn,
+		info:      info,
+		tls:       tls,
+		space:     make(chan struct{}, 1),
+		closedCh:  make(chan struct{}),
+		done:      make(chan struct{}),
+		subs:      map[string]byte{},
+		ids:       newMsgIDs(),
+		createdAt: time.Now(),
+	}
+	c.log = cfg.Logger.With("conn", c.id, "peer", addrString(info.GetPeername()))
+	cfg.Registry.add(c)
+	cfg.Stats.Connections.Add(1)
+	c.mu.Lock()
+	c.push(event{kind: evCreated})
+	c.idleTimer = time.AfterFunc(cfg.IdleTimeout, c.idleExpired)
+	c.mu.Unlock()
+	return c
+}
+
+// ID is the conn id handlers use.
+func (c *Channel) ID() string { return c.id }
+
+// Done is closed once OnSocketClosed was answered (or failed).
+func (c *Channel) Done() <-chan struct{} { return c.done }
+
+// State reports where the channel is.
+func (c *Channel) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// ClientID is the clientid given at Authenticate, or "".
+func (c *Channel) ClientID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.client.ClientID
+}
+
+// Info describes a channel for management.
+type Info struct {
+	ConnID, ClientID, Username string
+	ProtoName, ProtoVer        string
+	State                      State
+	Peer                       string
+	CreatedAt, ConnectedAt     time.Time
+	Keepalive                  time.Duration
+	Subscriptions              map[string]byte
+	BytesIn, BytesOut          int64
+}
+
+// Snapshot returns a copy of the channel's public state.
+func (c *Channel) Snapshot() Info {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	subs := make(map[string]byte, len(c.subs))
+	for k, v := range c.subs {
+		subs[k] = v
+	}
+	return Info{
+		ConnID: c.id, ClientID: c.client.ClientID, Username: c.client.Username,
+		ProtoName: c.client.ProtoName, ProtoVer: c.client.ProtoVer,
+		State: c.state, Peer: addrString(c.info.GetPeername()),
+		CreatedAt: c.createdAt, ConnectedAt: c.connectedAt, Keepalive: c.keepalive,
+		Subscriptions: subs, BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
+	}
+}
+
+// Received queues one socket read as one OnReceivedBytes. It blocks while
+// the queue holds cfg.EventQueue reads, so a stream socket's reader stops
+// and TCP pushes back on the device. It reports false once the channel is
+// closed. Only one goroutine may call it at a time.
+func (c *Channel) Received(b []byte) bool {
+	c.lastRecv.Store(time.Now().UnixNano())
+	if c.gotBytes.CompareAndSwap(false, true) {
+		c.mu.Lock()
+		if c.idleTimer != nil {
+			c.idleTimer.Stop()
+		}
+		c.mu.Unlock()
+	}
+	c.bytesIn.Add(int64(len(b)))
+	c.cfg.Stats.BytesReceived.Add(int64(len(b)))
+	for {
+		c.mu.Lock()
+		if c.state == Closed {
+			c.mu.Unlock()
+			return false
+		}
+		if c.queuedReads < c.cfg.EventQueue {
+			c.push(event{kind: evBytes, bytes: b})
+			c.mu.Unlock()
+			return true
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.space:
+		case <-c.closedCh:
+			return false
+		}
+	}
+}
+
+// readBufferSize caps one socket read, and so one OnReceivedBytes.
+const readBufferSize = 4096
+
+// ReadLoop reads a stream connection until it ends, queueing each read, and
+// then closes the channel with the peer's reason. It owns r.
+func (c *Channel) ReadLoop(r io.Reader) {
+	buf := make([]byte, readBufferSize)
+	for {
+		n, err := r.Read(buf)
+		// The event keeps its bytes until dispatched: copy out what was read.
+		if n > 0 && !c.Received(append([]byte(nil), buf[:n]...)) {
+			return
+		}
+		if err != nil {
+			c.closeWith(peerClosedReason(err, c.tls), false)
+			return
+		}
+	}
+}
+
+// Close closes the channel as the adapter's Close does: {shutdown,normal}.
+func (c *Channel) Close() error {
+	if c.State() == Closed {
+		return ErrNotAlive
+	}
+	c.closeWith(ReasonNormal, false)
+	return nil
+}
+
+// Kick closes the channel with reason (ReasonKicked, ReasonGatewayStopped, …).
+func (c *Channel) Kick(reason string) { c.closeWith(reason, false) }
+
+// closeWith is the single exit path: it closes the socket and the broker
+// session at once, keeps queued events for the handler (unless the handler
+// itself failed: dropPending), and queues OnSocketClosed as the last event.
+func (c *Channel) closeWith(reason string, dropPending bool) {
+	c.mu.Lock()
+	if c.state == Closed {
+		if dropPending { // the handler fails while queued events are flushed
+			c.dropQueued()
+		}
+		c.mu.Unlock()
+		return
+	}
+	wasConnected := c.state == Connected
+	c.state = Closed
+	c.reason = reason
+	for _, t := range []*time.Timer{c.kaTimer, c.idleTimer, c.expireTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	sess := c.session
+	c.session = nil
+	if dropPending {
+		c.dropQueued()
+	}
+	c.flushUntil = time.Now().Add(c.cfg.CloseFlushTimeout)
+	c.closeQueued = true
+	c.push(event{kind: evClosed, reason: reason})
+	close(c.closedCh)
+	c.mu.Unlock()
+
+	_ = c.conn.Close()
+	if sess != nil {
+		sess.Close()
+	}
+	if wasConnected {
+		c.cfg.Stats.Disconnected.Add(1)
+	}
+	c.log.Debug("device closed", "reason", reason, "clientid", c.ClientID())
+}
+
+// finish runs after OnSocketClosed: the channel leaves the registry.
+func (c *Channel) finish() {
+	c.cfg.Registry.remove(c)
+	c.cfg.Stats.Connections.Add(-1)
+	close(c.done)
+}
+
+// Send writes bytes to the device verbatim (spec §2 "Bytes").
+func (c *Channel) Send(b []byte) error {
+	if c.State() == Closed {
+		return ErrNotAlive
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	c.wmu.Lock()
+	if d, ok := c.conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		to := c.cfg.SendTimeout
+		if to <= 0 {
+			to = 15 * time.Second
+		}
+		_ = d.SetWriteDeadline(time.Now().Add(to))
+	}
+	n, err := c.conn.Write(b)
+	c.wmu.Unlock()
+	c.bytesOut.Add(int64(n))
+	c.cfg.Stats.BytesSent.Add(int64(n))
+	if err != nil {
+		reason := peerClosedReason(err, c.tls)
+		if isTimeout(err) {
+			reason = ReasonSendTimeout
+		}
+		c.closeWith(reason, false)
+		return ErrNotAlive
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func addrString(a *pb.Address) string {
+	if a == nil {
+		return ""
+	}
+	return net.JoinHostPort(a.Host, strconv.Itoa(int(a.Port)))
+}

@@ -1,0 +1,299 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/broker"
+)
+
+// Authenticate registers the device as a pub/sub client (spec §2
+// "Authenticate"): it checks the credentials, then opens a clean broker
+// session, which takes over any client with the same clientid. A failure
+// leaves the socket open: the handler decides what happens next.
+func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password string) error {
+	c.cfg.Stats.ClientConnect.Add(1)
+	c.mu.Lock()
+	switch {
+	case c.state == Closed:
+		c.mu.Unlock()
+		return denied("Connection is closed")
+	case c.state == Connected || c.authBusy:
+		c.mu.Unlock()
+		return denied("Duplicated authenticate command")
+	}
+	c.authBusy = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.authBusy = false
+		c.mu.Unlock()
+	}()
+
+	cred := Credentials{
+		ClientID: ci.GetClientid(), Username: ci.GetUsername(), Password: password,
+		ProtoName: ci.GetProtoName(), ProtoVer: ci.GetProtoVer(),
+		Peer: tcpAddr(c.info.GetPeername()),
+	}
+	log := c.log.With("clientid", cred.ClientID, "username", cred.Username)
+	if ci.GetMountpoint() != "" {
+		log.Warn("ClientInfo.mountpoint is ignored; configure gateway.exproto.mountpoint instead")
+	}
+	if cred.ClientID == "" {
+		log.Warn("device authenticates with an empty clientid")
+	}
+	var res AuthResult
+	if c.cfg.Authenticate != nil {
+		var err error
+		if res, err = c.cfg.Authenticate(ctx, cred); err != nil {
+			c.cfg.Stats.AuthFailed.Add(1)
+			log.Debug("authentication failed", "reason", err)
+			return denied("Authentication failed: " + err.Error())
+		}
+	}
+	if !res.ExpireAt.IsZero() && !res.ExpireAt.After(time.Now()) {
+		c.cfg.Stats.AuthFailed.Add(1)
+		return denied("Authentication failed: credentials expired")
+	}
+
+	mp := strings.NewReplacer("${clientid}", cred.ClientID, "${username}", cred.Username).Replace(c.cfg.Mountpoint)
+	sess, err := c.cfg.Broker.Connect(ctx, broker.ClientInfo{ClientID: cred.ClientID, Username: cred.Username}, password, broker.Handlers{
+		Deliver: c.deliver,
+		Closed:  c.brokerClosed,
+	})
+	if err != nil {
+		c.cfg.Stats.AuthFailed.Add(1)
+		if errors.Is(err, broker.ErrNotAuthorized) {
+			return denied("Authentication failed: the broker refused the session")
+		}
+		log.Warn("broker session failed", "error", err)
+		return fmt.Errorf("open session: %w", err)
+	}
+
+	c.mu.Lock()
+	if c.state == Closed {
+		c.mu.Unlock()
+		sess.Close()
+		return denied("Connection is closed")
+	}
+	c.state = Connected
+	c.client = cred
+	c.client.Password = "" // never kept
+	c.superuser = res.Superuser
+	c.connectedAt = time.Now()
+	c.mountpoint = mp
+	c.session = sess
+	if !res.ExpireAt.IsZero() {
+		c.expireTimer = time.AfterFunc(time.Until(res.ExpireAt), func() { c.closeWith(ReasonExpired, false) })
+	}
+	c.mu.Unlock()
+	c.cfg.Registry.connected(c, cred.ClientID)
+	c.cfg.Stats.ClientConnected.Add(1)
+	log.Debug("device authenticated")
+	return nil
+}
+
+// StartTimer starts or replaces the keepalive (spec §2 "StartTimer"): after
+// 1.5 × interval without socket data the handler gets OnTimerTimeout and the
+// gateway closes the device with {shutdown,keepalive_timeout}.
+func (c *Channel) StartTimer(typ pb.TimerType, interval uint32) error {
+	if typ != pb.TimerType_KEEPALIVE {
+		return fmt.Errorf("%w: timer type %d", ErrBadParam, typ)
+	}
+	if interval == 0 {
+		return fmt.Errorf("%w: interval must be > 0", ErrBadParam)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == Closed {
+		return ErrNotAlive
+	}
+	c.keepalive = time.Duration(interval) * time.Second
+	// The handler now owns liveness: the idle rule no longer applies.
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	// Silence counts from now or from the last read, whichever is later.
+	c.lastRecv.Store(max(c.lastRecv.Load(), time.Now().UnixNano()))
+	if c.kaTimer != nil {
+		c.kaTimer.Stop()
+	}
+	c.kaTimer = time.AfterFunc(c.keepaliveLimit(), c.keepaliveCheck)
+	return nil
+}
+
+func (c *Channel) keepaliveLimit() time.Duration { return c.keepalive * 3 / 2 }
+
+func (c *Channel) keepaliveCheck() {
+	c.mu.Lock()
+	if c.state == Closed || c.keepalive == 0 {
+		c.mu.Unlock()
+		return
+	}
+	limit := c.keepaliveLimit()
+	silence := time.Since(time.Unix(0, c.lastRecv.Load()))
+	if silence < limit {
+		c.kaTimer.Reset(limit - silence)
+		c.mu.Unlock()
+		return
+	}
+	c.push(event{kind: evTimeout})
+	c.mu.Unlock()
+	c.closeWith(ReasonKeepaliveTimeout, false)
+}
+
+func (c *Channel) idleExpired() {
+	if !c.gotBytes.Load() && c.State() != Closed && c.keepaliveOff() {
+		c.closeWith(ReasonIdleTimeout, false)
+	}
+}
+
+func (c *Channel) keepaliveOff() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.keepalive == 0
+}
+
+// session returns the broker session and identity for a pub/sub call.
+func (c *Channel) pubsub() (broker.Session, Who, string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case Closed:
+		return nil, Who{}, "", ErrNotAlive
+	case Connecting:
+		return nil, Who{}, "", ErrNotConnected
+	}
+	who := Who{ClientID: c.client.ClientID, Username: c.client.Username, Peer: c.client.Peer, Superuser: c.superuser}
+	return c.session, who, c.mountpoint, nil
+}
+
+func (c *Channel) authorize(who Who, publish bool, topic string) error {
+	if who.Superuser || c.cfg.Authorize == nil || c.cfg.Authorize(who, publish, topic) {
+		return nil
+	}
+	c.cfg.Stats.AuthzDenied.Add(1)
+	return denied("Authorization deny")
+}
+
+// Publish publishes as the device (spec §2 "Publish"): authorization on the
+// topic as given, then the mountpoint; never retained.
+func (c *Channel) Publish(ctx context.Context, topic string, qos uint32, payload []byte) error {
+	if qos > 2 {
+		return fmt.Errorf("%w: qos %d", ErrBadParam, qos)
+	}
+	sess, who, mp, err := c.pubsub()
+	if err != nil {
+		return err
+	}
+	if !ValidTopic(topic) {
+		return fmt.Errorf("%w: topic %q", ErrBadParam, topic)
+	}
+	if err := c.authorize(who, true, topic); err != nil {
+		return err
+	}
+	return c.brokerErr(sess.Publish(ctx, mp+topic, byte(qos), payload))
+}
+
+// Subscribe subscribes the device, or updates the QoS of an existing
+// subscription (spec §2 "Subscribe").
+func (c *Channel) Subscribe(ctx context.Context, filter string, qos uint32) error {
+	if qos > 2 {
+		return fmt.Errorf("%w: qos %d", ErrBadParam, qos)
+	}
+	sess, who, mp, err := c.pubsub()
+	if err != nil {
+		return err
+	}
+	if !ValidFilter(filter) {
+		return fmt.Errorf("%w: topic filter %q", ErrBadParam, filter)
+	}
+	if err := c.authorize(who, false, filter); err != nil {
+		return err
+	}
+	if err := c.brokerErr(sess.Subscribe(ctx, Mount(mp, filter), byte(qos))); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.state == Connected {
+		c.subs[filter] = byte(qos)
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// Unsubscribe removes a subscription; an unknown filter is SUCCESS.
+func (c *Channel) Unsubscribe(ctx context.Context, filter string) error {
+	sess, _, mp, err := c.pubsub()
+	if err != nil {
+		return err
+	}
+	if !ValidFilter(filter) {
+		return fmt.Errorf("%w: topic filter %q", ErrBadParam, filter)
+	}
+	if err := c.brokerErr(sess.Unsubscribe(ctx, Mount(mp, filter))); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	delete(c.subs, filter)
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Channel) brokerErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, broker.ErrNotAuthorized):
+		c.cfg.Stats.AuthzDenied.Add(1)
+		return denied("Authorization deny")
+	case errors.Is(err, broker.ErrClosed):
+		return ErrNotAlive
+	case errors.Is(err, broker.ErrBadRequest):
+		return fmt.Errorf("%w: %v", ErrBadParam, err)
+	}
+	return err
+}
+
+// deliver queues a message from the broker; when DeliveryQueue messages
+// already wait, it is dropped and counted.
+func (c *Channel) deliver(m broker.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != Connected {
+		c.cfg.Stats.DeliveryDropped.Add(1)
+		return
+	}
+	if c.queuedMsgs >= c.cfg.DeliveryQueue {
+		c.cfg.Stats.DeliveryDropped.Add(1)
+		c.log.Debug("delivery dropped: queue full", "topic", m.Topic)
+		return
+	}
+	c.push(event{kind: evMessage, msg: &pb.Message{
+		Node:      c.cfg.Node,
+		Id:        c.ids.next(),
+		Qos:       uint32(m.QoS),
+		From:      m.From,
+		Topic:     strings.TrimPrefix(m.Topic, c.mountpoint),
+		Payload:   m.Payload,
+		Timestamp: uint64(m.Time.UnixMilli()),
+	}})
+}
+
+// brokerClosed handles the broker ending the session: a takeover, a kick,
+// or a lost broker connection.
+func (c *Channel) brokerClosed(err error) {
+	switch {
+	case errors.Is(err, broker.ErrTakenOver):
+		c.closeWith(ReasonDiscarded, false)
+	case errors.Is(err, broker.ErrKicked):
+		c.closeWith(ReasonKicked, false)
+	default:
+		c.log.Warn("broker session lost", "error", err)
+		c.closeWith("{shutdown,{error,broker_session_lost}}", false)
+	}
+}

@@ -1,0 +1,534 @@
+// Package config is exgate's configuration: a plain struct read from YAML,
+// its defaults, and the checks that run before anything starts.
+//
+// Key names mirror EMQX's gateway.exproto block so users can carry theirs over.
+// Unknown keys, wrong types and impossible values are errors that name the
+// key's path. Zero values mean "use the default" unless a field says otherwise.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole of exgate's configuration.
+type Config struct {
+	Node    Node    `yaml:"node"`
+	Log     Log     `yaml:"log"`
+	Broker  Broker  `yaml:"broker"`
+	Gateway Gateway `yaml:"gateway"`
+}
+
+// Node names this gateway instance.
+type Node struct {
+	// Name is reported as Message.node in every delivery. Default "exgate@127.0.0.1".
+	Name string `yaml:"name"`
+}
+
+// Log sets up log/slog.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is text or json. Default text.
+	Format string `yaml:"format"`
+}
+
+// Broker chooses the pub/sub engine. Only the embedded broker exists so far.
+type Broker struct {
+	Embedded Embedded `yaml:"embedded"`
+}
+
+// Embedded configures the in-process MQTT broker.
+type Embedded struct {
+	Listeners EmbeddedListeners `yaml:"listeners"`
+}
+
+// EmbeddedListeners are the embedded broker's MQTT listeners for ordinary clients.
+type EmbeddedListeners struct {
+	TCP MQTTListener `yaml:"tcp"`
+}
+
+// MQTTListener is one MQTT listener of the embedded broker.
+type MQTTListener struct {
+	// Enable defaults to true.
+	Enable *bool `yaml:"enable"`
+	// Bind is host:port. Default "0.0.0.0:1883".
+	Bind string `yaml:"bind"`
+}
+
+// Gateway holds the gateways; ExProto is the only one.
+type Gateway struct {
+	ExProto ExProto `yaml:"exproto"`
+}
+
+// ExProto is EMQX's gateway.exproto block, plus exgate's extensions.
+type ExProto struct {
+	Server  Server  `yaml:"server"`
+	Handler Handler `yaml:"handler"`
+	// IdleTimeout closes a connection that sends nothing this long after it was
+	// accepted (spec §2). Default 30s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Mountpoint prefixes every topic a device publishes or subscribes to; it
+	// may contain ${clientid} and ${username}. Default "".
+	Mountpoint string `yaml:"mountpoint"`
+	// MaxMessagesPerDelivery caps the messages in one OnReceivedMessages. Default 16.
+	MaxMessagesPerDelivery int `yaml:"max_messages_per_delivery"`
+	// EventQueue is how many socket reads may wait for the handler per
+	// connection before the gateway stops reading that socket. Default 64.
+	EventQueue int `yaml:"event_queue"`
+	// DeliveryQueue is how many messages may wait for the handler per
+	// connection; more are dropped and counted. Default 1000.
+	DeliveryQueue int `yaml:"delivery_queue"`
+	// CloseFlushTimeout bounds how long queued events are still delivered to
+	// the handler after a connection closed. Default 15s.
+	CloseFlushTimeout time.Duration `yaml:"close_flush_timeout"`
+	// Authentication runs on every Authenticate; empty allows everyone.
+	Authentication []Authenticator `yaml:"authentication"`
+	// Authorization checks Publish and Subscribe topics.
+	Authorization Authorization `yaml:"authorization"`
+	Listeners     Listeners     `yaml:"listeners"`
+}
+
+// Server is the ConnectionAdapter gRPC server that handlers call.
+type Server struct {
+	// Bind is host:port. Default "127.0.0.1:9100": whoever reaches it can
+	// publish anything, so keep it off public interfaces.
+	Bind string `yaml:"bind"`
+}
+
+// Handler is the user's ConnectionHandler service.
+type Handler struct {
+	// Address is "http://host:port" or "host:port". Default "http://127.0.0.1:9001".
+	Address string `yaml:"address"`
+	// ServiceName is ConnectionUnaryHandler (default) or ConnectionHandler.
+	ServiceName string `yaml:"service_name"`
+	// Streaming applies to ConnectionHandler: per_event (default: one short
+	// client stream per event, keeps order).
+	Streaming string `yaml:"streaming"`
+	// RequestTimeout is the deadline of one handler call; a call past it
+	// closes that device. Default 30s.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+}
+
+// Listeners are the device listeners by type and name.
+type Listeners struct {
+	TCP map[string]*Listener `yaml:"tcp"`
+}
+
+// Listener is one named device listener.
+type Listener struct {
+	// Enable defaults to true.
+	Enable *bool `yaml:"enable"`
+	// Bind is host:port or a bare port (all interfaces).
+	Bind string `yaml:"bind"`
+	// MaxConnections refuses connections beyond this many; 0 means no limit.
+	MaxConnections int `yaml:"max_connections"`
+	// Mountpoint overrides the gateway's mountpoint when set.
+	Mountpoint *string `yaml:"mountpoint,omitempty"`
+	// EnableAuthn false lets every device of this listener authenticate.
+	EnableAuthn *bool `yaml:"enable_authn"`
+}
+
+// Authenticator is one authentication source. Only the built-in user
+// database exists so far.
+type Authenticator struct {
+	// Mechanism is password_based.
+	Mechanism string `yaml:"mechanism"`
+	// Backend is built_in_database.
+	Backend string `yaml:"backend"`
+	// UserIDType is clientid or username (default).
+	UserIDType string `yaml:"user_id_type"`
+	// Users are the accounts. Passwords are bcrypt hashes ("$2a$…"),
+	// "sha256:<salt>:<hex>" or, for tests only, "plain:<password>".
+	Users []User `yaml:"users"`
+}
+
+// User is one account of the built-in database.
+type User struct {
+	UserID      string `yaml:"user_id"`
+	Password    string `yaml:"password"`
+	IsSuperuser bool   `yaml:"is_superuser"`
+}
+
+// Authorization is an ordered rule list, EMQX's file authorizer in YAML.
+type Authorization struct {
+	// NoMatch is allow (default) or deny.
+	NoMatch string `yaml:"no_match"`
+	Rules   []Rule `yaml:"rules"`
+}
+
+// Rule allows or denies an action on topics to some clients. First match wins.
+type Rule struct {
+	Permission string `yaml:"permission"` // allow | deny
+	// Who is all (default), or one of clientid/username/ipaddr.
+	ClientID string `yaml:"clientid"`
+	Username string `yaml:"username"`
+	IPAddr   string `yaml:"ipaddr"`
+	Action   string `yaml:"action"` // publish | subscribe | all
+	// Topics are filters; ${clientid} and ${username} are replaced; "eq t"
+	// matches t literally.
+	Topics []string `yaml:"topics"`
+}
+
+// Enabled reports whether l is on (nil means on).
+func (l *Listener) Enabled() bool { return l.Enable == nil || *l.Enable }
+
+// AuthnEnabled reports whether this listener authenticates devices.
+func (l *Listener) AuthnEnabled() bool { return l.EnableAuthn == nil || *l.EnableAuthn }
+
+// Enabled reports whether the MQTT listener is on (nil means on).
+func (l MQTTListener) Enabled() bool { return l.Enable == nil || *l.Enable }
+
+// base is the default configuration without device listeners: decoding
+// merges into it, and listeners must not merge with a default one.
+func base() *Config {
+	return &Config{
+		Node:   Node{Name: "exgate@127.0.0.1"},
+		Log:    Log{Level: "info", Format: "text"},
+		Broker: Broker{Embedded: Embedded{Listeners: EmbeddedListeners{TCP: MQTTListener{Enable: ptr(true), Bind: "0.0.0.0:1883"}}}},
+		Gateway: Gateway{ExProto: ExProto{
+			Server: Server{Bind: "127.0.0.1:9100"},
+			Handler: Handler{
+				Address:        "http://127.0.0.1:9001",
+				ServiceName:    "ConnectionUnaryHandler",
+				Streaming:      "per_event",
+				RequestTimeout: 30 * time.Second,
+			},
+			IdleTimeout:            30 * time.Second,
+			MaxMessagesPerDelivery: 16,
+			EventQueue:             64,
+			DeliveryQueue:          1000,
+			CloseFlushTimeout:      15 * time.Second,
+			Authorization:          Authorization{NoMatch: "allow"},
+		}},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Default returns the full default configuration.
+func Default() *Config {
+	c := base()
+	c.fillListeners()
+	return c
+}
+
+func (c *Config) fillListeners() {
+	if c.Gateway.ExProto.Listeners.TCP == nil {
+		c.Gateway.ExProto.Listeners.TCP = map[string]*Listener{"default": {Enable: ptr(true), Bind: "0.0.0.0:7993", EnableAuthn: ptr(true)}}
+	}
+}
+
+// Load reads and validates the YAML file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML over the defaults and validates the result.
+func Parse(b []byte) (*Config, error) {
+	c := base()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, withPaths(b, err)
+	}
+	c.fillListeners()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// YAML renders c as YAML.
+func (c *Config) YAML() []byte {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		panic(fmt.Sprintf("config: marshal: %v", err)) // plain structs always marshal
+	}
+	return b
+}
+
+var lineRE = regexp.MustCompile(`line (\d+): `)
+
+// withPaths rewrites yaml's "line N:" messages to name the key's path too.
+func withPaths(src []byte, err error) error {
+	var root yaml.Node
+	if yaml.Unmarshal(src, &root) != nil {
+		return fmt.Errorf("invalid YAML: %w", err)
+	}
+	paths := map[int]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := strings.TrimPrefix(path+"."+n.Content[i].Value, ".")
+				if _, ok := paths[n.Content[i].Line]; !ok {
+					paths[n.Content[i].Line] = p
+				}
+				walk(n.Content[i+1], p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if _, ok := paths[c.Line]; !ok {
+					paths[c.Line] = p
+				}
+				walk(c, p)
+			}
+		}
+	}
+	walk(&root, "")
+	msg := lineRE.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		n, _ := strconv.Atoi(lineRE.FindStringSubmatch(m)[1])
+		if p, ok := paths[n]; ok {
+			return fmt.Sprintf("%s (line %d): ", p, n)
+		}
+		return m
+	})
+	msg = strings.ReplaceAll(msg, "yaml: unmarshal errors:\n  ", "")
+	return errors.New(strings.ReplaceAll(msg, "\n  ", "; "))
+}
+
+// Validate checks values and cross-field rules, naming the culprit key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	if c.Node.Name == "" {
+		bad("node.name", "must not be empty")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "warning", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	if l := c.Broker.Embedded.Listeners.TCP; l.Enabled() {
+		if err := checkBind(l.Bind); err != nil {
+			bad("broker.embedded.listeners.tcp.bind", "%v", err)
+		}
+	}
+	x := &c.Gateway.ExProto
+	const g = "gateway.exproto."
+	if err := checkBind(x.Server.Bind); err != nil {
+		bad(g+"server.bind", "%v", err)
+	}
+	if _, err := HandlerTarget(x.Handler.Address); err != nil {
+		bad(g+"handler.address", "%v", err)
+	}
+	switch x.Handler.ServiceName {
+	case "ConnectionUnaryHandler", "ConnectionHandler":
+	default:
+		bad(g+"handler.service_name", "%q is not one of ConnectionUnaryHandler, ConnectionHandler", x.Handler.ServiceName)
+	}
+	if x.Handler.Streaming != "per_event" {
+		bad(g+"handler.streaming", "%q is not supported (per_event)", x.Handler.Streaming)
+	}
+	if x.Handler.RequestTimeout <= 0 {
+		bad(g+"handler.request_timeout", "must be positive, got %v", x.Handler.RequestTimeout)
+	}
+	if x.IdleTimeout <= 0 {
+		bad(g+"idle_timeout", "must be positive, got %v", x.IdleTimeout)
+	}
+	if x.CloseFlushTimeout <= 0 {
+		bad(g+"close_flush_timeout", "must be positive, got %v", x.CloseFlushTimeout)
+	}
+	if x.MaxMessagesPerDelivery < 1 {
+		bad(g+"max_messages_per_delivery", "must be at least 1, got %d", x.MaxMessagesPerDelivery)
+	}
+	if x.EventQueue < 1 {
+		bad(g+"event_queue", "must be at least 1, got %d", x.EventQueue)
+	}
+	if x.DeliveryQueue < 1 {
+		bad(g+"delivery_queue", "must be at least 1, got %d", x.DeliveryQueue)
+	}
+	if err := CheckMountpoint(x.Mountpoint); err != nil {
+		bad(g+"mountpoint", "%v", err)
+	}
+	for i, a := range x.Authentication {
+		p := fmt.Sprintf("%sauthentication[%d]", g, i)
+		if a.Mechanism != "password_based" {
+			bad(p+".mechanism", "%q is not supported (password_based)", a.Mechanism)
+		}
+		if a.Backend != "built_in_database" {
+			bad(p+".backend", "%q is not supported (built_in_database)", a.Backend)
+		}
+		switch a.UserIDType {
+		case "", "username", "clientid":
+		default:
+			bad(p+".user_id_type", "%q is not one of username, clientid", a.UserIDType)
+		}
+		for j, u := range a.Users {
+			if u.UserID == "" {
+				bad(fmt.Sprintf("%s.users[%d].user_id", p, j), "must not be empty")
+			}
+			if err := CheckPasswordHash(u.Password); err != nil {
+				bad(fmt.Sprintf("%s.users[%d].password", p, j), "%v", err)
+			}
+		}
+	}
+	switch x.Authorization.NoMatch {
+	case "allow", "deny":
+	default:
+		bad(g+"authorization.no_match", "%q is not one of allow, deny", x.Authorization.NoMatch)
+	}
+	for i, r := range x.Authorization.Rules {
+		p := fmt.Sprintf("%sauthorization.rules[%d]", g, i)
+		if r.Permission != "allow" && r.Permission != "deny" {
+			bad(p+".permission", "%q is not one of allow, deny", r.Permission)
+		}
+		switch r.Action {
+		case "publish", "subscribe", "all":
+		default:
+			bad(p+".action", "%q is not one of publish, subscribe, all", r.Action)
+		}
+		if len(r.Topics) == 0 {
+			bad(p+".topics", "must list at least one topic filter")
+		}
+	}
+	if len(x.Listeners.TCP) == 0 {
+		bad(g+"listeners", "no device listener is configured")
+	}
+	names := make([]string, 0, len(x.Listeners.TCP))
+	for n := range x.Listeners.TCP {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		l := x.Listeners.TCP[n]
+		p := g + "listeners.tcp." + n
+		if l == nil {
+			bad(p, "is empty")
+			continue
+		}
+		if err := checkBind(l.Bind); err != nil {
+			bad(p+".bind", "%v", err)
+		}
+		if l.MaxConnections < 0 {
+			bad(p+".max_connections", "must not be negative")
+		}
+		if l.Mountpoint != nil {
+			if err := CheckMountpoint(*l.Mountpoint); err != nil {
+				bad(p+".mountpoint", "%v", err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkBind(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	if _, err := strconv.Atoi(s); err == nil {
+		s = ":" + s
+	}
+	_, port, err := splitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q has no valid port", s)
+	}
+	return nil
+}
+
+func splitHostPort(s string) (string, string, error) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return "", "", fmt.Errorf("%q is not host:port", s)
+	}
+	host := s[:i]
+	if strings.HasPrefix(host, "[") != strings.HasSuffix(host, "]") {
+		return "", "", fmt.Errorf("%q has an unbalanced IPv6 bracket", s)
+	}
+	return strings.Trim(host, "[]"), s[i+1:], nil
+}
+
+// BindAddress turns a bind value ("7993", ":7993", "host:7993") into a
+// host:port that net.Listen takes.
+func BindAddress(s string) string {
+	if _, err := strconv.Atoi(s); err == nil {
+		return ":" + s
+	}
+	return s
+}
+
+// HandlerTarget turns a handler address ("http://h:p", "h:p") into a gRPC
+// dial target.
+func HandlerTarget(addr string) (string, error) {
+	a := addr
+	switch {
+	case strings.HasPrefix(a, "http://"):
+		a = strings.TrimPrefix(a, "http://")
+	case strings.HasPrefix(a, "https://"):
+		return "", fmt.Errorf("%q: https needs handler.ssl_options, which are not supported yet", addr)
+	case strings.Contains(a, "://"):
+		return "", fmt.Errorf("%q: scheme must be http", addr)
+	}
+	a = strings.TrimSuffix(a, "/")
+	if _, _, err := splitHostPort(a); err != nil {
+		return "", err
+	}
+	if strings.Contains(a, "/") {
+		return "", fmt.Errorf("%q: a path is not allowed", addr)
+	}
+	return a, nil
+}
+
+// CheckMountpoint rejects mountpoints that would make invalid topics.
+func CheckMountpoint(m string) error {
+	if strings.ContainsAny(m, "+#\x00") {
+		return fmt.Errorf("%q must not contain wildcards or NUL", m)
+	}
+	rest := strings.NewReplacer("${clientid}", "", "${username}", "").Replace(m)
+	if strings.Contains(rest, "${") {
+		return fmt.Errorf("%q: only ${clientid} and ${username} may be used", m)
+	}
+	return nil
+}
+
+// CheckPasswordHash reports whether s is a password form the built-in
+// database understands.
+func CheckPasswordHash(s string) error {
+	switch {
+	case strings.HasPrefix(s, "$2a$"), strings.HasPrefix(s, "$2b$"), strings.HasPrefix(s, "$2y$"):
+		return nil
+	case strings.HasPrefix(s, "sha256:"):
+		if len(strings.Split(s, ":")) != 3 {
+			return errors.New("sha256 form is sha256:<salt>:<hex digest of salt+password>")
+		}
+		return nil
+	case strings.HasPrefix(s, "plain:"):
+		return nil
+	}
+	return errors.New("must be a bcrypt hash, sha256:<salt>:<hex> or plain:<password>")
+}

@@ -1,0 +1,253 @@
+// Package e2e tests exgate end to end: a real gateway on loopback ports, a
+// real gRPC handler speaking the JSON demo protocol, real TCP devices and
+// real MQTT clients.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/goleak"
+
+	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/gateway"
+	"github.com/exgate/exgate/internal/testhandler"
+)
+
+type Frame = testhandler.Frame
+
+// env is one gateway with its handler.
+type env struct {
+	t   *testing.T
+	g   *gateway.Gateway
+	h   *testhandler.Handler
+	cfg *config.Config
+}
+
+// start runs a gateway and a test handler; mutate adjusts the config. The
+// test fails if goroutines are left behind after everything closed.
+func start(t *testing.T, mutate func(*config.Config)) *env {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreCurrent()) })
+	h := testhandler.Start(t)
+	cfg := config.Default()
+	x := &cfg.Gateway.ExProto
+	cfg.Broker.Embedded.Listeners.TCP.Bind = "127.0.0.1:0"
+	x.Server.Bind = "127.0.0.1:0"
+	x.Handler.Address = "http://" + h.Addr
+	x.Handler.RequestTimeout = 5 * time.Second
+	x.Listeners.TCP["default"].Bind = "127.0.0.1:0"
+	x.CloseFlushTimeout = 5 * time.Second
+	if mutate != nil {
+		mutate(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	level := slog.LevelWarn
+	if os.Getenv("EXGATE_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		t.Fatalf("gateway: %v", err)
+	}
+	g.Start()
+	h.Attach(t, g.AdapterAddr().String())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := g.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if n := h.Overlaps(); n != 0 {
+			t.Errorf("handler saw %d overlapping callbacks for one connection", n)
+		}
+	})
+	return &env{t: t, g: g, h: h, cfg: cfg}
+}
+
+// testWriter sends log lines to t.Log while the test runs.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// device is a TCP device speaking the JSON demo protocol.
+type device struct {
+	t    *testing.T
+	conn net.Conn
+	dec  *json.Decoder
+	id   string // conn id, as the handler saw it
+}
+
+// dial connects a device and waits for its OnSocketCreated.
+func (e *env) dial() *device {
+	e.t.Helper()
+	n := len(e.h.Conns())
+	c, err := net.Dial("tcp", e.g.ListenerAddr("default").String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = c.Close() })
+	d := &device{t: e.t, conn: c, dec: json.NewDecoder(c)}
+	d.id = e.h.NthConn(e.t, n, 5*time.Second)
+	return d
+}
+
+func (d *device) send(f Frame) {
+	d.t.Helper()
+	b, _ := json.Marshal(f)
+	if _, err := d.conn.Write(b); err != nil {
+		d.t.Fatalf("device write: %v", err)
+	}
+}
+
+func (d *device) recv() Frame {
+	d.t.Helper()
+	_ = d.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var f Frame
+	if err := d.dec.Decode(&f); err != nil {
+		d.t.Fatalf("device read: %v", err)
+	}
+	return f
+}
+
+// expect reads a frame of type typ and checks its result code.
+func (d *device) expect(typ, rc int) Frame {
+	d.t.Helper()
+	f := d.recv()
+	if f.Type != typ {
+		d.t.Fatalf("got frame type %d, want %d: %+v", f.Type, typ, f)
+	}
+	if f.RC != nil && *f.RC != rc {
+		d.t.Fatalf("frame type %d: result code %d, want %d", typ, *f.RC, rc)
+	}
+	return f
+}
+
+// connect authenticates as clientid and checks CONNACK.
+func (d *device) connect(clientID string, keepalive uint32) {
+	d.t.Helper()
+	d.send(Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ProtoName: "demo", ProtoVer: "1", ClientID: clientID, Username: "u-" + clientID}, Password: "pw", Keepalive: keepalive})
+	d.expect(testhandler.Connack, 0)
+}
+
+func (d *device) subscribe(topic string, qos uint32) {
+	d.t.Helper()
+	d.send(Frame{Type: testhandler.Subscribe, Topic: topic, QoS: qos})
+	d.expect(testhandler.Suback, 0)
+}
+
+// expectEOF waits until the gateway closed the socket.
+func (d *device) expectEOF(within time.Duration) {
+	d.t.Helper()
+	_ = d.conn.SetReadDeadline(time.Now().Add(within))
+	buf := make([]byte, 1024)
+	for {
+		_, err := d.conn.Read(buf)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, io.EOF) || isReset(err) {
+			return
+		}
+		d.t.Fatalf("socket not closed within %v: %v", within, err)
+	}
+}
+
+func isReset(err error) bool { return strings.Contains(err.Error(), "connection reset") }
+
+// mqttClient is an MQTT 3.1.1 client of the embedded broker.
+type mqttClient struct {
+	mqtt.Client
+	t    *testing.T
+	msgs chan mqtt.Message
+	lost chan error
+}
+
+func (e *env) mqtt(clientID string) *mqttClient {
+	e.t.Helper()
+	m := &mqttClient{t: e.t, msgs: make(chan mqtt.Message, 100), lost: make(chan error, 1)}
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + e.g.MQTTAddr().String()).SetClientID(clientID).
+		SetAutoReconnect(false).SetConnectRetry(false).SetCleanSession(true).
+		SetDefaultPublishHandler(func(_ mqtt.Client, msg mqtt.Message) { m.msgs <- msg }).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) { m.lost <- err })
+	m.Client = mqtt.NewClient(opts)
+	if tok := m.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		e.t.Fatalf("mqtt connect: %v", tok.Error())
+	}
+	e.t.Cleanup(func() { m.Disconnect(50) })
+	return m
+}
+
+func (m *mqttClient) sub(topic string, qos byte) {
+	m.t.Helper()
+	if tok := m.Subscribe(topic, qos, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		m.t.Fatalf("mqtt subscribe: %v", tok.Error())
+	}
+}
+
+func (m *mqttClient) pub(topic string, qos byte, retained bool, payload string) {
+	m.t.Helper()
+	if tok := m.Publish(topic, qos, retained, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		m.t.Fatalf("mqtt publish: %v", tok.Error())
+	}
+}
+
+func (m *mqttClient) expect(topic, payload string) mqtt.Message {
+	m.t.Helper()
+	select {
+	case msg := <-m.msgs:
+		if msg.Topic() != topic || string(msg.Payload()) != payload {
+			m.t.Fatalf("mqtt got %s %q, want %s %q", msg.Topic(), msg.Payload(), topic, payload)
+		}
+		return msg
+	case <-time.After(5 * time.Second):
+		m.t.Fatalf("mqtt: no message on %s", topic)
+	}
+	return nil
+}
+
+// methods lists conn's callbacks in order.
+func (e *env) methods(conn string) []string {
+	var out []string
+	for _, ev := range e.h.Events(conn) {
+		out = append(out, ev.Method)
+	}
+	return out
+}
+
+// collector records what goroutines log, for tests that check logs.
+type collector struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (c *collector) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.Write(p)
+}
+
+func (c *collector) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.String()
+}
+
+var _ = fmt.Sprintf
