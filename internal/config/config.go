@@ -266,7 +266,11 @@ func (c *Config) YAML() []byte {
 	return b
 }
 
-var lineRE = regexp.MustCompile(`line (\d+): `)
+var (
+	lineRE    = regexp.MustCompile(`line (\d+): `)
+	unknownRE = regexp.MustCompile(`field \S+ not found in type \S+`)
+	typeRE    = regexp.MustCompile("cannot unmarshal (!!\\w+) `([^`]*)` into (\\S+)")
+)
 
 // withPaths rewrites yaml's "line N:" messages to name the key's path too.
 func withPaths(src []byte, err error) error {
@@ -309,6 +313,15 @@ func withPaths(src []byte, err error) error {
 		return m
 	})
 	msg = strings.ReplaceAll(msg, "yaml: unmarshal errors:\n  ", "")
+	msg = unknownRE.ReplaceAllString(msg, "unknown key")
+	msg = typeRE.ReplaceAllStringFunc(msg, func(m string) string {
+		sm := typeRE.FindStringSubmatch(m)
+		want := map[string]string{"time.Duration": "a duration such as 30s", "int": "a whole number", "bool": "true or false", "string": "a string"}[sm[3]]
+		if want == "" {
+			want = sm[3]
+		}
+		return fmt.Sprintf("expected %s, got %s", want, sm[2])
+	})
 	return errors.New(strings.ReplaceAll(msg, "\n  ", "; "))
 }
 

@@ -39,8 +39,25 @@ type env struct {
 // test fails if goroutines are left behind after everything closed.
 func start(t *testing.T, mutate func(*config.Config)) *env {
 	t.Helper()
-	t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreCurrent()) })
-	h := testhandler.Start(t)
+	return startWith(t, options{}, mutate)
+}
+
+// options vary what start builds.
+type options struct {
+	handler *testhandler.Handler // nil: a fresh one serving both services
+	logs    io.Writer            // also receives the gateway's log at debug level
+}
+
+func startWith(t *testing.T, o options, mutate func(*config.Config)) *env {
+	t.Helper()
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	h := o.handler
+	if h == nil {
+		h = testhandler.Start(t)
+	} else {
+		t.Cleanup(h.Stop) // before the leak check runs
+	}
 	cfg := config.Default()
 	x := &cfg.Gateway.ExProto
 	cfg.Broker.Embedded.Listeners.TCP.Bind = "127.0.0.1:0"
@@ -59,7 +76,12 @@ func start(t *testing.T, mutate func(*config.Config)) *env {
 	if os.Getenv("EXGATE_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+	var w io.Writer = testWriter{t}
+	if o.logs != nil {
+		w = io.MultiWriter(w, o.logs)
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		t.Fatalf("gateway: %v", err)

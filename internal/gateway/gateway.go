@@ -40,6 +40,9 @@ type Gateway struct {
 	adapterLn net.Listener
 	listeners []*tcpListener
 	serving   sync.WaitGroup
+
+	shutdownOnce sync.Once
+	shutdownErr  error
 }
 
 type tcpListener struct {
@@ -221,7 +224,13 @@ func (g *Gateway) ListenerAddr(name string) net.Addr {
 // Shutdown stops accepting devices, closes every device with
 // {shutdown,gateway_stopped} and waits (until ctx ends) for their
 // OnSocketClosed, then stops the adapter, the handler client and the broker.
+// Shutdown is idempotent; later calls return the first call's result.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.shutdownOnce.Do(func() { g.shutdownErr = g.shutdown(ctx) })
+	return g.shutdownErr
+}
+
+func (g *Gateway) shutdown(ctx context.Context) error {
 	for _, l := range g.listeners {
 		_ = l.Close()
 	}

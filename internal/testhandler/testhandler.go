@@ -83,6 +83,9 @@ type Handler struct {
 	Hang func(method string) bool
 	// OnCreated, if set, runs inside OnSocketCreated before it returns.
 	OnCreated func(ctx context.Context, conn string)
+	// OnBytes and OnMessages, if set, run at the start of those callbacks
+	// (to make a handler slow).
+	OnBytes, OnMessages func()
 	// ReadOnlyFirst mimics handlers that only read messages[0].
 	ReadOnlyFirst bool
 
@@ -115,6 +118,12 @@ func Start(t testing.TB) *Handler {
 // address it had).
 func StartAt(t testing.TB, addr string) *Handler {
 	t.Helper()
+	return StartOnly(t, addr, "ConnectionUnaryHandler", "ConnectionHandler")
+}
+
+// StartOnly serves only the named services on addr.
+func StartOnly(t testing.TB, addr string, services ...string) *Handler {
+	t.Helper()
 	var ln net.Listener
 	var err error
 	for i := 0; i < 50; i++ { // the old server's port may take a moment to free
@@ -129,8 +138,14 @@ func StartAt(t testing.TB, addr string) *Handler {
 	h := &Handler{Addr: ln.Addr().String(), events: map[string][]Event{}, bufs: map[string][]byte{},
 		inflight: map[string]int{}, notify: make(chan struct{})}
 	h.srv = grpc.NewServer()
-	pb.RegisterConnectionUnaryHandlerServer(h.srv, h)
-	pb.RegisterConnectionHandlerServer(h.srv, &streaming{h: h})
+	for _, svc := range services {
+		switch svc {
+		case "ConnectionUnaryHandler":
+			pb.RegisterConnectionUnaryHandlerServer(h.srv, h)
+		case "ConnectionHandler":
+			pb.RegisterConnectionHandlerServer(h.srv, &streaming{h: h})
+		}
+	}
 	go func() { _ = h.srv.Serve(ln) }()
 	t.Cleanup(h.Stop)
 	return h
@@ -163,10 +178,13 @@ func (h *Handler) enter(conn string) func() {
 		h.overlaps++
 	}
 	h.mu.Unlock()
+	var once sync.Once
 	return func() {
-		h.mu.Lock()
-		h.inflight[conn]--
-		h.mu.Unlock()
+		once.Do(func() {
+			h.mu.Lock()
+			h.inflight[conn]--
+			h.mu.Unlock()
+		})
 	}
 }
 
@@ -250,8 +268,11 @@ func (h *Handler) NthConn(t testing.TB, n int, timeout time.Duration) string {
 	return h.Conns()[n]
 }
 
-func (h *Handler) behave(ctx context.Context, method string) error {
+// behave applies Fail and Hang. A hung call no longer counts as in flight:
+// the gateway gives up on it at its deadline and moves on.
+func (h *Handler) behave(ctx context.Context, method string, leave func()) error {
 	if h.Hang != nil && h.Hang(method) {
+		leave()
 		<-ctx.Done()
 		return ctx.Err()
 	}
@@ -262,9 +283,10 @@ func (h *Handler) behave(ctx context.Context, method string) error {
 }
 
 func (h *Handler) OnSocketCreated(ctx context.Context, r *pb.SocketCreatedRequest) (*pb.EmptySuccess, error) {
-	defer h.enter(r.Conn)()
+	leave := h.enter(r.Conn)
+	defer leave()
 	h.record(r.Conn, Event{Method: "OnSocketCreated", ConnInfo: r.Conninfo})
-	if err := h.behave(ctx, "OnSocketCreated"); err != nil {
+	if err := h.behave(ctx, "OnSocketCreated", leave); err != nil {
 		return nil, err
 	}
 	if h.OnCreated != nil {
@@ -274,18 +296,20 @@ func (h *Handler) OnSocketCreated(ctx context.Context, r *pb.SocketCreatedReques
 }
 
 func (h *Handler) OnSocketClosed(ctx context.Context, r *pb.SocketClosedRequest) (*pb.EmptySuccess, error) {
-	defer h.enter(r.Conn)()
+	leave := h.enter(r.Conn)
+	defer leave()
 	h.record(r.Conn, Event{Method: "OnSocketClosed", Reason: r.Reason})
 	h.mu.Lock()
 	delete(h.bufs, r.Conn)
 	h.mu.Unlock()
-	return &pb.EmptySuccess{}, h.behave(ctx, "OnSocketClosed")
+	return &pb.EmptySuccess{}, h.behave(ctx, "OnSocketClosed", leave)
 }
 
 func (h *Handler) OnTimerTimeout(ctx context.Context, r *pb.TimerTimeoutRequest) (*pb.EmptySuccess, error) {
-	defer h.enter(r.Conn)()
+	leave := h.enter(r.Conn)
+	defer leave()
 	h.record(r.Conn, Event{Method: "OnTimerTimeout"})
-	if err := h.behave(ctx, "OnTimerTimeout"); err != nil {
+	if err := h.behave(ctx, "OnTimerTimeout", leave); err != nil {
 		return nil, err
 	}
 	_, _ = h.Adapter.Close(ctx, &pb.CloseSocketRequest{Conn: r.Conn})
@@ -293,9 +317,13 @@ func (h *Handler) OnTimerTimeout(ctx context.Context, r *pb.TimerTimeoutRequest)
 }
 
 func (h *Handler) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessagesRequest) (*pb.EmptySuccess, error) {
-	defer h.enter(r.Conn)()
+	leave := h.enter(r.Conn)
+	defer leave()
 	h.record(r.Conn, Event{Method: "OnReceivedMessages", Messages: r.Messages})
-	if err := h.behave(ctx, "OnReceivedMessages"); err != nil {
+	if h.OnMessages != nil {
+		h.OnMessages()
+	}
+	if err := h.behave(ctx, "OnReceivedMessages", leave); err != nil {
 		return nil, err
 	}
 	msgs := r.Messages
@@ -310,9 +338,13 @@ func (h *Handler) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessages
 }
 
 func (h *Handler) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesRequest) (*pb.EmptySuccess, error) {
-	defer h.enter(r.Conn)()
+	leave := h.enter(r.Conn)
+	defer leave()
 	h.record(r.Conn, Event{Method: "OnReceivedBytes", Bytes: r.Bytes})
-	if err := h.behave(ctx, "OnReceivedBytes"); err != nil {
+	if h.OnBytes != nil {
+		h.OnBytes()
+	}
+	if err := h.behave(ctx, "OnReceivedBytes", leave); err != nil {
 		return nil, err
 	}
 	h.mu.Lock()

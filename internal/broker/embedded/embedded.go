@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,7 +61,7 @@ func New(o Options) (*Broker, error) {
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
-		Logger:       log,
+		Logger:       slog.New(quietLog{log.Handler()}),
 	})
 	if err := srv.AddHook(&hook{o: o}, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: add hook: %w", err)
@@ -237,3 +238,31 @@ type memAddr struct{}
 
 func (memAddr) Network() string { return "memory" }
 func (memAddr) String() string  { return "exgate-devices" }
+
+// quietLog tones mochi's log down to exgate's: its lifecycle chatter is
+// Debug, and its warning about keepalive 0, which every in-memory device
+// session has on purpose, is dropped.
+type quietLog struct{ slog.Handler }
+
+func (q quietLog) Handle(ctx context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "client keepalive is below minimum") {
+		return nil
+	}
+	if r.Level == slog.LevelInfo {
+		r.Level = slog.LevelDebug
+		if !q.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quietLog) Enabled(ctx context.Context, l slog.Level) bool {
+	if l == slog.LevelInfo {
+		l = slog.LevelDebug
+	}
+	return q.Handler.Enabled(ctx, l)
+}
+
+func (q quietLog) WithAttrs(a []slog.Attr) slog.Handler { return quietLog{q.Handler.WithAttrs(a)} }
+func (q quietLog) WithGroup(n string) slog.Handler      { return quietLog{q.Handler.WithGroup(n)} }

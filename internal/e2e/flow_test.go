@@ -1,0 +1,200 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/testhandler"
+)
+
+// A device that floods a slow handler is paused by TCP back pressure: the
+// gateway holds at most event_queue reads for it, not everything sent.
+func TestSlowHandlerPushesBackOnDevice(t *testing.T) {
+	release := make(chan struct{})
+	e := start(t, func(c *config.Config) { c.Gateway.ExProto.EventQueue = 4 })
+	e.h.OnBytes = func() { <-release }
+	d := e.dial()
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+
+	chunk := make([]byte, 64<<10)
+	sent := 0
+	_ = d.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	for sent < 256<<20 {
+		n, err := d.conn.Write(chunk)
+		sent += n
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sent >= 256<<20 {
+		t.Fatal("the gateway took 256 MiB from a device whose handler is stuck: no back pressure")
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 32<<20 {
+		t.Fatalf("heap grew by %d MiB while a device flooded", grew>>20)
+	}
+	t.Logf("device wrote %d KiB before TCP pushed back", sent>>10)
+	close(release)
+	// The gateway's shutdown kicks the device; what is queued is flushed.
+}
+
+// Deliveries to a device whose handler is slow are queued up to
+// delivery_queue; the rest are dropped and counted, never buffered without bound.
+func TestDeliveryOverflowDroppedAndCounted(t *testing.T) {
+	release := make(chan struct{})
+	e := start(t, func(c *config.Config) {
+		c.Gateway.ExProto.DeliveryQueue = 5
+		c.Gateway.ExProto.MaxMessagesPerDelivery = 1
+	})
+	d := e.dial()
+	d.connect("slow", 0)
+	d.subscribe("flood", 0)
+	e.h.OnMessages = func() { <-release }
+	m := e.mqtt("app")
+	for i := 0; i < 30; i++ {
+		m.pub("flood", 1, false, "x")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.g.Stats.DeliveryDropped.Load() < 30-5-1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped %d, want at least %d", e.g.Stats.DeliveryDropped.Load(), 30-5-1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(release)
+	// What was queued still arrives: one in flight + delivery_queue.
+	for i := 0; i < 6; i++ {
+		d.expect(testhandler.Publish, 0)
+	}
+	if got := e.g.Stats.DeliveryDropped.Load(); got != 24 {
+		t.Fatalf("dropped %d, want 24", got)
+	}
+}
+
+func TestDeliveryBatching(t *testing.T) {
+	for _, batch := range []int{1, 16} {
+		t.Run(map[int]string{1: "max1", 16: "max16"}[batch], func(t *testing.T) {
+			release := make(chan struct{})
+			e := start(t, func(c *config.Config) { c.Gateway.ExProto.MaxMessagesPerDelivery = batch })
+			e.h.ReadOnlyFirst = true // a handler that reads only messages[0]
+			d := e.dial()
+			d.connect("b", 0)
+			d.subscribe("b/#", 0)
+			first := true
+			e.h.OnMessages = func() {
+				if first {
+					first = false
+					<-release
+				}
+			}
+			m := e.mqtt("app")
+			for i := 0; i < 10; i++ {
+				m.pub("b/t", 1, false, string(rune('a'+i)))
+			}
+			time.Sleep(300 * time.Millisecond) // all ten queued behind the first
+			close(release)
+			got := 0
+			var sizes []int
+			e.h.WaitFor(t, 5*time.Second, "deliveries", func() bool {
+				got, sizes = 0, nil
+				for _, ev := range e.h.Events(d.id) {
+					if ev.Method == "OnReceivedMessages" {
+						got += len(ev.Messages)
+						sizes = append(sizes, len(ev.Messages))
+					}
+				}
+				return got == 10
+			})
+			for _, n := range sizes {
+				if n > batch {
+					t.Fatalf("batch of %d with max_messages_per_delivery %d", n, batch)
+				}
+			}
+			if batch == 1 {
+				// Nothing is lost for a messages[0]-only handler.
+				for i := 0; i < 10; i++ {
+					if f := d.expect(testhandler.Publish, 0); f.Payload != string(rune('a'+i)) {
+						t.Fatalf("message %d: %q (order or loss)", i, f.Payload)
+					}
+				}
+			} else if len(sizes) > 3 {
+				t.Fatalf("queued deliveries not coalesced: batches %v", sizes)
+			}
+		})
+	}
+}
+
+func TestShutdownClosesDevicesGracefully(t *testing.T) {
+	e := start(t, nil)
+	d1, d2 := e.dial(), e.dial()
+	d1.connect("s1", 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.g.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []*device{d1, d2} {
+		if r, ok := e.h.Closed(d.id); !ok || r != "{shutdown,gateway_stopped}" {
+			t.Fatalf("device %s: OnSocketClosed %q %v", d.id, r, ok)
+		}
+		d.expectEOF(time.Second)
+	}
+}
+
+func TestMQTT5Client(t *testing.T) {
+	e := start(t, nil)
+	d := e.dial()
+	d.connect("dev5", 0)
+	d.subscribe("v5/in", 2)
+
+	conn, err := net.Dial("tcp", e.g.MQTTAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *paho.Publish, 10)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) { got <- pr.Packet; return true, nil },
+	}})
+	ctx := ctx5(t)
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "app5", CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "v5/out", QoS: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx, &paho.Publish{Topic: "v5/in", QoS: 2, Payload: []byte("to device")}); err != nil {
+		t.Fatal(err)
+	}
+	if f := d.expect(testhandler.Publish, 0); f.Payload != "to device" || f.QoS != 2 || f.Extra["from"] != "app5" {
+		t.Fatalf("device got %+v", f)
+	}
+	d.send(Frame{Type: testhandler.Publish, Topic: "v5/out", QoS: 2, Payload: "to app"})
+	d.expect(testhandler.Puback, 0)
+	select {
+	case p := <-got:
+		if string(p.Payload) != "to app" || p.QoS != 2 {
+			t.Fatalf("app got %+v", p)
+		}
+		if p.Properties != nil && len(p.Properties.User) != 0 {
+			t.Fatalf("internal user properties leaked to an MQTT client: %v", p.Properties.User)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("MQTT 5 client got nothing")
+	}
+}

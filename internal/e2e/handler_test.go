@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/testhandler"
+	pb "github.com/exgate/exgate/exprotopb"
+)
+
+func TestHandlerReturnsError(t *testing.T) {
+	e := start(t, nil)
+	e.h.Fail = func(m string) bool { return m == "OnReceivedBytes" }
+	d := e.dial()
+	d.send(Frame{Type: 42})
+	if r := e.h.WaitClosed(t, d.id, 5*time.Second); r != "{shutdown,{error,{on_received_bytes,internal}}}" {
+		t.Fatalf("reason %q", r)
+	}
+	d.expectEOF(2 * time.Second)
+}
+
+func TestHandlerNeverAnswers(t *testing.T) {
+	e := start(t, func(c *config.Config) { c.Gateway.ExProto.Handler.RequestTimeout = 500 * time.Millisecond })
+	e.h.Hang = func(m string) bool { return m == "OnReceivedBytes" }
+	hung := e.dial()
+	other := e.dial()
+	hung.send(Frame{Type: 42})
+	begin := time.Now()
+	if r := e.h.WaitClosed(t, hung.id, 5*time.Second); r != "{shutdown,{error,{on_received_bytes,deadline_exceeded}}}" {
+		t.Fatalf("reason %q", r)
+	}
+	if took := time.Since(begin); took > 2*time.Second {
+		t.Fatalf("deadline took %v", took)
+	}
+	hung.expectEOF(time.Second)
+	// Only that device: the other one still works.
+	e.h.Hang = nil
+	other.connect("fine", 0)
+}
+
+func TestHandlerDownAndBack(t *testing.T) {
+	e := start(t, nil)
+	addr := e.h.Addr
+	d := e.dial()
+	d.connect("before", 0)
+
+	e.h.Stop()
+	// A device connecting while the handler is down is closed at once.
+	c, err := net.Dial("tcp", e.g.ListenerAddr("default").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("device of a down handler not closed: %v", err)
+	}
+	// The connected device fails on its next event.
+	d.send(Frame{Type: 42})
+	d.expectEOF(5 * time.Second)
+
+	// The handler comes back on the same address: new devices work again.
+	h2 := testhandler.StartAt(t, addr)
+	h2.Attach(t, e.g.AdapterAddr().String())
+	e.h = h2
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.Dial("tcp", e.g.ListenerAddr("default").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waitFirstConn(h2, 1500*time.Millisecond) {
+			conn.Close()
+			break
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("gateway did not reconnect to the restarted handler")
+		}
+	}
+	d2 := e.dial()
+	d2.connect("after", 0)
+}
+
+func waitFirstConn(h *testhandler.Handler, d time.Duration) bool {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if len(h.Conns()) > 0 {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+func TestStreamingHandlerService(t *testing.T) {
+	e := start(t, func(c *config.Config) { c.Gateway.ExProto.Handler.ServiceName = "ConnectionHandler" })
+	d := e.dial()
+	d.connect("streamer", 0)
+	d.subscribe("s/#", 0)
+	m := e.mqtt("app")
+	m.pub("s/1", 0, false, "x")
+	d.expect(testhandler.Publish, 0)
+	d.send(Frame{Type: testhandler.Disconnect})
+	if r := e.h.WaitClosed(t, d.id, 5*time.Second); r != "{shutdown,normal}" {
+		t.Fatalf("reason %q", r)
+	}
+}
+
+func TestWrongServiceNameIsExplained(t *testing.T) {
+	var logs collector
+	h := testhandler.StartOnly(t, "127.0.0.1:0", "ConnectionUnaryHandler")
+	e := startWith(t, options{handler: h, logs: &logs}, func(c *config.Config) {
+		c.Gateway.ExProto.Handler.ServiceName = "ConnectionHandler"
+	})
+	c, err := net.Dial("tcp", e.g.ListenerAddr("default").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("device not closed: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "it may implement ConnectionUnaryHandler") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no hint about service_name in the log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), h.Addr) {
+		t.Fatalf("log does not name the handler address:\n%s", logs.String())
+	}
+	_ = pb.ResultCode_SUCCESS
+}
