@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testhandler"
-	pb "github.com/exgate/exgate/exprotopb"
 )
 
 func ctx5(t *testing.T) context.Context {

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
+	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testhandler"
-	pb "github.com/exgate/exgate/exprotopb"
 )
 
 func TestKeepalive(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/adapter"
 	"github.com/exgate/exgate/internal/auth"
 	"github.com/exgate/exgate/internal/broker/embedded"
@@ -24,7 +25,6 @@ import (
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/handler"
 	"github.com/exgate/exgate/internal/listener"
-	pb "github.com/exgate/exgate/exprotopb"
 )
 
 // Gateway is one running exgate.

@@ -98,9 +98,9 @@ type Handler struct {
 	inflight map[string]int // callbacks running per conn
 	overlaps int            // times a callback started while another ran
 	events   map[string][]Event
-	bufs   map[string][]byte
-	order  []string // conn ids in creation order
-	notify chan struct{}
+	bufs     map[string][]byte
+	order    []string // conn ids in creation order
+	notify   chan struct{}
 }
 
 // streaming serves ConnectionHandler with the same logic.
@@ -463,7 +463,10 @@ func (s *streaming) OnTimerTimeout(st pb.ConnectionHandler_OnTimerTimeoutServer)
 }
 
 func (s *streaming) OnReceivedMessages(st pb.ConnectionHandler_OnReceivedMessagesServer) error {
-	if err := recvAll(st.Recv, func(r *pb.ReceivedMessagesRequest) error { _, err := s.h.OnReceivedMessages(st.Context(), r); return err }); err != nil {
+	if err := recvAll(st.Recv, func(r *pb.ReceivedMessagesRequest) error {
+		_, err := s.h.OnReceivedMessages(st.Context(), r)
+		return err
+	}); err != nil {
 		return err
 	}
 	return st.SendAndClose(&pb.EmptySuccess{})
