@@ -239,16 +239,17 @@ type memAddr struct{}
 func (memAddr) Network() string { return "memory" }
 func (memAddr) String() string  { return "exgate-devices" }
 
-// quietLog tones mochi's log down to exgate's: its lifecycle chatter is
-// Debug, and its warning about keepalive 0, which every in-memory device
-// session has on purpose, is dropped.
+// quietLog tones mochi's log down to exgate's: its warning about keepalive
+// 0, which every in-memory device session has on purpose, is dropped.
 type quietLog struct{ slog.Handler }
 
 func (q quietLog) Handle(ctx context.Context, r slog.Record) error {
 	if strings.HasPrefix(r.Message, "client keepalive is below minimum") {
 		return nil
 	}
-	if r.Level == slog.LevelInfo {
+	// Info chatter, and the message-less warnings mochi logs when a client's
+	// connection ends during shutdown, are Debug.
+	if r.Level == slog.LevelInfo || (r.Level == slog.LevelWarn && r.Message == "") {
 		r.Level = slog.LevelDebug
 		if !q.Handler.Enabled(ctx, r.Level) {
 			return nil

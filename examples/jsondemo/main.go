@@ -1,0 +1,179 @@
+// Command jsondemo is an ExProto handler for the JSON demo protocol that
+// EMQX's own tests used (exproto-behaviour.md §5): every frame is one JSON
+// object with an integer "type":
+//
+//	1 CONNECT {clientinfo, password, keepalive}  → 2 CONNACK {code}
+//	3 PUBLISH {topic, qos, payload}              → 4 PUBACK {code}
+//	5 SUBSCRIBE {topic, qos}                     → 6 SUBACK {code}
+//	7 UNSUBSCRIBE {topic}                        → 8 UNSUBACK {code}
+//	9 DISCONNECT
+//	10 RAW_PUBLISH {topic, qos, payload}         → 4 PUBACK {code}
+//
+// and every message delivered to the device comes as a 3 PUBLISH frame.
+// Run it beside exgate:
+//
+//	go run ./examples/jsondemo -listen 127.0.0.1:9001 -adapter 127.0.0.1:9100
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/exgate/exgate/exprotopb"
+)
+
+type clientInfo struct {
+	ProtoName string `json:"proto_name"`
+	ProtoVer  string `json:"proto_ver"`
+	ClientID  string `json:"clientid"`
+	Username  string `json:"username"`
+}
+
+type frame struct {
+	Type       int         `json:"type"`
+	ClientInfo *clientInfo `json:"clientinfo,omitempty"`
+	Password   string      `json:"password,omitempty"`
+	Keepalive  uint32      `json:"keepalive,omitempty"`
+	Code       *int        `json:"code,omitempty"`
+	Topic      string      `json:"topic,omitempty"`
+	QoS        uint32      `json:"qos,omitempty"`
+	Payload    string      `json:"payload,omitempty"`
+}
+
+type handler struct {
+	pb.UnimplementedConnectionUnaryHandlerServer
+	adapter pb.ConnectionAdapterClient
+
+	mu   sync.Mutex
+	bufs map[string][]byte // partial frames per connection
+}
+
+func (h *handler) OnSocketCreated(_ context.Context, r *pb.SocketCreatedRequest) (*pb.EmptySuccess, error) {
+	log.Printf("%s: connected from %s:%d", r.Conn, r.Conninfo.GetPeername().GetHost(), r.Conninfo.GetPeername().GetPort())
+	return &pb.EmptySuccess{}, nil
+}
+
+func (h *handler) OnSocketClosed(_ context.Context, r *pb.SocketClosedRequest) (*pb.EmptySuccess, error) {
+	log.Printf("%s: closed: %s", r.Conn, r.Reason)
+	h.mu.Lock()
+	delete(h.bufs, r.Conn)
+	h.mu.Unlock()
+	return &pb.EmptySuccess{}, nil
+}
+
+func (h *handler) OnTimerTimeout(ctx context.Context, r *pb.TimerTimeoutRequest) (*pb.EmptySuccess, error) {
+	_, _ = h.adapter.Close(ctx, &pb.CloseSocketRequest{Conn: r.Conn})
+	return &pb.EmptySuccess{}, nil
+}
+
+// OnReceivedMessages forwards every message of the batch, not only the first.
+func (h *handler) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessagesRequest) (*pb.EmptySuccess, error) {
+	for _, m := range r.Messages {
+		h.send(ctx, r.Conn, frame{Type: 3, Topic: m.Topic, QoS: m.Qos, Payload: string(m.Payload)})
+	}
+	return &pb.EmptySuccess{}, nil
+}
+
+// OnReceivedBytes reassembles frames: a chunk may hold part of a frame or several.
+func (h *handler) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesRequest) (*pb.EmptySuccess, error) {
+	h.mu.Lock()
+	buf := append(h.bufs[r.Conn], r.Bytes...)
+	dec := json.NewDecoder(bytes.NewReader(buf))
+	var frames []frame
+	used := 0
+	for {
+		var f frame
+		if dec.Decode(&f) != nil {
+			break
+		}
+		frames = append(frames, f)
+		used = int(dec.InputOffset())
+	}
+	h.bufs[r.Conn] = append([]byte(nil), buf[used:]...)
+	h.mu.Unlock()
+	for _, f := range frames {
+		h.handle(ctx, r.Conn, f)
+	}
+	return &pb.EmptySuccess{}, nil
+}
+
+func code(resp *pb.CodeResponse, err error) *int {
+	c := 0
+	if err != nil || resp.Code != pb.ResultCode_SUCCESS {
+		c = 1
+	}
+	return &c
+}
+
+func (h *handler) handle(ctx context.Context, conn string, f frame) {
+	a := h.adapter
+	switch f.Type {
+	case 1:
+		ci := &pb.ClientInfo{}
+		if f.ClientInfo != nil {
+			ci = &pb.ClientInfo{ProtoName: f.ClientInfo.ProtoName, ProtoVer: f.ClientInfo.ProtoVer, Clientid: f.ClientInfo.ClientID, Username: f.ClientInfo.Username}
+		}
+		resp, err := a.Authenticate(ctx, &pb.AuthenticateRequest{Conn: conn, Clientinfo: ci, Password: f.Password})
+		c := code(resp, err)
+		if *c == 0 && f.Keepalive > 0 {
+			_, _ = a.StartTimer(ctx, &pb.TimerRequest{Conn: conn, Type: pb.TimerType_KEEPALIVE, Interval: f.Keepalive})
+		}
+		h.send(ctx, conn, frame{Type: 2, Code: c})
+		if *c != 0 {
+			_, _ = a.Close(ctx, &pb.CloseSocketRequest{Conn: conn})
+		}
+	case 3:
+		h.send(ctx, conn, frame{Type: 4, Code: code(a.Publish(ctx, &pb.PublishRequest{Conn: conn, Topic: f.Topic, Qos: f.QoS, Payload: []byte(f.Payload)}))})
+	case 5:
+		h.send(ctx, conn, frame{Type: 6, Code: code(a.Subscribe(ctx, &pb.SubscribeRequest{Conn: conn, Topic: f.Topic, Qos: f.QoS}))})
+	case 7:
+		h.send(ctx, conn, frame{Type: 8, Code: code(a.Unsubscribe(ctx, &pb.UnsubscribeRequest{Conn: conn, Topic: f.Topic}))})
+	case 9:
+		_, _ = a.Close(ctx, &pb.CloseSocketRequest{Conn: conn})
+	case 10:
+		h.send(ctx, conn, frame{Type: 4, Code: code(a.RawPublish(ctx, &pb.RawPublishRequest{Topic: f.Topic, Qos: f.QoS, Payload: []byte(f.Payload)}))})
+	}
+}
+
+func (h *handler) send(ctx context.Context, conn string, f frame) {
+	b, _ := json.Marshal(f)
+	b = append(b, '\n')
+	if _, err := h.adapter.Send(ctx, &pb.SendBytesRequest{Conn: conn, Bytes: b}); err != nil {
+		log.Printf("%s: send: %v", conn, err)
+	}
+}
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:9001", "address this handler serves ConnectionUnaryHandler on")
+	adapterAddr := flag.String("adapter", "127.0.0.1:9100", "exgate's ConnectionAdapter address")
+	flag.Parse()
+
+	cc, err := grpc.NewClient(*adapterAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cc.Close()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterConnectionUnaryHandlerServer(srv, &handler{adapter: pb.NewConnectionAdapterClient(cc), bufs: map[string][]byte{}})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	go func() { <-ctx.Done(); srv.GracefulStop() }()
+	log.Printf("jsondemo handler on %s, calling exgate at %s", *listen, *adapterAddr)
+	if err := srv.Serve(ln); err != nil {
+		log.Fatal(err)
+	}
+}
