@@ -273,12 +273,15 @@ var (
 )
 
 // withPaths rewrites yaml's "line N:" messages to name the key's path too.
+// When several keys share a line (flow style), the one whose value the
+// message quotes, or else the innermost, is named.
 func withPaths(src []byte, err error) error {
 	var root yaml.Node
 	if yaml.Unmarshal(src, &root) != nil {
 		return fmt.Errorf("invalid YAML: %w", err)
 	}
-	paths := map[int]string{}
+	type spot struct{ path, value string }
+	lines := map[int][]spot{}
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
 		switch n.Kind {
@@ -288,41 +291,48 @@ func withPaths(src []byte, err error) error {
 			}
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
-				p := strings.TrimPrefix(path+"."+n.Content[i].Value, ".")
-				if _, ok := paths[n.Content[i].Line]; !ok {
-					paths[n.Content[i].Line] = p
-				}
-				walk(n.Content[i+1], p)
+				k, v := n.Content[i], n.Content[i+1]
+				p := strings.TrimPrefix(path+"."+k.Value, ".")
+				lines[k.Line] = append(lines[k.Line], spot{p, v.Value})
+				walk(v, p)
 			}
 		case yaml.SequenceNode:
 			for i, c := range n.Content {
 				p := fmt.Sprintf("%s[%d]", path, i)
-				if _, ok := paths[c.Line]; !ok {
-					paths[c.Line] = p
-				}
+				lines[c.Line] = append(lines[c.Line], spot{p, c.Value})
 				walk(c, p)
 			}
 		}
 	}
 	walk(&root, "")
-	msg := lineRE.ReplaceAllStringFunc(err.Error(), func(m string) string {
-		n, _ := strconv.Atoi(lineRE.FindStringSubmatch(m)[1])
-		if p, ok := paths[n]; ok {
-			return fmt.Sprintf("%s (line %d): ", p, n)
+	var out []string
+	for _, part := range strings.Split(strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n"), "\n") {
+		part = strings.TrimSpace(part)
+		m := lineRE.FindStringSubmatch(part)
+		if m != nil {
+			n, _ := strconv.Atoi(m[1])
+			if spots := lines[n]; len(spots) > 0 {
+				best := spots[len(spots)-1].path
+				for _, sp := range spots {
+					if sp.value != "" && strings.Contains(part, "`"+sp.value+"`") {
+						best = sp.path
+					}
+				}
+				part = strings.Replace(part, m[0], fmt.Sprintf("%s (line %d): ", best, n), 1)
+			}
 		}
-		return m
-	})
-	msg = strings.ReplaceAll(msg, "yaml: unmarshal errors:\n  ", "")
-	msg = unknownRE.ReplaceAllString(msg, "unknown key")
-	msg = typeRE.ReplaceAllStringFunc(msg, func(m string) string {
-		sm := typeRE.FindStringSubmatch(m)
-		want := map[string]string{"time.Duration": "a duration such as 30s", "int": "a whole number", "bool": "true or false", "string": "a string"}[sm[3]]
-		if want == "" {
-			want = sm[3]
-		}
-		return fmt.Sprintf("expected %s, got %s", want, sm[2])
-	})
-	return errors.New(strings.ReplaceAll(msg, "\n  ", "; "))
+		part = unknownRE.ReplaceAllString(part, "unknown key")
+		part = typeRE.ReplaceAllStringFunc(part, func(m string) string {
+			sm := typeRE.FindStringSubmatch(m)
+			want := map[string]string{"time.Duration": "a duration such as 30s", "int": "a whole number", "bool": "true or false", "string": "a string"}[sm[3]]
+			if want == "" {
+				want = sm[3]
+			}
+			return fmt.Sprintf("expected %s, got %s", want, sm[2])
+		})
+		out = append(out, part)
+	}
+	return errors.New(strings.Join(out, "; "))
 }
 
 // Validate checks values and cross-field rules, naming the culprit key.

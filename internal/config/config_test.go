@@ -1,0 +1,76 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseEmptyIsDefault(t *testing.T) {
+	c, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.YAML()) != string(Default().YAML()) {
+		t.Fatal("empty config differs from the defaults")
+	}
+}
+
+func TestListenersReplaceTheDefaultOne(t *testing.T) {
+	c, err := Parse([]byte("gateway:\n  exproto:\n    listeners:\n      tcp:\n        mine: {bind: 7000}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Gateway.ExProto.Listeners.TCP) != 1 || c.Gateway.ExProto.Listeners.TCP["mine"] == nil {
+		t.Fatalf("listeners %v, want only mine", c.Gateway.ExProto.Listeners.TCP)
+	}
+	if l := c.Gateway.ExProto.Listeners.TCP["mine"]; !l.Enabled() || !l.AuthnEnabled() || BindAddress(l.Bind) != ":7000" {
+		t.Fatalf("listener defaults: %+v", l)
+	}
+}
+
+func TestParseValues(t *testing.T) {
+	c, err := Parse([]byte("gateway:\n  exproto:\n    idle_timeout: 1m30s\n    mountpoint: dev/${clientid}/\n    handler: {address: \"127.0.0.1:9\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Gateway.ExProto.IdleTimeout != 90*time.Second || c.Gateway.ExProto.Mountpoint != "dev/${clientid}/" {
+		t.Fatalf("%+v", c.Gateway.ExProto)
+	}
+	if c.Gateway.ExProto.Handler.ServiceName != "ConnectionUnaryHandler" {
+		t.Fatal("a partial handler block lost the other defaults")
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"nodes: {}", "nodes (line 1): unknown key"},
+		{"gateway: {exproto: {max_messages_per_delivery: many}}", "gateway.exproto.max_messages_per_delivery (line 1): expected a whole number, got many"},
+		{"gateway: {exproto: {idle_timeout: 0s}}", "gateway.exproto.idle_timeout: must be positive"},
+		{"gateway: {exproto: {mountpoint: \"a/#\"}}", "gateway.exproto.mountpoint"},
+		{"gateway: {exproto: {mountpoint: \"${peer}/\"}}", "only ${clientid} and ${username}"},
+		{"gateway: {exproto: {handler: {address: \"https://h:1\"}}}", "handler.address"},
+		{"gateway: {exproto: {listeners: {tcp: {a: {bind: \"x:99999\"}}}}}", "gateway.exproto.listeners.tcp.a.bind"},
+		{"gateway: {exproto: {authentication: [{mechanism: password_based, backend: built_in_database, users: [{user_id: u, password: secret}]}]}}", "authentication[0].users[0].password"},
+		{"gateway: {exproto: {authorization: {rules: [{permission: maybe, action: all, topics: [t]}]}}}", "authorization.rules[0].permission"},
+		{"log: {level: loud}", "log.level"},
+	} {
+		_, err := Parse([]byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to mention %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+func TestHandlerTarget(t *testing.T) {
+	for in, want := range map[string]string{"http://127.0.0.1:9001": "127.0.0.1:9001", "127.0.0.1:9001": "127.0.0.1:9001", "http://[::1]:9001/": "[::1]:9001"} {
+		if got, err := HandlerTarget(in); err != nil || got != want {
+			t.Errorf("HandlerTarget(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"ftp://h:1", "http://h", "http://h:1/path"} {
+		if _, err := HandlerTarget(bad); err == nil {
+			t.Errorf("HandlerTarget(%q) accepted", bad)
+		}
+	}
+}
