@@ -13,6 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -30,6 +33,9 @@ type Client struct {
 	service string // ConnectionUnaryHandler or ConnectionHandler
 	target  string
 	log     *slog.Logger
+	// Each hint is logged at most every 5 s: a dead handler fails every
+	// device's every event, and the log must stay readable.
+	unreachable, unimplemented rate.Sometimes
 }
 
 // Options configure a Client.
@@ -47,7 +53,8 @@ func New(o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("handler %s: %w", o.Target, err)
 	}
-	return &Client{conn: conn, service: o.Service, target: o.Target, log: o.Logger}, nil
+	return &Client{conn: conn, service: o.Service, target: o.Target, log: o.Logger,
+		unreachable: rate.Sometimes{Interval: 5 * time.Second}, unimplemented: rate.Sometimes{Interval: 5 * time.Second}}, nil
 }
 
 // Close closes the gRPC channel.
@@ -120,11 +127,15 @@ func (c *Client) explain(method string, err error) error {
 		if c.service == "ConnectionHandler" {
 			other = "ConnectionUnaryHandler"
 		}
-		c.log.Warn("handler does not implement the configured service; it may implement "+other+": set gateway.exproto.handler.service_name",
-			"address", c.target, "service_name", c.service, "method", method)
+		c.unimplemented.Do(func() {
+			c.log.Warn("handler does not implement the configured service; it may implement "+other+": set gateway.exproto.handler.service_name",
+				"address", c.target, "service_name", c.service, "method", method)
+		})
 	case codes.Unavailable:
-		c.log.Warn("handler unreachable", "address", c.target, "service_name", c.service, "method", method,
-			"error", strings.TrimSpace(st.Message()))
+		c.unreachable.Do(func() {
+			c.log.Warn("handler unreachable", "address", c.target, "service_name", c.service, "method", method,
+				"error", strings.TrimSpace(st.Message()))
+		})
 	}
 	return fmt.Errorf("%s: %w", method, err)
 }
