@@ -76,8 +76,14 @@ type Config struct {
 	CloseFlushTimeout time.Duration
 	// SendTimeout bounds one write to the device; 0 means 15s.
 	SendTimeout time.Duration
-	MaxBatch    int // messages per OnReceivedMessages
-	EventQueue  int // socket reads waiting for the handler before reading pauses
+	// Datagram selects the UDP idle rule: idle_timeout closes the peer even
+	// while it sends, unless StartTimer was called (spec §2 "Idle timeout").
+	Datagram bool
+	// ReadBufferSize caps one socket read, so one OnReceivedBytes; 0 means
+	// 4096. Datagram transports need room for a whole datagram.
+	ReadBufferSize int
+	MaxBatch       int // messages per OnReceivedMessages
+	EventQueue     int // socket reads waiting for the handler before reading pauses
 	// DeliveryQueue is messages waiting for the handler before new ones are dropped.
 	DeliveryQueue int
 	Registry      *Registry
@@ -254,7 +260,7 @@ func (c *Channel) Snapshot() Info {
 // closed. Only one goroutine may call it at a time.
 func (c *Channel) Received(b []byte) bool {
 	c.lastRecv.Store(time.Now().UnixNano())
-	if c.gotBytes.CompareAndSwap(false, true) {
+	if c.gotBytes.CompareAndSwap(false, true) && !c.cfg.Datagram {
 		c.mu.Lock()
 		if c.idleTimer != nil {
 			c.idleTimer.Stop()
@@ -283,13 +289,32 @@ func (c *Channel) Received(b []byte) bool {
 	}
 }
 
-// readBufferSize caps one socket read, and so one OnReceivedBytes.
-const readBufferSize = 4096
+// datagramReader is a connection that hands out whole datagrams.
+type datagramReader interface {
+	ReadDatagram() ([]byte, error)
+}
 
-// ReadLoop reads a stream connection until it ends, queueing each read, and
-// then closes the channel with the peer's reason. It owns r.
+// ReadLoop reads a connection until it ends, queueing each read (each
+// datagram) as one OnReceivedBytes, and then closes the channel with the
+// peer's reason.
 func (c *Channel) ReadLoop(r io.Reader) {
-	buf := make([]byte, readBufferSize)
+	if dr, ok := r.(datagramReader); ok {
+		for {
+			b, err := dr.ReadDatagram()
+			if err != nil {
+				c.closeWith(peerClosedReason(err, c.tls), false)
+				return
+			}
+			if !c.Received(b) {
+				return
+			}
+		}
+	}
+	size := c.cfg.ReadBufferSize
+	if size <= 0 {
+		size = 4096
+	}
+	buf := make([]byte, size)
 	for {
 		n, err := r.Read(buf)
 		// The event keeps its bytes until dispatched: copy out what was read.

@@ -147,7 +147,7 @@ func (c *Channel) keepaliveCheck() {
 }
 
 func (c *Channel) idleExpired() {
-	if !c.gotBytes.Load() && c.State() != Closed && c.keepaliveOff() {
+	if (!c.gotBytes.Load() || c.cfg.Datagram) && c.State() != Closed && c.keepaliveOff() {
 		c.closeWith(ReasonIdleTimeout, false)
 	}
 }

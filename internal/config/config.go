@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,23 +121,111 @@ type Handler struct {
 	RequestTimeout time.Duration `yaml:"request_timeout"`
 }
 
-// Listeners are the device listeners by type and name.
+// Listeners are the device listeners by type and name
+// (gateway.exproto.listeners.<type>.<name>).
 type Listeners struct {
-	TCP map[string]*Listener `yaml:"tcp"`
+	TCP  map[string]*Listener `yaml:"tcp,omitempty"`
+	SSL  map[string]*Listener `yaml:"ssl,omitempty"`
+	UDP  map[string]*Listener `yaml:"udp,omitempty"`
+	DTLS map[string]*Listener `yaml:"dtls,omitempty"`
 }
 
-// Listener is one named device listener.
+// Each calls f for every listener, by type then name.
+func (ls Listeners) Each(f func(typ, name string, l *Listener)) {
+	for _, t := range []struct {
+		typ string
+		m   map[string]*Listener
+	}{{"tcp", ls.TCP}, {"ssl", ls.SSL}, {"udp", ls.UDP}, {"dtls", ls.DTLS}} {
+		names := make([]string, 0, len(t.m))
+		for n := range t.m {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			f(t.typ, n, t.m[n])
+		}
+	}
+}
+
+// Listener is one named device listener. Fields that do not apply to its
+// type are refused by Validate.
 type Listener struct {
 	// Enable defaults to true.
 	Enable *bool `yaml:"enable"`
-	// Bind is host:port or a bare port (all interfaces).
+	// Bind is host:port or a bare port (all interfaces); IPv6 as [::1]:7993.
 	Bind string `yaml:"bind"`
-	// MaxConnections refuses connections beyond this many; 0 means no limit.
+	// MaxConnections refuses connections (UDP: new peers) beyond this many;
+	// 0 means no limit.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnRate refuses new connections (UDP: new peers) beyond this many
+	// per second; 0 means no limit.
+	MaxConnRate int `yaml:"max_conn_rate"`
+	// AccessRules are "allow|deny <ip>|<CIDR>|all", first match wins, no
+	// match allows. A denied connection is closed before any handler event;
+	// a denied datagram is dropped.
+	AccessRules []string `yaml:"access_rules,omitempty"`
+	// ProxyProtocol expects a PROXY v1 or v2 header first (tcp, ssl); the
+	// peer address then comes from it.
+	ProxyProtocol bool `yaml:"proxy_protocol"`
+	// ProxyProtocolTimeout bounds the wait for that header. Default 3s.
+	ProxyProtocolTimeout time.Duration `yaml:"proxy_protocol_timeout,omitempty"`
+	// IdleTimeout overrides the gateway's idle_timeout when set.
+	IdleTimeout time.Duration `yaml:"idle_timeout,omitempty"`
 	// Mountpoint overrides the gateway's mountpoint when set.
 	Mountpoint *string `yaml:"mountpoint,omitempty"`
 	// EnableAuthn false lets every device of this listener authenticate.
 	EnableAuthn *bool `yaml:"enable_authn"`
+	// BytesRate limits what one connection may send, e.g. "64KB/s"; the
+	// gateway reads slower (TCP back pressure) or drops datagrams. "" is no limit.
+	BytesRate string `yaml:"bytes_rate,omitempty"`
+	// MessagesRate limits socket reads (datagrams) per connection, e.g. "100/s".
+	MessagesRate string `yaml:"messages_rate,omitempty"`
+	// ListenerBytesRate limits all connections of the listener together.
+	ListenerBytesRate string `yaml:"listener_bytes_rate,omitempty"`
+
+	TCPOptions  *TCPOptions `yaml:"tcp_options,omitempty"`  // tcp, ssl
+	UDPOptions  *UDPOptions `yaml:"udp_options,omitempty"`  // udp, dtls
+	SSLOptions  *TLSOptions `yaml:"ssl_options,omitempty"`  // ssl
+	DTLSOptions *TLSOptions `yaml:"dtls_options,omitempty"` // dtls
+}
+
+// TCPOptions tune a stream listener's sockets.
+type TCPOptions struct {
+	// Nodelay disables Nagle's algorithm; default true.
+	Nodelay *bool `yaml:"nodelay"`
+	// Backlog is the accept queue length; 0 uses the system's.
+	Backlog int `yaml:"backlog"`
+	// SendTimeout closes a connection whose write blocks this long. Default 15s.
+	SendTimeout time.Duration `yaml:"send_timeout"`
+	// Recbuf and Sndbuf set the socket buffers; 0 leaves the system's.
+	Recbuf Size `yaml:"recbuf"`
+	Sndbuf Size `yaml:"sndbuf"`
+}
+
+// UDPOptions tune a datagram listener's socket.
+type UDPOptions struct {
+	Recbuf Size `yaml:"recbuf"`
+	Sndbuf Size `yaml:"sndbuf"`
+}
+
+// TLSOptions are ssl_options and dtls_options.
+type TLSOptions struct {
+	Certfile   string `yaml:"certfile"`
+	Keyfile    string `yaml:"keyfile"`
+	Cacertfile string `yaml:"cacertfile"`
+	// Verify is verify_none (default) or verify_peer: ask for and check a
+	// client certificate against cacertfile.
+	Verify string `yaml:"verify"`
+	// FailIfNoPeerCert, with verify_peer, refuses clients without a certificate.
+	FailIfNoPeerCert bool `yaml:"fail_if_no_peer_cert"`
+	// Versions: tlsv1.2, tlsv1.3 (ssl); dtlsv1.2 (dtls). Empty: all supported.
+	Versions []string `yaml:"versions,omitempty"`
+	// Ciphers are IANA suite names (TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256…);
+	// empty: the library's secure defaults.
+	Ciphers []string `yaml:"ciphers,omitempty"`
+	// PSKFile (dtls only) holds "identity:secret" lines; with it the listener
+	// speaks DTLS-PSK instead of certificates.
+	PSKFile string `yaml:"psk_file,omitempty"`
 }
 
 // Authenticator is one authentication source. Only the built-in user
@@ -182,6 +271,21 @@ type Rule struct {
 
 // Enabled reports whether l is on (nil means on).
 func (l *Listener) Enabled() bool { return l.Enable == nil || *l.Enable }
+
+// SocketOpts returns the TCP options with defaults filled in.
+func (l *Listener) SocketOpts() TCPOptions {
+	o := TCPOptions{}
+	if l.TCPOptions != nil {
+		o = *l.TCPOptions
+	}
+	if o.Nodelay == nil {
+		o.Nodelay = ptr(true)
+	}
+	if o.SendTimeout == 0 {
+		o.SendTimeout = 15 * time.Second
+	}
+	return o
+}
 
 // AuthnEnabled reports whether this listener authenticates devices.
 func (l *Listener) AuthnEnabled() bool { return l.EnableAuthn == nil || *l.EnableAuthn }
@@ -437,34 +541,118 @@ func (c *Config) Validate() error {
 			bad(p+".topics", "must list at least one topic filter")
 		}
 	}
-	if len(x.Listeners.TCP) == 0 {
-		bad(g+"listeners", "no device listener is configured")
-	}
-	names := make([]string, 0, len(x.Listeners.TCP))
-	for n := range x.Listeners.TCP {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		l := x.Listeners.TCP[n]
-		p := g + "listeners.tcp." + n
+	n := 0
+	x.Listeners.Each(func(typ, name string, l *Listener) {
+		n++
+		p := g + "listeners." + typ + "." + name
 		if l == nil {
 			bad(p, "is empty")
-			continue
+			return
 		}
-		if err := checkBind(l.Bind); err != nil {
-			bad(p+".bind", "%v", err)
+		for _, e := range l.validate(typ) {
+			bad(p+"."+e.key, "%s", e.msg)
 		}
-		if l.MaxConnections < 0 {
-			bad(p+".max_connections", "must not be negative")
+	})
+	if n == 0 {
+		bad(g+"listeners", "no device listener is configured")
+	}
+	return errors.Join(errs...)
+}
+
+type keyError struct{ key, msg string }
+
+// validate checks one listener of type typ.
+func (l *Listener) validate(typ string) []keyError {
+	var errs []keyError
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, keyError{key, fmt.Sprintf(format, args...)})
+	}
+	if err := checkBind(l.Bind); err != nil {
+		bad("bind", "%v", err)
+	}
+	if l.MaxConnections < 0 {
+		bad("max_connections", "must not be negative")
+	}
+	if l.MaxConnRate < 0 {
+		bad("max_conn_rate", "must not be negative")
+	}
+	if l.IdleTimeout < 0 {
+		bad("idle_timeout", "must not be negative")
+	}
+	if l.ProxyProtocolTimeout < 0 {
+		bad("proxy_protocol_timeout", "must not be negative")
+	}
+	if l.Mountpoint != nil {
+		if err := CheckMountpoint(*l.Mountpoint); err != nil {
+			bad("mountpoint", "%v", err)
 		}
-		if l.Mountpoint != nil {
-			if err := CheckMountpoint(*l.Mountpoint); err != nil {
-				bad(p+".mountpoint", "%v", err)
+	}
+	for i, r := range l.AccessRules {
+		if _, err := ParseAccessRule(r); err != nil {
+			bad(fmt.Sprintf("access_rules[%d]", i), "%v", err)
+		}
+	}
+	if _, err := ParseRate(l.BytesRate, true); err != nil {
+		bad("bytes_rate", "%v", err)
+	}
+	if _, err := ParseRate(l.ListenerBytesRate, true); err != nil {
+		bad("listener_bytes_rate", "%v", err)
+	}
+	if _, err := ParseRate(l.MessagesRate, false); err != nil {
+		bad("messages_rate", "%v", err)
+	}
+	stream := typ == "tcp" || typ == "ssl"
+	if !stream {
+		if l.ProxyProtocol {
+			bad("proxy_protocol", "applies to tcp and ssl listeners only")
+		}
+		if l.TCPOptions != nil {
+			bad("tcp_options", "applies to tcp and ssl listeners only; use udp_options")
+		}
+	} else if l.UDPOptions != nil {
+		bad("udp_options", "applies to udp and dtls listeners only; use tcp_options")
+	}
+	if l.TCPOptions != nil && (l.TCPOptions.Backlog < 0 || l.TCPOptions.SendTimeout < 0) {
+		bad("tcp_options", "backlog and send_timeout must not be negative")
+	}
+	if typ != "ssl" && l.SSLOptions != nil {
+		bad("ssl_options", "applies to ssl listeners only")
+	}
+	if typ != "dtls" && l.DTLSOptions != nil {
+		bad("dtls_options", "applies to dtls listeners only")
+	}
+	checkTLS := func(key string, o *TLSOptions, versions []string) {
+		if o == nil {
+			bad(key, "is required for a %s listener (certfile and keyfile)", typ)
+			return
+		}
+		if o.PSKFile != "" && typ != "dtls" {
+			bad(key+".psk_file", "applies to dtls listeners only")
+		}
+		if o.PSKFile == "" && (o.Certfile == "" || o.Keyfile == "") {
+			bad(key, "needs certfile and keyfile")
+		}
+		switch o.Verify {
+		case "", "verify_none", "verify_peer":
+		default:
+			bad(key+".verify", "%q is not one of verify_peer, verify_none", o.Verify)
+		}
+		if o.Verify == "verify_peer" && o.Cacertfile == "" {
+			bad(key+".cacertfile", "verify_peer needs the CA that signs client certificates")
+		}
+		for i, v := range o.Versions {
+			if !slices.Contains(versions, v) {
+				bad(fmt.Sprintf("%s.versions[%d]", key, i), "%q is not one of %s", v, strings.Join(versions, ", "))
 			}
 		}
 	}
-	return errors.Join(errs...)
+	switch typ {
+	case "ssl":
+		checkTLS("ssl_options", l.SSLOptions, []string{"tlsv1.2", "tlsv1.3"})
+	case "dtls":
+		checkTLS("dtls_options", l.DTLSOptions, []string{"dtlsv1.2"})
+	}
+	return errs
 }
 
 func checkBind(s string) error {

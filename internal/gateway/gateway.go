@@ -10,8 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,15 +38,16 @@ type Gateway struct {
 	handler   *handler.Client
 	grpc      *grpc.Server
 	adapterLn net.Listener
-	listeners []*tcpListener
+	listeners []*deviceListener
 	serving   sync.WaitGroup
 
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
 
-type tcpListener struct {
-	*listener.TCP
+// deviceListener is a listener and the channel config its devices share.
+type deviceListener struct {
+	*listener.Listener
 	ch *channel.Config
 }
 
@@ -94,37 +95,86 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	g.grpc = grpc.NewServer()
 	pb.RegisterConnectionAdapterServer(g.grpc, adapter.New(g.Reg, g.broker, log.With("component", "adapter")))
 
-	names := make([]string, 0, len(x.Listeners.TCP))
-	for n, l := range x.Listeners.TCP {
-		if l.Enabled() {
-			names = append(names, n)
+	var lerr error
+	x.Listeners.Each(func(typ, name string, l *config.Listener) {
+		if lerr != nil || !l.Enabled() {
+			return
 		}
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		l := x.Listeners.TCP[n]
-		tl, err := listener.ListenTCP(n, config.BindAddress(l.Bind), listener.TCPOptions{MaxConnections: l.MaxConnections, Logger: log})
-		if err != nil {
-			return nil, err
+		var dl *deviceListener
+		if dl, lerr = g.listen(typ, name, l, authn, authz); lerr == nil {
+			g.listeners = append(g.listeners, dl)
 		}
-		g.listeners = append(g.listeners, &tcpListener{TCP: tl, ch: g.channelConfig(n, l, authn, authz)})
+	})
+	if lerr != nil {
+		return nil, lerr
 	}
 	return g, nil
 }
 
-// channelConfig is what every channel of listener name shares.
-func (g *Gateway) channelConfig(name string, l *config.Listener, authn *auth.Authenticator, authz *auth.Authorizer) *channel.Config {
+// listen binds one configured listener.
+func (g *Gateway) listen(typ, name string, l *config.Listener, authn *auth.Authenticator, authz *auth.Authorizer) (*deviceListener, error) {
+	kind, err := listener.ParseKind(typ)
+	if err != nil {
+		return nil, err
+	}
+	o := listener.Options{
+		Name: name, Kind: kind, Bind: config.BindAddress(l.Bind),
+		MaxConnections: l.MaxConnections, MaxConnRate: l.MaxConnRate,
+		ProxyProtocol: l.ProxyProtocol, ProxyTimeout: l.ProxyProtocolTimeout,
+		TCP: l.SocketOpts(), Logger: g.log,
+	}
+	if l.UDPOptions != nil {
+		o.UDP = *l.UDPOptions
+	}
+	for _, r := range l.AccessRules {
+		ar, _ := config.ParseAccessRule(r) // validated
+		o.AccessRules = append(o.AccessRules, ar)
+	}
+	o.BytesRate, _ = config.ParseRate(l.BytesRate, true)
+	o.MessagesRate, _ = config.ParseRate(l.MessagesRate, false)
+	o.ListenerBytes, _ = config.ParseRate(l.ListenerBytesRate, true)
+	where := fmt.Sprintf("gateway.exproto.listeners.%s.%s", typ, name)
+	switch kind {
+	case listener.SSL:
+		if o.TLS, err = listener.TLSConfig(l.SSLOptions); err != nil {
+			return nil, fmt.Errorf("%s.%w", where, err)
+		}
+	case listener.DTLS:
+		if o.DTLS, err = listener.DTLSConfig(l.DTLSOptions); err != nil {
+			return nil, fmt.Errorf("%s.%w", where, err)
+		}
+	}
+	ln, err := listener.Listen(o)
+	if err != nil {
+		return nil, err
+	}
+	return &deviceListener{Listener: ln, ch: g.channelConfig(kind, name, l, authn, authz)}, nil
+}
+
+// channelConfig is what every channel of one listener shares.
+func (g *Gateway) channelConfig(kind listener.Kind, name string, l *config.Listener, authn *auth.Authenticator, authz *auth.Authorizer) *channel.Config {
 	x := g.cfg.Gateway.ExProto
 	mp := x.Mountpoint
 	if l.Mountpoint != nil {
 		mp = *l.Mountpoint
+	}
+	idle := x.IdleTimeout
+	if l.IdleTimeout > 0 {
+		idle = l.IdleTimeout
+	}
+	readBuf := 4096
+	if kind == listener.DTLS {
+		readBuf = 16 << 10 // one whole DTLS record
 	}
 	c := &channel.Config{
 		Node:              g.cfg.Node.Name,
 		Broker:            g.broker,
 		Handler:           g.handler,
 		Mountpoint:        mp,
-		IdleTimeout:       x.IdleTimeout,
+		IdleTimeout:       idle,
+		SendTimeout:       l.SocketOpts().SendTimeout,
+		Datagram:          kind == listener.UDP,
+		ReadBufferSize:    readBuf,
 		RequestTimeout:    x.Handler.RequestTimeout,
 		CloseFlushTimeout: x.CloseFlushTimeout,
 		MaxBatch:          x.MaxMessagesPerDelivery,
@@ -132,7 +182,7 @@ func (g *Gateway) channelConfig(name string, l *config.Listener, authn *auth.Aut
 		DeliveryQueue:     x.DeliveryQueue,
 		Registry:          g.Reg,
 		Stats:             g.Stats,
-		Logger:            g.log.With("listener", "tcp:"+name),
+		Logger:            g.log.With("listener", kind.String()+":"+name),
 	}
 	if authn != nil && l.AuthnEnabled() {
 		c.Authenticate = func(ctx context.Context, cr channel.Credentials) (channel.AuthResult, error) {
@@ -176,7 +226,7 @@ func (g *Gateway) Start() {
 	})
 	for _, l := range g.listeners {
 		g.serving.Go(func() {
-			_ = l.Serve(func(conn net.Conn) { g.serveStream(l.ch, conn) })
+			_ = l.Serve(func(conn *listener.Conn) { g.serveDevice(l.ch, conn) })
 		})
 	}
 	attrs := []any{"adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address}
@@ -184,16 +234,26 @@ func (g *Gateway) Start() {
 		attrs = append(attrs, "mqtt", a.String())
 	}
 	for _, l := range g.listeners {
-		attrs = append(attrs, "tcp:"+l.Name, l.Addr().String())
+		attrs = append(attrs, l.Name(), l.Addr().String())
 	}
 	g.log.Info("exgate started", attrs...)
 }
 
-// serveStream runs one TCP device until its socket closes.
-func (g *Gateway) serveStream(cfg *channel.Config, conn net.Conn) {
-	info := &pb.ConnInfo{Socktype: pb.SocketType_TCP, Peername: address(conn.RemoteAddr()), Sockname: address(conn.LocalAddr())}
-	ch := channel.New(cfg, conn, info, false)
-	ch.ReadLoop(conn)
+// socketTypes maps listener kinds to ExProto's SocketType; DTLS is
+// reported as DTLS (spec §2: EMQX said SSL).
+var socketTypes = map[listener.Kind]pb.SocketType{
+	listener.TCP: pb.SocketType_TCP, listener.SSL: pb.SocketType_SSL,
+	listener.UDP: pb.SocketType_UDP, listener.DTLS: pb.SocketType_DTLS,
+}
+
+// serveDevice runs one device until its connection ends.
+func (g *Gateway) serveDevice(cfg *channel.Config, conn *listener.Conn) {
+	info := &pb.ConnInfo{Socktype: socketTypes[conn.Kind], Peername: address(conn.Peer), Sockname: address(conn.LocalAddr())}
+	if c := conn.PeerCert; c != nil {
+		info.Peercert = &pb.CertificateInfo{Cn: c.Subject.CommonName, Dn: c.Subject.String()}
+	}
+	ch := channel.New(cfg, conn, info, conn.Kind == listener.SSL || conn.Kind == listener.DTLS)
+	ch.ReadLoop(conn.Conn)
 }
 
 func address(a net.Addr) *pb.Address {
@@ -211,10 +271,14 @@ func (g *Gateway) AdapterAddr() net.Addr { return g.adapterLn.Addr() }
 // MQTTAddr is the embedded broker's MQTT address, or nil.
 func (g *Gateway) MQTTAddr() net.Addr { return g.broker.Addr() }
 
-// ListenerAddr is the bound address of the named TCP listener, or nil.
+// ListenerAddr is the bound address of the listener "type:name" (a bare
+// name means tcp), or nil.
 func (g *Gateway) ListenerAddr(name string) net.Addr {
+	if !strings.Contains(name, ":") {
+		name = "tcp:" + name
+	}
 	for _, l := range g.listeners {
-		if l.Name == name {
+		if l.Name() == name {
 			return l.Addr()
 		}
 	}

@@ -1,0 +1,121 @@
+package listener
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pires/go-proxyproto"
+	"golang.org/x/time/rate"
+)
+
+// prepare turns an accepted stream or DTLS connection into a Conn: the PROXY
+// header, access rules on its address, socket options, the handshake and
+// the throughput limits, in that order.
+func (l *Listener) prepare(raw net.Conn) (*Conn, error) {
+	o := &l.opts
+	var conn net.Conn = raw
+	c := &Conn{Kind: o.Kind, Peer: raw.RemoteAddr()}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(*o.TCP.Nodelay)
+		if o.TCP.Recbuf > 0 {
+			_ = tc.SetReadBuffer(int(o.TCP.Recbuf))
+		}
+		if o.TCP.Sndbuf > 0 {
+			_ = tc.SetWriteBuffer(int(o.TCP.Sndbuf))
+		}
+	}
+	if o.ProxyProtocol {
+		pc := proxyproto.NewConn(raw, proxyproto.SetReadHeaderTimeout(o.ProxyTimeout))
+		if _, err := pc.Read(nil); err != nil {
+			return nil, fmt.Errorf("PROXY header: %w", err)
+		}
+		conn, c.Peer = pc, pc.RemoteAddr()
+		if !l.admit(c.Peer) {
+			return nil, errRefused
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.HandshakeTimeout)
+	defer cancel()
+	switch o.Kind {
+	case SSL:
+		tc := tls.Server(conn, o.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			c.PeerCert = certs[0]
+		}
+		conn = tc
+	case DTLS:
+		dc := conn.(*dtls.Conn)
+		if err := dc.HandshakeContext(ctx); err != nil {
+			return nil, fmt.Errorf("DTLS handshake: %w", err)
+		}
+		if st, ok := dc.ConnectionState(); ok && len(st.PeerCertificates) > 0 {
+			c.PeerCert, _ = x509.ParseCertificate(st.PeerCertificates[0])
+		}
+	}
+	if bytes, msgs := bytesLimiter(o.BytesRate, minBurst(o.Kind)), messagesLimiter(o.MessagesRate); bytes != nil || msgs != nil || l.shared != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		conn = &limitedConn{Conn: conn, bytes: bytes, msgs: msgs, shared: l.shared, ctx: ctx, cancel: cancel, stats: &l.Stats}
+	}
+	c.Conn = conn
+	return c, nil
+}
+
+// limitedConn slows reads down to the configured rates: the socket is not
+// read while tokens are missing, so TCP pushes back on the device.
+type limitedConn struct {
+	net.Conn
+	bytes, msgs, shared *rate.Limiter
+	ctx                 context.Context // ends with Close, to stop a wait
+	cancel              context.CancelFunc
+	stats               *Stats
+}
+
+func (c *limitedConn) Read(b []byte) (int, error) {
+	if c.msgs != nil {
+		if c.msgs.Tokens() < 1 {
+			c.stats.Throttled.Add(1)
+		}
+		if err := c.msgs.Wait(c.ctx); err != nil {
+			return 0, net.ErrClosed
+		}
+	}
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		if werr := waitN(c.ctx, c.bytes, n, c.stats); werr != nil {
+			return n, err
+		}
+		_ = waitN(c.ctx, c.shared, n, c.stats)
+	}
+	return n, err
+}
+
+func (c *limitedConn) Close() error {
+	c.cancel()
+	return c.Conn.Close()
+}
+
+// waitN waits for n tokens in bucket-sized steps.
+func waitN(ctx context.Context, l *rate.Limiter, n int, st *Stats) error {
+	if l == nil {
+		return nil
+	}
+	if l.TokensAt(time.Now()) < float64(n) {
+		st.Throttled.Add(1)
+	}
+	for n > 0 {
+		k := min(n, l.Burst())
+		if err := l.WaitN(ctx, k); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}

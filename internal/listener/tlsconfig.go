@@ -1,0 +1,156 @@
+package listener
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/pion/dtls/v3"
+
+	"github.com/exgate/exgate/internal/config"
+)
+
+// TLSConfig builds the server side of an ssl listener; errors name the
+// option at fault.
+func TLSConfig(o *config.TLSOptions) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(o.Certfile, o.Keyfile)
+	if err != nil {
+		return nil, fmt.Errorf("ssl_options.certfile/keyfile: %w", err)
+	}
+	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if len(o.Versions) > 0 {
+		c.MinVersion, c.MaxVersion = tls.VersionTLS13, tls.VersionTLS12
+		for _, v := range o.Versions {
+			n := map[string]uint16{"tlsv1.2": tls.VersionTLS12, "tlsv1.3": tls.VersionTLS13}[v]
+			c.MinVersion, c.MaxVersion = min(c.MinVersion, n), max(c.MaxVersion, n)
+		}
+	}
+	if len(o.Ciphers) > 0 {
+		byName := map[string]uint16{}
+		for _, s := range tls.CipherSuites() {
+			byName[s.Name] = s.ID
+		}
+		for _, n := range o.Ciphers {
+			id, ok := byName[n]
+			if !ok {
+				return nil, fmt.Errorf("ssl_options.ciphers: %q is not a secure TLS 1.2 suite Go supports", n)
+			}
+			c.CipherSuites = append(c.CipherSuites, id)
+		}
+	}
+	if o.Cacertfile != "" {
+		if c.ClientCAs, err = loadPool(o.Cacertfile); err != nil {
+			return nil, fmt.Errorf("ssl_options.cacertfile: %w", err)
+		}
+	}
+	if o.Verify == "verify_peer" {
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+		if o.FailIfNoPeerCert {
+			c.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	return c, nil
+}
+
+// DTLSConfig builds the server side of a dtls listener: certificates, or PSK
+// when psk_file is set.
+func DTLSConfig(o *config.TLSOptions) (*dtls.Config, error) {
+	c := &dtls.Config{ExtendedMasterSecret: dtls.RequireExtendedMasterSecret}
+	if o.PSKFile != "" {
+		keys, err := loadPSK(o.PSKFile)
+		if err != nil {
+			return nil, fmt.Errorf("dtls_options.psk_file: %w", err)
+		}
+		c.PSK = func(identity []byte) ([]byte, error) {
+			if k, ok := keys[string(identity)]; ok {
+				return k, nil
+			}
+			return nil, fmt.Errorf("unknown PSK identity %q", identity)
+		}
+		c.PSKIdentityHint = []byte("exgate")
+		c.CipherSuites = []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_AES_128_GCM_SHA256, dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_CBC_SHA256}
+	}
+	if o.Certfile != "" || o.Keyfile != "" {
+		cert, err := tls.LoadX509KeyPair(o.Certfile, o.Keyfile)
+		if err != nil {
+			return nil, fmt.Errorf("dtls_options.certfile/keyfile: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	if o.Cacertfile != "" {
+		pool, err := loadPool(o.Cacertfile)
+		if err != nil {
+			return nil, fmt.Errorf("dtls_options.cacertfile: %w", err)
+		}
+		c.ClientCAs = pool
+	}
+	if o.Verify == "verify_peer" {
+		c.ClientAuth = dtls.VerifyClientCertIfGiven
+		if o.FailIfNoPeerCert {
+			c.ClientAuth = dtls.RequireAndVerifyClientCert
+		}
+	}
+	if len(o.Ciphers) > 0 {
+		c.CipherSuites = nil
+		byName := map[string]dtls.CipherSuiteID{}
+		for _, id := range []dtls.CipherSuiteID{
+			dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			dtls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, dtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,
+			dtls.TLS_PSK_WITH_AES_128_GCM_SHA256, dtls.TLS_PSK_WITH_AES_128_CCM, dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_CBC_SHA256,
+		} {
+			byName[id.String()] = id
+		}
+		for _, n := range o.Ciphers {
+			id, ok := byName[n]
+			if !ok {
+				return nil, fmt.Errorf("dtls_options.ciphers: %q is not a DTLS suite exgate supports", n)
+			}
+			c.CipherSuites = append(c.CipherSuites, id)
+		}
+	}
+	return c, nil
+}
+
+func loadPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, errors.New(path + ": no PEM certificate found")
+	}
+	return pool, nil
+}
+
+// loadPSK reads "identity:secret" lines (EMQX's psk_file format); blank
+// lines and # comments are skipped.
+func loadPSK(path string) (map[string][]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	keys := map[string][]byte{}
+	s := bufio.NewScanner(f)
+	for n := 1; s.Scan(); n++ {
+		line := strings.TrimSpace(s.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		id, secret, ok := strings.Cut(line, ":")
+		if !ok || id == "" || secret == "" {
+			return nil, fmt.Errorf("%s line %d: expected identity:secret", path, n)
+		}
+		keys[id] = []byte(secret)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New(path + ": no identities")
+	}
+	return keys, s.Err()
+}

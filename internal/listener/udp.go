@@ -1,0 +1,188 @@
+package listener
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// peerQueue is how many datagrams of one peer may wait for its reader;
+// more are dropped: one slow device must not stall the shared socket.
+const peerQueue = 64
+
+// udpListener demultiplexes one UDP socket into a connection per peer
+// address (spec §2: for UDP, a connection is one (IP, port) pair).
+type udpListener struct {
+	l  *Listener
+	pc *net.UDPConn
+
+	mu    sync.Mutex
+	peers map[netip.AddrPort]*udpPeer
+	wg    sync.WaitGroup // serve goroutines of peers
+}
+
+func listenUDP(l *Listener, addr string) (*udpListener, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, err
+	}
+	if b := l.opts.UDP.Recbuf; b > 0 {
+		_ = pc.SetReadBuffer(int(b))
+	}
+	if b := l.opts.UDP.Sndbuf; b > 0 {
+		_ = pc.SetWriteBuffer(int(b))
+	}
+	return &udpListener{l: l, pc: pc, peers: map[netip.AddrPort]*udpPeer{}}, nil
+}
+
+func (u *udpListener) serve(serve func(*Conn)) error {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := u.pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if u.l.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return ErrClosed
+			}
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		u.mu.Lock()
+		p, ok := u.peers[from]
+		if !ok {
+			if u.l.closed.Load() || !u.l.admit(net.UDPAddrFromAddrPort(from)) {
+				u.mu.Unlock()
+				u.l.Stats.DatagramsDropped.Add(1)
+				continue
+			}
+			p = u.newPeer(from)
+			u.l.Stats.Current.Add(1)
+			u.l.Stats.Accepted.Add(1)
+			u.wg.Go(func() {
+				defer u.l.Stats.Current.Add(-1)
+				serve(&Conn{Conn: p, Kind: UDP, Peer: p.RemoteAddr()})
+				p.Close()
+			})
+		}
+		u.mu.Unlock()
+		if !p.allow(n) {
+			u.l.Stats.DatagramsDropped.Add(1)
+			continue
+		}
+		select {
+		case p.in <- append([]byte(nil), buf[:n]...):
+		default:
+			u.l.Stats.DatagramsDropped.Add(1)
+		}
+	}
+}
+
+func (u *udpListener) newPeer(addr netip.AddrPort) *udpPeer {
+	o := &u.l.opts
+	p := &udpPeer{
+		u: u, addr: addr, in: make(chan []byte, peerQueue), done: make(chan struct{}),
+		bytes: bytesLimiter(o.BytesRate, minBurst(UDP)), msgs: messagesLimiter(o.MessagesRate),
+	}
+	u.peers[addr] = p
+	return p
+}
+
+func (u *udpListener) close() error {
+	err := u.pc.Close()
+	u.mu.Lock()
+	peers := make([]*udpPeer, 0, len(u.peers))
+	for _, p := range u.peers {
+		peers = append(peers, p)
+	}
+	u.mu.Unlock()
+	for _, p := range peers {
+		_ = p.Close()
+	}
+	return err
+}
+
+func (u *udpListener) wait() { u.wg.Wait() }
+
+// udpPeer is one peer's connection: Read returns its datagrams one by one,
+// Write sends one datagram to it, Close forgets it so that its next datagram
+// starts a new connection.
+type udpPeer struct {
+	u           *udpListener
+	addr        netip.AddrPort
+	in          chan []byte   // written by the demux loop, read by Read
+	done        chan struct{} // closed by Close
+	once        sync.Once
+	bytes, msgs *rate.Limiter
+}
+
+// allow applies the per-peer and listener-wide rates to one datagram of n
+// bytes: over a limit it is dropped, there is no back pressure in UDP.
+func (p *udpPeer) allow(n int) bool {
+	now := time.Now()
+	if p.msgs != nil && !p.msgs.AllowN(now, 1) {
+		return false
+	}
+	if p.bytes != nil && !p.bytes.AllowN(now, n) {
+		return false
+	}
+	if s := p.u.l.shared; s != nil && !s.AllowN(now, n) {
+		return false
+	}
+	return true
+}
+
+// Read returns the next datagram; one that does not fit b is truncated.
+func (p *udpPeer) Read(b []byte) (int, error) {
+	select {
+	case d := <-p.in:
+		return copy(b, d), nil
+	case <-p.done:
+		return 0, io.EOF
+	}
+}
+
+// ReadDatagram returns the next datagram whole.
+func (p *udpPeer) ReadDatagram() ([]byte, error) {
+	select {
+	case d := <-p.in:
+		return d, nil
+	case <-p.done:
+		return nil, io.EOF
+	}
+}
+
+func (p *udpPeer) Write(b []byte) (int, error) {
+	select {
+	case <-p.done:
+		return 0, net.ErrClosed
+	default:
+	}
+	return p.u.pc.WriteToUDPAddrPort(b, p.addr)
+}
+
+func (p *udpPeer) Close() error {
+	p.once.Do(func() {
+		close(p.done)
+		p.u.mu.Lock()
+		if p.u.peers[p.addr] == p {
+			delete(p.u.peers, p.addr)
+		}
+		p.u.mu.Unlock()
+	})
+	return nil
+}
+
+func (p *udpPeer) LocalAddr() net.Addr                { return p.u.pc.LocalAddr() }
+func (p *udpPeer) RemoteAddr() net.Addr               { return net.UDPAddrFromAddrPort(p.addr) }
+func (p *udpPeer) SetDeadline(t time.Time) error      { return nil }
+func (p *udpPeer) SetReadDeadline(t time.Time) error  { return nil }
+func (p *udpPeer) SetWriteDeadline(t time.Time) error { return nil }
