@@ -74,3 +74,45 @@ func TestHandlerTarget(t *testing.T) {
 		}
 	}
 }
+
+func TestListenerValidation(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"gateway: {exproto: {listeners: {ssl: {s: {bind: 1}}}}}", "listeners.ssl.s.ssl_options: is required"},
+		{"gateway: {exproto: {listeners: {udp: {u: {bind: 1, proxy_protocol: true}}}}}", "listeners.udp.u.proxy_protocol"},
+		{"gateway: {exproto: {listeners: {tcp: {t: {bind: 1, ssl_options: {certfile: a, keyfile: b}}}}}}", "listeners.tcp.t.ssl_options: applies to ssl"},
+		{"gateway: {exproto: {listeners: {tcp: {t: {bind: 1, access_rules: [\"allow 10.0.0.300\"]}}}}}", "access_rules[0]"},
+		{"gateway: {exproto: {listeners: {tcp: {t: {bind: 1, bytes_rate: fast}}}}}", "bytes_rate"},
+		{"gateway: {exproto: {listeners: {tcp: {t: {bind: 1, tcp_options: {recbuf: lots}}}}}}", "tcp_options.recbuf (line 1): expected a size"},
+		{"gateway: {exproto: {listeners: {dtls: {d: {bind: 1, dtls_options: {certfile: a, keyfile: b, versions: [tlsv1.3]}}}}}}", "dtls_options.versions[0]"},
+		{"gateway: {exproto: {listeners: {ssl: {s: {bind: 1, ssl_options: {certfile: a, keyfile: b, verify: verify_peer}}}}}}", "ssl_options.cacertfile"},
+	} {
+		_, err := Parse([]byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to mention %q", c.yaml, err, c.want)
+		}
+	}
+	c, err := Parse([]byte("gateway: {exproto: {listeners: {udp: {u: {bind: 7993, messages_rate: 10/s, udp_options: {recbuf: 1MB}}}}}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Gateway.ExProto.Listeners.UDP["u"].UDPOptions.Recbuf != 1<<20 {
+		t.Fatal("size not parsed")
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]float64{"100/s": 100, "64KB/s": 65536, "1MB/10s": 104857.6, "60/m": 1} {
+		r, err := ParseRate(in, true)
+		if err != nil || r.PerSecond() != want {
+			t.Errorf("ParseRate(%q) = %v/s, %v; want %v", in, r.PerSecond(), err, want)
+		}
+	}
+	for _, bad := range []string{"fast", "10", "0/s", "10/fortnight", "-1/s"} {
+		if _, err := ParseRate(bad, true); err == nil {
+			t.Errorf("ParseRate(%q) accepted", bad)
+		}
+	}
+	if _, err := ParseRate("1KB/s", false); err == nil {
+		t.Error("a size in a message rate was accepted")
+	}
+}

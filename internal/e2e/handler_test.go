@@ -51,7 +51,7 @@ func TestHandlerDownAndBack(t *testing.T) {
 
 	e.h.Stop()
 	// A device connecting while the handler is down is closed at once.
-	c, err := net.Dial("tcp", e.g.ListenerAddr("default").String())
+	c, err := net.Dial("tcp", e.addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestHandlerDownAndBack(t *testing.T) {
 	e.h = h2
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		conn, err := net.Dial("tcp", e.g.ListenerAddr("default").String())
+		conn, err := net.Dial("tcp", e.addr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func TestWrongServiceNameIsExplained(t *testing.T) {
 	e := startWith(t, options{handler: h, logs: &logs}, func(c *config.Config) {
 		c.Gateway.ExProto.Handler.ServiceName = "ConnectionHandler"
 	})
-	c, err := net.Dial("tcp", e.g.ListenerAddr("default").String())
+	c, err := net.Dial("tcp", e.addr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,10 +19,12 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/pion/dtls/v3"
 	"go.uber.org/goleak"
 
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/gateway"
+	"github.com/exgate/exgate/internal/testcert"
 	"github.com/exgate/exgate/internal/testhandler"
 )
 
@@ -29,10 +32,26 @@ type Frame = testhandler.Frame
 
 // env is one gateway with its handler.
 type env struct {
-	t   *testing.T
-	g   *gateway.Gateway
-	h   *testhandler.Handler
-	cfg *config.Config
+	t     *testing.T
+	g     *gateway.Gateway
+	h     *testhandler.Handler
+	cfg   *config.Config
+	tr    string // transport of the "default" listener: tcp, ssl, udp, dtls
+	certs *testcert.Set
+	// handshake bounds a TLS/DTLS client handshake; tests that expect a
+	// refusal shorten it.
+	handshake time.Duration
+}
+
+// transports are the device transports the core suite runs over, as
+// net/http's tests run over HTTP/1 and HTTP/2.
+var transports = []string{"tcp", "ssl", "udp", "dtls"}
+
+// eachTransport runs f once per transport as a subtest.
+func eachTransport(t *testing.T, f func(t *testing.T, tr string)) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { f(t, tr) })
+	}
 }
 
 // start runs a gateway and a test handler; mutate adjusts the config. The
@@ -44,8 +63,15 @@ func start(t *testing.T, mutate func(*config.Config)) *env {
 
 // options vary what start builds.
 type options struct {
-	handler *testhandler.Handler // nil: a fresh one serving both services
-	logs    io.Writer            // also receives the gateway's log at debug level
+	handler   *testhandler.Handler // nil: a fresh one serving both services
+	logs      io.Writer            // also receives the gateway's log at debug level
+	transport string               // "" is tcp
+}
+
+// startOn is start with the default listener of transport tr.
+func startOn(t *testing.T, tr string, mutate func(*config.Config)) *env {
+	t.Helper()
+	return startWith(t, options{transport: tr}, mutate)
 }
 
 func startWith(t *testing.T, o options, mutate func(*config.Config)) *env {
@@ -64,7 +90,27 @@ func startWith(t *testing.T, o options, mutate func(*config.Config)) *env {
 	x.Server.Bind = "127.0.0.1:0"
 	x.Handler.Address = "http://" + h.Addr
 	x.Handler.RequestTimeout = 5 * time.Second
-	x.Listeners.TCP["default"].Bind = "127.0.0.1:0"
+	tr := o.transport
+	if tr == "" {
+		tr = "tcp"
+	}
+	certs := testcert.New(t)
+	l := x.Listeners.TCP["default"]
+	l.Bind = "127.0.0.1:0"
+	x.Listeners.TCP = nil
+	tlsOpts := &config.TLSOptions{Certfile: certs.ServerCert, Keyfile: certs.ServerKey, Cacertfile: certs.CAFile, Verify: "verify_peer"}
+	switch tr {
+	case "tcp":
+		x.Listeners.TCP = map[string]*config.Listener{"default": l}
+	case "ssl":
+		l.SSLOptions = tlsOpts
+		x.Listeners.SSL = map[string]*config.Listener{"default": l}
+	case "udp":
+		x.Listeners.UDP = map[string]*config.Listener{"default": l}
+	case "dtls":
+		l.DTLSOptions = tlsOpts
+		x.Listeners.DTLS = map[string]*config.Listener{"default": l}
+	}
 	x.CloseFlushTimeout = 5 * time.Second
 	if mutate != nil {
 		mutate(cfg)
@@ -98,7 +144,54 @@ func startWith(t *testing.T, o options, mutate func(*config.Config)) *env {
 			t.Errorf("handler saw %d overlapping callbacks for one connection", n)
 		}
 	})
-	return &env{t: t, g: g, h: h, cfg: cfg}
+	return &env{t: t, g: g, h: h, cfg: cfg, tr: tr, certs: certs, handshake: 5 * time.Second}
+}
+
+// listener returns the default listener (a pointer into e.cfg, for mutate funcs).
+func defaultListener(c *config.Config) *config.Listener {
+	ls := c.Gateway.ExProto.Listeners
+	for _, m := range []map[string]*config.Listener{ls.TCP, ls.SSL, ls.UDP, ls.DTLS} {
+		if l := m["default"]; l != nil {
+			return l
+		}
+	}
+	return nil
+}
+
+// addr is the default listener's address.
+func (e *env) addr() string { return e.g.ListenerAddr(e.tr + ":default").String() }
+
+// rawDial connects to the default listener over e's transport, with the
+// test client certificate when withCert.
+func (e *env) rawDial(withCert bool) (net.Conn, error) {
+	tc := &tls.Config{RootCAs: e.certs.CAPool, ServerName: "127.0.0.1"}
+	if withCert {
+		tc.Certificates = []tls.Certificate{e.certs.Client}
+	}
+	switch e.tr {
+	case "ssl":
+		return tls.DialWithDialer(&net.Dialer{Timeout: e.handshake}, "tcp", e.addr(), tc)
+	case "udp":
+		return net.Dial("udp", e.addr())
+	case "dtls":
+		ua, err := net.ResolveUDPAddr("udp", e.addr())
+		if err != nil {
+			return nil, err
+		}
+		dc := &dtls.Config{RootCAs: e.certs.CAPool, ServerName: "127.0.0.1", Certificates: tc.Certificates, ExtendedMasterSecret: dtls.RequireExtendedMasterSecret}
+		c, err := dtls.Dial("udp", ua, dc)
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), e.handshake)
+		defer cancel()
+		if err := c.HandshakeContext(ctx); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	return net.Dial("tcp", e.addr())
 }
 
 // testWriter sends log lines to t.Log while the test runs.
@@ -115,18 +208,24 @@ type device struct {
 	conn net.Conn
 	dec  *json.Decoder
 	id   string // conn id, as the handler saw it
+	udp  bool   // a UDP device cannot see the gateway close it
 }
 
-// dial connects a device and waits for its OnSocketCreated.
+// dial connects a device and waits for its OnSocketCreated. A UDP device
+// exists for the gateway from its first datagram: dial sends a harmless
+// frame (type 42, ignored by the handler) to create it.
 func (e *env) dial() *device {
 	e.t.Helper()
 	n := len(e.h.Conns())
-	c, err := net.Dial("tcp", e.g.ListenerAddr("default").String())
+	c, err := e.rawDial(false)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { _ = c.Close() })
-	d := &device{t: e.t, conn: c, dec: json.NewDecoder(c)}
+	d := &device{t: e.t, conn: c, dec: json.NewDecoder(c), udp: e.tr == "udp"}
+	if d.udp {
+		d.send(Frame{Type: 42})
+	}
 	d.id = e.h.NthConn(e.t, n, 5*time.Second)
 	return d
 }
@@ -178,6 +277,9 @@ func (d *device) subscribe(topic string, qos uint32) {
 // expectEOF waits until the gateway closed the socket.
 func (d *device) expectEOF(within time.Duration) {
 	d.t.Helper()
+	if d.udp {
+		return
+	}
 	_ = d.conn.SetReadDeadline(time.Now().Add(within))
 	buf := make([]byte, 1024)
 	for {
@@ -185,7 +287,7 @@ func (d *device) expectEOF(within time.Duration) {
 		if err == nil {
 			continue
 		}
-		if errors.Is(err, io.EOF) || isReset(err) {
+		if errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "close notify") || strings.Contains(err.Error(), "conn is closed") {
 			return
 		}
 		d.t.Fatalf("socket not closed within %v: %v", within, err)
@@ -273,3 +375,7 @@ func (c *collector) String() string {
 }
 
 var _ = fmt.Sprintf
+
+func jsonDecoder(c net.Conn) *json.Decoder { return json.NewDecoder(c) }
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -18,39 +18,41 @@ func ctx5(t *testing.T) context.Context {
 }
 
 func TestMountpoint(t *testing.T) {
-	e := start(t, func(c *config.Config) { c.Gateway.ExProto.Mountpoint = "ct/${clientid}/" })
-	d := e.dial()
-	d.connect("dev1", 0)
-	d.subscribe("down/+", 0)
-	m := e.mqtt("app")
-	m.sub("#", 0)
+	eachTransport(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, func(c *config.Config) { c.Gateway.ExProto.Mountpoint = "ct/${clientid}/" })
+		d := e.dial()
+		d.connect("dev1", 0)
+		d.subscribe("down/+", 0)
+		m := e.mqtt("app")
+		m.sub("#", 0)
 
-	// Publish is mounted; RawPublish is not.
-	d.send(Frame{Type: testhandler.Publish, Topic: "up", Payload: "a"})
-	d.expect(testhandler.Puback, 0)
-	m.expect("ct/dev1/up", "a")
-	d.send(Frame{Type: testhandler.RawPublish, Topic: "raw/t", Payload: "r"})
-	d.expect(testhandler.Puback, 0)
-	m.expect("raw/t", "r")
+		// Publish is mounted; RawPublish is not.
+		d.send(Frame{Type: testhandler.Publish, Topic: "up", Payload: "a"})
+		d.expect(testhandler.Puback, 0)
+		m.expect("ct/dev1/up", "a")
+		d.send(Frame{Type: testhandler.RawPublish, Topic: "raw/t", Payload: "r"})
+		d.expect(testhandler.Puback, 0)
+		m.expect("raw/t", "r")
 
-	// Deliveries are unmounted; other clients' topics outside the mountpoint do not match.
-	m.pub("down/x", 0, false, "no")
-	m.pub("ct/dev1/down/x", 0, false, "yes")
-	f := d.expect(testhandler.Publish, 0)
-	if f.Topic != "down/x" || f.Payload != "yes" {
-		t.Fatalf("device got %+v, want unmounted down/x yes", f)
-	}
-	m.expect("down/x", "no")
-	m.expect("ct/dev1/down/x", "yes")
+		// Deliveries are unmounted; other clients' topics outside the mountpoint do not match.
+		m.pub("down/x", 0, false, "no")
+		m.pub("ct/dev1/down/x", 0, false, "yes")
+		f := d.expect(testhandler.Publish, 0)
+		if f.Topic != "down/x" || f.Payload != "yes" {
+			t.Fatalf("device got %+v, want unmounted down/x yes", f)
+		}
+		m.expect("down/x", "no")
+		m.expect("ct/dev1/down/x", "yes")
 
-	// Shared subscriptions work with a mountpoint (EMQX 5.4+ crashed).
-	d.subscribe("$share/g/shared/t", 1)
-	m.pub("ct/dev1/shared/t", 1, false, "s")
-	m.expect("ct/dev1/shared/t", "s")
-	f = d.expect(testhandler.Publish, 0)
-	if f.Topic != "shared/t" || f.Payload != "s" {
-		t.Fatalf("shared delivery %+v", f)
-	}
+		// Shared subscriptions work with a mountpoint (EMQX 5.4+ crashed).
+		d.subscribe("$share/g/shared/t", 1)
+		m.pub("ct/dev1/shared/t", 1, false, "s")
+		m.expect("ct/dev1/shared/t", "s")
+		f = d.expect(testhandler.Publish, 0)
+		if f.Topic != "shared/t" || f.Payload != "s" {
+			t.Fatalf("shared delivery %+v", f)
+		}
+	})
 }
 
 func TestRawPublishFromExprotoAndRetained(t *testing.T) {
@@ -75,81 +77,85 @@ func TestRawPublishFromExprotoAndRetained(t *testing.T) {
 }
 
 func TestTakeover(t *testing.T) {
-	e := start(t, nil)
-	a := e.dial()
-	a.connect("same", 0)
-	b := e.dial()
-	b.connect("same", 0)
-	if r := e.h.WaitClosed(t, a.id, 5*time.Second); r != "{shutdown,discarded}" {
-		t.Fatalf("taken-over device closed with %q", r)
-	}
-	a.expectEOF(2 * time.Second)
+	eachTransport(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, nil)
+		a := e.dial()
+		a.connect("same", 0)
+		b := e.dial()
+		b.connect("same", 0)
+		if r := e.h.WaitClosed(t, a.id, 5*time.Second); r != "{shutdown,discarded}" {
+			t.Fatalf("taken-over device closed with %q", r)
+		}
+		a.expectEOF(2 * time.Second)
 
-	// An MQTT client with the same clientid takes the device over (one namespace) …
-	m := e.mqtt("same")
-	if r := e.h.WaitClosed(t, b.id, 5*time.Second); r != "{shutdown,discarded}" {
-		t.Fatalf("device taken over by MQTT client closed with %q", r)
-	}
-	// … and a device takes an MQTT client over.
-	c := e.dial()
-	c.connect("same", 0)
-	select {
-	case <-m.lost:
-	case <-time.After(5 * time.Second):
-		t.Fatal("MQTT client with the same clientid was not disconnected")
-	}
-	// The winner works.
-	c.subscribe("t", 0)
-	m2 := e.mqtt("other")
-	m2.pub("t", 0, false, "p")
-	c.expect(testhandler.Publish, 0)
+		// An MQTT client with the same clientid takes the device over (one namespace) …
+		m := e.mqtt("same")
+		if r := e.h.WaitClosed(t, b.id, 5*time.Second); r != "{shutdown,discarded}" {
+			t.Fatalf("device taken over by MQTT client closed with %q", r)
+		}
+		// … and a device takes an MQTT client over.
+		c := e.dial()
+		c.connect("same", 0)
+		select {
+		case <-m.lost:
+		case <-time.After(5 * time.Second):
+			t.Fatal("MQTT client with the same clientid was not disconnected")
+		}
+		// The winner works.
+		c.subscribe("t", 0)
+		m2 := e.mqtt("other")
+		m2.pub("t", 0, false, "p")
+		c.expect(testhandler.Publish, 0)
+	})
 }
 
 func TestAuthenticate(t *testing.T) {
-	e := start(t, func(c *config.Config) {
-		c.Gateway.ExProto.Authentication = []config.Authenticator{{
-			Mechanism: "password_based", Backend: "built_in_database",
-			Users: []config.User{{UserID: "alice", Password: "plain:secret"}},
-		}}
-	})
-	// Wrong password: CONNACK 1 (PERMISSION_DENY), then the demo handler closes.
-	d := e.dial()
-	d.send(Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "c1", Username: "alice"}, Password: "wrong"})
-	d.expect(testhandler.Connack, int(pb.ResultCode_PERMISSION_DENY))
-	if r := e.h.WaitClosed(t, d.id, 5*time.Second); r != "{shutdown,normal}" {
-		t.Fatalf("reason %q", r)
-	}
+	eachTransport(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, func(c *config.Config) {
+			c.Gateway.ExProto.Authentication = []config.Authenticator{{
+				Mechanism: "password_based", Backend: "built_in_database",
+				Users: []config.User{{UserID: "alice", Password: "plain:secret"}},
+			}}
+		})
+		// Wrong password: CONNACK 1 (PERMISSION_DENY), then the demo handler closes.
+		d := e.dial()
+		d.send(Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "c1", Username: "alice"}, Password: "wrong"})
+		d.expect(testhandler.Connack, int(pb.ResultCode_PERMISSION_DENY))
+		if r := e.h.WaitClosed(t, d.id, 5*time.Second); r != "{shutdown,normal}" {
+			t.Fatalf("reason %q", r)
+		}
 
-	// A failed Authenticate leaves the socket open: the handler may try again.
-	d2 := e.dial()
-	ctx := ctx5(t)
-	ci := &pb.ClientInfo{Clientid: "c2", Username: "alice"}
-	resp, err := e.h.Adapter.Authenticate(ctx, &pb.AuthenticateRequest{Conn: d2.id, Clientinfo: ci, Password: "nope"})
-	if err != nil || resp.Code != pb.ResultCode_PERMISSION_DENY {
-		t.Fatalf("bad password: %v %v", resp, err)
-	}
-	resp, err = e.h.Adapter.Send(ctx, &pb.SendBytesRequest{Conn: d2.id, Bytes: []byte("still here")})
-	if err != nil || resp.Code != pb.ResultCode_SUCCESS {
-		t.Fatalf("send after failed auth: %v %v", resp, err)
-	}
-	buf := make([]byte, 10)
-	_ = d2.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := d2.conn.Read(buf); err != nil || string(buf) != "still here" {
-		t.Fatalf("device read %q %v", buf, err)
-	}
-	resp, err = e.h.Adapter.Authenticate(ctx, &pb.AuthenticateRequest{Conn: d2.id, Clientinfo: ci, Password: "secret"})
-	if err != nil || resp.Code != pb.ResultCode_SUCCESS {
-		t.Fatalf("good password: %v %v", resp, err)
-	}
-	// Duplicated authenticate.
-	resp, err = e.h.Adapter.Authenticate(ctx, &pb.AuthenticateRequest{Conn: d2.id, Clientinfo: ci, Password: "secret"})
-	if err != nil || resp.Code != pb.ResultCode_PERMISSION_DENY || !strings.Contains(resp.Message, "Duplicated") {
-		t.Fatalf("duplicated authenticate: %v %v", resp, err)
-	}
-	// The embedded broker's MQTT clients use the same authenticator.
-	if e.g.Stats.AuthFailed.Load() < 2 {
-		t.Fatalf("auth failures counted %d", e.g.Stats.AuthFailed.Load())
-	}
+		// A failed Authenticate leaves the socket open: the handler may try again.
+		d2 := e.dial()
+		ctx := ctx5(t)
+		ci := &pb.ClientInfo{Clientid: "c2", Username: "alice"}
+		resp, err := e.h.Adapter.Authenticate(ctx, &pb.AuthenticateRequest{Conn: d2.id, Clientinfo: ci, Password: "nope"})
+		if err != nil || resp.Code != pb.ResultCode_PERMISSION_DENY {
+			t.Fatalf("bad password: %v %v", resp, err)
+		}
+		resp, err = e.h.Adapter.Send(ctx, &pb.SendBytesRequest{Conn: d2.id, Bytes: []byte("still here")})
+		if err != nil || resp.Code != pb.ResultCode_SUCCESS {
+			t.Fatalf("send after failed auth: %v %v", resp, err)
+		}
+		buf := make([]byte, 10)
+		_ = d2.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := d2.conn.Read(buf); err != nil || string(buf) != "still here" {
+			t.Fatalf("device read %q %v", buf, err)
+		}
+		resp, err = e.h.Adapter.Authenticate(ctx, &pb.AuthenticateRequest{Conn: d2.id, Clientinfo: ci, Password: "secret"})
+		if err != nil || resp.Code != pb.ResultCode_SUCCESS {
+			t.Fatalf("good password: %v %v", resp, err)
+		}
+		// Duplicated authenticate.
+		resp, err = e.h.Adapter.Authenticate(ctx, &pb.AuthenticateRequest{Conn: d2.id, Clientinfo: ci, Password: "secret"})
+		if err != nil || resp.Code != pb.ResultCode_PERMISSION_DENY || !strings.Contains(resp.Message, "Duplicated") {
+			t.Fatalf("duplicated authenticate: %v %v", resp, err)
+		}
+		// The embedded broker's MQTT clients use the same authenticator.
+		if e.g.Stats.AuthFailed.Load() < 2 {
+			t.Fatalf("auth failures counted %d", e.g.Stats.AuthFailed.Load())
+		}
+	})
 }
 
 func TestListenerEnableAuthnFalse(t *testing.T) {
@@ -163,29 +169,31 @@ func TestListenerEnableAuthnFalse(t *testing.T) {
 }
 
 func TestAuthorizationDenyThenAllow(t *testing.T) {
-	e := start(t, func(c *config.Config) {
-		c.Gateway.ExProto.Authorization = config.Authorization{NoMatch: "allow", Rules: []config.Rule{
-			{Permission: "deny", Action: "all", Topics: []string{"secret/#"}},
-			{Permission: "deny", Action: "publish", Topics: []string{"eq ro/+"}},
-		}}
+	eachTransport(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, func(c *config.Config) {
+			c.Gateway.ExProto.Authorization = config.Authorization{NoMatch: "allow", Rules: []config.Rule{
+				{Permission: "deny", Action: "all", Topics: []string{"secret/#"}},
+				{Permission: "deny", Action: "publish", Topics: []string{"eq ro/+"}},
+			}}
+		})
+		d := e.dial()
+		d.connect("dev", 0)
+		d.send(Frame{Type: testhandler.Subscribe, Topic: "secret/x", QoS: 1})
+		d.expect(testhandler.Suback, int(pb.ResultCode_PERMISSION_DENY))
+		d.send(Frame{Type: testhandler.Publish, Topic: "secret/x", QoS: 1, Payload: "p"})
+		d.expect(testhandler.Puback, int(pb.ResultCode_PERMISSION_DENY))
+		d.send(Frame{Type: testhandler.Publish, Topic: "ro/+x", QoS: 0, Payload: "p"}) // invalid topic: UNKNOWN
+		d.expect(testhandler.Puback, int(pb.ResultCode_UNKNOWN))
+		d.subscribe("ro/+", 0) // subscribe allowed, publish literally to "ro/+" would be denied
+		// Allowed again afterwards.
+		d.subscribe("open/x", 1)
+		d.send(Frame{Type: testhandler.Publish, Topic: "open/x", QoS: 1, Payload: "p"})
+		d.expect(testhandler.Puback, 0)
+		d.expect(testhandler.Publish, 0)
+		if e.g.Stats.AuthzDenied.Load() != 2 {
+			t.Fatalf("authz denials counted %d, want 2", e.g.Stats.AuthzDenied.Load())
+		}
 	})
-	d := e.dial()
-	d.connect("dev", 0)
-	d.send(Frame{Type: testhandler.Subscribe, Topic: "secret/x", QoS: 1})
-	d.expect(testhandler.Suback, int(pb.ResultCode_PERMISSION_DENY))
-	d.send(Frame{Type: testhandler.Publish, Topic: "secret/x", QoS: 1, Payload: "p"})
-	d.expect(testhandler.Puback, int(pb.ResultCode_PERMISSION_DENY))
-	d.send(Frame{Type: testhandler.Publish, Topic: "ro/+x", QoS: 0, Payload: "p"}) // invalid topic: UNKNOWN
-	d.expect(testhandler.Puback, int(pb.ResultCode_UNKNOWN))
-	d.subscribe("ro/+", 0) // subscribe allowed, publish literally to "ro/+" would be denied
-	// Allowed again afterwards.
-	d.subscribe("open/x", 1)
-	d.send(Frame{Type: testhandler.Publish, Topic: "open/x", QoS: 1, Payload: "p"})
-	d.expect(testhandler.Puback, 0)
-	d.expect(testhandler.Publish, 0)
-	if e.g.Stats.AuthzDenied.Load() != 2 {
-		t.Fatalf("authz denials counted %d, want 2", e.g.Stats.AuthzDenied.Load())
-	}
 }
 
 // TestResultCodes walks every row of the spec's result-code table.

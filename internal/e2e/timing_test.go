@@ -11,48 +11,50 @@ import (
 )
 
 func TestKeepalive(t *testing.T) {
-	e := start(t, nil)
-	// Silent device: OnTimerTimeout after ~1.5 × 1 s, then closed by the gateway.
-	d := e.dial()
-	d.connect("ka", 1)
-	begin := time.Now()
-	reason := e.h.WaitClosed(t, d.id, 5*time.Second)
-	took := time.Since(begin)
-	if reason != "{shutdown,keepalive_timeout}" {
-		t.Fatalf("reason %q", reason)
-	}
-	if took < 1300*time.Millisecond || took > 3*time.Second {
-		t.Fatalf("keepalive fired after %v, want about 1.5 s", took)
-	}
-	ms := e.methods(d.id)
-	if len(ms) < 2 || ms[len(ms)-2] != "OnTimerTimeout" || ms[len(ms)-1] != "OnSocketClosed" {
-		t.Fatalf("events %v, want … OnTimerTimeout, OnSocketClosed", ms)
-	}
-	d.expectEOF(time.Second)
-
-	// Socket data keeps it alive; Send from the gateway does not count.
-	d2 := e.dial()
-	d2.connect("ka2", 1)
-	for i := 0; i < 6; i++ {
-		time.Sleep(500 * time.Millisecond)
-		d2.send(Frame{Type: testhandler.Publish, Topic: "x", Payload: "beat"})
-		d2.expect(testhandler.Puback, 0)
-	}
-	if _, closed := e.h.Closed(d2.id); closed {
-		t.Fatal("active device was closed by keepalive")
-	}
-	ctx := ctx5(t)
-	begin = time.Now()
-	for time.Since(begin) < 2500*time.Millisecond {
-		if _, closed := e.h.Closed(d2.id); closed {
-			break
+	eachTransport(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, nil)
+		// Silent device: OnTimerTimeout after ~1.5 × 1 s, then closed by the gateway.
+		d := e.dial()
+		d.connect("ka", 1)
+		begin := time.Now()
+		reason := e.h.WaitClosed(t, d.id, 5*time.Second)
+		took := time.Since(begin)
+		if reason != "{shutdown,keepalive_timeout}" {
+			t.Fatalf("reason %q", reason)
 		}
-		_, _ = e.h.Adapter.Send(ctx, &pb.SendBytesRequest{Conn: d2.id, Bytes: []byte("{}")})
-		time.Sleep(100 * time.Millisecond)
-	}
-	if r := e.h.WaitClosed(t, d2.id, 3*time.Second); r != "{shutdown,keepalive_timeout}" {
-		t.Fatalf("reason %q", r)
-	}
+		if took < 1300*time.Millisecond || took > 3*time.Second {
+			t.Fatalf("keepalive fired after %v, want about 1.5 s", took)
+		}
+		ms := e.methods(d.id)
+		if len(ms) < 2 || ms[len(ms)-2] != "OnTimerTimeout" || ms[len(ms)-1] != "OnSocketClosed" {
+			t.Fatalf("events %v, want … OnTimerTimeout, OnSocketClosed", ms)
+		}
+		d.expectEOF(time.Second)
+
+		// Socket data keeps it alive; Send from the gateway does not count.
+		d2 := e.dial()
+		d2.connect("ka2", 1)
+		for i := 0; i < 6; i++ {
+			time.Sleep(500 * time.Millisecond)
+			d2.send(Frame{Type: testhandler.Publish, Topic: "x", Payload: "beat"})
+			d2.expect(testhandler.Puback, 0)
+		}
+		if _, closed := e.h.Closed(d2.id); closed {
+			t.Fatal("active device was closed by keepalive")
+		}
+		ctx := ctx5(t)
+		begin = time.Now()
+		for time.Since(begin) < 2500*time.Millisecond {
+			if _, closed := e.h.Closed(d2.id); closed {
+				break
+			}
+			_, _ = e.h.Adapter.Send(ctx, &pb.SendBytesRequest{Conn: d2.id, Bytes: []byte("{}")})
+			time.Sleep(100 * time.Millisecond)
+		}
+		if r := e.h.WaitClosed(t, d2.id, 3*time.Second); r != "{shutdown,keepalive_timeout}" {
+			t.Fatalf("reason %q", r)
+		}
+	})
 }
 
 func TestIdleTimeout(t *testing.T) {
@@ -75,70 +77,77 @@ func TestIdleTimeout(t *testing.T) {
 }
 
 func TestReentrantCallsInsideOnSocketCreated(t *testing.T) {
-	e := start(t, nil)
-	results := make(chan []pb.ResultCode, 1)
-	e.h.OnCreated = func(ctx context.Context, conn string) {
-		a := e.h.Adapter
-		var codes []pb.ResultCode
-		r1, _ := a.Authenticate(ctx, &pb.AuthenticateRequest{Conn: conn, Clientinfo: &pb.ClientInfo{Clientid: "inside"}})
-		r2, _ := a.Subscribe(ctx, &pb.SubscribeRequest{Conn: conn, Topic: "in/#", Qos: 1})
-		r3, _ := a.StartTimer(ctx, &pb.TimerRequest{Conn: conn, Interval: 30})
-		r4, _ := a.Send(ctx, &pb.SendBytesRequest{Conn: conn, Bytes: []byte(`{"type":2,"code":0}`)})
-		r5, _ := a.Publish(ctx, &pb.PublishRequest{Conn: conn, Topic: "in/self", Qos: 1, Payload: []byte("me")})
-		codes = append(codes, r1.GetCode(), r2.GetCode(), r3.GetCode(), r4.GetCode(), r5.GetCode())
-		results <- codes
-	}
-	d := e.dial()
-	select {
-	case codes := <-results:
-		for i, c := range codes {
-			if c != pb.ResultCode_SUCCESS {
-				t.Fatalf("call %d inside OnSocketCreated: %v", i, c)
-			}
+	eachTransport(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, nil)
+		results := make(chan []pb.ResultCode, 1)
+		e.h.OnCreated = func(ctx context.Context, conn string) {
+			a := e.h.Adapter
+			var codes []pb.ResultCode
+			r1, _ := a.Authenticate(ctx, &pb.AuthenticateRequest{Conn: conn, Clientinfo: &pb.ClientInfo{Clientid: "inside"}})
+			r2, _ := a.Subscribe(ctx, &pb.SubscribeRequest{Conn: conn, Topic: "in/#", Qos: 1})
+			r3, _ := a.StartTimer(ctx, &pb.TimerRequest{Conn: conn, Interval: 30})
+			r4, _ := a.Send(ctx, &pb.SendBytesRequest{Conn: conn, Bytes: []byte(`{"type":2,"code":0}`)})
+			r5, _ := a.Publish(ctx, &pb.PublishRequest{Conn: conn, Topic: "in/self", Qos: 1, Payload: []byte("me")})
+			codes = append(codes, r1.GetCode(), r2.GetCode(), r3.GetCode(), r4.GetCode(), r5.GetCode())
+			results <- codes
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("adapter calls inside OnSocketCreated deadlocked")
-	}
-	d.expect(testhandler.Connack, 0)
-	f := d.expect(testhandler.Publish, 0)
-	if f.Topic != "in/self" {
-		t.Fatalf("got %+v", f)
-	}
+		d := e.dial()
+		select {
+		case codes := <-results:
+			for i, c := range codes {
+				if c != pb.ResultCode_SUCCESS {
+					t.Fatalf("call %d inside OnSocketCreated: %v", i, c)
+				}
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("adapter calls inside OnSocketCreated deadlocked")
+		}
+		d.expect(testhandler.Connack, 0)
+		f := d.expect(testhandler.Publish, 0)
+		if f.Topic != "in/self" {
+			t.Fatalf("got %+v", f)
+		}
+	})
 }
 
 func TestBytesOneEventPerReadAndSendVerbatim(t *testing.T) {
-	e := start(t, nil)
-	d := e.dial()
-	chunks := []string{`{"type":`, `42}`, `{"ty`, `pe":42}{"type":42}`}
-	for _, c := range chunks {
-		if _, err := d.conn.Write([]byte(c)); err != nil {
-			t.Fatal(err)
+	eachTransport(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, nil)
+		d := e.dial()
+		chunks := []string{`{"type":`, `42}`, `{"ty`, `pe":42}{"type":42}`}
+		for _, c := range chunks {
+			if _, err := d.conn.Write([]byte(c)); err != nil {
+				t.Fatal(err)
+			}
+			want := c
+			e.h.WaitFor(t, 5*time.Second, "bytes "+c, func() bool {
+				evs := e.h.Events(d.id)
+				return string(evs[len(evs)-1].Bytes) == want
+			})
 		}
-		want := c
-		e.h.WaitFor(t, 5*time.Second, "bytes "+c, func() bool {
-			evs := e.h.Events(d.id)
-			return string(evs[len(evs)-1].Bytes) == want
-		})
-	}
-	var got []string
-	for _, ev := range e.h.Events(d.id) {
-		if ev.Method == "OnReceivedBytes" {
-			got = append(got, string(ev.Bytes))
+		var got []string
+		for _, ev := range e.h.Events(d.id) {
+			if ev.Method == "OnReceivedBytes" {
+				got = append(got, string(ev.Bytes))
+			}
 		}
-	}
-	if len(got) != len(chunks) {
-		t.Fatalf("OnReceivedBytes %q, want one per write %q", got, chunks)
-	}
-	payload := []byte{0, 1, 2, 0xff, '\n', 'x'}
-	resp, err := e.h.Adapter.Send(ctx5(t), &pb.SendBytesRequest{Conn: d.id, Bytes: payload})
-	if err != nil || resp.Code != pb.ResultCode_SUCCESS {
-		t.Fatal(resp, err)
-	}
-	buf := make([]byte, len(payload))
-	_ = d.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := d.conn.Read(buf); err != nil || string(buf) != string(payload) {
-		t.Fatalf("device got %v %v", buf, err)
-	}
+		if tr == "udp" {
+			got = got[1:] // the datagram that created the UDP connection
+		}
+		if len(got) != len(chunks) {
+			t.Fatalf("OnReceivedBytes %q, want one per write %q", got, chunks)
+		}
+		payload := []byte{0, 1, 2, 0xff, '\n', 'x'}
+		resp, err := e.h.Adapter.Send(ctx5(t), &pb.SendBytesRequest{Conn: d.id, Bytes: payload})
+		if err != nil || resp.Code != pb.ResultCode_SUCCESS {
+			t.Fatal(resp, err)
+		}
+		buf := make([]byte, len(payload))
+		_ = d.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := d.conn.Read(buf); err != nil || string(buf) != string(payload) {
+			t.Fatalf("device got %v %v", buf, err)
+		}
+	})
 }
 
 func TestDeviceCloseReason(t *testing.T) {

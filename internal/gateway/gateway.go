@@ -271,6 +271,16 @@ func (g *Gateway) AdapterAddr() net.Addr { return g.adapterLn.Addr() }
 // MQTTAddr is the embedded broker's MQTT address, or nil.
 func (g *Gateway) MQTTAddr() net.Addr { return g.broker.Addr() }
 
+// Listener returns the listener "type:name", or nil.
+func (g *Gateway) Listener(name string) *listener.Listener {
+	for _, l := range g.listeners {
+		if l.Name() == name {
+			return l.Listener
+		}
+	}
+	return nil
+}
+
 // ListenerAddr is the bound address of the listener "type:name" (a bare
 // name means tcp), or nil.
 func (g *Gateway) ListenerAddr(name string) net.Addr {

@@ -6,6 +6,7 @@
 package listener
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -113,6 +114,9 @@ type Listener struct {
 	shared   *rate.Limiter // listener_bytes_rate
 	wg       sync.WaitGroup
 	closed   atomic.Bool
+	// ctx ends with Close: it aborts handshakes and PROXY header reads.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // Listen binds the listener; it does not accept until Serve.
@@ -127,6 +131,7 @@ func Listen(o Options) (*Listener, error) {
 		o.HandshakeTimeout = 15 * time.Second
 	}
 	l := &Listener{opts: o, log: o.Logger.With("listener", l0(o))}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if o.MaxConnRate > 0 {
 		l.connRate = rate.NewLimiter(rate.Limit(o.MaxConnRate), o.MaxConnRate)
 	}
@@ -141,6 +146,7 @@ func Listen(o Options) (*Listener, error) {
 		l.ln, err = l.listenDTLS()
 	}
 	if err != nil {
+		l.cancel()
 		return nil, fmt.Errorf("listener %s: %w", l0(o), err)
 	}
 	return l, nil
@@ -261,6 +267,7 @@ func (l *Listener) Close() error {
 	if !l.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	l.cancel()
 	if l.udp != nil {
 		return l.udp.close()
 	}

@@ -18,6 +18,9 @@ import (
 // the throughput limits, in that order.
 func (l *Listener) prepare(raw net.Conn) (*Conn, error) {
 	o := &l.opts
+	// Closing the listener aborts what is still waiting for the device.
+	stop := context.AfterFunc(l.ctx, func() { _ = raw.Close() })
+	defer stop()
 	var conn net.Conn = raw
 	c := &Conn{Kind: o.Kind, Peer: raw.RemoteAddr()}
 	if tc, ok := raw.(*net.TCPConn); ok {
@@ -39,7 +42,7 @@ func (l *Listener) prepare(raw net.Conn) (*Conn, error) {
 			return nil, errRefused
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(l.ctx, o.HandshakeTimeout)
 	defer cancel()
 	switch o.Kind {
 	case SSL:
