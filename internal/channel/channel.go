@@ -83,7 +83,10 @@ type Config struct {
 	// 4096. Datagram transports need room for a whole datagram.
 	ReadBufferSize int
 	MaxBatch       int // messages per OnReceivedMessages
-	EventQueue     int // socket reads waiting for the handler before reading pauses
+	// MaxRequestBytes caps the payload and topic bytes of one
+	// OnReceivedMessages; a larger batch is split (0: no cap).
+	MaxRequestBytes int
+	EventQueue      int // socket reads waiting for the handler before reading pauses
 	// DeliveryQueue is messages waiting for the handler before new ones are dropped.
 	DeliveryQueue int
 	Registry      *Registry

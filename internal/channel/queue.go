@@ -75,8 +75,14 @@ func (c *Channel) next() (ev event, msgs []*pb.Message) {
 	n := 1
 	if ev.kind == evMessage {
 		msgs = append(msgs, ev.msg)
+		size := msgSize(ev.msg)
 		for n < len(c.queue) && len(msgs) < c.cfg.MaxBatch && c.queue[n].kind == evMessage {
-			msgs = append(msgs, c.queue[n].msg)
+			m := c.queue[n].msg
+			if max := c.cfg.MaxRequestBytes; max > 0 && size+msgSize(m) > max {
+				break // split, never truncate
+			}
+			size += msgSize(m)
+			msgs = append(msgs, m)
 			n++
 		}
 		c.queuedMsgs -= n
@@ -160,3 +166,6 @@ func (c *Channel) call(ev event, msgs []*pb.Message) error {
 	}
 	return err
 }
+
+// msgSize approximates a message's share of a request.
+func msgSize(m *pb.Message) int { return len(m.Payload) + len(m.Topic) + len(m.From) + 64 }

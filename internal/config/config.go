@@ -105,21 +105,86 @@ type Server struct {
 	// Bind is host:port. Default "127.0.0.1:9100": whoever reaches it can
 	// publish anything, so keep it off public interfaces.
 	Bind string `yaml:"bind"`
+	// SSLOptions serve the adapter over TLS; with verify_peer and
+	// fail_if_no_peer_cert only handlers with a trusted client certificate
+	// may call it (EMQX never applied this option).
+	SSLOptions *TLSOptions `yaml:"ssl_options,omitempty"`
+	// MaxRecvMessageSize caps one adapter request. Default 4MB.
+	MaxRecvMessageSize Size `yaml:"max_recv_message_size"`
 }
 
 // Handler is the user's ConnectionHandler service.
 type Handler struct {
-	// Address is "http://host:port" or "host:port". Default "http://127.0.0.1:9001".
-	Address string `yaml:"address"`
+	// Address is "http://host:port", "https://host:port" or "host:port";
+	// several (a list, or comma-separated) spread devices over handlers,
+	// each device pinned to one. Default "http://127.0.0.1:9001".
+	Address Addresses `yaml:"address"`
 	// ServiceName is ConnectionUnaryHandler (default) or ConnectionHandler.
 	ServiceName string `yaml:"service_name"`
 	// Streaming applies to ConnectionHandler: per_event (default: one short
-	// client stream per event, keeps order).
+	// client stream per event; keeps per-connection order and works with
+	// unary-era handlers) or long_lived (EMQX 5 style: streams kept open,
+	// order across different callbacks not guaranteed).
 	Streaming string `yaml:"streaming"`
 	// RequestTimeout is the deadline of one handler call; a call past it
 	// closes that device. Default 30s.
 	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// MaxRequestBytes caps one OnReceivedMessages request: a larger batch is
+	// split, never truncated. Default 1MB (gRPC's own limit is 4 MiB).
+	MaxRequestBytes Size `yaml:"max_request_bytes"`
+	// SSLOptions call the handler over TLS (also implied by https://).
+	SSLOptions *ClientTLSOptions `yaml:"ssl_options,omitempty"`
 }
+
+// ClientTLSOptions are the TLS settings of a gRPC client.
+type ClientTLSOptions struct {
+	// Cacertfile verifies the server; empty uses the system's roots.
+	Cacertfile string `yaml:"cacertfile"`
+	// Certfile and Keyfile are a client certificate for mutual TLS.
+	Certfile string `yaml:"certfile"`
+	Keyfile  string `yaml:"keyfile"`
+	// ServerNameIndication overrides the name checked in the server's certificate.
+	ServerNameIndication string `yaml:"server_name_indication"`
+	// Verify is verify_peer (default) or verify_none.
+	Verify string `yaml:"verify"`
+}
+
+// Addresses is one address or several; YAML may give a string (also
+// comma-separated) or a list.
+type Addresses []string
+
+// UnmarshalYAML accepts a scalar or a sequence.
+func (a *Addresses) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*a = nil
+		for _, s := range strings.Split(n.Value, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				*a = append(*a, s)
+			}
+		}
+		return nil
+	case yaml.SequenceNode:
+		var l []string
+		if err := n.Decode(&l); err != nil {
+			return err
+		}
+		*a = l
+		return nil
+	}
+	return fmt.Errorf("line %d: expected an address or a list of addresses", n.Line)
+}
+
+// MarshalYAML writes a single address as a string.
+func (a Addresses) MarshalYAML() (any, error) {
+	if len(a) == 1 {
+		return a[0], nil
+	}
+	return []string(a), nil
+}
+
+// String joins the addresses with commas.
+func (a Addresses) String() string { return strings.Join(a, ",") }
 
 // Listeners are the device listeners by type and name
 // (gateway.exproto.listeners.<type>.<name>).
@@ -175,6 +240,9 @@ type Listener struct {
 	Mountpoint *string `yaml:"mountpoint,omitempty"`
 	// EnableAuthn false lets every device of this listener authenticate.
 	EnableAuthn *bool `yaml:"enable_authn"`
+	// Handler gives this listener its own handler (as EMQX 4 had one per
+	// listener); keys it leaves out come from gateway.exproto.handler.
+	Handler *Handler `yaml:"handler,omitempty"`
 	// BytesRate limits what one connection may send, e.g. "64KB/s"; the
 	// gateway reads slower (TCP back pressure) or drops datagrams. "" is no limit.
 	BytesRate string `yaml:"bytes_rate,omitempty"`
@@ -272,6 +340,29 @@ type Rule struct {
 // Enabled reports whether l is on (nil means on).
 func (l *Listener) Enabled() bool { return l.Enable == nil || *l.Enable }
 
+// Over fills the keys h leaves out from base.
+func (h Handler) Over(base Handler) Handler {
+	if len(h.Address) == 0 {
+		h.Address = base.Address
+	}
+	if h.ServiceName == "" {
+		h.ServiceName = base.ServiceName
+	}
+	if h.Streaming == "" {
+		h.Streaming = base.Streaming
+	}
+	if h.RequestTimeout == 0 {
+		h.RequestTimeout = base.RequestTimeout
+	}
+	if h.MaxRequestBytes == 0 {
+		h.MaxRequestBytes = base.MaxRequestBytes
+	}
+	if h.SSLOptions == nil {
+		h.SSLOptions = base.SSLOptions
+	}
+	return h
+}
+
 // SocketOpts returns the TCP options with defaults filled in.
 func (l *Listener) SocketOpts() TCPOptions {
 	o := TCPOptions{}
@@ -301,12 +392,13 @@ func base() *Config {
 		Log:    Log{Level: "info", Format: "text"},
 		Broker: Broker{Embedded: Embedded{Listeners: EmbeddedListeners{TCP: MQTTListener{Enable: ptr(true), Bind: "0.0.0.0:1883"}}}},
 		Gateway: Gateway{ExProto: ExProto{
-			Server: Server{Bind: "127.0.0.1:9100"},
+			Server: Server{Bind: "127.0.0.1:9100", MaxRecvMessageSize: 4 << 20},
 			Handler: Handler{
-				Address:        "http://127.0.0.1:9001",
-				ServiceName:    "ConnectionUnaryHandler",
-				Streaming:      "per_event",
-				RequestTimeout: 30 * time.Second,
+				Address:         Addresses{"http://127.0.0.1:9001"},
+				ServiceName:     "ConnectionUnaryHandler",
+				Streaming:       "per_event",
+				RequestTimeout:  30 * time.Second,
+				MaxRequestBytes: 1 << 20,
 			},
 			IdleTimeout:            30 * time.Second,
 			MaxMessagesPerDelivery: 16,
@@ -355,6 +447,12 @@ func Parse(b []byte) (*Config, error) {
 		return nil, withPaths(b, err)
 	}
 	c.fillListeners()
+	c.Gateway.ExProto.Listeners.Each(func(_, _ string, l *Listener) {
+		if l != nil && l.Handler != nil {
+			merged := l.Handler.Over(c.Gateway.ExProto.Handler)
+			l.Handler = &merged
+		}
+	})
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -468,19 +566,22 @@ func (c *Config) Validate() error {
 	if err := checkBind(x.Server.Bind); err != nil {
 		bad(g+"server.bind", "%v", err)
 	}
-	if _, err := HandlerTarget(x.Handler.Address); err != nil {
-		bad(g+"handler.address", "%v", err)
+	for _, e := range x.Handler.validate() {
+		bad(g+"handler."+e.key, "%s", e.msg)
 	}
-	switch x.Handler.ServiceName {
-	case "ConnectionUnaryHandler", "ConnectionHandler":
-	default:
-		bad(g+"handler.service_name", "%q is not one of ConnectionUnaryHandler, ConnectionHandler", x.Handler.ServiceName)
+	if x.Server.MaxRecvMessageSize < 1024 {
+		bad(g+"server.max_recv_message_size", "must be at least 1KB")
 	}
-	if x.Handler.Streaming != "per_event" {
-		bad(g+"handler.streaming", "%q is not supported (per_event)", x.Handler.Streaming)
-	}
-	if x.Handler.RequestTimeout <= 0 {
-		bad(g+"handler.request_timeout", "must be positive, got %v", x.Handler.RequestTimeout)
+	if o := x.Server.SSLOptions; o != nil {
+		if o.Certfile == "" || o.Keyfile == "" {
+			bad(g+"server.ssl_options", "needs certfile and keyfile")
+		}
+		if o.Verify == "verify_peer" && o.Cacertfile == "" {
+			bad(g+"server.ssl_options.cacertfile", "verify_peer needs the CA that signs handler certificates")
+		}
+		if o.Verify != "" && o.Verify != "verify_peer" && o.Verify != "verify_none" {
+			bad(g+"server.ssl_options.verify", "%q is not one of verify_peer, verify_none", o.Verify)
+		}
 	}
 	if x.IdleTimeout <= 0 {
 		bad(g+"idle_timeout", "must be positive, got %v", x.IdleTimeout)
@@ -561,6 +662,47 @@ func (c *Config) Validate() error {
 
 type keyError struct{ key, msg string }
 
+// validate checks a handler block.
+func (h *Handler) validate() []keyError {
+	var errs []keyError
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, keyError{key, fmt.Sprintf(format, args...)})
+	}
+	if len(h.Address) == 0 {
+		bad("address", "must name at least one handler")
+	}
+	for _, a := range h.Address {
+		if _, _, err := HandlerTarget(a); err != nil {
+			bad("address", "%v", err)
+		}
+	}
+	switch h.ServiceName {
+	case "ConnectionUnaryHandler", "ConnectionHandler":
+	default:
+		bad("service_name", "%q is not one of ConnectionUnaryHandler, ConnectionHandler", h.ServiceName)
+	}
+	switch h.Streaming {
+	case "per_event", "long_lived":
+	default:
+		bad("streaming", "%q is not one of per_event, long_lived", h.Streaming)
+	}
+	if h.RequestTimeout <= 0 {
+		bad("request_timeout", "must be positive, got %v", h.RequestTimeout)
+	}
+	if h.MaxRequestBytes < 1024 {
+		bad("max_request_bytes", "must be at least 1KB")
+	}
+	if o := h.SSLOptions; o != nil {
+		if (o.Certfile == "") != (o.Keyfile == "") {
+			bad("ssl_options", "certfile and keyfile go together")
+		}
+		if o.Verify != "" && o.Verify != "verify_peer" && o.Verify != "verify_none" {
+			bad("ssl_options.verify", "%q is not one of verify_peer, verify_none", o.Verify)
+		}
+	}
+	return errs
+}
+
 // validate checks one listener of type typ.
 func (l *Listener) validate(typ string) []keyError {
 	var errs []keyError
@@ -600,6 +742,11 @@ func (l *Listener) validate(typ string) []keyError {
 	}
 	if _, err := ParseRate(l.MessagesRate, false); err != nil {
 		bad("messages_rate", "%v", err)
+	}
+	if l.Handler != nil {
+		for _, e := range l.Handler.validate() {
+			bad("handler."+e.key, "%s", e.msg)
+		}
 	}
 	stream := typ == "tcp" || typ == "ssl"
 	if !stream {
@@ -693,26 +840,26 @@ func BindAddress(s string) string {
 	return s
 }
 
-// HandlerTarget turns a handler address ("http://h:p", "h:p") into a gRPC
-// dial target.
-func HandlerTarget(addr string) (string, error) {
+// HandlerTarget turns a handler address ("http://h:p", "https://h:p",
+// "h:p") into a gRPC dial target, and reports whether https asked for TLS.
+func HandlerTarget(addr string) (target string, https bool, err error) {
 	a := addr
 	switch {
 	case strings.HasPrefix(a, "http://"):
 		a = strings.TrimPrefix(a, "http://")
 	case strings.HasPrefix(a, "https://"):
-		return "", fmt.Errorf("%q: https needs handler.ssl_options, which are not supported yet", addr)
+		a, https = strings.TrimPrefix(a, "https://"), true
 	case strings.Contains(a, "://"):
-		return "", fmt.Errorf("%q: scheme must be http", addr)
+		return "", false, fmt.Errorf("%q: scheme must be http or https", addr)
 	}
 	a = strings.TrimSuffix(a, "/")
 	if _, _, err := splitHostPort(a); err != nil {
-		return "", err
+		return "", false, err
 	}
 	if strings.Contains(a, "/") {
-		return "", fmt.Errorf("%q: a path is not allowed", addr)
+		return "", false, fmt.Errorf("%q: a path is not allowed", addr)
 	}
-	return a, nil
+	return a, https, nil
 }
 
 // CheckMountpoint rejects mountpoints that would make invalid topics.

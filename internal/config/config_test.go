@@ -49,7 +49,9 @@ func TestParseErrors(t *testing.T) {
 		{"gateway: {exproto: {idle_timeout: 0s}}", "gateway.exproto.idle_timeout: must be positive"},
 		{"gateway: {exproto: {mountpoint: \"a/#\"}}", "gateway.exproto.mountpoint"},
 		{"gateway: {exproto: {mountpoint: \"${peer}/\"}}", "only ${clientid} and ${username}"},
-		{"gateway: {exproto: {handler: {address: \"https://h:1\"}}}", "handler.address"},
+		{"gateway: {exproto: {handler: {address: \"ftp://h:1\"}}}", "handler.address"},
+		{"gateway: {exproto: {handler: {streaming: sometimes}}}", "handler.streaming"},
+		{"gateway: {exproto: {listeners: {tcp: {t: {bind: 1, handler: {service_name: X}}}}}}", "listeners.tcp.t.handler.service_name"},
 		{"gateway: {exproto: {listeners: {tcp: {a: {bind: \"x:99999\"}}}}}", "gateway.exproto.listeners.tcp.a.bind"},
 		{"gateway: {exproto: {authentication: [{mechanism: password_based, backend: built_in_database, users: [{user_id: u, password: secret}]}]}}", "authentication[0].users[0].password"},
 		{"gateway: {exproto: {authorization: {rules: [{permission: maybe, action: all, topics: [t]}]}}}", "authorization.rules[0].permission"},
@@ -63,13 +65,13 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestHandlerTarget(t *testing.T) {
-	for in, want := range map[string]string{"http://127.0.0.1:9001": "127.0.0.1:9001", "127.0.0.1:9001": "127.0.0.1:9001", "http://[::1]:9001/": "[::1]:9001"} {
-		if got, err := HandlerTarget(in); err != nil || got != want {
+	for in, want := range map[string]string{"http://127.0.0.1:9001": "127.0.0.1:9001", "127.0.0.1:9001": "127.0.0.1:9001", "http://[::1]:9001/": "[::1]:9001", "https://h:1": "h:1"} {
+		if got, _, err := HandlerTarget(in); err != nil || got != want {
 			t.Errorf("HandlerTarget(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
 	for _, bad := range []string{"ftp://h:1", "http://h", "http://h:1/path"} {
-		if _, err := HandlerTarget(bad); err == nil {
+		if _, _, err := HandlerTarget(bad); err == nil {
 			t.Errorf("HandlerTarget(%q) accepted", bad)
 		}
 	}
@@ -114,5 +116,19 @@ func TestParseRate(t *testing.T) {
 	}
 	if _, err := ParseRate("1KB/s", false); err == nil {
 		t.Error("a size in a message rate was accepted")
+	}
+}
+
+func TestHandlerAddressesAndOverride(t *testing.T) {
+	c, err := Parse([]byte("gateway:\n  exproto:\n    handler: {address: \"http://a:1, b:2\", request_timeout: 5s}\n    listeners:\n      tcp:\n        t: {bind: 1, handler: {address: [\"c:3\"]}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Gateway.ExProto.Handler.Address; len(got) != 2 || got[1] != "b:2" {
+		t.Fatalf("addresses %v", got)
+	}
+	h := c.Gateway.ExProto.Listeners.TCP["t"].Handler
+	if h.Address[0] != "c:3" || h.RequestTimeout != 5*time.Second || h.ServiceName != "ConnectionUnaryHandler" {
+		t.Fatalf("listener handler %+v did not inherit the gateway's", h)
 	}
 }

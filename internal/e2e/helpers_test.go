@@ -88,7 +88,7 @@ func startWith(t *testing.T, o options, mutate func(*config.Config)) *env {
 	x := &cfg.Gateway.ExProto
 	cfg.Broker.Embedded.Listeners.TCP.Bind = "127.0.0.1:0"
 	x.Server.Bind = "127.0.0.1:0"
-	x.Handler.Address = "http://" + h.Addr
+	x.Handler.Address = config.Addresses{"http://" + h.Addr}
 	x.Handler.RequestTimeout = 5 * time.Second
 	tr := o.transport
 	if tr == "" {

@@ -25,6 +25,7 @@ import (
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/handler"
 	"github.com/exgate/exgate/internal/listener"
+	"github.com/exgate/exgate/internal/tlsconfig"
 )
 
 // Gateway is one running exgate.
@@ -35,7 +36,8 @@ type Gateway struct {
 	Reg   *channel.Registry
 
 	broker    *embedded.Broker
-	handler   *handler.Client
+	handler   *handler.Client   // the gateway's handler
+	handlers  []*handler.Client // it and the listeners' own
 	grpc      *grpc.Server
 	adapterLn net.Listener
 	listeners []*deviceListener
@@ -82,18 +84,21 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		return nil, err
 	}
 
-	target, _ := config.HandlerTarget(x.Handler.Address) // validated
-	g.handler, err = handler.New(handler.Options{Target: target, Service: x.Handler.ServiceName, Logger: log.With("component", "handler")})
-	if err != nil {
+	if g.handler, err = g.newHandler(x.Handler); err != nil {
 		return nil, err
 	}
 
-	g.adapterLn, err = net.Listen("tcp", config.BindAddress(x.Server.Bind))
+	ln, err := net.Listen("tcp", config.BindAddress(x.Server.Bind))
 	if err != nil {
 		return nil, fmt.Errorf("adapter server: listen on %s: %w", x.Server.Bind, err)
 	}
-	g.grpc = grpc.NewServer()
-	pb.RegisterConnectionAdapterServer(g.grpc, adapter.New(g.Reg, g.broker, log.With("component", "adapter")))
+	g.adapterLn = adapter.SniffListener(ln, x.Server.SSLOptions != nil, g.deviceAddrs, log.With("component", "adapter"))
+	g.grpc, err = adapter.NewGRPCServer(adapter.New(g.Reg, g.broker, log.With("component", "adapter")), adapter.GRPCOptions{
+		TLS: x.Server.SSLOptions, MaxRecvMessageSize: int(x.Server.MaxRecvMessageSize),
+	})
+	if err != nil {
+		return nil, err
+	}
 
 	var lerr error
 	x.Listeners.Each(func(typ, name string, l *config.Listener) {
@@ -109,6 +114,34 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		return nil, lerr
 	}
 	return g, nil
+}
+
+// newHandler starts a handler client whose lost devices are closed.
+func (g *Gateway) newHandler(h config.Handler) (*handler.Client, error) {
+	c, err := handler.New(handler.Options{Config: h, Logger: g.log.With("component", "handler"), Lost: g.kick})
+	if err != nil {
+		return nil, err
+	}
+	g.handlers = append(g.handlers, c)
+	return c, nil
+}
+
+// kick closes the devices with these conn ids.
+func (g *Gateway) kick(ids []string, reason string) {
+	for _, id := range ids {
+		if c, ok := g.Reg.Get(id); ok {
+			c.Kick(reason)
+		}
+	}
+}
+
+// deviceAddrs lists the device listeners, for the adapter's wrong-port hint.
+func (g *Gateway) deviceAddrs() string {
+	var parts []string
+	for _, l := range g.listeners {
+		parts = append(parts, l.Name()+" "+l.Addr().String())
+	}
+	return strings.Join(parts, ", ")
 }
 
 // listen binds one configured listener.
@@ -136,7 +169,7 @@ func (g *Gateway) listen(typ, name string, l *config.Listener, authn *auth.Authe
 	where := fmt.Sprintf("gateway.exproto.listeners.%s.%s", typ, name)
 	switch kind {
 	case listener.SSL:
-		if o.TLS, err = listener.TLSConfig(l.SSLOptions); err != nil {
+		if o.TLS, err = tlsconfig.Server("ssl_options", l.SSLOptions); err != nil {
 			return nil, fmt.Errorf("%s.%w", where, err)
 		}
 	case listener.DTLS:
@@ -144,11 +177,20 @@ func (g *Gateway) listen(typ, name string, l *config.Listener, authn *auth.Authe
 			return nil, fmt.Errorf("%s.%w", where, err)
 		}
 	}
+	h, hc := g.handler, x0(g.cfg).Handler
+	if l.Handler != nil {
+		if h, err = g.newHandler(*l.Handler); err != nil {
+			return nil, fmt.Errorf("%s.handler: %w", where, err)
+		}
+		hc = *l.Handler
+	}
 	ln, err := listener.Listen(o)
 	if err != nil {
 		return nil, err
 	}
-	return &deviceListener{Listener: ln, ch: g.channelConfig(kind, name, l, authn, authz)}, nil
+	cc := g.channelConfig(kind, name, l, authn, authz)
+	cc.Handler, cc.RequestTimeout, cc.MaxRequestBytes = h, hc.RequestTimeout, int(hc.MaxRequestBytes)
+	return &deviceListener{Listener: ln, ch: cc}, nil
 }
 
 // channelConfig is what every channel of one listener shares.
@@ -229,7 +271,7 @@ func (g *Gateway) Start() {
 			_ = l.Serve(func(conn *listener.Conn) { g.serveDevice(l.ch, conn) })
 		})
 	}
-	attrs := []any{"adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address}
+	attrs := []any{"adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address.String()}
 	if a := g.broker.Addr(); a != nil {
 		attrs = append(attrs, "mqtt", a.String())
 	}
@@ -338,9 +380,11 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	return err
 }
 
+func x0(c *config.Config) *config.ExProto { return &c.Gateway.ExProto }
+
 func (g *Gateway) closeAll() {
-	if g.handler != nil {
-		_ = g.handler.Close()
+	for _, h := range g.handlers {
+		_ = h.Close()
 	}
 	for _, l := range g.listeners {
 		_ = l.Close()

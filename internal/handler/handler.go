@@ -1,107 +1,248 @@
 // Package handler is the gRPC client side of exgate: it calls the user's
-// ConnectionUnaryHandler, or ConnectionHandler with one short client stream
-// per event (one message, half-close, wait for the answer), which unary-era
-// and streaming-era handlers both accept and which keeps per-connection order.
+// handler, one or several endpoints of it, as ConnectionUnaryHandler or as
+// ConnectionHandler.
 //
-// The gRPC channel reconnects by itself when the handler comes back; a call
-// made while it is down fails at once (no wait-for-ready), so a device of a
-// dead handler is closed promptly rather than piling up.
+// ConnectionHandler is served two ways. per_event (the default) sends each
+// event as a one-message client stream, half-closes and waits for the
+// answer: unary-era and streaming-era handlers both accept it, and it keeps
+// strict per-connection order. long_lived keeps one client stream per
+// callback open, as EMQX 5 did: events are sent without waiting for an
+// answer, so the order of events of different callbacks is not guaranteed at
+// the handler (why EMQX added the unary service).
+//
+// Each device is pinned to one endpoint, chosen by its conn id among the
+// endpoints that are not failing, so a handler keeps its per-connection
+// state. When an endpoint's connection is lost after it was ready, the
+// devices pinned to it are reported (Options.Lost): their state in the
+// handler is gone. The gRPC channels reconnect by themselves; a call made
+// while an endpoint is down fails at once, so devices are not left waiting.
 package handler
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/tlsconfig"
 )
 
-// Client calls one handler service. It implements channel.Handler and is
-// safe for concurrent use.
+// Options configure a Client.
+type Options struct {
+	// Config is the handler block (addresses, service, streaming, TLS).
+	Config config.Handler
+	Logger *slog.Logger
+	// Lost is called, from a goroutine of the Client, with the conn ids of
+	// the devices pinned to an endpoint whose connection was lost.
+	Lost func(connIDs []string, reason string)
+}
+
+// Client calls the handler. It implements channel.Handler and is safe for
+// concurrent use.
 type Client struct {
-	conn    *grpc.ClientConn
-	service string // ConnectionUnaryHandler or ConnectionHandler
-	target  string
-	log     *slog.Logger
+	service  string // ConnectionUnaryHandler or ConnectionHandler
+	longLive bool
+	log      *slog.Logger
+	lost     func([]string, string)
+	eps      []*endpoint
+
+	mu   sync.Mutex
+	pins map[string]*endpoint // conn id → endpoint, from OnSocketCreated to OnSocketClosed
+
+	ctx    context.Context // ends with Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // state watchers
+}
+
+// endpoint is one handler address.
+type endpoint struct {
+	addr string // as configured, for logs
+	conn *grpc.ClientConn
+	long map[string]*longStream // long_lived: one per method
 	// Each hint is logged at most every 5 s: a dead handler fails every
 	// device's every event, and the log must stay readable.
 	unreachable, unimplemented rate.Sometimes
 }
 
-// Options configure a Client.
-type Options struct {
-	// Target is the dial target, host:port.
-	Target string
-	// Service is "ConnectionUnaryHandler" or "ConnectionHandler".
-	Service string
-	Logger  *slog.Logger
-}
-
-// New creates the client; it does not connect until the first call.
+// New creates the client and starts connecting to every endpoint.
 func New(o Options) (*Client, error) {
-	conn, err := grpc.NewClient(o.Target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("handler %s: %w", o.Target, err)
+	h := o.Config
+	c := &Client{service: h.ServiceName, longLive: h.ServiceName == "ConnectionHandler" && h.Streaming == "long_lived",
+		log: o.Logger, lost: o.Lost, pins: map[string]*endpoint{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	for _, addr := range h.Address {
+		target, https, err := config.HandlerTarget(addr)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		creds := insecure.NewCredentials()
+		if https || h.SSLOptions != nil {
+			tc, err := tlsconfig.Client(h.SSLOptions)
+			if err != nil {
+				c.Close()
+				return nil, fmt.Errorf("handler.ssl_options: %w", err)
+			}
+			creds = credentials.NewTLS(tc)
+		}
+		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds),
+			grpc.WithIdleTimeout(0)) // an idle channel must not look like a lost handler
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("handler %s: %w", addr, err)
+		}
+		ep := &endpoint{addr: addr, conn: conn, long: map[string]*longStream{},
+			unreachable: rate.Sometimes{Interval: 5 * time.Second}, unimplemented: rate.Sometimes{Interval: 5 * time.Second}}
+		for _, m := range methods {
+			ep.long[m] = &longStream{}
+		}
+		c.eps = append(c.eps, ep)
+		conn.Connect()
+		c.wg.Go(func() { c.watch(ep) })
 	}
-	return &Client{conn: conn, service: o.Service, target: o.Target, log: o.Logger,
-		unreachable: rate.Sometimes{Interval: 5 * time.Second}, unimplemented: rate.Sometimes{Interval: 5 * time.Second}}, nil
+	return c, nil
 }
 
-// Close closes the gRPC channel.
-func (c *Client) Close() error { return c.conn.Close() }
+var methods = []string{"OnSocketCreated", "OnReceivedBytes", "OnTimerTimeout", "OnReceivedMessages", "OnSocketClosed"}
+
+// watch reports the devices pinned to ep when its connection, once ready,
+// is lost.
+func (c *Client) watch(ep *endpoint) {
+	state := ep.conn.GetState()
+	for ep.conn.WaitForStateChange(c.ctx, state) {
+		next := ep.conn.GetState()
+		if state == connectivity.Ready && next != connectivity.Ready && next != connectivity.Shutdown {
+			ids := c.pinnedTo(ep)
+			c.log.Warn("handler connection lost; closing its devices", "address", ep.addr, "devices", len(ids))
+			if c.lost != nil && len(ids) > 0 {
+				c.lost(ids, "{shutdown,{error,handler_connection_lost}}")
+			}
+			ep.resetStreams()
+		}
+		state = next
+	}
+}
+
+func (c *Client) pinnedTo(ep *endpoint) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []string
+	for id, e := range c.pins {
+		if e == ep {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// pin chooses the endpoint of a new device: by its conn id, among the
+// endpoints that are not failing.
+func (c *Client) pin(conn string) *endpoint {
+	cands := make([]*endpoint, 0, len(c.eps))
+	for _, ep := range c.eps {
+		if s := ep.conn.GetState(); s != connectivity.TransientFailure && s != connectivity.Shutdown {
+			cands = append(cands, ep)
+		}
+	}
+	if len(cands) == 0 {
+		cands = c.eps
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(conn))
+	ep := cands[int(h.Sum32()%uint32(len(cands)))]
+	c.mu.Lock()
+	c.pins[conn] = ep
+	c.mu.Unlock()
+	return ep
+}
+
+func (c *Client) pinned(conn string) *endpoint {
+	c.mu.Lock()
+	ep := c.pins[conn]
+	c.mu.Unlock()
+	if ep == nil {
+		return c.pin(conn)
+	}
+	return ep
+}
+
+// Close stops every endpoint's streams and connection.
+func (c *Client) Close() error {
+	c.cancel()
+	for _, ep := range c.eps {
+		ep.resetStreams()
+		_ = ep.conn.Close()
+	}
+	c.wg.Wait()
+	return nil
+}
 
 func (c *Client) OnSocketCreated(ctx context.Context, r *pb.SocketCreatedRequest) error {
-	return c.call(ctx, "OnSocketCreated", r)
+	return c.call(ctx, c.pin(r.Conn), "OnSocketCreated", r)
 }
 
 func (c *Client) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesRequest) error {
-	return c.call(ctx, "OnReceivedBytes", r)
+	return c.call(ctx, c.pinned(r.Conn), "OnReceivedBytes", r)
 }
 
 func (c *Client) OnTimerTimeout(ctx context.Context, r *pb.TimerTimeoutRequest) error {
-	return c.call(ctx, "OnTimerTimeout", r)
+	return c.call(ctx, c.pinned(r.Conn), "OnTimerTimeout", r)
 }
 
 func (c *Client) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessagesRequest) error {
-	return c.call(ctx, "OnReceivedMessages", r)
+	return c.call(ctx, c.pinned(r.Conn), "OnReceivedMessages", r)
 }
 
+// OnSocketClosed is the device's last event: its pin goes with it.
 func (c *Client) OnSocketClosed(ctx context.Context, r *pb.SocketClosedRequest) error {
-	return c.call(ctx, "OnSocketClosed", r)
+	err := c.call(ctx, c.pinned(r.Conn), "OnSocketClosed", r)
+	c.mu.Lock()
+	delete(c.pins, r.Conn)
+	c.mu.Unlock()
+	return err
 }
 
 // streamDesc describes every ConnectionHandler method: client-streaming.
 var streamDesc = &grpc.StreamDesc{ClientStreams: true}
 
-func (c *Client) call(ctx context.Context, method string, req proto.Message) error {
+func (c *Client) call(ctx context.Context, ep *endpoint, method string, req proto.Message) error {
 	full := "/emqx.exproto.v1." + c.service + "/" + method
 	var err error
-	if c.service == "ConnectionHandler" {
-		err = c.stream(ctx, full, req)
-	} else {
-		err = c.conn.Invoke(ctx, full, req, new(pb.EmptySuccess))
+	switch {
+	case c.service != "ConnectionHandler":
+		err = ep.conn.Invoke(ctx, full, req, new(pb.EmptySuccess))
+	case c.longLive:
+		err = ep.long[method].send(c.ctx, ep.conn, full, req)
+	default:
+		err = perEvent(ctx, ep.conn, full, req)
 	}
 	if err != nil {
-		return c.explain(method, err)
+		return c.explain(ep, method, err)
 	}
 	return nil
 }
 
-// stream sends req as a one-message client stream and waits for the answer.
-func (c *Client) stream(ctx context.Context, full string, req proto.Message) error {
+// perEvent sends req as a one-message client stream and waits for the answer.
+func perEvent(ctx context.Context, conn *grpc.ClientConn, full string, req proto.Message) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := c.conn.NewStream(ctx, streamDesc, full)
+	s, err := conn.NewStream(ctx, streamDesc, full)
 	if err != nil {
 		return err
 	}
@@ -118,8 +259,73 @@ func (c *Client) stream(ctx context.Context, full string, req proto.Message) err
 	return s.RecvMsg(new(pb.EmptySuccess))
 }
 
+// longStream is one long-lived client stream, opened on first use and again
+// whenever the handler ended or broke it.
+type longStream struct {
+	mu     sync.Mutex
+	s      grpc.ClientStream
+	cancel context.CancelFunc
+}
+
+// send writes req on the stream. If the handler had ended the stream (some
+// handlers answer after every message), it learns the outcome, opens a new
+// stream and sends again, so the message is not lost.
+func (l *longStream) send(base context.Context, conn *grpc.ClientConn, full string, req proto.Message) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if l.s == nil {
+			ctx, cancel := context.WithCancel(base)
+			s, err := conn.NewStream(ctx, streamDesc, full)
+			if err != nil {
+				cancel()
+				return err
+			}
+			l.s, l.cancel = s, cancel
+		}
+		err := l.s.SendMsg(req)
+		if err == nil {
+			return nil
+		}
+		rerr := l.s.RecvMsg(new(pb.EmptySuccess))
+		l.cancel()
+		l.s = nil
+		if rerr != nil && !errors.Is(rerr, io.EOF) {
+			return rerr
+		}
+		if attempt == 1 {
+			return err
+		}
+	}
+}
+
+// close half-closes the stream so the handler sees a clean end, then drops it.
+func (l *longStream) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.s == nil {
+		return
+	}
+	if l.s.CloseSend() == nil {
+		done := make(chan struct{})
+		go func() { _ = l.s.RecvMsg(new(pb.EmptySuccess)); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
+	}
+	l.cancel()
+	l.s = nil
+}
+
+func (ep *endpoint) resetStreams() {
+	for _, l := range ep.long {
+		l.close()
+	}
+}
+
 // explain adds what an operator needs to fix a handler error.
-func (c *Client) explain(method string, err error) error {
+func (c *Client) explain(ep *endpoint, method string, err error) error {
 	st := status.Convert(err)
 	switch st.Code() {
 	case codes.Unimplemented:
@@ -127,13 +333,13 @@ func (c *Client) explain(method string, err error) error {
 		if c.service == "ConnectionHandler" {
 			other = "ConnectionUnaryHandler"
 		}
-		c.unimplemented.Do(func() {
+		ep.unimplemented.Do(func() {
 			c.log.Warn("handler does not implement the configured service; it may implement "+other+": set gateway.exproto.handler.service_name",
-				"address", c.target, "service_name", c.service, "method", method)
+				"address", ep.addr, "service_name", c.service, "method", method)
 		})
 	case codes.Unavailable:
-		c.unreachable.Do(func() {
-			c.log.Warn("handler unreachable", "address", c.target, "service_name", c.service, "method", method,
+		ep.unreachable.Do(func() {
+			c.log.Warn("handler unreachable", "address", ep.addr, "service_name", c.service, "method", method,
 				"error", strings.TrimSpace(st.Message()))
 		})
 	}

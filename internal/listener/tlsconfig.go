@@ -3,7 +3,6 @@ package listener
 import (
 	"bufio"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -12,49 +11,8 @@ import (
 	"github.com/pion/dtls/v3"
 
 	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/tlsconfig"
 )
-
-// TLSConfig builds the server side of an ssl listener; errors name the
-// option at fault.
-func TLSConfig(o *config.TLSOptions) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(o.Certfile, o.Keyfile)
-	if err != nil {
-		return nil, fmt.Errorf("ssl_options.certfile/keyfile: %w", err)
-	}
-	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if len(o.Versions) > 0 {
-		c.MinVersion, c.MaxVersion = tls.VersionTLS13, tls.VersionTLS12
-		for _, v := range o.Versions {
-			n := map[string]uint16{"tlsv1.2": tls.VersionTLS12, "tlsv1.3": tls.VersionTLS13}[v]
-			c.MinVersion, c.MaxVersion = min(c.MinVersion, n), max(c.MaxVersion, n)
-		}
-	}
-	if len(o.Ciphers) > 0 {
-		byName := map[string]uint16{}
-		for _, s := range tls.CipherSuites() {
-			byName[s.Name] = s.ID
-		}
-		for _, n := range o.Ciphers {
-			id, ok := byName[n]
-			if !ok {
-				return nil, fmt.Errorf("ssl_options.ciphers: %q is not a secure TLS 1.2 suite Go supports", n)
-			}
-			c.CipherSuites = append(c.CipherSuites, id)
-		}
-	}
-	if o.Cacertfile != "" {
-		if c.ClientCAs, err = loadPool(o.Cacertfile); err != nil {
-			return nil, fmt.Errorf("ssl_options.cacertfile: %w", err)
-		}
-	}
-	if o.Verify == "verify_peer" {
-		c.ClientAuth = tls.VerifyClientCertIfGiven
-		if o.FailIfNoPeerCert {
-			c.ClientAuth = tls.RequireAndVerifyClientCert
-		}
-	}
-	return c, nil
-}
 
 // DTLSConfig builds the server side of a dtls listener: certificates, or PSK
 // when psk_file is set.
@@ -82,7 +40,7 @@ func DTLSConfig(o *config.TLSOptions) (*dtls.Config, error) {
 		c.Certificates = []tls.Certificate{cert}
 	}
 	if o.Cacertfile != "" {
-		pool, err := loadPool(o.Cacertfile)
+		pool, err := tlsconfig.LoadPool(o.Cacertfile)
 		if err != nil {
 			return nil, fmt.Errorf("dtls_options.cacertfile: %w", err)
 		}
@@ -114,18 +72,6 @@ func DTLSConfig(o *config.TLSOptions) (*dtls.Config, error) {
 		}
 	}
 	return c, nil
-}
-
-func loadPool(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, errors.New(path + ": no PEM certificate found")
-	}
-	return pool, nil
 }
 
 // loadPSK reads "identity:secret" lines (EMQX's psk_file format); blank

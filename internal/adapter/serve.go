@@ -1,0 +1,124 @@
+package adapter
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/tlsconfig"
+)
+
+// GRPCOptions shape the adapter's gRPC server.
+type GRPCOptions struct {
+	// TLS serves over TLS, with client-certificate checks when it says
+	// verify_peer; nil serves plain HTTP/2 (h2c).
+	TLS *config.TLSOptions
+	// MaxRecvMessageSize caps one request.
+	MaxRecvMessageSize int
+}
+
+// NewGRPCServer serves s, gRPC health (reporting SERVING for the adapter
+// service) and reflection, so grpcurl and orchestrators can probe the port.
+func NewGRPCServer(s *Server, o GRPCOptions) (*grpc.Server, error) {
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(o.MaxRecvMessageSize)}
+	if o.TLS != nil {
+		tc, err := tlsconfig.Server("gateway.exproto.server.ssl_options", o.TLS)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	g := grpc.NewServer(opts...)
+	pb.RegisterConnectionAdapterServer(g, s)
+	hs := health.NewServer()
+	hs.SetServingStatus("emqx.exproto.v1.ConnectionAdapter", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+	return g, nil
+}
+
+// SniffListener wraps the adapter's listener: a connection whose first bytes
+// are neither an HTTP/2 preface nor a TLS handshake is most likely a device
+// pointed at the wrong port, so it is closed with a log line naming the
+// device listeners (devices is called then, to list them).
+func SniffListener(ln net.Listener, tls bool, devices func() string, log *slog.Logger) net.Listener {
+	return &sniffListener{Listener: ln, tls: tls, devices: devices, log: log, hint: rate.Sometimes{Interval: 10 * time.Second}}
+}
+
+type sniffListener struct {
+	net.Listener
+	tls     bool
+	devices func() string
+	log     *slog.Logger
+	hint    rate.Sometimes
+}
+
+func (l *sniffListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &sniffConn{Conn: c, l: l}, nil
+}
+
+// sniffConn checks the first bytes the peer sends.
+type sniffConn struct {
+	net.Conn
+	l       *sniffListener
+	once    sync.Once
+	pending []byte // bytes read while checking, not yet returned
+	err     error
+}
+
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+var errNotGRPC = errors.New("not an HTTP/2 (gRPC) client")
+
+func (c *sniffConn) Read(b []byte) (int, error) {
+	c.once.Do(c.sniff)
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *sniffConn) sniff() {
+	want := h2Preface[:3]
+	if c.l.tls {
+		want = []byte{0x16} // TLS handshake record
+	}
+	buf := make([]byte, len(want))
+	n, err := io.ReadFull(c.Conn, buf)
+	c.pending = buf[:n]
+	if err != nil {
+		c.err = err
+		return
+	}
+	if !bytes.Equal(buf, want) {
+		c.pending = nil
+		c.err = errNotGRPC
+		c.l.hint.Do(func() {
+			c.l.log.Warn(fmt.Sprintf("non-gRPC bytes on the ConnectionAdapter port from %s: only handlers call this port; devices connect to %s",
+				c.Conn.RemoteAddr(), c.l.devices()), "first_bytes", fmt.Sprintf("%q", buf))
+		})
+	}
+}
