@@ -241,7 +241,7 @@ type Listener struct {
 	// EnableAuthn false lets every device of this listener authenticate.
 	EnableAuthn *bool `yaml:"enable_authn"`
 	// Handler gives this listener its own handler (as EMQX 4 had one per
-	// listener); keys it leaves out come from gateway.exproto.handler.
+	// listener); keys it leaves out come from gateway.exproto.handler (Over).
 	Handler *Handler `yaml:"handler,omitempty"`
 	// BytesRate limits what one connection may send, e.g. "64KB/s"; the
 	// gateway reads slower (TCP back pressure) or drops datagrams. "" is no limit.
@@ -447,12 +447,6 @@ func Parse(b []byte) (*Config, error) {
 		return nil, withPaths(b, err)
 	}
 	c.fillListeners()
-	c.Gateway.ExProto.Listeners.Each(func(_, _ string, l *Listener) {
-		if l != nil && l.Handler != nil {
-			merged := l.Handler.Over(c.Gateway.ExProto.Handler)
-			l.Handler = &merged
-		}
-	})
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -650,7 +644,7 @@ func (c *Config) Validate() error {
 			bad(p, "is empty")
 			return
 		}
-		for _, e := range l.validate(typ) {
+		for _, e := range l.validate(typ, x.Handler) {
 			bad(p+"."+e.key, "%s", e.msg)
 		}
 	})
@@ -704,7 +698,7 @@ func (h *Handler) validate() []keyError {
 }
 
 // validate checks one listener of type typ.
-func (l *Listener) validate(typ string) []keyError {
+func (l *Listener) validate(typ string, base Handler) []keyError {
 	var errs []keyError
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, keyError{key, fmt.Sprintf(format, args...)})
@@ -744,7 +738,8 @@ func (l *Listener) validate(typ string) []keyError {
 		bad("messages_rate", "%v", err)
 	}
 	if l.Handler != nil {
-		for _, e := range l.Handler.validate() {
+		merged := l.Handler.Over(base)
+		for _, e := range merged.validate() {
 			bad("handler."+e.key, "%s", e.msg)
 		}
 	}

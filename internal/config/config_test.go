@@ -127,7 +127,7 @@ func TestHandlerAddressesAndOverride(t *testing.T) {
 	if got := c.Gateway.ExProto.Handler.Address; len(got) != 2 || got[1] != "b:2" {
 		t.Fatalf("addresses %v", got)
 	}
-	h := c.Gateway.ExProto.Listeners.TCP["t"].Handler
+	h := c.Gateway.ExProto.Listeners.TCP["t"].Handler.Over(c.Gateway.ExProto.Handler)
 	if h.Address[0] != "c:3" || h.RequestTimeout != 5*time.Second || h.ServiceName != "ConnectionUnaryHandler" {
 		t.Fatalf("listener handler %+v did not inherit the gateway's", h)
 	}

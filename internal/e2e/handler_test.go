@@ -44,12 +44,18 @@ func TestHandlerNeverAnswers(t *testing.T) {
 }
 
 func TestHandlerDownAndBack(t *testing.T) {
-	e := start(t, nil)
+	var logs collector
+	e := startWith(t, options{logs: &logs}, nil)
 	addr := e.h.Addr
 	d := e.dial()
 	d.connect("before", 0)
 
+	// The handler goes away: its devices lost their state there and are
+	// closed at once, without waiting for their next event.
 	e.h.Stop()
+	d.expectEOF(5 * time.Second)
+	waitLog(t, &logs, "handler connection lost")
+
 	// A device connecting while the handler is down is closed at once.
 	c, err := net.Dial("tcp", e.addr())
 	if err != nil {
@@ -60,9 +66,10 @@ func TestHandlerDownAndBack(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("device of a down handler not closed: %v", err)
 	}
-	// The connected device fails on its next event.
-	d.send(Frame{Type: 42})
-	d.expectEOF(5 * time.Second)
+	waitLog(t, &logs, "handler unreachable")
+	if !strings.Contains(logs.String(), addr) || !strings.Contains(logs.String(), "service_name=ConnectionUnaryHandler") {
+		t.Fatalf("the log does not name the handler's address and service:\n%s", logs.String())
+	}
 
 	// The handler comes back on the same address: new devices work again.
 	h2 := testhandler.StartAt(t, addr)
@@ -85,6 +92,17 @@ func TestHandlerDownAndBack(t *testing.T) {
 	}
 	d2 := e.dial()
 	d2.connect("after", 0)
+}
+
+func waitLog(t *testing.T, logs *collector, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log:\n%s", want, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func waitFirstConn(h *testhandler.Handler, d time.Duration) bool {

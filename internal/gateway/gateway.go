@@ -179,10 +179,10 @@ func (g *Gateway) listen(typ, name string, l *config.Listener, authn *auth.Authe
 	}
 	h, hc := g.handler, x0(g.cfg).Handler
 	if l.Handler != nil {
-		if h, err = g.newHandler(*l.Handler); err != nil {
+		hc = l.Handler.Over(hc)
+		if h, err = g.newHandler(hc); err != nil {
 			return nil, fmt.Errorf("%s.handler: %w", where, err)
 		}
-		hc = *l.Handler
 	}
 	ln, err := listener.Listen(o)
 	if err != nil {

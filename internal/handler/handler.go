@@ -20,13 +20,12 @@ package handler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -228,7 +227,7 @@ func (c *Client) call(ctx context.Context, ep *endpoint, method string, req prot
 	case c.service != "ConnectionHandler":
 		err = ep.conn.Invoke(ctx, full, req, new(pb.EmptySuccess))
 	case c.longLive:
-		err = ep.long[method].send(c.ctx, ep.conn, full, req)
+		err = c.sendLong(ctx, ep, ep.long[method], full, req)
 	default:
 		err = perEvent(ctx, ep.conn, full, req)
 	}
@@ -261,41 +260,87 @@ func perEvent(ctx context.Context, conn *grpc.ClientConn, full string, req proto
 
 // longStream is one long-lived client stream, opened on first use and again
 // whenever the handler ended or broke it.
+//
+// Client streaming has no per-message answer, so a message written just as
+// the handler ends the stream is lost. Some handlers end every stream after
+// its first message; once a stream ends that way, the method falls back to
+// per_event for good, which never loses a message.
 type longStream struct {
+	perEvent atomic.Bool // the handler ends streams after one message
+
 	mu     sync.Mutex
 	s      grpc.ClientStream
 	cancel context.CancelFunc
+	done   chan struct{} // closed when the handler ended the current stream
+	sent   atomic.Int32  // messages written on the current stream
 }
 
-// send writes req on the stream. If the handler had ended the stream (some
-// handlers answer after every message), it learns the outcome, opens a new
-// stream and sends again, so the message is not lost.
-func (l *longStream) send(base context.Context, conn *grpc.ClientConn, full string, req proto.Message) error {
+// send writes req on the stream, reopening it if the handler ended it.
+func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full string, req proto.Message) error {
+	if l.perEvent.Load() {
+		return perEvent(ctx, ep.conn, full, req)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for attempt := 0; ; attempt++ {
+		if l.s != nil && closed(l.done) {
+			l.drop()
+		}
 		if l.s == nil {
-			ctx, cancel := context.WithCancel(base)
-			s, err := conn.NewStream(ctx, streamDesc, full)
+			sctx, cancel := context.WithCancel(c.ctx)
+			s, err := ep.conn.NewStream(sctx, streamDesc, full)
 			if err != nil {
 				cancel()
 				return err
 			}
-			l.s, l.cancel = s, cancel
+			l.s, l.cancel, l.done = s, cancel, make(chan struct{})
+			l.sent.Store(0)
+			c.wg.Go(func() { c.receive(ep, l, s, l.done, full) })
 		}
 		err := l.s.SendMsg(req)
 		if err == nil {
+			l.sent.Add(1)
 			return nil
 		}
-		rerr := l.s.RecvMsg(new(pb.EmptySuccess))
-		l.cancel()
-		l.s = nil
-		if rerr != nil && !errors.Is(rerr, io.EOF) {
-			return rerr
+		select { // the receiver learns why
+		case <-l.done:
+		case <-time.After(time.Second):
 		}
-		if attempt == 1 {
+		l.drop()
+		if attempt == 1 || l.perEvent.Load() {
+			if l.perEvent.Load() {
+				return perEvent(ctx, ep.conn, full, req)
+			}
 			return err
 		}
+	}
+}
+
+// receive waits for the handler to end stream s; a clean end after one
+// message switches the method to per_event.
+func (c *Client) receive(ep *endpoint, l *longStream, s grpc.ClientStream, done chan struct{}, full string) {
+	err := s.RecvMsg(new(pb.EmptySuccess))
+	if err == nil && l.sent.Load() == 1 && !l.perEvent.Swap(true) {
+		c.log.Warn("handler ends its ConnectionHandler streams after one message: using one stream per event for "+full,
+			"address", ep.addr)
+	}
+	close(done)
+}
+
+func closed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// drop forgets the current stream. Called with mu held.
+func (l *longStream) drop() {
+	if l.s != nil {
+		l.cancel()
+		l.s = nil
 	}
 }
 
@@ -307,15 +352,12 @@ func (l *longStream) close() {
 		return
 	}
 	if l.s.CloseSend() == nil {
-		done := make(chan struct{})
-		go func() { _ = l.s.RecvMsg(new(pb.EmptySuccess)); close(done) }()
 		select {
-		case <-done:
+		case <-l.done:
 		case <-time.After(time.Second):
 		}
 	}
-	l.cancel()
-	l.s = nil
+	l.drop()
 }
 
 func (ep *endpoint) resetStreams() {

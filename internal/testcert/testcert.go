@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -36,7 +37,22 @@ type Set struct {
 // localhost, and a client certificate with subject CN=device-1,O=Acme,C=SE.
 func New(t testing.TB) *Set {
 	t.Helper()
-	s := &Set{Dir: t.TempDir()}
+	return build(t, t.TempDir())
+}
+
+// NewIn is New for use outside a test (package-level fixtures); it writes
+// into dir and panics on failure.
+func NewIn(dir string) *Set { return build(panicker{}, dir) }
+
+// panicker is the part of testing.TB that New uses, failing by panic.
+type panicker struct{ testing.TB }
+
+func (panicker) Helper()                   {}
+func (panicker) Fatal(args ...any)         { panic(fmt.Sprint(args...)) }
+func (panicker) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
+
+func build(t testing.TB, dir string) *Set {
+	s := &Set{Dir: dir}
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "exgate test CA"},

@@ -9,6 +9,7 @@ package testhandler
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -19,8 +20,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/exgate/exgate/exprotopb"
 )
@@ -106,7 +109,8 @@ type Handler struct {
 // streaming serves ConnectionHandler with the same logic.
 type streaming struct {
 	pb.UnimplementedConnectionHandlerServer
-	h *Handler
+	h           *Handler
+	endAfterOne bool
 }
 
 // Start serves the handler on a loopback port until the test ends.
@@ -124,10 +128,42 @@ func StartAt(t testing.TB, addr string) *Handler {
 // StartOnly serves only the named services on addr.
 func StartOnly(t testing.TB, addr string, services ...string) *Handler {
 	t.Helper()
+	return StartWith(t, Options{Addr: addr, Services: services})
+}
+
+// Service kinds beyond the two real ones, for compatibility tests.
+const (
+	// UnaryEraConnectionHandler is ConnectionHandler with unary methods, as
+	// handlers generated from the 2021 proto declare it.
+	UnaryEraConnectionHandler = "UnaryEraConnectionHandler"
+	// OddResponses is ConnectionUnaryHandler answering CodeResponse instead
+	// of EmptySuccess, as sloppy handlers do.
+	OddResponses = "OddResponses"
+)
+
+// Options configure StartWith.
+type Options struct {
+	Addr     string   // default 127.0.0.1:0
+	Services []string // default ConnectionUnaryHandler and ConnectionHandler
+	TLS      *tls.Config
+	// EndStreams makes ConnectionHandler end every stream after its first
+	// message, as some long-lived-era handlers do.
+	EndStreams bool
+}
+
+// StartWith serves a handler as o says until the test ends.
+func StartWith(t testing.TB, o Options) *Handler {
+	t.Helper()
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	if len(o.Services) == 0 {
+		o.Services = []string{"ConnectionUnaryHandler", "ConnectionHandler"}
+	}
 	var ln net.Listener
 	var err error
 	for i := 0; i < 50; i++ { // the old server's port may take a moment to free
-		if ln, err = net.Listen("tcp", addr); err == nil {
+		if ln, err = net.Listen("tcp", o.Addr); err == nil {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -137,18 +173,72 @@ func StartOnly(t testing.TB, addr string, services ...string) *Handler {
 	}
 	h := &Handler{Addr: ln.Addr().String(), events: map[string][]Event{}, bufs: map[string][]byte{},
 		inflight: map[string]int{}, notify: make(chan struct{})}
-	h.srv = grpc.NewServer()
-	for _, svc := range services {
+	var opts []grpc.ServerOption
+	if o.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))
+	}
+	h.srv = grpc.NewServer(opts...)
+	for _, svc := range o.Services {
 		switch svc {
 		case "ConnectionUnaryHandler":
 			pb.RegisterConnectionUnaryHandlerServer(h.srv, h)
 		case "ConnectionHandler":
-			pb.RegisterConnectionHandlerServer(h.srv, &streaming{h: h})
+			pb.RegisterConnectionHandlerServer(h.srv, &streaming{h: h, endAfterOne: o.EndStreams})
+		case UnaryEraConnectionHandler:
+			h.srv.RegisterService(unaryDesc("emqx.exproto.v1.ConnectionHandler", false), h)
+		case OddResponses:
+			h.srv.RegisterService(unaryDesc("emqx.exproto.v1.ConnectionUnaryHandler", true), h)
 		}
 	}
 	go func() { _ = h.srv.Serve(ln) }()
 	t.Cleanup(h.Stop)
 	return h
+}
+
+// unaryDesc describes a service of the five callbacks as unary methods
+// served by Handler; odd answers CodeResponse instead of EmptySuccess.
+func unaryDesc(name string, odd bool) *grpc.ServiceDesc {
+	method := func(mname string, newReq func() proto.Message, call func(h *Handler, ctx context.Context, req proto.Message) error) grpc.MethodDesc {
+		return grpc.MethodDesc{MethodName: mname, Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			req := newReq()
+			if err := dec(req); err != nil {
+				return nil, err
+			}
+			if err := call(srv.(*Handler), ctx, req); err != nil {
+				return nil, err
+			}
+			if odd {
+				return &pb.CodeResponse{Code: pb.ResultCode_REQUIRED_PARAMS_MISSED, Message: "unexpected but harmless"}, nil
+			}
+			return &pb.EmptySuccess{}, nil
+		}}
+	}
+	return &grpc.ServiceDesc{
+		ServiceName: name,
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{
+			method("OnSocketCreated", func() proto.Message { return new(pb.SocketCreatedRequest) }, func(h *Handler, ctx context.Context, r proto.Message) error {
+				_, err := h.OnSocketCreated(ctx, r.(*pb.SocketCreatedRequest))
+				return err
+			}),
+			method("OnSocketClosed", func() proto.Message { return new(pb.SocketClosedRequest) }, func(h *Handler, ctx context.Context, r proto.Message) error {
+				_, err := h.OnSocketClosed(ctx, r.(*pb.SocketClosedRequest))
+				return err
+			}),
+			method("OnReceivedBytes", func() proto.Message { return new(pb.ReceivedBytesRequest) }, func(h *Handler, ctx context.Context, r proto.Message) error {
+				_, err := h.OnReceivedBytes(ctx, r.(*pb.ReceivedBytesRequest))
+				return err
+			}),
+			method("OnTimerTimeout", func() proto.Message { return new(pb.TimerTimeoutRequest) }, func(h *Handler, ctx context.Context, r proto.Message) error {
+				_, err := h.OnTimerTimeout(ctx, r.(*pb.TimerTimeoutRequest))
+				return err
+			}),
+			method("OnReceivedMessages", func() proto.Message { return new(pb.ReceivedMessagesRequest) }, func(h *Handler, ctx context.Context, r proto.Message) error {
+				_, err := h.OnReceivedMessages(ctx, r.(*pb.ReceivedMessagesRequest))
+				return err
+			}),
+		},
+	}
 }
 
 // Stop stops serving (idempotent).
@@ -162,7 +252,20 @@ func (h *Handler) Stop() {
 // Attach connects the handler to the gateway's adapter at addr.
 func (h *Handler) Attach(t testing.TB, addr string) {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	h.attach(t, addr, insecure.NewCredentials())
+}
+
+// AttachTLS is Attach over TLS.
+func (h *Handler) AttachTLS(t testing.TB, addr string, tc *tls.Config) {
+	t.Helper()
+	h.attach(t, addr, credentials.NewTLS(tc))
+}
+
+func (h *Handler) attach(t testing.TB, addr string, creds credentials.TransportCredentials) {
+	if h.adapter != nil {
+		_ = h.adapter.Close()
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,8 +521,9 @@ func (h *Handler) send(ctx context.Context, conn string, f Frame) {
 	_, _ = h.Adapter.Send(ctx, &pb.SendBytesRequest{Conn: conn, Bytes: b})
 }
 
-// recvAll drains a one-message-or-more client stream into fn.
-func recvAll[T any](recv func() (*T, error), fn func(*T) error) error {
+// recvAll drains a one-message-or-more client stream into fn; with
+// endAfterOne it returns after the first message.
+func recvAll[T any](recv func() (*T, error), fn func(*T) error, endAfterOne ...bool) error {
 	for {
 		m, err := recv()
 		if errors.Is(err, io.EOF) {
@@ -431,32 +535,35 @@ func recvAll[T any](recv func() (*T, error), fn func(*T) error) error {
 		if err := fn(m); err != nil {
 			return err
 		}
+		if len(endAfterOne) > 0 && endAfterOne[0] {
+			return nil
+		}
 	}
 }
 
 func (s *streaming) OnSocketCreated(st pb.ConnectionHandler_OnSocketCreatedServer) error {
-	if err := recvAll(st.Recv, func(r *pb.SocketCreatedRequest) error { _, err := s.h.OnSocketCreated(st.Context(), r); return err }); err != nil {
+	if err := recvAll(st.Recv, func(r *pb.SocketCreatedRequest) error { _, err := s.h.OnSocketCreated(st.Context(), r); return err }, s.endAfterOne); err != nil {
 		return err
 	}
 	return st.SendAndClose(&pb.EmptySuccess{})
 }
 
 func (s *streaming) OnSocketClosed(st pb.ConnectionHandler_OnSocketClosedServer) error {
-	if err := recvAll(st.Recv, func(r *pb.SocketClosedRequest) error { _, err := s.h.OnSocketClosed(st.Context(), r); return err }); err != nil {
+	if err := recvAll(st.Recv, func(r *pb.SocketClosedRequest) error { _, err := s.h.OnSocketClosed(st.Context(), r); return err }, s.endAfterOne); err != nil {
 		return err
 	}
 	return st.SendAndClose(&pb.EmptySuccess{})
 }
 
 func (s *streaming) OnReceivedBytes(st pb.ConnectionHandler_OnReceivedBytesServer) error {
-	if err := recvAll(st.Recv, func(r *pb.ReceivedBytesRequest) error { _, err := s.h.OnReceivedBytes(st.Context(), r); return err }); err != nil {
+	if err := recvAll(st.Recv, func(r *pb.ReceivedBytesRequest) error { _, err := s.h.OnReceivedBytes(st.Context(), r); return err }, s.endAfterOne); err != nil {
 		return err
 	}
 	return st.SendAndClose(&pb.EmptySuccess{})
 }
 
 func (s *streaming) OnTimerTimeout(st pb.ConnectionHandler_OnTimerTimeoutServer) error {
-	if err := recvAll(st.Recv, func(r *pb.TimerTimeoutRequest) error { _, err := s.h.OnTimerTimeout(st.Context(), r); return err }); err != nil {
+	if err := recvAll(st.Recv, func(r *pb.TimerTimeoutRequest) error { _, err := s.h.OnTimerTimeout(st.Context(), r); return err }, s.endAfterOne); err != nil {
 		return err
 	}
 	return st.SendAndClose(&pb.EmptySuccess{})
@@ -466,7 +573,7 @@ func (s *streaming) OnReceivedMessages(st pb.ConnectionHandler_OnReceivedMessage
 	if err := recvAll(st.Recv, func(r *pb.ReceivedMessagesRequest) error {
 		_, err := s.h.OnReceivedMessages(st.Context(), r)
 		return err
-	}); err != nil {
+	}, s.endAfterOne); err != nil {
 		return err
 	}
 	return st.SendAndClose(&pb.EmptySuccess{})
