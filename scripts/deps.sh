@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs that Go modules do not bring: nothing
-# is required yet beyond the Go toolchain; later parts add Debian packages
-# here (mosquitto, python3-grpcio) so a clean machine needs no hand-work.
+# Installs what the test suite needs beyond Go modules, so that a clean
+# machine (CI) needs no hand-work: Debian's mosquitto (the external broker of
+# the scale-out tests; it brings mosquitto_passwd).
 set -euo pipefail
 command -v go >/dev/null || { echo "deps: Go toolchain not found"; exit 1; }
+
+need=()
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "deps: installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
 go mod download

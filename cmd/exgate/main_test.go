@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/testbroker"
 	"github.com/exgate/exgate/internal/testhandler"
 )
 
@@ -105,6 +106,152 @@ func TestConfigCheckNamesTheKey(t *testing.T) {
 	_, stderr, err := run(t, "serve", "-c", writeFile(t, "gateway: {exproto: {idle_timeout: -1s}}\n"))
 	if err == nil || !strings.Contains(stderr, "gateway.exproto.idle_timeout") {
 		t.Fatalf("serve with a bad config: %v %q", err, stderr)
+	}
+}
+
+// node is one exgate process of a test.
+type node struct {
+	cmd   *exec.Cmd
+	lines chan string
+	start string // the "exgate started" log line
+	done  chan error
+}
+
+// startNode runs exgate with the config body and waits for its start line.
+func startNode(t *testing.T, body string) *node {
+	t.Helper()
+	n := &node{cmd: exec.Command(binary, "-c", writeFile(t, body)), lines: make(chan string, 1000), done: make(chan error, 1)}
+	stderr, err := n.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		s := bufio.NewScanner(stderr)
+		for s.Scan() {
+			select {
+			case n.lines <- s.Text():
+			default: // nobody reads: drop, never block the process
+			}
+		}
+		n.done <- n.cmd.Wait()
+		close(n.lines)
+	}()
+	t.Cleanup(func() { _ = n.cmd.Process.Kill() })
+	timeout := time.After(20 * time.Second)
+	for n.start == "" {
+		select {
+		case l, ok := <-n.lines:
+			if !ok {
+				t.Fatal("exgate exited before it started")
+			}
+			if strings.Contains(l, "exgate started") {
+				n.start = l
+			}
+		case <-timeout:
+			t.Fatal("exgate did not log its start")
+		}
+	}
+	return n
+}
+
+func (n *node) addr(t *testing.T, key string) string {
+	t.Helper()
+	m := regexp.MustCompile(regexp.QuoteMeta(key) + `=(\S+)`).FindStringSubmatch(n.start)
+	if m == nil {
+		t.Fatalf("start line lacks %s: %s", key, n.start)
+	}
+	return m[1]
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// jsonDevice is a TCP device of the JSON demo protocol.
+type jsonDevice struct {
+	t   *testing.T
+	c   net.Conn
+	dec *json.Decoder
+}
+
+func dialDevice(t *testing.T, addr string) *jsonDevice {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &jsonDevice{t: t, c: c, dec: json.NewDecoder(c)}
+}
+
+func (d *jsonDevice) do(f testhandler.Frame, want int) testhandler.Frame {
+	d.t.Helper()
+	b, _ := json.Marshal(f)
+	if _, err := d.c.Write(b); err != nil {
+		d.t.Fatal(err)
+	}
+	return d.read(want)
+}
+
+func (d *jsonDevice) read(want int) testhandler.Frame {
+	d.t.Helper()
+	var got testhandler.Frame
+	_ = d.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := d.dec.Decode(&got); err != nil {
+		d.t.Fatalf("device read: %v", err)
+	}
+	if got.Type != want || (got.Code != nil && *got.Code != 0) {
+		d.t.Fatalf("got %+v, want type %d with code 0", got, want)
+	}
+	return got
+}
+
+// TestTwoNodesOneUpstream runs two exgate processes on one mosquitto with
+// one handler that only knows node A's adapter.
+func TestTwoNodesOneUpstream(t *testing.T) {
+	m := testbroker.Start(t)
+	h := testhandler.Start(t)
+	adapterA, adapterB := freePort(t), freePort(t)
+	conf := func(name, self, peerName, peer string) string {
+		return `
+node: {name: ` + name + `}
+broker: {mqtt: {servers: ["tcp://` + m.Addr + `"]}}
+cluster: {peers: {"` + peerName + `": "` + peer + `"}}
+gateway:
+  exproto:
+    server: {bind: "` + self + `"}
+    handler: {address: "http://` + h.Addr + `"}
+    listeners: {tcp: {default: {bind: "127.0.0.1:0"}}}
+`
+	}
+	a := startNode(t, conf("a@test", adapterA, "b@test", adapterB))
+	b := startNode(t, conf("b@test", adapterB, "a@test", adapterA))
+	h.Attach(t, a.addr(t, "adapter")) // the handler knows node A only
+
+	// A device on each node; the one on B is served through A's adapter.
+	onA := dialDevice(t, a.addr(t, "tcp:default"))
+	onA.do(testhandler.Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "c1"}}, testhandler.Connack)
+	onA.do(testhandler.Frame{Type: testhandler.Subscribe, Topic: "fleet/#", QoS: 1}, testhandler.Suback)
+	onB := dialDevice(t, b.addr(t, "tcp:default"))
+	onB.do(testhandler.Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "c2"}}, testhandler.Connack)
+	onB.do(testhandler.Frame{Type: testhandler.Publish, Topic: "fleet/b", QoS: 1, Payload: "from B"}, testhandler.Puback)
+	if f := onA.read(testhandler.Publish); f.Payload != "from B" || f.Extra["from"] != "c2" {
+		t.Fatalf("device on A got %+v", f)
+	}
+	// The same clientid on node B takes over the session on node A.
+	first := h.Conns()[0]
+	again := dialDevice(t, b.addr(t, "tcp:default"))
+	again.do(testhandler.Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "c1"}}, testhandler.Connack)
+	if r := h.WaitClosed(t, first, 10*time.Second); r != "{shutdown,discarded}" {
+		t.Fatalf("device on A closed with %q", r)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/broker"
 	"github.com/exgate/exgate/internal/channel"
+	"github.com/exgate/exgate/internal/cluster"
 )
 
 // Server implements pb.ConnectionAdapterServer.
@@ -20,12 +21,14 @@ type Server struct {
 	pb.UnimplementedConnectionAdapterServer
 	reg    *channel.Registry
 	broker broker.Broker
+	peers  *cluster.Peers // nil: a single node
 	log    *slog.Logger
 }
 
-// New returns a Server that finds channels in reg and raw-publishes to b.
-func New(reg *channel.Registry, b broker.Broker, log *slog.Logger) *Server {
-	return &Server{reg: reg, broker: b, log: log}
+// New returns a Server that finds channels in reg, forwards calls for other
+// nodes' devices to peers (which may be nil), and raw-publishes to b.
+func New(reg *channel.Registry, b broker.Broker, peers *cluster.Peers, log *slog.Logger) *Server {
+	return &Server{reg: reg, broker: b, peers: peers, log: log}
 }
 
 func ok() (*pb.CodeResponse, error) { return &pb.CodeResponse{Code: pb.ResultCode_SUCCESS}, nil }
@@ -34,17 +37,29 @@ func fail(code pb.ResultCode, msg string) (*pb.CodeResponse, error) {
 	return &pb.CodeResponse{Code: code, Message: msg}, nil
 }
 
-// lookup finds the channel for conn: UNKNOWN for an empty or malformed id,
-// CONN_PROCESS_NOT_ALIVE for a well-formed one that is closed or unknown.
-func (s *Server) lookup(conn string) (*channel.Channel, *pb.CodeResponse) {
+// forwardFunc makes the same call on another node's adapter.
+type forwardFunc func(pb.ConnectionAdapterClient, context.Context) (*pb.CodeResponse, error)
+
+// on runs do on the channel of conn: UNKNOWN for an empty or malformed id;
+// for a well-formed one this node does not have, the call goes to the
+// owner node when it is a peer, else CONN_PROCESS_NOT_ALIVE.
+func (s *Server) on(ctx context.Context, conn string, fwd forwardFunc, do func(*channel.Channel) error) (*pb.CodeResponse, error) {
 	if !channel.ValidID(conn) {
-		return nil, &pb.CodeResponse{Code: pb.ResultCode_UNKNOWN, Message: "invalid conn id"}
+		return fail(pb.ResultCode_UNKNOWN, "invalid conn id")
 	}
 	c, found := s.reg.Get(conn)
-	if !found {
-		return nil, &pb.CodeResponse{Code: pb.ResultCode_CONN_PROCESS_NOT_ALIVE, Message: "connection not found"}
+	if found {
+		return result(do(c))
 	}
-	return c, nil
+	if peer, fctx, ok := s.peers.Owner(ctx, conn); ok {
+		resp, err := fwd(peer, fctx)
+		if err != nil {
+			s.log.Warn("forwarding to the owner node failed", "conn", conn, "error", err)
+			return fail(pb.ResultCode_CONN_PROCESS_NOT_ALIVE, "owner node unreachable: "+err.Error())
+		}
+		return resp, nil
+	}
+	return fail(pb.ResultCode_CONN_PROCESS_NOT_ALIVE, "connection not found")
 }
 
 // result maps a channel error to its code.
@@ -61,63 +76,63 @@ func result(err error) (*pb.CodeResponse, error) {
 	return fail(pb.ResultCode_UNKNOWN, err.Error())
 }
 
-func (s *Server) Send(_ context.Context, r *pb.SendBytesRequest) (*pb.CodeResponse, error) {
-	c, bad := s.lookup(r.GetConn())
-	if bad != nil {
-		return bad, nil
-	}
-	return result(c.Send(r.GetBytes()))
+func (s *Server) Send(ctx context.Context, r *pb.SendBytesRequest) (*pb.CodeResponse, error) {
+	return s.on(ctx, r.GetConn(),
+		func(p pb.ConnectionAdapterClient, ctx context.Context) (*pb.CodeResponse, error) {
+			return p.Send(ctx, r)
+		},
+		func(c *channel.Channel) error { return c.Send(r.GetBytes()) })
 }
 
-func (s *Server) Close(_ context.Context, r *pb.CloseSocketRequest) (*pb.CodeResponse, error) {
-	c, bad := s.lookup(r.GetConn())
-	if bad != nil {
-		return bad, nil
-	}
-	return result(c.Close())
+func (s *Server) Close(ctx context.Context, r *pb.CloseSocketRequest) (*pb.CodeResponse, error) {
+	return s.on(ctx, r.GetConn(),
+		func(p pb.ConnectionAdapterClient, ctx context.Context) (*pb.CodeResponse, error) {
+			return p.Close(ctx, r)
+		},
+		func(c *channel.Channel) error { return c.Close() })
 }
 
 func (s *Server) Authenticate(ctx context.Context, r *pb.AuthenticateRequest) (*pb.CodeResponse, error) {
-	c, bad := s.lookup(r.GetConn())
-	if bad != nil {
-		return bad, nil
-	}
-	if r.GetClientinfo() == nil {
+	if r.GetClientinfo() == nil && channel.ValidID(r.GetConn()) {
 		return fail(pb.ResultCode_REQUIRED_PARAMS_MISSED, "clientinfo is required")
 	}
-	return result(c.Authenticate(ctx, r.GetClientinfo(), r.GetPassword()))
+	return s.on(ctx, r.GetConn(),
+		func(p pb.ConnectionAdapterClient, ctx context.Context) (*pb.CodeResponse, error) {
+			return p.Authenticate(ctx, r)
+		},
+		func(c *channel.Channel) error { return c.Authenticate(ctx, r.GetClientinfo(), r.GetPassword()) })
 }
 
-func (s *Server) StartTimer(_ context.Context, r *pb.TimerRequest) (*pb.CodeResponse, error) {
-	c, bad := s.lookup(r.GetConn())
-	if bad != nil {
-		return bad, nil
-	}
-	return result(c.StartTimer(r.GetType(), r.GetInterval()))
+func (s *Server) StartTimer(ctx context.Context, r *pb.TimerRequest) (*pb.CodeResponse, error) {
+	return s.on(ctx, r.GetConn(),
+		func(p pb.ConnectionAdapterClient, ctx context.Context) (*pb.CodeResponse, error) {
+			return p.StartTimer(ctx, r)
+		},
+		func(c *channel.Channel) error { return c.StartTimer(r.GetType(), r.GetInterval()) })
 }
 
 func (s *Server) Publish(ctx context.Context, r *pb.PublishRequest) (*pb.CodeResponse, error) {
-	c, bad := s.lookup(r.GetConn())
-	if bad != nil {
-		return bad, nil
-	}
-	return result(c.Publish(ctx, r.GetTopic(), r.GetQos(), r.GetPayload()))
+	return s.on(ctx, r.GetConn(),
+		func(p pb.ConnectionAdapterClient, ctx context.Context) (*pb.CodeResponse, error) {
+			return p.Publish(ctx, r)
+		},
+		func(c *channel.Channel) error { return c.Publish(ctx, r.GetTopic(), r.GetQos(), r.GetPayload()) })
 }
 
 func (s *Server) Subscribe(ctx context.Context, r *pb.SubscribeRequest) (*pb.CodeResponse, error) {
-	c, bad := s.lookup(r.GetConn())
-	if bad != nil {
-		return bad, nil
-	}
-	return result(c.Subscribe(ctx, r.GetTopic(), r.GetQos()))
+	return s.on(ctx, r.GetConn(),
+		func(p pb.ConnectionAdapterClient, ctx context.Context) (*pb.CodeResponse, error) {
+			return p.Subscribe(ctx, r)
+		},
+		func(c *channel.Channel) error { return c.Subscribe(ctx, r.GetTopic(), r.GetQos()) })
 }
 
 func (s *Server) Unsubscribe(ctx context.Context, r *pb.UnsubscribeRequest) (*pb.CodeResponse, error) {
-	c, bad := s.lookup(r.GetConn())
-	if bad != nil {
-		return bad, nil
-	}
-	return result(c.Unsubscribe(ctx, r.GetTopic()))
+	return s.on(ctx, r.GetConn(),
+		func(p pb.ConnectionAdapterClient, ctx context.Context) (*pb.CodeResponse, error) {
+			return p.Unsubscribe(ctx, r)
+		},
+		func(c *channel.Channel) error { return c.Unsubscribe(ctx, r.GetTopic()) })
 }
 
 // RawPublish needs no connection: no authentication, authorization or

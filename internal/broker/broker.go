@@ -27,12 +27,17 @@ var (
 	ErrClosed = errors.New("session closed")
 	// ErrBadRequest: an invalid topic, filter or QoS.
 	ErrBadRequest = errors.New("bad request")
+	// ErrUnavailable: no broker could be reached.
+	ErrUnavailable = errors.New("broker unavailable")
 )
 
 // ClientInfo identifies a device to the broker.
 type ClientInfo struct {
 	ClientID string
 	Username string
+	// From is what deliveries of this session's publishes report as their
+	// publisher ("" means ClientID).
+	From string
 }
 
 // Message is one delivery to a device.

@@ -18,6 +18,7 @@ const (
 	rcBadUserPass         = 0x86
 	rcSessionTakenOver    = 0x8E
 	rcAdministrativeClose = 0x98
+	rcBanned              = 0x8A
 )
 
 // receiveMaximum bounds how many QoS>0 deliveries the broker keeps in flight
@@ -27,7 +28,8 @@ const receiveMaximum = 128
 
 // mqttSession is a Session over one MQTT v5 connection.
 type mqttSession struct {
-	c *paho.Client
+	c    *paho.Client
+	from string // publisher id stamped on every publish
 
 	mu     sync.Mutex
 	closed bool // set by Close or when the broker ended the session
@@ -37,7 +39,10 @@ type mqttSession struct {
 // start, then PUBLISH/SUBSCRIBE for it. keepalive 0 disables pings (fine for
 // in-memory connections). It takes ownership of conn.
 func ConnectMQTT(ctx context.Context, conn net.Conn, ci ClientInfo, password string, keepalive uint16, h Handlers) (Session, error) {
-	s := &mqttSession{}
+	s := &mqttSession{from: ci.From}
+	if s.from == "" {
+		s.from = ci.ClientID
+	}
 	s.c = paho.NewClient(paho.ClientConfig{
 		Conn: packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
@@ -69,8 +74,11 @@ func ConnectMQTT(ctx context.Context, conn net.Conn, ci ClientInfo, password str
 	ca, err := s.c.Connect(ctx, cp)
 	if err != nil {
 		_ = conn.Close()
-		if ca != nil && (ca.ReasonCode == rcNotAuthorized || ca.ReasonCode == rcBadUserPass) {
-			return nil, fmt.Errorf("connect: %w", ErrNotAuthorized)
+		if ca != nil && (ca.ReasonCode == rcNotAuthorized || ca.ReasonCode == rcBadUserPass || ca.ReasonCode == rcBanned) {
+			return nil, fmt.Errorf("connect: %w (reason code 0x%02x)", ErrNotAuthorized, ca.ReasonCode)
+		}
+		if ca != nil {
+			return nil, fmt.Errorf("connect: %w: %v", ErrUnavailable, err)
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -119,7 +127,12 @@ func (s *mqttSession) Publish(ctx context.Context, topic string, qos byte, paylo
 	if s.isClosed() {
 		return ErrClosed
 	}
-	pr, err := s.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload})
+	// MQTT carries no publisher id: the stamps let other exgate nodes (and
+	// the embedded broker, which replaces them) report Message.from and
+	// Message.timestamp.
+	pr, err := s.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload, Properties: &paho.PublishProperties{
+		User: paho.UserProperties{{Key: PropFrom, Value: s.from}, {Key: PropTime, Value: strconv.FormatInt(time.Now().UnixMilli(), 10)}},
+	}})
 	if err != nil {
 		if pr != nil && pr.ReasonCode == rcNotAuthorized {
 			return fmt.Errorf("publish %q: %w", topic, ErrNotAuthorized)

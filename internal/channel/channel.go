@@ -61,6 +61,7 @@ type Who struct {
 // after the first channel was made from it.
 type Config struct {
 	Node    string
+	NodeTag NodeTag // TagOf(Node), stamped on conn ids
 	Broker  broker.Broker
 	Handler Handler
 	// Authenticate checks credentials; nil allows everyone. A non-nil error
@@ -186,7 +187,7 @@ type Channel struct {
 // close is reported as ssl_closed.
 func New(cfg *Config, conn Conn, info *pb.ConnInfo, tls bool) *Channel {
 	c := &Channel{
-		id:        newID(),
+		id:        newID(cfg.NodeTag),
 		cfg:       cfg,
 		conn:      conn,
 		info:      info,

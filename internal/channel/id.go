@@ -2,6 +2,7 @@ package channel
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -11,12 +12,33 @@ import (
 // idLen is the length of a conn id: 24 random bytes in URL-safe Base64.
 const idLen = 32
 
+// NodeTag names the node that owns a conn id: the first bytes of the
+// SHA-256 of its node name. Any node can tell a conn's owner from its id.
+type NodeTag [3]byte
+
+// TagOf returns the tag of a node name.
+func TagOf(node string) NodeTag {
+	sum := sha256.Sum256([]byte(node))
+	return NodeTag(sum[:3])
+}
+
 // newID returns an opaque, unguessable conn id made of URL- and topic-safe
-// characters (spec §2 "conn id"). crypto/rand never fails on Linux.
-func newID() string {
+// characters (spec §2 "conn id"): the owner's tag and 21 random bytes.
+// crypto/rand never fails on Linux.
+func newID(tag NodeTag) string {
 	var b [24]byte
-	_, _ = rand.Read(b[:])
+	copy(b[:3], tag[:])
+	_, _ = rand.Read(b[3:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Owner returns the tag of the node that made a valid conn id.
+func Owner(id string) NodeTag {
+	b, err := base64.RawURLEncoding.DecodeString(id)
+	if err != nil || len(b) < 3 {
+		return NodeTag{}
+	}
+	return NodeTag(b[:3])
 }
 
 // ValidID reports whether s is shaped like a conn id this gateway makes:

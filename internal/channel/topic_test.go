@@ -64,16 +64,19 @@ func TestReasons(t *testing.T) {
 func TestIDs(t *testing.T) {
 	seen := map[string]bool{}
 	for i := 0; i < 1000; i++ {
-		id := newID()
+		id := newID(TagOf("n"))
 		if !ValidID(id) || seen[id] {
 			t.Fatalf("bad or repeated id %q", id)
 		}
 		seen[id] = true
 	}
-	for _, bad := range []string{"", "short", newID() + "x", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/"} {
+	for _, bad := range []string{"", "short", newID(TagOf("n")) + "x", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/"} {
 		if ValidID(bad) {
 			t.Errorf("ValidID(%q) = true", bad)
 		}
+	}
+	if id := newID(TagOf("a@h")); Owner(id) != TagOf("a@h") || Owner(id) == TagOf("b@h") {
+		t.Fatal("the owner is not readable from a conn id")
 	}
 	m := newMsgIDs()
 	a, b := m.next(), m.next()

@@ -27,6 +27,7 @@ type Config struct {
 	Node    Node    `yaml:"node"`
 	Log     Log     `yaml:"log"`
 	Broker  Broker  `yaml:"broker"`
+	Cluster Cluster `yaml:"cluster"`
 	Gateway Gateway `yaml:"gateway"`
 }
 
@@ -47,6 +48,45 @@ type Log struct {
 // Broker chooses the pub/sub engine. Only the embedded broker exists so far.
 type Broker struct {
 	Embedded Embedded `yaml:"embedded"`
+	// MQTT, when it names servers, replaces the embedded broker with an
+	// existing MQTT broker or cluster: each device becomes its own session
+	// there (see docs/deployment.md).
+	MQTT External `yaml:"mqtt"`
+}
+
+// External is an upstream MQTT broker (EMQX, HiveMQ, VerneMQ, Mosquitto…).
+type External struct {
+	// Servers are tried in order, moving on when one cannot be reached:
+	// "tcp://host:1883", "ssl://host:8883" (or "mqtt://", "mqtts://").
+	Servers []string `yaml:"servers,omitempty"`
+	// ProtocolVersion is 5 (default) or 4 (MQTT 3.1.1: no publisher id in
+	// deliveries, no reason codes).
+	ProtocolVersion int `yaml:"protocol_version,omitempty"`
+	// ClientIDPrefix is put before every device's clientid upstream, and
+	// taken off again; "" by default.
+	ClientIDPrefix string `yaml:"clientid_prefix,omitempty"`
+	// Keepalive of every upstream session. Default 60s.
+	Keepalive time.Duration `yaml:"keepalive,omitempty"`
+	// ConnectTimeout bounds one connection attempt to one server. Default 5s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout,omitempty"`
+	// Username and Password of the gateway's own session, used for RawPublish.
+	Username string `yaml:"username,omitempty"`
+	Password string `yaml:"password,omitempty"`
+	// SSLOptions apply to ssl:// servers.
+	SSLOptions *ClientTLSOptions `yaml:"ssl_options,omitempty"`
+}
+
+// Enabled reports whether an upstream broker replaces the embedded one.
+func (e External) Enabled() bool { return len(e.Servers) > 0 }
+
+// Cluster lets several exgate nodes serve one handler fleet.
+type Cluster struct {
+	// Peers maps the other nodes' names (node.name) to their adapter
+	// addresses: an adapter call for a device of another node is forwarded
+	// there, so a handler may call any node.
+	Peers map[string]string `yaml:"peers,omitempty"`
+	// SSLOptions are used to call peers whose adapters serve TLS.
+	SSLOptions *ClientTLSOptions `yaml:"ssl_options,omitempty"`
 }
 
 // Embedded configures the in-process MQTT broker.
@@ -550,7 +590,30 @@ func (c *Config) Validate() error {
 	default:
 		bad("log.format", "%q is not one of text, json", c.Log.Format)
 	}
-	if l := c.Broker.Embedded.Listeners.TCP; l.Enabled() {
+	if m := c.Broker.MQTT; m.Enabled() {
+		for i, srv := range m.Servers {
+			if _, _, err := ServerAddress(srv); err != nil {
+				bad(fmt.Sprintf("broker.mqtt.servers[%d]", i), "%v", err)
+			}
+		}
+		if m.ProtocolVersion != 0 && m.ProtocolVersion != 4 && m.ProtocolVersion != 5 {
+			bad("broker.mqtt.protocol_version", "%d is not 4 or 5", m.ProtocolVersion)
+		}
+		if m.Keepalive < 0 || m.ConnectTimeout < 0 {
+			bad("broker.mqtt", "keepalive and connect_timeout must not be negative")
+		}
+	} else if m.ProtocolVersion != 0 || m.ClientIDPrefix != "" || m.SSLOptions != nil {
+		bad("broker.mqtt.servers", "must name at least one server when broker.mqtt is configured")
+	}
+	for name, addr := range c.Cluster.Peers {
+		if name == c.Node.Name {
+			bad("cluster.peers."+name, "is this node itself")
+		}
+		if err := checkBind(addr); err != nil {
+			bad("cluster.peers."+name, "%v", err)
+		}
+	}
+	if l := c.Broker.Embedded.Listeners.TCP; l.Enabled() && !c.Broker.MQTT.Enabled() {
 		if err := checkBind(l.Bind); err != nil {
 			bad("broker.embedded.listeners.tcp.bind", "%v", err)
 		}
@@ -855,6 +918,28 @@ func HandlerTarget(addr string) (target string, https bool, err error) {
 		return "", false, fmt.Errorf("%q: a path is not allowed", addr)
 	}
 	return a, https, nil
+}
+
+// ServerAddress parses an upstream MQTT server URL into host:port and
+// whether it uses TLS; a bare host:port is plain TCP.
+func ServerAddress(u string) (addr string, tls bool, err error) {
+	a := u
+	for _, p := range []struct {
+		scheme string
+		tls    bool
+	}{{"tcp://", false}, {"mqtt://", false}, {"ssl://", true}, {"tls://", true}, {"mqtts://", true}} {
+		if rest, ok := strings.CutPrefix(a, p.scheme); ok {
+			a, tls = rest, p.tls
+			break
+		}
+	}
+	if strings.Contains(a, "://") {
+		return "", false, fmt.Errorf("%q: scheme must be tcp, mqtt, ssl or mqtts", u)
+	}
+	if err := checkBind(a); err != nil {
+		return "", false, err
+	}
+	return a, tls, nil
 }
 
 // CheckMountpoint rejects mountpoints that would make invalid topics.

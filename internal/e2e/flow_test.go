@@ -140,61 +140,75 @@ func TestDeliveryBatching(t *testing.T) {
 }
 
 func TestShutdownClosesDevicesGracefully(t *testing.T) {
-	e := start(t, nil)
-	d1, d2 := e.dial(), e.dial()
-	d1.connect("s1", 0)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := e.g.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []*device{d1, d2} {
-		if r, ok := e.h.Closed(d.id); !ok || r != "{shutdown,gateway_stopped}" {
-			t.Fatalf("device %s: OnSocketClosed %q %v", d.id, r, ok)
+	eachMode(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, nil)
+		d1, d2 := e.dial(), e.dial()
+		d1.connect("s1", 0)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := e.g.Shutdown(ctx); err != nil {
+			t.Fatal(err)
 		}
-		d.expectEOF(time.Second)
-	}
+		for _, d := range []*device{d1, d2} {
+			if r, ok := e.h.Closed(d.id); !ok || r != "{shutdown,gateway_stopped}" {
+				t.Fatalf("device %s: OnSocketClosed %q %v", d.id, r, ok)
+			}
+			d.expectEOF(time.Second)
+		}
+	})
 }
 
 func TestMQTT5Client(t *testing.T) {
-	e := start(t, nil)
-	d := e.dial()
-	d.connect("dev5", 0)
-	d.subscribe("v5/in", 2)
+	eachMode(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, nil)
+		d := e.dial()
+		d.connect("dev5", 0)
+		d.subscribe("v5/in", 2)
 
-	conn, err := net.Dial("tcp", e.g.MQTTAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan *paho.Publish, 10)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(pr paho.PublishReceived) (bool, error) { got <- pr.Packet; return true, nil },
-	}})
-	ctx := ctx5(t)
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "app5", CleanStart: true, KeepAlive: 30}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "v5/out", QoS: 2}}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Publish(ctx, &paho.Publish{Topic: "v5/in", QoS: 2, Payload: []byte("to device")}); err != nil {
-		t.Fatal(err)
-	}
-	if f := d.expect(testhandler.Publish, 0); f.Payload != "to device" || f.QoS != 2 || f.Extra["from"] != "app5" {
-		t.Fatalf("device got %+v", f)
-	}
-	d.send(Frame{Type: testhandler.Publish, Topic: "v5/out", QoS: 2, Payload: "to app"})
-	d.expect(testhandler.Puback, 0)
-	select {
-	case p := <-got:
-		if string(p.Payload) != "to app" || p.QoS != 2 {
-			t.Fatalf("app got %+v", p)
+		conn, err := net.Dial("tcp", e.mqttAddr())
+		if err != nil {
+			t.Fatal(err)
 		}
-		if p.Properties != nil && len(p.Properties.User) != 0 {
-			t.Fatalf("internal user properties leaked to an MQTT client: %v", p.Properties.User)
+		got := make(chan *paho.Publish, 10)
+		c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { got <- pr.Packet; return true, nil },
+		}})
+		ctx := ctx5(t)
+		if _, err := c.Connect(ctx, &paho.Connect{ClientID: "app5", CleanStart: true, KeepAlive: 30}); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("MQTT 5 client got nothing")
-	}
+		defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
+		if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "v5/out", QoS: 2}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Publish(ctx, &paho.Publish{Topic: "v5/in", QoS: 2, Payload: []byte("to device")}); err != nil {
+			t.Fatal(err)
+		}
+		wantFrom := "app5"
+		if e.external() {
+			wantFrom = "" // MQTT has no publisher id
+		}
+		if f := d.expect(testhandler.Publish, 0); f.Payload != "to device" || f.QoS != 2 || f.Extra["from"] != wantFrom {
+			t.Fatalf("device got %+v", f)
+		}
+		d.send(Frame{Type: testhandler.Publish, Topic: "v5/out", QoS: 2, Payload: "to app"})
+		d.expect(testhandler.Puback, 0)
+		select {
+		case p := <-got:
+			if string(p.Payload) != "to app" || p.QoS != 2 {
+				t.Fatalf("app got %+v", p)
+			}
+			if e.external() {
+				// Upstream, exgate's stamps are visible: MQTT has no other
+				// way to carry the publisher.
+				if p.Properties == nil || p.Properties.User.Get("exgate-from") != "dev5" {
+					t.Fatalf("publisher stamp missing upstream: %+v", p.Properties)
+				}
+			} else if p.Properties != nil && len(p.Properties.User) != 0 {
+				t.Fatalf("internal user properties leaked to an MQTT client: %v", p.Properties.User)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("MQTT 5 client got nothing")
+		}
+	})
 }

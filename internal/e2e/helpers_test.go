@@ -24,6 +24,7 @@ import (
 
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/gateway"
+	"github.com/exgate/exgate/internal/testbroker"
 	"github.com/exgate/exgate/internal/testcert"
 	"github.com/exgate/exgate/internal/testhandler"
 )
@@ -32,7 +33,7 @@ type Frame = testhandler.Frame
 
 // env is one gateway with its handler.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	g     *gateway.Gateway
 	h     *testhandler.Handler
 	cfg   *config.Config
@@ -41,11 +42,32 @@ type env struct {
 	// handshake bounds a TLS/DTLS client handshake; tests that expect a
 	// refusal shorten it.
 	handshake time.Duration
+	upstream  *testbroker.Mosquitto // the external broker, or nil
 }
 
 // transports are the device transports the core suite runs over, as
-// net/http's tests run over HTTP/1 and HTTP/2.
-var transports = []string{"tcp", "ssl", "udp", "dtls"}
+// net/http's tests run over HTTP/1 and HTTP/2; "+mosquitto" runs the same
+// test with Debian's mosquitto as the external broker instead of the
+// embedded one.
+var transports = []string{"tcp", "ssl", "udp", "dtls", "tcp+mosquitto"}
+
+// eachMode runs f over TCP with the embedded and with the external broker.
+func eachMode(t *testing.T, f func(t *testing.T, tr string)) {
+	for _, tr := range []string{"tcp", "tcp+mosquitto"} {
+		t.Run(tr, func(t *testing.T) { f(t, tr) })
+	}
+}
+
+// mqttAddr is where MQTT clients connect: the embedded broker or mosquitto.
+func (e *env) mqttAddr() string {
+	if e.upstream != nil {
+		return e.upstream.Addr
+	}
+	return e.g.MQTTAddr().String()
+}
+
+// external reports whether e runs against an external broker.
+func (e *env) external() bool { return e.upstream != nil }
 
 // eachTransport runs f once per transport as a subtest.
 func eachTransport(t *testing.T, f func(t *testing.T, tr string)) {
@@ -77,7 +99,7 @@ func startOn(t *testing.T, tr string, mutate func(*config.Config)) *env {
 	return startWith(t, options{transport: tr}, mutate)
 }
 
-func startWith(t *testing.T, o options, mutate func(*config.Config)) *env {
+func startWith(t testing.TB, o options, mutate func(*config.Config)) *env {
 	t.Helper()
 	leaks := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
@@ -96,6 +118,12 @@ func startWith(t *testing.T, o options, mutate func(*config.Config)) *env {
 	tr := o.transport
 	if tr == "" {
 		tr = "tcp"
+	}
+	var upstream *testbroker.Mosquitto
+	if base, ok := strings.CutSuffix(tr, "+mosquitto"); ok {
+		tr = base
+		upstream = testbroker.Start(t)
+		cfg.Broker.MQTT.Servers = []string{"tcp://" + upstream.Addr}
 	}
 	certs := testcert.New(t)
 	l := x.Listeners.TCP["default"]
@@ -147,7 +175,7 @@ func startWith(t *testing.T, o options, mutate func(*config.Config)) *env {
 			t.Errorf("handler saw %d overlapping callbacks for one connection", n)
 		}
 	})
-	return &env{t: t, g: g, h: h, cfg: cfg, tr: tr, certs: certs, handshake: 5 * time.Second}
+	return &env{t: t, g: g, h: h, cfg: cfg, tr: tr, certs: certs, handshake: 5 * time.Second, upstream: upstream}
 }
 
 // listener returns the default listener (a pointer into e.cfg, for mutate funcs).
@@ -198,7 +226,7 @@ func (e *env) rawDial(withCert bool) (net.Conn, error) {
 }
 
 // testWriter sends log lines to t.Log while the test runs.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
@@ -207,7 +235,7 @@ func (w testWriter) Write(b []byte) (int, error) {
 
 // device is a TCP device speaking the JSON demo protocol.
 type device struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	dec  *json.Decoder
 	id   string // conn id, as the handler saw it
@@ -302,7 +330,7 @@ func isReset(err error) bool { return strings.Contains(err.Error(), "connection 
 // mqttClient is an MQTT 3.1.1 client of the embedded broker.
 type mqttClient struct {
 	mqtt.Client
-	t    *testing.T
+	t    testing.TB
 	msgs chan mqtt.Message
 	lost chan error
 }
@@ -310,7 +338,7 @@ type mqttClient struct {
 func (e *env) mqtt(clientID string) *mqttClient {
 	e.t.Helper()
 	m := &mqttClient{t: e.t, msgs: make(chan mqtt.Message, 100), lost: make(chan error, 1)}
-	opts := mqtt.NewClientOptions().AddBroker("tcp://" + e.g.MQTTAddr().String()).SetClientID(clientID).
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + e.mqttAddr()).SetClientID(clientID).
 		SetAutoReconnect(false).SetConnectRetry(false).SetCleanSession(true).
 		SetDefaultPublishHandler(func(_ mqtt.Client, msg mqtt.Message) { m.msgs <- msg }).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { m.lost <- err })
@@ -394,6 +422,6 @@ var sharedCerts = func() *testcert.Set {
 
 // handlerTLS is the test handler's server side: it requires exgate's
 // client certificate.
-func handlerTLS(t *testing.T) *tls.Config {
+func handlerTLS(t testing.TB) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{sharedCerts.Server}, ClientCAs: sharedCerts.CAPool, ClientAuth: tls.RequireAndVerifyClientCert}
 }

@@ -56,24 +56,30 @@ func TestMountpoint(t *testing.T) {
 }
 
 func TestRawPublishFromExprotoAndRetained(t *testing.T) {
-	e := start(t, nil)
-	m := e.mqtt("app")
-	m.pub("state/lamp", 1, true, "on")
+	eachMode(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, nil)
+		m := e.mqtt("app")
+		m.pub("state/lamp", 1, true, "on")
 
-	d := e.dial()
-	d.connect("dev1", 0)
-	d.subscribe("state/#", 1)
-	f := d.expect(testhandler.Publish, 0)
-	if f.Topic != "state/lamp" || f.Payload != "on" || f.Extra["from"] != "app" {
-		t.Fatalf("retained delivery %+v", f)
-	}
+		d := e.dial()
+		d.connect("dev1", 0)
+		d.subscribe("state/#", 1)
+		f := d.expect(testhandler.Publish, 0)
+		wantFrom := "app"
+		if e.external() {
+			wantFrom = "" // MQTT has no publisher id
+		}
+		if f.Topic != "state/lamp" || f.Payload != "on" || f.Extra["from"] != wantFrom {
+			t.Fatalf("retained delivery %+v", f)
+		}
 
-	d.send(Frame{Type: testhandler.RawPublish, Topic: "state/raw", QoS: 1, Payload: "x"})
-	d.expect(testhandler.Puback, 0)
-	f = d.expect(testhandler.Publish, 0)
-	if f.Topic != "state/raw" || f.Extra["from"] != "exproto" {
-		t.Fatalf("raw delivery %+v, want from exproto", f)
-	}
+		d.send(Frame{Type: testhandler.RawPublish, Topic: "state/raw", QoS: 1, Payload: "x"})
+		d.expect(testhandler.Puback, 0)
+		f = d.expect(testhandler.Publish, 0)
+		if f.Topic != "state/raw" || f.Extra["from"] != "exproto" {
+			t.Fatalf("raw delivery %+v, want from exproto", f)
+		}
+	})
 }
 
 func TestTakeover(t *testing.T) {
@@ -198,117 +204,119 @@ func TestAuthorizationDenyThenAllow(t *testing.T) {
 
 // TestResultCodes walks every row of the spec's result-code table.
 func TestResultCodes(t *testing.T) {
-	e := start(t, func(c *config.Config) {
-		c.Gateway.ExProto.Authorization = config.Authorization{NoMatch: "allow", Rules: []config.Rule{
-			{Permission: "deny", Action: "all", Topics: []string{"deny/#"}},
-		}}
+	eachMode(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, func(c *config.Config) {
+			c.Gateway.ExProto.Authorization = config.Authorization{NoMatch: "allow", Rules: []config.Rule{
+				{Permission: "deny", Action: "all", Topics: []string{"deny/#"}},
+			}}
+		})
+		a := e.h.Adapter
+		ctx := ctx5(t)
+		d := e.dial()
+		closed := e.dial()
+		closed.send(Frame{Type: testhandler.Disconnect})
+		e.h.WaitClosed(t, closed.id, 5*time.Second)
+		const wellFormedUnknown = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+		type call func(conn string) (*pb.CodeResponse, error)
+		pub := func(topic string, qos uint32) call {
+			return func(c string) (*pb.CodeResponse, error) {
+				return a.Publish(ctx, &pb.PublishRequest{Conn: c, Topic: topic, Qos: qos, Payload: []byte("x")})
+			}
+		}
+		sub := func(topic string, qos uint32) call {
+			return func(c string) (*pb.CodeResponse, error) {
+				return a.Subscribe(ctx, &pb.SubscribeRequest{Conn: c, Topic: topic, Qos: qos})
+			}
+		}
+		unsub := func(topic string) call {
+			return func(c string) (*pb.CodeResponse, error) {
+				return a.Unsubscribe(ctx, &pb.UnsubscribeRequest{Conn: c, Topic: topic})
+			}
+		}
+		send := func(c string) (*pb.CodeResponse, error) {
+			return a.Send(ctx, &pb.SendBytesRequest{Conn: c, Bytes: []byte("b")})
+		}
+		timer := func(typ pb.TimerType, iv uint32) call {
+			return func(c string) (*pb.CodeResponse, error) {
+				return a.StartTimer(ctx, &pb.TimerRequest{Conn: c, Type: typ, Interval: iv})
+			}
+		}
+		authn := func(c string) (*pb.CodeResponse, error) {
+			return a.Authenticate(ctx, &pb.AuthenticateRequest{Conn: c, Clientinfo: &pb.ClientInfo{Clientid: "rc"}})
+		}
+		closeCall := func(c string) (*pb.CodeResponse, error) {
+			return a.Close(ctx, &pb.CloseSocketRequest{Conn: c})
+		}
+		check := func(name, conn string, f call, want pb.ResultCode) {
+			t.Helper()
+			resp, err := f(conn)
+			if err != nil {
+				t.Fatalf("%s: gRPC error %v", name, err)
+			}
+			if resp.Code != want {
+				t.Errorf("%s: code %v (%q), want %v", name, resp.Code, resp.Message, want)
+			}
+		}
+
+		// Before Authenticate: pub/sub are UNKNOWN; Send and StartTimer work.
+		check("publish before auth", d.id, pub("t", 0), pb.ResultCode_UNKNOWN)
+		check("subscribe before auth", d.id, sub("t", 0), pb.ResultCode_UNKNOWN)
+		check("unsubscribe before auth", d.id, unsub("t"), pb.ResultCode_UNKNOWN)
+		check("send before auth", d.id, send, pb.ResultCode_SUCCESS)
+		check("timer before auth", d.id, timer(pb.TimerType_KEEPALIVE, 60), pb.ResultCode_SUCCESS)
+
+		check("authenticate", d.id, authn, pb.ResultCode_SUCCESS)
+		check("duplicated authenticate", d.id, authn, pb.ResultCode_PERMISSION_DENY)
+		check("publish", d.id, pub("t", 2), pb.ResultCode_SUCCESS)
+		check("publish no subscribers", d.id, pub("nobody/listens", 1), pb.ResultCode_SUCCESS)
+		check("publish bad qos", d.id, pub("t", 3), pb.ResultCode_UNKNOWN)
+		check("publish wildcard topic", d.id, pub("t/#", 0), pb.ResultCode_UNKNOWN)
+		check("publish denied", d.id, pub("deny/x", 0), pb.ResultCode_PERMISSION_DENY)
+		check("subscribe", d.id, sub("t/#", 1), pb.ResultCode_SUCCESS)
+		check("subscribe again updates qos", d.id, sub("t/#", 2), pb.ResultCode_SUCCESS)
+		check("subscribe bad qos", d.id, sub("t", 3), pb.ResultCode_UNKNOWN)
+		check("subscribe bad filter", d.id, sub("a/#/b", 0), pb.ResultCode_UNKNOWN)
+		check("subscribe denied", d.id, sub("deny/#", 0), pb.ResultCode_PERMISSION_DENY)
+		check("unsubscribe", d.id, unsub("t/#"), pb.ResultCode_SUCCESS)
+		check("unsubscribe unknown filter", d.id, unsub("never/subscribed"), pb.ResultCode_SUCCESS)
+		check("timer bad type", d.id, timer(pb.TimerType(7), 60), pb.ResultCode_UNKNOWN)
+		check("timer interval 0", d.id, timer(pb.TimerType_KEEPALIVE, 0), pb.ResultCode_UNKNOWN)
+		check("empty send", d.id, func(c string) (*pb.CodeResponse, error) {
+			return a.Send(ctx, &pb.SendBytesRequest{Conn: c})
+		}, pb.ResultCode_SUCCESS)
+
+		for _, bad := range []struct{ name, conn string }{
+			{"empty conn", ""}, {"malformed conn", "not-a-conn-id"}, {"too long conn", wellFormedUnknown + "A"},
+		} {
+			for name, f := range map[string]call{"send": send, "close": closeCall, "authenticate": authn, "publish": pub("t", 0), "subscribe": sub("t", 0), "unsubscribe": unsub("t"), "timer": timer(0, 5)} {
+				check(bad.name+" "+name, bad.conn, f, pb.ResultCode_UNKNOWN)
+			}
+		}
+		for _, gone := range []struct{ name, conn string }{{"unknown conn", wellFormedUnknown}, {"closed conn", closed.id}} {
+			for name, f := range map[string]call{"send": send, "close": closeCall, "publish": pub("t", 0), "subscribe": sub("t", 0), "unsubscribe": unsub("t"), "timer": timer(0, 5)} {
+				check(gone.name+" "+name, gone.conn, f, pb.ResultCode_CONN_PROCESS_NOT_ALIVE)
+			}
+		}
+		check("authenticate unknown conn", wellFormedUnknown, authn, pb.ResultCode_CONN_PROCESS_NOT_ALIVE)
+
+		// RawPublish needs no conn.
+		raw := func(topic string, qos uint32) (*pb.CodeResponse, error) {
+			return a.RawPublish(ctx, &pb.RawPublishRequest{Topic: topic, Qos: qos, Payload: []byte("r")})
+		}
+		for _, c := range []struct {
+			topic string
+			qos   uint32
+			want  pb.ResultCode
+		}{{"raw/t", 0, pb.ResultCode_SUCCESS}, {"deny/raw", 2, pb.ResultCode_SUCCESS}, {"raw/t", 3, pb.ResultCode_UNKNOWN}, {"raw/#", 0, pb.ResultCode_UNKNOWN}, {"", 0, pb.ResultCode_UNKNOWN}} {
+			resp, err := raw(c.topic, c.qos)
+			if err != nil || resp.Code != c.want {
+				t.Errorf("raw publish %q qos %d: %v %v, want %v", c.topic, c.qos, resp, err, c.want)
+			}
+		}
+
+		// Close works before … and the socket is gone after.
+		check("close", d.id, closeCall, pb.ResultCode_SUCCESS)
+		d.expectEOF(2 * time.Second)
 	})
-	a := e.h.Adapter
-	ctx := ctx5(t)
-	d := e.dial()
-	closed := e.dial()
-	closed.send(Frame{Type: testhandler.Disconnect})
-	e.h.WaitClosed(t, closed.id, 5*time.Second)
-	const wellFormedUnknown = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-
-	type call func(conn string) (*pb.CodeResponse, error)
-	pub := func(topic string, qos uint32) call {
-		return func(c string) (*pb.CodeResponse, error) {
-			return a.Publish(ctx, &pb.PublishRequest{Conn: c, Topic: topic, Qos: qos, Payload: []byte("x")})
-		}
-	}
-	sub := func(topic string, qos uint32) call {
-		return func(c string) (*pb.CodeResponse, error) {
-			return a.Subscribe(ctx, &pb.SubscribeRequest{Conn: c, Topic: topic, Qos: qos})
-		}
-	}
-	unsub := func(topic string) call {
-		return func(c string) (*pb.CodeResponse, error) {
-			return a.Unsubscribe(ctx, &pb.UnsubscribeRequest{Conn: c, Topic: topic})
-		}
-	}
-	send := func(c string) (*pb.CodeResponse, error) {
-		return a.Send(ctx, &pb.SendBytesRequest{Conn: c, Bytes: []byte("b")})
-	}
-	timer := func(typ pb.TimerType, iv uint32) call {
-		return func(c string) (*pb.CodeResponse, error) {
-			return a.StartTimer(ctx, &pb.TimerRequest{Conn: c, Type: typ, Interval: iv})
-		}
-	}
-	authn := func(c string) (*pb.CodeResponse, error) {
-		return a.Authenticate(ctx, &pb.AuthenticateRequest{Conn: c, Clientinfo: &pb.ClientInfo{Clientid: "rc"}})
-	}
-	closeCall := func(c string) (*pb.CodeResponse, error) {
-		return a.Close(ctx, &pb.CloseSocketRequest{Conn: c})
-	}
-	check := func(name, conn string, f call, want pb.ResultCode) {
-		t.Helper()
-		resp, err := f(conn)
-		if err != nil {
-			t.Fatalf("%s: gRPC error %v", name, err)
-		}
-		if resp.Code != want {
-			t.Errorf("%s: code %v (%q), want %v", name, resp.Code, resp.Message, want)
-		}
-	}
-
-	// Before Authenticate: pub/sub are UNKNOWN; Send and StartTimer work.
-	check("publish before auth", d.id, pub("t", 0), pb.ResultCode_UNKNOWN)
-	check("subscribe before auth", d.id, sub("t", 0), pb.ResultCode_UNKNOWN)
-	check("unsubscribe before auth", d.id, unsub("t"), pb.ResultCode_UNKNOWN)
-	check("send before auth", d.id, send, pb.ResultCode_SUCCESS)
-	check("timer before auth", d.id, timer(pb.TimerType_KEEPALIVE, 60), pb.ResultCode_SUCCESS)
-
-	check("authenticate", d.id, authn, pb.ResultCode_SUCCESS)
-	check("duplicated authenticate", d.id, authn, pb.ResultCode_PERMISSION_DENY)
-	check("publish", d.id, pub("t", 2), pb.ResultCode_SUCCESS)
-	check("publish no subscribers", d.id, pub("nobody/listens", 1), pb.ResultCode_SUCCESS)
-	check("publish bad qos", d.id, pub("t", 3), pb.ResultCode_UNKNOWN)
-	check("publish wildcard topic", d.id, pub("t/#", 0), pb.ResultCode_UNKNOWN)
-	check("publish denied", d.id, pub("deny/x", 0), pb.ResultCode_PERMISSION_DENY)
-	check("subscribe", d.id, sub("t/#", 1), pb.ResultCode_SUCCESS)
-	check("subscribe again updates qos", d.id, sub("t/#", 2), pb.ResultCode_SUCCESS)
-	check("subscribe bad qos", d.id, sub("t", 3), pb.ResultCode_UNKNOWN)
-	check("subscribe bad filter", d.id, sub("a/#/b", 0), pb.ResultCode_UNKNOWN)
-	check("subscribe denied", d.id, sub("deny/#", 0), pb.ResultCode_PERMISSION_DENY)
-	check("unsubscribe", d.id, unsub("t/#"), pb.ResultCode_SUCCESS)
-	check("unsubscribe unknown filter", d.id, unsub("never/subscribed"), pb.ResultCode_SUCCESS)
-	check("timer bad type", d.id, timer(pb.TimerType(7), 60), pb.ResultCode_UNKNOWN)
-	check("timer interval 0", d.id, timer(pb.TimerType_KEEPALIVE, 0), pb.ResultCode_UNKNOWN)
-	check("empty send", d.id, func(c string) (*pb.CodeResponse, error) {
-		return a.Send(ctx, &pb.SendBytesRequest{Conn: c})
-	}, pb.ResultCode_SUCCESS)
-
-	for _, bad := range []struct{ name, conn string }{
-		{"empty conn", ""}, {"malformed conn", "not-a-conn-id"}, {"too long conn", wellFormedUnknown + "A"},
-	} {
-		for name, f := range map[string]call{"send": send, "close": closeCall, "authenticate": authn, "publish": pub("t", 0), "subscribe": sub("t", 0), "unsubscribe": unsub("t"), "timer": timer(0, 5)} {
-			check(bad.name+" "+name, bad.conn, f, pb.ResultCode_UNKNOWN)
-		}
-	}
-	for _, gone := range []struct{ name, conn string }{{"unknown conn", wellFormedUnknown}, {"closed conn", closed.id}} {
-		for name, f := range map[string]call{"send": send, "close": closeCall, "publish": pub("t", 0), "subscribe": sub("t", 0), "unsubscribe": unsub("t"), "timer": timer(0, 5)} {
-			check(gone.name+" "+name, gone.conn, f, pb.ResultCode_CONN_PROCESS_NOT_ALIVE)
-		}
-	}
-	check("authenticate unknown conn", wellFormedUnknown, authn, pb.ResultCode_CONN_PROCESS_NOT_ALIVE)
-
-	// RawPublish needs no conn.
-	raw := func(topic string, qos uint32) (*pb.CodeResponse, error) {
-		return a.RawPublish(ctx, &pb.RawPublishRequest{Topic: topic, Qos: qos, Payload: []byte("r")})
-	}
-	for _, c := range []struct {
-		topic string
-		qos   uint32
-		want  pb.ResultCode
-	}{{"raw/t", 0, pb.ResultCode_SUCCESS}, {"deny/raw", 2, pb.ResultCode_SUCCESS}, {"raw/t", 3, pb.ResultCode_UNKNOWN}, {"raw/#", 0, pb.ResultCode_UNKNOWN}, {"", 0, pb.ResultCode_UNKNOWN}} {
-		resp, err := raw(c.topic, c.qos)
-		if err != nil || resp.Code != c.want {
-			t.Errorf("raw publish %q qos %d: %v %v, want %v", c.topic, c.qos, resp, err, c.want)
-		}
-	}
-
-	// Close works before … and the socket is gone after.
-	check("close", d.id, closeCall, pb.ResultCode_SUCCESS)
-	d.expectEOF(2 * time.Second)
 }

@@ -131,7 +131,7 @@ func TestBytesOneEventPerReadAndSendVerbatim(t *testing.T) {
 				got = append(got, string(ev.Bytes))
 			}
 		}
-		if tr == "udp" {
+		if e.tr == "udp" {
 			got = got[1:] // the datagram that created the UDP connection
 		}
 		if len(got) != len(chunks) {

@@ -86,7 +86,7 @@ func TestFailIfNoPeerCert(t *testing.T) {
 				c.Close()
 			}
 			e.noNewConn(0, 300*time.Millisecond)
-			if n := e.g.Listener(tr + ":default").Stats.HandshakeFailed.Load(); n != 1 {
+			if n := e.g.Listener(e.tr + ":default").Stats.HandshakeFailed.Load(); n != 1 {
 				t.Fatalf("handshake failures counted %d", n)
 			}
 			c, err := e.rawDial(true)
@@ -198,14 +198,14 @@ func TestMaxConnections(t *testing.T) {
 		c, err := e.rawDial(false)
 		if err == nil {
 			defer c.Close()
-			if tr == "udp" {
+			if e.tr == "udp" {
 				_, _ = c.Write([]byte(`{"type":42}`))
 			} else {
 				expectClosedRaw(t, c, 5*time.Second)
 			}
 		}
 		e.noNewConn(2, 300*time.Millisecond)
-		st := &e.g.Listener(tr + ":default").Stats
+		st := &e.g.Listener(e.tr + ":default").Stats
 		if st.RefusedLimit.Load() < 1 || st.Current.Load() != 2 {
 			t.Fatalf("refused %d, current %d", st.RefusedLimit.Load(), st.Current.Load())
 		}
@@ -244,14 +244,14 @@ func TestAccessRules(t *testing.T) {
 		c, err := e.rawDial(false)
 		if err == nil {
 			defer c.Close()
-			if tr == "udp" {
+			if e.tr == "udp" {
 				_, _ = c.Write([]byte(`{"type":42}`))
-			} else if tr == "tcp" {
+			} else if e.tr == "tcp" {
 				expectClosedRaw(t, c, 5*time.Second)
 			}
 		}
 		e.noNewConn(0, 300*time.Millisecond)
-		if n := e.g.Listener(tr + ":default").Stats.RefusedACL.Load(); n < 1 {
+		if n := e.g.Listener(e.tr + ":default").Stats.RefusedACL.Load(); n < 1 {
 			t.Fatalf("access-rule refusals counted %d", n)
 		}
 	})

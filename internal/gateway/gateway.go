@@ -20,8 +20,11 @@ import (
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/adapter"
 	"github.com/exgate/exgate/internal/auth"
+	"github.com/exgate/exgate/internal/broker"
 	"github.com/exgate/exgate/internal/broker/embedded"
+	mqttbroker "github.com/exgate/exgate/internal/broker/mqtt"
 	"github.com/exgate/exgate/internal/channel"
+	"github.com/exgate/exgate/internal/cluster"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/handler"
 	"github.com/exgate/exgate/internal/listener"
@@ -35,7 +38,9 @@ type Gateway struct {
 	Stats *channel.Stats
 	Reg   *channel.Registry
 
-	broker    *embedded.Broker
+	broker    broker.Broker
+	embedded  *embedded.Broker // nil with an external broker
+	peers     *cluster.Peers
 	handler   *handler.Client   // the gateway's handler
 	handlers  []*handler.Client // it and the listeners' own
 	grpc      *grpc.Server
@@ -70,17 +75,28 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		log.Info("no authentication configured: every device and MQTT client is allowed to connect")
 	}
 
-	bind := ""
-	if l := cfg.Broker.Embedded.Listeners.TCP; l.Enabled() {
-		bind = config.BindAddress(l.Bind)
+	if m := cfg.Broker.MQTT; m.Enabled() {
+		if g.broker, err = mqttbroker.New(mqttbroker.Options{Config: m, Node: cfg.Node.Name, Logger: log.With("component", "broker")}); err != nil {
+			return nil, err
+		}
+		log.Info("external broker: devices become sessions upstream; the embedded broker is not started", "servers", strings.Join(m.Servers, ","))
+	} else {
+		bind := ""
+		if l := cfg.Broker.Embedded.Listeners.TCP; l.Enabled() {
+			bind = config.BindAddress(l.Bind)
+		}
+		g.embedded, err = embedded.New(embedded.Options{
+			Bind:         bind,
+			Logger:       log.With("component", "broker"),
+			Authenticate: mqttAuthn(authn),
+			Authorize:    mqttAuthz(authz),
+		})
+		if err != nil {
+			return nil, err
+		}
+		g.broker = g.embedded
 	}
-	g.broker, err = embedded.New(embedded.Options{
-		Bind:         bind,
-		Logger:       log.With("component", "broker"),
-		Authenticate: mqttAuthn(authn),
-		Authorize:    mqttAuthz(authz),
-	})
-	if err != nil {
+	if g.peers, err = cluster.New(cfg.Cluster); err != nil {
 		return nil, err
 	}
 
@@ -93,7 +109,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		return nil, fmt.Errorf("adapter server: listen on %s: %w", x.Server.Bind, err)
 	}
 	g.adapterLn = adapter.SniffListener(ln, x.Server.SSLOptions != nil, g.deviceAddrs, log.With("component", "adapter"))
-	g.grpc, err = adapter.NewGRPCServer(adapter.New(g.Reg, g.broker, log.With("component", "adapter")), adapter.GRPCOptions{
+	g.grpc, err = adapter.NewGRPCServer(adapter.New(g.Reg, g.broker, g.peers, log.With("component", "adapter")), adapter.GRPCOptions{
 		TLS: x.Server.SSLOptions, MaxRecvMessageSize: int(x.Server.MaxRecvMessageSize),
 	})
 	if err != nil {
@@ -210,6 +226,7 @@ func (g *Gateway) channelConfig(kind listener.Kind, name string, l *config.Liste
 	}
 	c := &channel.Config{
 		Node:              g.cfg.Node.Name,
+		NodeTag:           channel.TagOf(g.cfg.Node.Name),
 		Broker:            g.broker,
 		Handler:           g.handler,
 		Mountpoint:        mp,
@@ -272,7 +289,7 @@ func (g *Gateway) Start() {
 		})
 	}
 	attrs := []any{"adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address.String()}
-	if a := g.broker.Addr(); a != nil {
+	if a := g.MQTTAddr(); a != nil {
 		attrs = append(attrs, "mqtt", a.String())
 	}
 	for _, l := range g.listeners {
@@ -311,7 +328,12 @@ func address(a net.Addr) *pb.Address {
 func (g *Gateway) AdapterAddr() net.Addr { return g.adapterLn.Addr() }
 
 // MQTTAddr is the embedded broker's MQTT address, or nil.
-func (g *Gateway) MQTTAddr() net.Addr { return g.broker.Addr() }
+func (g *Gateway) MQTTAddr() net.Addr {
+	if g.embedded == nil {
+		return nil
+	}
+	return g.embedded.Addr()
+}
 
 // Listener returns the listener "type:name", or nil.
 func (g *Gateway) Listener(name string) *listener.Listener {
@@ -395,4 +417,5 @@ func (g *Gateway) closeAll() {
 	if g.broker != nil {
 		_ = g.broker.Close()
 	}
+	g.peers.Close()
 }

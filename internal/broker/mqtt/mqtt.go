@@ -1,0 +1,202 @@
+// Package mqtt is the external broker: every authenticated device becomes
+// its own session on an existing MQTT broker or cluster (EMQX, HiveMQ,
+// VerneMQ, Mosquitto) with the device's clientid, username and password, so
+// the upstream's authentication, ACLs, clientid takeover, retained messages,
+// shared subscriptions and QoS apply cluster-wide. exgate nodes share no
+// state of their own: scale-out is the upstream's clustering.
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/exgate/exgate/internal/broker"
+	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/tlsconfig"
+)
+
+// Options configure a Broker.
+type Options struct {
+	Config config.External
+	// Node names this gateway; its own session (RawPublish) is
+	// "<prefix>exgate-<node>".
+	Node   string
+	Logger *slog.Logger
+}
+
+type server struct {
+	url  string
+	addr string
+	tls  bool
+}
+
+// Broker is the external broker. It implements broker.Broker.
+type Broker struct {
+	cfg     config.External
+	node    string
+	log     *slog.Logger
+	servers []server
+	tls     *tls.Config
+	next    atomic.Int32 // index of the server that last worked
+
+	rawMu sync.Mutex
+	raw   broker.Session // the gateway's own session, for RawPublish; nil until needed
+}
+
+var _ broker.Broker = (*Broker)(nil)
+
+// New prepares the broker; it connects nothing until a device authenticates
+// or a handler raw-publishes, so exgate starts while the upstream is down.
+func New(o Options) (*Broker, error) {
+	c := o.Config
+	if c.ProtocolVersion == 0 {
+		c.ProtocolVersion = 5
+	}
+	if c.Keepalive == 0 {
+		c.Keepalive = 60 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	b := &Broker{cfg: c, node: o.Node, log: o.Logger}
+	for _, u := range c.Servers {
+		addr, useTLS, err := config.ServerAddress(u)
+		if err != nil {
+			return nil, fmt.Errorf("broker.mqtt.servers: %w", err)
+		}
+		b.servers = append(b.servers, server{url: u, addr: addr, tls: useTLS})
+		if useTLS && b.tls == nil {
+			if b.tls, err = tlsconfig.Client(c.SSLOptions); err != nil {
+				return nil, fmt.Errorf("broker.mqtt.ssl_options: %w", err)
+			}
+		}
+	}
+	return b, nil
+}
+
+// dial connects to the first reachable server, starting with the one that
+// worked last.
+func (b *Broker) dial(ctx context.Context) (net.Conn, error) {
+	var errs []error
+	start := int(b.next.Load())
+	for i := range b.servers {
+		k := (start + i) % len(b.servers)
+		s := b.servers[k]
+		dctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
+		var conn net.Conn
+		var err error
+		if s.tls {
+			d := &tls.Dialer{Config: b.tls}
+			conn, err = d.DialContext(dctx, "tcp", s.addr)
+		} else {
+			var d net.Dialer
+			conn, err = d.DialContext(dctx, "tcp", s.addr)
+		}
+		cancel()
+		if err == nil {
+			if k != start {
+				b.next.Store(int32(k))
+				b.log.Warn("upstream broker failover", "server", s.url)
+			}
+			return conn, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", s.url, err))
+	}
+	return nil, fmt.Errorf("%w: %w", broker.ErrUnavailable, errors.Join(errs...))
+}
+
+// Connect opens the device's own session upstream, with its credentials.
+func (b *Broker) Connect(ctx context.Context, ci broker.ClientInfo, password string, h broker.Handlers) (broker.Session, error) {
+	conn, err := b.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	prefix := b.cfg.ClientIDPrefix
+	up := broker.ClientInfo{ClientID: prefix + ci.ClientID, Username: ci.Username, From: ci.ClientID}
+	deliver, closed := h.Deliver, h.Closed
+	h.Deliver = func(m broker.Message) {
+		m.From = strings.TrimPrefix(m.From, prefix)
+		deliver(m)
+	}
+	h.Closed = func(err error) { closed(b.why(err)) }
+	ka := uint16(min(b.cfg.Keepalive/time.Second, 65535))
+	if b.cfg.ProtocolVersion == 4 {
+		return connectV4(ctx, conn, up, password, ka, h)
+	}
+	return broker.ConnectMQTT(ctx, conn, up, password, ka, h)
+}
+
+// why refines a lost session: some brokers (mosquitto 2.0) close a
+// taken-over session without DISCONNECT 0x8E. A clean close while the
+// broker still accepts connections is taken for a takeover; a broker that
+// went away is a lost session.
+func (b *Broker) why(err error) error {
+	if errors.Is(err, broker.ErrTakenOver) || errors.Is(err, broker.ErrKicked) || !errors.Is(err, io.EOF) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s := b.servers[int(b.next.Load())]
+	var d net.Dialer
+	conn, derr := d.DialContext(ctx, "tcp", s.addr)
+	if derr != nil {
+		return err
+	}
+	_ = conn.Close()
+	return fmt.Errorf("%w (inferred: the broker closed the session and is still up)", broker.ErrTakenOver)
+}
+
+// RawPublish publishes through the gateway's own session, connecting it
+// (again) when needed; with QoS 1 and 2 it returns once the upstream acked.
+func (b *Broker) RawPublish(ctx context.Context, topic string, qos byte, payload []byte) error {
+	if qos > 2 {
+		return fmt.Errorf("raw publish: qos %d: %w", qos, broker.ErrBadRequest)
+	}
+	b.rawMu.Lock()
+	defer b.rawMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if b.raw == nil {
+			conn, err := b.dial(ctx)
+			if err != nil {
+				return err
+			}
+			ci := broker.ClientInfo{ClientID: b.cfg.ClientIDPrefix + "exgate-" + b.node, Username: b.cfg.Username, From: "exproto"}
+			h := broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(error) {}}
+			ka := uint16(min(b.cfg.Keepalive/time.Second, 65535))
+			if b.cfg.ProtocolVersion == 4 {
+				b.raw, err = connectV4(ctx, conn, ci, b.cfg.Password, ka, h)
+			} else {
+				b.raw, err = broker.ConnectMQTT(ctx, conn, ci, b.cfg.Password, ka, h)
+			}
+			if err != nil {
+				return fmt.Errorf("raw publish session: %w", err)
+			}
+		}
+		err := b.raw.Publish(ctx, topic, qos, payload)
+		if err == nil || attempt == 1 || errors.Is(err, broker.ErrNotAuthorized) {
+			return err
+		}
+		b.raw.Close() // broken: reconnect once
+		b.raw = nil
+	}
+}
+
+// Close ends the gateway's own session; device sessions end with their channels.
+func (b *Broker) Close() error {
+	b.rawMu.Lock()
+	defer b.rawMu.Unlock()
+	if b.raw != nil {
+		b.raw.Close()
+		b.raw = nil
+	}
+	return nil
+}
