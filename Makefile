@@ -20,3 +20,12 @@ lint:
 # Regenerates exprotopb from proto/exproto.proto (needs Debian's protoc).
 proto:
 	./scripts/gen-proto.sh
+
+# The benchmark suite: exgate, its handlers and the baselines on loopback;
+# writes bench/results/<date>.json and .md (a few minutes on 2 cores).
+bench:
+	./scripts/deps.sh
+	$(GO) build -o bin/exgate ./cmd/exgate
+	$(GO) build -o bin/jsondemo ./examples/jsondemo
+	./bin/exgate bench suite --handler-bin bin/jsondemo --out bench/results
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/channel ./internal/listener ./internal/adapter

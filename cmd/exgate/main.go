@@ -89,7 +89,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintf(stdout, "exgate %s\n", v)
 		},
 	}
-	root.AddCommand(serveCmd, cfgCmd, versionCmd)
+	root.AddCommand(serveCmd, cfgCmd, versionCmd, newBenchCmd(stdout, stderr))
 	return root
 }
 

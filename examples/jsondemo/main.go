@@ -10,6 +10,8 @@
 //	10 RAW_PUBLISH {topic, qos, payload}         → 4 PUBACK {code}
 //
 // and every message delivered to the device comes as a 3 PUBLISH frame.
+// With -echo it sends every chunk straight back instead (the load tool's
+// echo scenario). It serves ConnectionUnaryHandler and ConnectionHandler.
 // Run it beside exgate:
 //
 //	go run ./examples/jsondemo -listen 127.0.0.1:9001 -adapter 127.0.0.1:9100
@@ -20,6 +22,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"io"
 	"log"
 	"net"
 	"os"
@@ -53,6 +56,7 @@ type frame struct {
 type handler struct {
 	pb.UnimplementedConnectionUnaryHandlerServer
 	adapter pb.ConnectionAdapterClient
+	echo    bool // send every chunk straight back instead of parsing frames
 
 	mu   sync.Mutex
 	bufs map[string][]byte // partial frames per connection
@@ -86,6 +90,12 @@ func (h *handler) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessages
 
 // OnReceivedBytes reassembles frames: a chunk may hold part of a frame or several.
 func (h *handler) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesRequest) (*pb.EmptySuccess, error) {
+	if h.echo {
+		if _, err := h.adapter.Send(ctx, &pb.SendBytesRequest{Conn: r.Conn, Bytes: r.Bytes}); err != nil {
+			log.Printf("%s: echo: %v", r.Conn, err)
+		}
+		return &pb.EmptySuccess{}, nil
+	}
 	h.mu.Lock()
 	buf := append(h.bufs[r.Conn], r.Bytes...)
 	dec := json.NewDecoder(bytes.NewReader(buf))
@@ -153,10 +163,70 @@ func (h *handler) send(ctx context.Context, conn string, f frame) {
 	}
 }
 
+// streaming serves the same handler as ConnectionHandler: every message of
+// a client stream is one event.
+type streaming struct {
+	pb.UnimplementedConnectionHandlerServer
+	h *handler
+}
+
+func drain[T any](recv func() (*T, error), on func(*T)) error {
+	for {
+		m, err := recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		on(m)
+	}
+}
+
+func (s streaming) OnSocketCreated(st pb.ConnectionHandler_OnSocketCreatedServer) error {
+	if err := drain(st.Recv, func(r *pb.SocketCreatedRequest) { _, _ = s.h.OnSocketCreated(st.Context(), r) }); err != nil {
+		return err
+	}
+	return st.SendAndClose(&pb.EmptySuccess{})
+}
+
+func (s streaming) OnSocketClosed(st pb.ConnectionHandler_OnSocketClosedServer) error {
+	if err := drain(st.Recv, func(r *pb.SocketClosedRequest) { _, _ = s.h.OnSocketClosed(st.Context(), r) }); err != nil {
+		return err
+	}
+	return st.SendAndClose(&pb.EmptySuccess{})
+}
+
+func (s streaming) OnReceivedBytes(st pb.ConnectionHandler_OnReceivedBytesServer) error {
+	if err := drain(st.Recv, func(r *pb.ReceivedBytesRequest) { _, _ = s.h.OnReceivedBytes(st.Context(), r) }); err != nil {
+		return err
+	}
+	return st.SendAndClose(&pb.EmptySuccess{})
+}
+
+func (s streaming) OnTimerTimeout(st pb.ConnectionHandler_OnTimerTimeoutServer) error {
+	if err := drain(st.Recv, func(r *pb.TimerTimeoutRequest) { _, _ = s.h.OnTimerTimeout(st.Context(), r) }); err != nil {
+		return err
+	}
+	return st.SendAndClose(&pb.EmptySuccess{})
+}
+
+func (s streaming) OnReceivedMessages(st pb.ConnectionHandler_OnReceivedMessagesServer) error {
+	if err := drain(st.Recv, func(r *pb.ReceivedMessagesRequest) { _, _ = s.h.OnReceivedMessages(st.Context(), r) }); err != nil {
+		return err
+	}
+	return st.SendAndClose(&pb.EmptySuccess{})
+}
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9001", "address this handler serves ConnectionUnaryHandler on")
 	adapterAddr := flag.String("adapter", "127.0.0.1:9100", "exgate's ConnectionAdapter address")
+	echo := flag.Bool("echo", false, "echo every chunk back to the device instead of speaking the JSON protocol")
+	quiet := flag.Bool("quiet", false, "do not log connections (for load tests)")
 	flag.Parse()
+	if *quiet {
+		log.SetOutput(io.Discard)
+	}
 
 	cc, err := grpc.NewClient(*adapterAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -168,7 +238,9 @@ func main() {
 		log.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	pb.RegisterConnectionUnaryHandlerServer(srv, &handler{adapter: pb.NewConnectionAdapterClient(cc), bufs: map[string][]byte{}})
+	h := &handler{adapter: pb.NewConnectionAdapterClient(cc), bufs: map[string][]byte{}, echo: *echo}
+	pb.RegisterConnectionUnaryHandlerServer(srv, h)
+	pb.RegisterConnectionHandlerServer(srv, streaming{h: h})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	go func() { <-ctx.Done(); srv.GracefulStop() }()

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/exgate/exgate/internal/bench"
+)
+
+// newBenchCmd is `exgate bench`: the load tool (internal/bench).
+func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Load-test an exgate (echo, fan-in, fan-out, connect storm) or run the benchmark suite"}
+	var asJSON bool
+	var pid int
+	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.PersistentFlags().IntVar(&pid, "gateway-pid", 0, "read this gateway process's CPU and RSS from /proc during the run")
+	report := func(r bench.Result, w *bench.Watch, devices int) error {
+		w.Done(&r, devices)
+		if asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(r)
+		}
+		fmt.Fprintf(stdout, "%s: %d devices, %d ops in %.1fs = %.0f/s", r.Scenario, r.Devices, r.Ops, r.Seconds, r.Rate)
+		if r.P50 > 0 {
+			fmt.Fprintf(stdout, "; latency p50 %.0fµs p90 %.0fµs p99 %.0fµs p99.9 %.0fµs", r.P50, r.P90, r.P99, r.P999)
+		}
+		fmt.Fprintln(stdout)
+		for c, n := range r.Errors {
+			fmt.Fprintf(stdout, "  errors %-20s %d\n", c, n)
+		}
+		for name, p := range r.Procs {
+			fmt.Fprintf(stdout, "  %s: CPU %.2fs (%.1fµs/op), RSS %.1f MiB\n", name, p.CPUSeconds, p.CPUPerOpUS, float64(p.RSSBytes)/(1<<20))
+		}
+		if r.Note != "" {
+			fmt.Fprintln(stdout, " ", r.Note)
+		}
+		return nil
+	}
+	watch := func() *bench.Watch {
+		if pid == 0 {
+			return nil
+		}
+		return bench.NewWatch(map[string]int{"gateway": pid})
+	}
+
+	var eo bench.EchoOptions
+	var insecure bool
+	echo := &cobra.Command{
+		Use:   "echo",
+		Short: "Devices send frames that the handler echoes back (use examples/jsondemo -echo)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if eo.Transport == "tls" {
+				eo.TLS = &tls.Config{InsecureSkipVerify: insecure}
+			}
+			eo.Progress = stderr
+			w := watch()
+			r, err := bench.Echo(cmd.Context(), eo)
+			if err != nil {
+				return err
+			}
+			return report(r, w, 0)
+		},
+	}
+	echo.Flags().StringVar(&eo.Addr, "addr", "127.0.0.1:7993", "device listener")
+	echo.Flags().StringVar(&eo.Transport, "transport", "tcp", "tcp, tls or udp")
+	echo.Flags().BoolVar(&insecure, "insecure", false, "tls: do not verify the gateway's certificate")
+	echo.Flags().IntVar(&eo.Devices, "devices", 100, "devices")
+	echo.Flags().IntVar(&eo.Payload, "payload", 64, "bytes per frame")
+	echo.Flags().DurationVar(&eo.Duration, "duration", 10*time.Second, "how long")
+	echo.Flags().Float64Var(&eo.Rate, "rate", 0, "round trips per second over all devices (0: as fast as possible)")
+
+	var fi bench.FanInOptions
+	fanin := &cobra.Command{
+		Use:   "fanin",
+		Short: "JSON-protocol devices publish to one MQTT subscriber (use examples/jsondemo)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fi.Progress = stderr
+			w := watch()
+			r, err := bench.FanIn(cmd.Context(), fi)
+			if err != nil {
+				return err
+			}
+			return report(r, w, 0)
+		},
+	}
+	fanin.Flags().StringVar(&fi.Gateway, "gateway", "127.0.0.1:7993", "device listener (empty: publish to --broker directly, the baseline)")
+	fanin.Flags().StringVar(&fi.Broker, "broker", "127.0.0.1:1883", "MQTT broker of the subscriber")
+	fanin.Flags().IntVar(&fi.Devices, "devices", 100, "publishers")
+	fanin.Flags().IntVar(&fi.QoS, "qos", 0, "0 or 1")
+	fanin.Flags().IntVar(&fi.Payload, "payload", 64, "bytes per message")
+	fanin.Flags().DurationVar(&fi.Duration, "duration", 10*time.Second, "how long")
+
+	var fo bench.FanOutOptions
+	fanout := &cobra.Command{
+		Use:   "fanout",
+		Short: "One MQTT publisher to many subscribed JSON-protocol devices",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fo.Progress = stderr
+			w := watch()
+			r, err := bench.FanOut(cmd.Context(), fo)
+			if err != nil {
+				return err
+			}
+			return report(r, w, 0)
+		},
+	}
+	fanout.Flags().StringVar(&fo.Gateway, "gateway", "127.0.0.1:7993", "device listener (empty: MQTT subscribers, the baseline)")
+	fanout.Flags().StringVar(&fo.Broker, "broker", "127.0.0.1:1883", "MQTT broker of the publisher")
+	fanout.Flags().IntVar(&fo.Devices, "devices", 1000, "subscribed devices")
+	fanout.Flags().IntVar(&fo.Messages, "messages", 50, "messages published")
+	fanout.Flags().IntVar(&fo.Payload, "payload", 64, "bytes per message")
+
+	var so bench.StormOptions
+	storm := &cobra.Command{
+		Use:   "storm",
+		Short: "Many JSON-protocol devices connect, authenticate and subscribe at once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			so.Progress = stderr
+			w := watch()
+			var held bench.Result
+			so.Hold = func() { w.Done(&held, so.Devices) } // memory while all are connected
+			r, err := bench.Storm(cmd.Context(), so)
+			if err != nil {
+				return err
+			}
+			w.Done(&r, 0)
+			for name, p := range held.Procs {
+				q := r.Procs[name]
+				q.RSSBytes, q.RSSPerDevice = p.RSSBytes, p.RSSPerDevice
+				r.Procs[name] = q
+			}
+			return report(r, nil, 0)
+		},
+	}
+	storm.Flags().StringVar(&so.Gateway, "gateway", "127.0.0.1:7993", "device listener")
+	storm.Flags().IntVar(&so.Devices, "devices", 10000, "devices")
+	storm.Flags().IntVar(&so.Concurrency, "concurrency", 64, "connects in flight")
+
+	var su bench.SuiteOptions
+	suite := &cobra.Command{
+		Use:   "suite",
+		Short: "Start exgate, handlers and baselines on loopback and run every scenario (what `make bench` does)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if su.ExgateBin == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				su.ExgateBin = exe
+			}
+			if su.Mosquitto == "auto" {
+				su.Mosquitto = ""
+				for _, p := range []string{"/usr/sbin/mosquitto", "/usr/bin/mosquitto"} {
+					if _, err := os.Stat(p); err == nil {
+						su.Mosquitto = p
+					}
+				}
+				if p, err := exec.LookPath("mosquitto"); err == nil {
+					su.Mosquitto = p
+				}
+			}
+			su.Progress = stderr
+			rep, err := bench.Suite(cmd.Context(), su)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(stdout, rep.Markdown())
+			return nil
+		},
+	}
+	suite.Flags().StringVar(&su.HandlerBin, "handler-bin", "bin/jsondemo", "examples/jsondemo, built")
+	suite.Flags().StringVar(&su.ExgateBin, "exgate-bin", "", "exgate binary to test (default: this one)")
+	suite.Flags().StringVar(&su.Mosquitto, "mosquitto", "auto", "mosquitto binary for the baselines (empty: skip them)")
+	suite.Flags().StringVar(&su.OutDir, "out", "bench/results", "where the JSON and Markdown reports go")
+	suite.Flags().IntVar(&su.Scale, "scale", 1, "divide device counts and durations by this (10: a quick smoke run)")
+
+	cmd.AddCommand(echo, fanin, fanout, storm, suite)
+	return cmd
+}

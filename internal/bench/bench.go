@@ -1,0 +1,208 @@
+// Package bench is exgate's load tool: device fleets over TCP, TLS and UDP
+// that echo, publish, subscribe and connect, against any exgate, and the
+// baselines they are compared with in the same run (a raw TCP echo server,
+// MQTT clients speaking to a broker directly). It measures; it asserts
+// nothing.
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Result is one measured run.
+type Result struct {
+	Scenario string  `json:"scenario"`
+	Target   string  `json:"target"` // exgate, raw-tcp, mqtt-embedded, mosquitto
+	Devices  int     `json:"devices"`
+	Ops      int64   `json:"ops"` // round trips, messages or connects
+	Seconds  float64 `json:"seconds"`
+	Rate     float64 `json:"rate"` // ops per second
+	// Latency percentiles in microseconds (echo and connects).
+	P50  float64 `json:"p50_us,omitempty"`
+	P90  float64 `json:"p90_us,omitempty"`
+	P99  float64 `json:"p99_us,omitempty"`
+	P999 float64 `json:"p999_us,omitempty"`
+	// Errors by cause.
+	Errors map[string]int64 `json:"errors,omitempty"`
+	// Procs: CPU and memory of the processes under test during the run.
+	Procs map[string]ProcUsage `json:"procs,omitempty"`
+	// Ratio to the baseline of the same scenario, when there is one.
+	Ratio    float64 `json:"ratio,omitempty"`
+	Baseline string  `json:"baseline,omitempty"`
+	Note     string  `json:"note,omitempty"`
+}
+
+// ProcUsage is one process's share of a run.
+type ProcUsage struct {
+	CPUSeconds float64 `json:"cpu_s"`
+	CPUPerOpUS float64 `json:"cpu_per_op_us"`
+	RSSBytes   int64   `json:"rss_bytes"`
+	// RSSPerDevice is the RSS growth over the run divided by devices
+	// (connect storm).
+	RSSPerDevice float64 `json:"rss_per_device_bytes,omitempty"`
+	Goroutines   int     `json:"-"`
+}
+
+// errorCounts counts errors by cause; safe for concurrent use.
+type errorCounts struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+func (e *errorCounts) add(cause string) {
+	e.mu.Lock()
+	if e.m == nil {
+		e.m = map[string]int64{}
+	}
+	e.m[cause]++
+	e.mu.Unlock()
+}
+
+func (e *errorCounts) snapshot() map[string]int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.m) == 0 {
+		return nil
+	}
+	return maps(e.m)
+}
+
+func maps(m map[string]int64) map[string]int64 {
+	out := make(map[string]int64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// cause names an error for the errors-by-cause table.
+func cause(err error) string {
+	s := err.Error()
+	for _, c := range []string{"timeout", "connection refused", "connection reset", "EOF", "broken pipe", "refused"} {
+		if strings.Contains(s, c) {
+			return c
+		}
+	}
+	if len(s) > 40 {
+		s = s[:40]
+	}
+	return s
+}
+
+// latencies collects samples from many goroutines.
+type latencies struct {
+	mu  sync.Mutex
+	all []time.Duration
+}
+
+func (l *latencies) merge(s []time.Duration) {
+	l.mu.Lock()
+	l.all = append(l.all, s...)
+	l.mu.Unlock()
+}
+
+// fill sets the percentiles of r from the samples.
+func (l *latencies) fill(r *Result) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.all) == 0 {
+		return
+	}
+	slices.Sort(l.all)
+	p := func(q float64) float64 {
+		i := int(q * float64(len(l.all)-1))
+		return float64(l.all[i].Nanoseconds()) / 1e3
+	}
+	r.P50, r.P90, r.P99, r.P999 = p(0.50), p(0.90), p(0.99), p(0.999)
+}
+
+// procStat reads a process's CPU time and resident memory from /proc.
+func procStat(pid int) (cpu time.Duration, rss int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Fields after the command name (which may contain spaces).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return cpu, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			rss = kb << 10
+		}
+	}
+	return cpu, rss, nil
+}
+
+// Watch samples named processes around a run.
+type Watch struct {
+	pids  map[string]int
+	start map[string]time.Duration
+	rss0  map[string]int64
+}
+
+// NewWatch starts watching; pids maps a name (gateway, handler, …) to a pid.
+func NewWatch(pids map[string]int) *Watch {
+	w := &Watch{pids: pids, start: map[string]time.Duration{}, rss0: map[string]int64{}}
+	for n, pid := range pids {
+		w.start[n], w.rss0[n], _ = procStat(pid)
+	}
+	return w
+}
+
+// Done fills r.Procs with each process's CPU per op and RSS.
+func (w *Watch) Done(r *Result, devices int) {
+	if w == nil || len(w.pids) == 0 {
+		return
+	}
+	r.Procs = map[string]ProcUsage{}
+	for n, pid := range w.pids {
+		cpu, rss, err := procStat(pid)
+		if err != nil {
+			continue
+		}
+		u := ProcUsage{CPUSeconds: (cpu - w.start[n]).Seconds(), RSSBytes: rss}
+		if r.Ops > 0 {
+			u.CPUPerOpUS = u.CPUSeconds * 1e6 / float64(r.Ops)
+		}
+		if devices > 0 {
+			u.RSSPerDevice = float64(rss-w.rss0[n]) / float64(devices)
+		}
+		r.Procs[n] = u
+	}
+}
+
+// progress prints a live line to w every second until stop is closed.
+func progress(w io.Writer, label string, count func() (int64, string), stop <-chan struct{}) {
+	if w == nil {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last int64
+	for {
+		select {
+		case <-stop:
+			fmt.Fprintln(w)
+			return
+		case <-t.C:
+			n, extra := count()
+			fmt.Fprintf(w, "\r%-12s %10d ops  %9.0f/s  %s   ", label, n, float64(n-last), extra)
+			last = n
+		}
+	}
+}

@@ -1,0 +1,307 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// jsonDevice speaks the JSON demo protocol (examples/jsondemo) to exgate.
+type jsonDevice struct {
+	c   net.Conn
+	dec *json.Decoder
+}
+
+type frame struct {
+	Type       int            `json:"type"`
+	ClientInfo map[string]any `json:"clientinfo,omitempty"`
+	Code       *int           `json:"code,omitempty"`
+	Topic      string         `json:"topic,omitempty"`
+	QoS        int            `json:"qos,omitempty"`
+	Payload    string         `json:"payload,omitempty"`
+}
+
+// connectJSON dials, authenticates as clientID and optionally subscribes.
+func connectJSON(ctx context.Context, addr, clientID, subscribe string) (*jsonDevice, error) {
+	c, err := dialDevice(ctx, "tcp", addr, nil)
+	if err != nil {
+		return nil, err
+	}
+	d := &jsonDevice{c: c, dec: json.NewDecoder(bufio.NewReaderSize(c, 16<<10))}
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	if err := d.request(frame{Type: 1, ClientInfo: map[string]any{"clientid": clientID}}, 2); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if subscribe != "" {
+		if err := d.request(frame{Type: 5, Topic: subscribe, QoS: 1}, 6); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("subscribe: %w", err)
+		}
+	}
+	_ = c.SetDeadline(time.Time{})
+	return d, nil
+}
+
+func (d *jsonDevice) send(f frame) error {
+	b, _ := json.Marshal(f)
+	_, err := d.c.Write(b)
+	return err
+}
+
+// request sends f and waits for an ack of type want with code 0.
+func (d *jsonDevice) request(f frame, want int) error {
+	if err := d.send(f); err != nil {
+		return err
+	}
+	for {
+		var got frame
+		if err := d.dec.Decode(&got); err != nil {
+			return err
+		}
+		if got.Type == want {
+			if got.Code != nil && *got.Code != 0 {
+				return fmt.Errorf("refused (code %d)", *got.Code)
+			}
+			return nil
+		}
+	}
+}
+
+// FanInOptions: many publishers, one MQTT subscriber.
+type FanInOptions struct {
+	Devices  int
+	QoS      int
+	Payload  int
+	Duration time.Duration
+	Progress io.Writer
+	// Gateway is exgate's JSON-protocol listener; empty: the publishers
+	// are MQTT clients of Broker (the baseline).
+	Gateway string
+	// Broker is where the subscriber (and baseline publishers) connect.
+	Broker string
+}
+
+// FanIn measures messages per second arriving at one subscriber. QoS 0
+// publishers send as fast as the path takes them; QoS 1 publishers wait for
+// each acknowledgement.
+func FanIn(ctx context.Context, o FanInOptions) (Result, error) {
+	res := Result{Scenario: fmt.Sprintf("fan-in qos%d", o.QoS), Devices: o.Devices}
+	sub, err := dialMQTT(o.Broker, fmt.Sprintf("bench-sub-%d", time.Now().UnixNano()))
+	if err != nil {
+		return res, fmt.Errorf("subscriber: %w", err)
+	}
+	defer sub.Close()
+	if err := sub.subscribe("bench/in/#", byte(o.QoS)); err != nil {
+		return res, err
+	}
+	var got atomic.Int64
+	go func() {
+		for {
+			pk, err := sub.read()
+			if err != nil {
+				return
+			}
+			if pk.FixedHeader.Type == packets.Publish {
+				got.Add(1)
+				if pk.FixedHeader.Qos == 1 {
+					_ = sub.puback(pk.PacketID)
+				}
+			}
+		}
+	}()
+	payload := strings.Repeat("x", o.Payload)
+	var errs errorCounts
+	type publisher func(topic string) error
+	pubs := make([]publisher, 0, o.Devices)
+	var closers []io.Closer
+	defer func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}()
+	for i := 0; i < o.Devices; i++ {
+		topic := fmt.Sprintf("bench/in/%d", i)
+		if o.Gateway != "" {
+			d, err := connectJSON(ctx, o.Gateway, fmt.Sprintf("bench-pub-%d", i), "")
+			if err != nil {
+				return res, fmt.Errorf("device %d: %w", i, err)
+			}
+			closers = append(closers, d.c)
+			if o.QoS == 0 {
+				go func() { _, _ = io.Copy(io.Discard, d.c) }() // PUBACK frames
+				pubs = append(pubs, func(t string) error { return d.send(frame{Type: 3, Topic: t, Payload: payload}) })
+			} else {
+				pubs = append(pubs, func(t string) error { return d.request(frame{Type: 3, Topic: t, QoS: 1, Payload: payload}, 4) })
+			}
+		} else {
+			m, err := dialMQTT(o.Broker, fmt.Sprintf("bench-pub-%d", i))
+			if err != nil {
+				return res, fmt.Errorf("publisher %d: %w", i, err)
+			}
+			closers = append(closers, m)
+			pubs = append(pubs, func(t string) error {
+				if err := m.publish(t, byte(o.QoS), []byte(payload)); err != nil || o.QoS == 0 {
+					return err
+				}
+				for {
+					pk, err := m.read()
+					if err != nil {
+						return err
+					}
+					if pk.FixedHeader.Type == packets.Puback {
+						return nil
+					}
+				}
+			})
+		}
+		_ = topic
+	}
+	stop := make(chan struct{})
+	go progress(o.Progress, res.Scenario, func() (int64, string) { return got.Load(), "received" }, stop)
+	begin := time.Now()
+	deadline := begin.Add(o.Duration)
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	for i, pub := range pubs {
+		wg.Go(func() {
+			topic := fmt.Sprintf("bench/in/%d", i)
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				if err := pub(topic); err != nil {
+					errs.add(cause(err))
+					return
+				}
+				sent.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	// What is still in flight gets a moment to arrive.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && got.Load() < sent.Load(); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	res.Seconds = time.Since(begin).Seconds()
+	res.Ops = got.Load()
+	res.Rate = float64(res.Ops) / res.Seconds
+	res.Errors = errs.snapshot()
+	if lost := sent.Load() - got.Load(); lost > 0 {
+		res.Note = fmt.Sprintf("%d of %d sent not received", lost, sent.Load())
+	}
+	return res, nil
+}
+
+// FanOutOptions: one MQTT publisher, many subscribed devices.
+type FanOutOptions struct {
+	Devices  int
+	Messages int // published, each delivered to every device
+	Payload  int
+	Progress io.Writer
+	Gateway  string // exgate JSON listener; empty: MQTT subscribers of Broker
+	Broker   string
+}
+
+// FanOut measures deliveries per second from one publisher to every device.
+func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
+	res := Result{Scenario: "fan-out", Devices: o.Devices}
+	var got atomic.Int64
+	var errs errorCounts
+	var closers []io.Closer
+	defer func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}()
+	for i := 0; i < o.Devices; i++ {
+		if o.Gateway != "" {
+			d, err := connectJSON(ctx, o.Gateway, fmt.Sprintf("bench-fan-%d", i), "bench/out")
+			if err != nil {
+				return res, fmt.Errorf("device %d: %w", i, err)
+			}
+			closers = append(closers, d.c)
+			go func() {
+				for {
+					var f frame
+					if err := d.dec.Decode(&f); err != nil {
+						return
+					}
+					if f.Type == 3 {
+						got.Add(1)
+					}
+				}
+			}()
+		} else {
+			m, err := dialMQTT(o.Broker, fmt.Sprintf("bench-fan-%d", i))
+			if err != nil {
+				return res, fmt.Errorf("subscriber %d: %w", i, err)
+			}
+			closers = append(closers, m)
+			if err := m.subscribe("bench/out", 0); err != nil {
+				return res, err
+			}
+			go func() {
+				for {
+					pk, err := m.read()
+					if err != nil {
+						return
+					}
+					if pk.FixedHeader.Type == packets.Publish {
+						got.Add(1)
+					}
+				}
+			}()
+		}
+	}
+	pub, err := dialMQTT(o.Broker, fmt.Sprintf("bench-fanpub-%d", time.Now().UnixNano()))
+	if err != nil {
+		return res, err
+	}
+	closers = append(closers, pub)
+	want := int64(o.Devices * o.Messages)
+	stop := make(chan struct{})
+	go progress(o.Progress, "fan-out", func() (int64, string) { return got.Load(), fmt.Sprintf("of %d", want) }, stop)
+	payload := []byte(strings.Repeat("y", o.Payload))
+	begin := time.Now()
+	for i := 0; i < o.Messages; i++ {
+		if err := pub.publish("bench/out", 0, payload); err != nil {
+			errs.add(cause(err))
+			break
+		}
+		// Pace the publisher at the rate deliveries drain, so that neither
+		// path is measured by what it drops.
+		for got.Load() < int64(i-50)*int64(o.Devices) && time.Since(begin) < time.Minute {
+			time.Sleep(200 * time.Microsecond)
+		}
+	}
+	for time.Since(begin) < 2*time.Minute && got.Load() < want {
+		time.Sleep(5 * time.Millisecond)
+		if time.Since(begin) > 10*time.Second && stalled(&got) {
+			break
+		}
+	}
+	close(stop)
+	res.Seconds = time.Since(begin).Seconds()
+	res.Ops = got.Load()
+	res.Rate = float64(res.Ops) / res.Seconds
+	res.Errors = errs.snapshot()
+	if res.Ops < want {
+		res.Note = fmt.Sprintf("%d of %d deliveries arrived", res.Ops, want)
+	}
+	return res, nil
+}
+
+// stalled reports whether n did not move for a second.
+func stalled(n *atomic.Int64) bool {
+	a := n.Load()
+	time.Sleep(time.Second)
+	return n.Load() == a
+}

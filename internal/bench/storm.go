@@ -1,0 +1,76 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// StormOptions: many devices connect, authenticate and subscribe at once.
+type StormOptions struct {
+	Gateway     string // exgate JSON listener
+	Devices     int
+	Concurrency int // connects in flight at once
+	Progress    io.Writer
+	// Hold runs with every device still connected, before they close
+	// (memory is read then).
+	Hold func()
+}
+
+// Storm measures connects per second, including OnSocketCreated,
+// Authenticate and Subscribe, and their latency.
+func Storm(ctx context.Context, o StormOptions) (Result, error) {
+	res := Result{Scenario: "connect storm", Devices: o.Devices}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 100
+	}
+	var lat latencies
+	var errs errorCounts
+	var done atomic.Int64
+	devs := make([]*jsonDevice, o.Devices)
+	next := atomic.Int64{}
+	stop := make(chan struct{})
+	go progress(o.Progress, "storm", func() (int64, string) { return done.Load(), "connected" }, stop)
+	begin := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < o.Concurrency; w++ {
+		wg.Go(func() {
+			var samples []time.Duration
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= o.Devices || ctx.Err() != nil {
+					break
+				}
+				t0 := time.Now()
+				d, err := connectJSON(ctx, o.Gateway, fmt.Sprintf("storm-%d", i), fmt.Sprintf("cmd/storm-%d", i))
+				if err != nil {
+					errs.add(cause(err))
+					continue
+				}
+				samples = append(samples, time.Since(t0))
+				devs[i] = d
+				done.Add(1)
+			}
+			lat.merge(samples)
+		})
+	}
+	wg.Wait()
+	res.Seconds = time.Since(begin).Seconds()
+	close(stop)
+	res.Ops = done.Load()
+	res.Rate = float64(res.Ops) / res.Seconds
+	res.Errors = errs.snapshot()
+	lat.fill(&res)
+	if o.Hold != nil {
+		o.Hold()
+	}
+	for _, d := range devs {
+		if d != nil {
+			d.c.Close()
+		}
+	}
+	return res, nil
+}

@@ -1,0 +1,365 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// SuiteOptions configure the whole benchmark suite: it starts an exgate, its
+// handlers and the baselines itself, on loopback ports.
+type SuiteOptions struct {
+	ExgateBin  string // the exgate binary
+	HandlerBin string // examples/jsondemo built
+	Mosquitto  string // mosquitto binary; empty skips the mosquitto baselines
+	OutDir     string // where <date>.json and <date>.md go
+	// Scale divides the device counts and durations (1 = the full suite;
+	// 10 for a quick smoke run).
+	Scale    int
+	Progress io.Writer
+}
+
+// Report is a suite's output.
+type Report struct {
+	Date    string   `json:"date"`
+	Host    string   `json:"host"`
+	CPUs    int      `json:"cpus"`
+	Scale   int      `json:"scale"`
+	Results []Result `json:"results"`
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func waitPort(addr string, d time.Duration) error {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not open within %v", addr, d)
+}
+
+// Suite runs every scenario with its baselines and writes the report.
+func Suite(ctx context.Context, o SuiteOptions) (*Report, error) {
+	if o.Scale < 1 {
+		o.Scale = 1
+	}
+	dir, err := os.MkdirTemp("", "exgate-bench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	addrs := map[string]string{}
+	for _, k := range []string{"adapter", "mqtt", "echo", "echostream", "json", "h-echo", "h-json", "mosquitto"} {
+		if addrs[k], err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	var procs []proc
+	defer func() {
+		for _, p := range procs {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+	}()
+	start := func(name string, args ...string) (*exec.Cmd, error) {
+		cmd := exec.Command(args[0], args[1:]...)
+		logf, _ := os.Create(filepath.Join(dir, name+".log"))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		procs = append(procs, proc{name, cmd})
+		return cmd, nil
+	}
+	hEcho, err := start("handler-echo", o.HandlerBin, "-listen", addrs["h-echo"], "-adapter", addrs["adapter"], "-echo", "-quiet")
+	if err != nil {
+		return nil, err
+	}
+	hJSON, err := start("handler-json", o.HandlerBin, "-listen", addrs["h-json"], "-adapter", addrs["adapter"], "-quiet")
+	if err != nil {
+		return nil, err
+	}
+	cfg := fmt.Sprintf(`log: {level: warn}
+broker: {embedded: {listeners: {tcp: {bind: "%s"}}}}
+gateway:
+  exproto:
+    server: {bind: "%s"}
+    handler: {address: "http://%s"}
+    idle_timeout: 10m
+    listeners:
+      tcp:
+        echo: {bind: "%s", handler: {address: "http://%s"}}
+        echostream: {bind: "%s", handler: {address: "http://%s", service_name: ConnectionHandler}}
+        json: {bind: "%s"}
+`, addrs["mqtt"], addrs["adapter"], addrs["h-json"], addrs["echo"], addrs["h-echo"], addrs["echostream"], addrs["h-echo"], addrs["json"])
+	cfgPath := filepath.Join(dir, "exgate.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	gw, err := start("exgate", o.ExgateBin, "-c", cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range []string{"adapter", "mqtt", "echo", "json", "h-echo", "h-json"} {
+		if err := waitPort(addrs[k], 10*time.Second); err != nil {
+			return nil, fmt.Errorf("%s: %w (logs in %s)", k, err, dir)
+		}
+	}
+	var mosq *exec.Cmd
+	if o.Mosquitto != "" {
+		conf := filepath.Join(dir, "mosquitto.conf")
+		_, port, _ := net.SplitHostPort(addrs["mosquitto"])
+		body := "listener " + port + " 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+		if os.Geteuid() == 0 {
+			body += "user root\n"
+		}
+		_ = os.WriteFile(conf, []byte(body), 0o644)
+		if mosq, err = start("mosquitto", o.Mosquitto, "-c", conf); err != nil {
+			return nil, err
+		}
+		if err := waitPort(addrs["mosquitto"], 10*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	raw, err := StartEchoServer("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer raw.Close()
+
+	host, _ := os.Hostname()
+	rep := &Report{Date: time.Now().UTC().Format("2006-01-02T15-04-05Z"), Host: host, CPUs: cpus(), Scale: o.Scale}
+	d := time.Duration(10/o.Scale+1) * time.Second
+	n := func(full int) int { return max(full/o.Scale, 1) }
+	watch := func(names ...string) *Watch {
+		pids := map[string]int{}
+		for _, nm := range names {
+			switch nm {
+			case "gateway":
+				pids[nm] = gw.Process.Pid
+			case "handler-echo":
+				pids[nm] = hEcho.Process.Pid
+			case "handler-json":
+				pids[nm] = hJSON.Process.Pid
+			case "mosquitto":
+				if mosq != nil {
+					pids[nm] = mosq.Process.Pid
+				}
+			}
+		}
+		return NewWatch(pids)
+	}
+	add := func(r Result, target string, w *Watch, devices int, baseline *Result) {
+		r.Target = target
+		w.Done(&r, devices)
+		if baseline != nil && baseline.Rate > 0 {
+			r.Ratio, r.Baseline = r.Rate/baseline.Rate, baseline.Target
+		}
+		rep.Results = append(rep.Results, r)
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "%-22s %-16s %10.0f/s  p50 %7.0fµs  p99 %7.0fµs  ratio %.2f %s\n", r.Scenario, r.Target, r.Rate, r.P50, r.P99, r.Ratio, r.Note)
+		}
+	}
+	pw := o.Progress
+
+	// Echo: 100 devices, 64-byte frames, as fast as they go.
+	echo := func(scn, addr string, rate float64, devices int) (Result, error) {
+		r, err := Echo(ctx, EchoOptions{Addr: addr, Devices: devices, Payload: 64, Duration: d, Rate: rate, Progress: pw})
+		r.Scenario = scn
+		return r, err
+	}
+	base, err := echo("echo", raw.Addr(), 0, n(100))
+	if err != nil {
+		return nil, err
+	}
+	base.Target = "raw-tcp"
+	add(base, "raw-tcp", nil, 0, nil)
+	for _, t := range []struct{ target, addr, handler string }{{"exgate unary", addrs["echo"], "handler-echo"}, {"exgate streaming", addrs["echostream"], "handler-echo"}} {
+		w := watch("gateway", t.handler)
+		r, err := echo("echo", t.addr, 0, n(100))
+		if err != nil {
+			return nil, err
+		}
+		add(r, t.target, w, 0, &base)
+	}
+
+	// Added latency: one device, then 2,000 round trips/s over 100 devices.
+	for _, l := range []struct {
+		scn     string
+		devices int
+		rate    float64
+	}{{"latency 1 device", 1, 0}, {"latency 2000/s", n(100), 2000 / float64(o.Scale)}} {
+		b, err := echo(l.scn, raw.Addr(), l.rate, l.devices)
+		if err != nil {
+			return nil, err
+		}
+		b.Target = "raw-tcp"
+		add(b, "raw-tcp", nil, 0, nil)
+		w := watch("gateway", "handler-echo")
+		r, err := echo(l.scn, addrs["echo"], l.rate, l.devices)
+		if err != nil {
+			return nil, err
+		}
+		r.Note = fmt.Sprintf("added p50 %.0fµs, p99 %.0fµs", r.P50-b.P50, r.P99-b.P99)
+		add(r, "exgate unary", w, 0, &b)
+	}
+
+	// Fan-in at QoS 0 and 1: devices publish to one MQTT subscriber.
+	for _, qos := range []int{0, 1} {
+		fo := FanInOptions{Devices: n(100), QoS: qos, Payload: 64, Duration: d, Progress: pw}
+		var ref *Result
+		if mosq != nil {
+			fo.Broker = addrs["mosquitto"]
+			w := watch("mosquitto")
+			r, err := FanIn(ctx, fo)
+			if err != nil {
+				return nil, err
+			}
+			r.Target = "mosquitto"
+			add(r, "mosquitto", w, 0, nil)
+			ref = &r
+		}
+		fo.Broker = addrs["mqtt"]
+		w := watch("gateway")
+		r, err := FanIn(ctx, fo)
+		if err != nil {
+			return nil, err
+		}
+		r.Target = "mqtt-embedded"
+		add(r, "mqtt-embedded", w, 0, nil)
+		if ref == nil {
+			ref = &r
+		}
+		fo.Gateway = addrs["json"]
+		w = watch("gateway", "handler-json")
+		r, err = FanIn(ctx, fo)
+		if err != nil {
+			return nil, err
+		}
+		add(r, "exgate", w, 0, ref)
+	}
+
+	// Fan-out: one publisher to 1,000 subscribed devices.
+	fo := FanOutOptions{Devices: n(1000), Messages: 50, Payload: 64, Broker: addrs["mqtt"], Progress: pw}
+	w := watch("gateway")
+	fb, err := FanOut(ctx, fo)
+	if err != nil {
+		return nil, err
+	}
+	fb.Target = "mqtt-embedded"
+	add(fb, "mqtt-embedded", w, 0, nil)
+	fo.Gateway = addrs["json"]
+	w = watch("gateway", "handler-json")
+	fr, err := FanOut(ctx, fo)
+	if err != nil {
+		return nil, err
+	}
+	add(fr, "exgate", w, 0, &fb)
+
+	// Connect storm: 10,000 devices connect, authenticate and subscribe.
+	time.Sleep(2 * time.Second) // let the fan-out devices' goodbyes settle
+	w = watch("gateway", "handler-json")
+	var held Result
+	sr, err := Storm(ctx, StormOptions{Gateway: addrs["json"], Devices: n(10000), Concurrency: 64, Progress: pw,
+		Hold: func() {
+			time.Sleep(time.Second) // memory while every device is connected
+			w.Done(&held, n(10000))
+		}})
+	if err != nil {
+		return nil, err
+	}
+	held.Ops = sr.Ops // CPU per connect, memory per connected device
+	w.Done(&sr, 0)
+	for name, p := range held.Procs {
+		q := sr.Procs[name]
+		q.RSSBytes, q.RSSPerDevice = p.RSSBytes, p.RSSPerDevice
+		sr.Procs[name] = q
+	}
+	sr.Target = "exgate"
+	if g, ok := sr.Procs["gateway"]; ok {
+		sr.Note = fmt.Sprintf("gateway RSS %.1f KiB per connected, subscribed device", g.RSSPerDevice/1024)
+	}
+	rep.Results = append(rep.Results, sr)
+	if pw != nil {
+		fmt.Fprintf(pw, "%-22s %-16s %10.0f/s  p50 %7.0fµs  p99 %7.0fµs  %s\n", sr.Scenario, sr.Target, sr.Rate, sr.P50, sr.P99, sr.Note)
+	}
+
+	if o.OutDir != "" {
+		if err := rep.Write(o.OutDir); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func cpus() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return max(strings.Count(string(b), "processor\t:"), 1)
+}
+
+// Write stores the report as <dir>/<date>.json and <dir>/<date>.md.
+func (r *Report) Write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(r, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, r.Date+".json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, r.Date+".md"), []byte(r.Markdown()), 0o644)
+}
+
+// Markdown renders the report as a table.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	w := bufio.NewWriter(&b)
+	fmt.Fprintf(w, "# exgate benchmark %s\n\n%d CPUs, scale 1/%d. Rates are medians of nothing: one run each; compare ratios, not absolutes.\n\n", r.Date, r.CPUs, r.Scale)
+	fmt.Fprintln(w, "| scenario | target | devices | rate/s | ratio | p50 µs | p99 µs | gateway CPU µs/op | handler CPU µs/op | note |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	for _, x := range r.Results {
+		gw, h := "", ""
+		if p, ok := x.Procs["gateway"]; ok && x.Ops > 0 {
+			gw = fmt.Sprintf("%.1f", p.CPUPerOpUS)
+		}
+		for n, p := range x.Procs {
+			if strings.HasPrefix(n, "handler") && x.Ops > 0 {
+				h = fmt.Sprintf("%.1f", p.CPUPerOpUS)
+			}
+		}
+		ratio := ""
+		if x.Ratio > 0 {
+			ratio = fmt.Sprintf("%.2f × %s", x.Ratio, x.Baseline)
+		}
+		errs := ""
+		if len(x.Errors) > 0 {
+			errs = fmt.Sprintf(" errors %v", x.Errors)
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %.0f | %.0f | %s | %s | %s%s |\n", x.Scenario, x.Target, x.Devices, x.Rate, ratio, x.P50, x.P99, gw, h, x.Note, errs)
+	}
+	w.Flush()
+	return b.String()
+}
