@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -34,7 +35,8 @@ type GRPCOptions struct {
 // NewGRPCServer serves s, gRPC health (reporting SERVING for the adapter
 // service) and reflection, so grpcurl and orchestrators can probe the port.
 func NewGRPCServer(s *Server, o GRPCOptions) (*grpc.Server, error) {
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(o.MaxRecvMessageSize)}
+	// Stream workers reuse goroutines (and their grown stacks) across calls.
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(o.MaxRecvMessageSize), grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))}
 	if o.TLS != nil {
 		tc, err := tlsconfig.Server("gateway.exproto.server.ssl_options", o.TLS)
 		if err != nil {

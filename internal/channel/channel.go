@@ -92,6 +92,7 @@ type Config struct {
 	DeliveryQueue int
 	Registry      *Registry
 	Stats         *Stats
+	Pool          *Pool // runs dispatchers; nil: a goroutine each
 	Logger        *slog.Logger
 }
 

@@ -48,7 +48,11 @@ func (c *Channel) push(ev event) {
 	}
 	if !c.dispatching {
 		c.dispatching = true
-		go c.dispatch()
+		if c.cfg.Pool != nil {
+			c.cfg.Pool.Go(c.dispatch)
+		} else {
+			go c.dispatch()
+		}
 	}
 }
 

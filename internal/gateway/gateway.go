@@ -37,6 +37,7 @@ type Gateway struct {
 	log   *slog.Logger
 	Stats *channel.Stats
 	Reg   *channel.Registry
+	pool  *channel.Pool
 
 	broker    broker.Broker
 	embedded  *embedded.Broker // nil with an external broker
@@ -62,7 +63,7 @@ type deviceListener struct {
 // already opened is closed again.
 func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	x := cfg.Gateway.ExProto
-	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry()}
+	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry(), pool: channel.NewPool(10 * time.Second)}
 	defer func() {
 		if err != nil {
 			g.closeAll()
@@ -240,6 +241,7 @@ func (g *Gateway) channelConfig(kind listener.Kind, name string, l *config.Liste
 		EventQueue:        x.EventQueue,
 		DeliveryQueue:     x.DeliveryQueue,
 		Registry:          g.Reg,
+		Pool:              g.pool,
 		Stats:             g.Stats,
 		Logger:            g.log.With("listener", kind.String()+":"+name),
 	}
@@ -405,6 +407,7 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 func x0(c *config.Config) *config.ExProto { return &c.Gateway.ExProto }
 
 func (g *Gateway) closeAll() {
+	defer g.pool.Close() // after the handlers: nothing dispatches any more
 	for _, h := range g.handlers {
 		_ = h.Close()
 	}

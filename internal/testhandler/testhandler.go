@@ -89,6 +89,8 @@ type Handler struct {
 	// OnBytes and OnMessages, if set, run at the start of those callbacks
 	// (to make a handler slow).
 	OnBytes, OnMessages func()
+	// Echo sends every chunk straight back and records nothing (benchmarks).
+	Echo bool
 	// ReadOnlyFirst mimics handlers that only read messages[0].
 	ReadOnlyFirst bool
 
@@ -441,6 +443,10 @@ func (h *Handler) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessages
 }
 
 func (h *Handler) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesRequest) (*pb.EmptySuccess, error) {
+	if h.Echo {
+		_, err := h.Adapter.Send(ctx, &pb.SendBytesRequest{Conn: r.Conn, Bytes: r.Bytes})
+		return &pb.EmptySuccess{}, err
+	}
 	leave := h.enter(r.Conn)
 	defer leave()
 	h.record(r.Conn, Event{Method: "OnReceivedBytes", Bytes: r.Bytes})
