@@ -77,6 +77,8 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	echo.Flags().IntVar(&eo.Payload, "payload", 64, "bytes per frame")
 	echo.Flags().DurationVar(&eo.Duration, "duration", 10*time.Second, "how long")
 	echo.Flags().Float64Var(&eo.Rate, "rate", 0, "round trips per second over all devices (0: as fast as possible)")
+	echo.Flags().Float64Var(&eo.ConnectRate, "connect-rate", 0, "connects per second (0: all at once)")
+	echo.Flags().IntVar(&eo.SourceIPs, "source-ips", 0, "spread devices over this many 127.0.x.y source addresses")
 
 	var fi bench.FanInOptions
 	fanin := &cobra.Command{
@@ -147,6 +149,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	storm.Flags().StringVar(&so.Gateway, "gateway", "127.0.0.1:7993", "device listener")
 	storm.Flags().IntVar(&so.Devices, "devices", 10000, "devices")
 	storm.Flags().IntVar(&so.Concurrency, "concurrency", 64, "connects in flight")
+	storm.Flags().IntVar(&so.SourceIPs, "source-ips", 0, "spread devices over this many 127.0.x.y source addresses")
 
 	var su bench.SuiteOptions
 	suite := &cobra.Command{

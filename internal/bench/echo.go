@@ -24,8 +24,13 @@ type EchoOptions struct {
 	Duration  time.Duration
 	// Rate caps the round trips per second over all devices; 0 is as fast
 	// as they go.
-	Rate     float64
-	Progress io.Writer
+	Rate float64
+	// ConnectRate paces the connects per second; 0 connects at once.
+	ConnectRate float64
+	// SourceIPs spreads devices over 127.0.0.2… (that many addresses), for
+	// more devices than one source address has ephemeral ports.
+	SourceIPs int
+	Progress  io.Writer
 }
 
 // Echo runs an echo load and measures round trips.
@@ -40,8 +45,12 @@ func Echo(ctx context.Context, o EchoOptions) (Result, error) {
 			c.Close()
 		}
 	}()
+	connBegin := time.Now()
 	for i := 0; i < o.Devices; i++ {
-		c, err := dialDevice(ctx, o.Transport, o.Addr, o.TLS)
+		if o.ConnectRate > 0 {
+			time.Sleep(time.Until(connBegin.Add(time.Duration(float64(i) / o.ConnectRate * float64(time.Second)))))
+		}
+		c, err := dialDevice(ctx, o.Transport, o.Addr, o.TLS, source(o.SourceIPs, i))
 		if err != nil {
 			return res, fmt.Errorf("device %d: %w", i, err)
 		}
@@ -113,8 +122,24 @@ func Echo(ctx context.Context, o EchoOptions) (Result, error) {
 	return res, nil
 }
 
-func dialDevice(ctx context.Context, transport, addr string, tc *tls.Config) (net.Conn, error) {
+// source returns the local address of device i when spread over n
+// loopback addresses, or nil.
+func source(n, i int) net.IP {
+	if n <= 0 {
+		return nil
+	}
+	return net.IPv4(127, 0, byte(1+(i%n)/250), byte(2+(i%n)%250))
+}
+
+func dialDevice(ctx context.Context, transport, addr string, tc *tls.Config, src net.IP) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
+	if src != nil {
+		if transport == "udp" {
+			d.LocalAddr = &net.UDPAddr{IP: src}
+		} else {
+			d.LocalAddr = &net.TCPAddr{IP: src}
+		}
+	}
 	switch transport {
 	case "udp":
 		return d.DialContext(ctx, "udp", addr)

@@ -146,6 +146,9 @@ func (m *mqttConn) puback(id uint16) error {
 	return m.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, ProtocolVersion: 4, PacketID: id})
 }
 
+// SetWriteDeadline bounds writes, as net.Conn's does.
+func (m *mqttConn) SetWriteDeadline(t time.Time) error { return m.c.SetWriteDeadline(t) }
+
 func (m *mqttConn) Close() error {
 	_ = m.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: 4})
 	return m.c.Close()

@@ -14,7 +14,9 @@ type StormOptions struct {
 	Gateway     string // exgate JSON listener
 	Devices     int
 	Concurrency int // connects in flight at once
-	Progress    io.Writer
+	// SourceIPs spreads devices over that many loopback source addresses.
+	SourceIPs int
+	Progress  io.Writer
 	// Hold runs with every device still connected, before they close
 	// (memory is read then).
 	Hold func()
@@ -45,7 +47,7 @@ func Storm(ctx context.Context, o StormOptions) (Result, error) {
 					break
 				}
 				t0 := time.Now()
-				d, err := connectJSON(ctx, o.Gateway, fmt.Sprintf("storm-%d", i), fmt.Sprintf("cmd/storm-%d", i))
+				d, err := connectJSON(ctx, o.Gateway, fmt.Sprintf("storm-%d", i), fmt.Sprintf("cmd/storm-%d", i), source(o.SourceIPs, i))
 				if err != nil {
 					errs.add(cause(err))
 					continue

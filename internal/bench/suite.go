@@ -337,7 +337,7 @@ func (r *Report) Write(dir string) error {
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	w := bufio.NewWriter(&b)
-	fmt.Fprintf(w, "# exgate benchmark %s\n\n%d CPUs, scale 1/%d. Rates are medians of nothing: one run each; compare ratios, not absolutes.\n\n", r.Date, r.CPUs, r.Scale)
+	fmt.Fprintf(w, "# exgate benchmark %s\n\n%d CPUs shared by the load tool, exgate, its handlers and the baselines; scale 1/%d. Each row is one run: rerun and compare medians, and read the ratios, not the absolute rates.\n\n", r.Date, r.CPUs, r.Scale)
 	fmt.Fprintln(w, "| scenario | target | devices | rate/s | ratio | p50 µs | p99 µs | gateway CPU µs/op | handler CPU µs/op | note |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, x := range r.Results {
