@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,13 +25,13 @@ import (
 var version = "dev"
 
 func main() {
-	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
+	if err := newRoot(os.Stdin, os.Stdout, os.Stderr).Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "exgate:", err)
 		os.Exit(1)
 	}
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	var cfgPath string
 	root := &cobra.Command{
 		Use:           "exgate",
@@ -89,7 +90,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintf(stdout, "exgate %s\n", v)
 		},
 	}
-	root.AddCommand(serveCmd, cfgCmd, versionCmd, newBenchCmd(stdout, stderr))
+	root.AddCommand(serveCmd, cfgCmd, versionCmd, newBenchCmd(stdout, stderr), newUsersCmd(stdin, stdout))
 	return root
 }
 
@@ -103,11 +104,23 @@ func loadConfig(path string) (*config.Config, error) {
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	level := new(slog.LevelVar)
 	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: redact}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// redact hides the value of any attribute whose key names a secret, so no
+// code path can log one by accident.
+func redact(_ []string, a slog.Attr) slog.Attr {
+	k := strings.ToLower(a.Key)
+	for _, s := range []string{"password", "secret", "token", "passwd"} {
+		if strings.Contains(k, s) {
+			return slog.String(a.Key, "[redacted]")
+		}
+	}
+	return a
 }
 
 // serve runs the gateway until SIGINT or SIGTERM, then shuts it down so that

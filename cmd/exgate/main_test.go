@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -345,5 +348,97 @@ gateway:
 	}
 	if r, ok := h.Closed(conn); !ok || r != "{shutdown,gateway_stopped}" {
 		t.Fatalf("device's OnSocketClosed: %q %v", r, ok)
+	}
+}
+
+// TestSecretsNeverLogged runs the binary at debug level through logins
+// with every kind of secret, then searches its whole log for them.
+func TestSecretsNeverLogged(t *testing.T) {
+	secrets := []string{"very-secret-pw1", "very-secret-pw2", "very-secret-jwt", "very-secret-token", "wrong-secret-pw3"}
+	authSvc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("password") == "very-secret-pw2" {
+			fmt.Fprint(w, `{"result":"allow"}`)
+			return
+		}
+		fmt.Fprint(w, `{"result":"ignore"}`)
+	}))
+	defer authSvc.Close()
+	h := testhandler.Start(t)
+	n := startNode(t, `
+log: {level: debug}
+broker: {embedded: {listeners: {tcp: {bind: "127.0.0.1:0"}}}}
+gateway:
+  exproto:
+    server: {bind: "127.0.0.1:0", auth_token: very-secret-token}
+    handler: {address: "http://`+h.Addr+`"}
+    authentication:
+      - {mechanism: jwt, algorithm: hmac-based, secret: very-secret-jwt}
+      - {mechanism: password_based, backend: http, method: get, url: "`+authSvc.URL+`", body: {password: "${password}", clientid: "${clientid}"}}
+      - {mechanism: password_based, backend: built_in_database, users: [{user_id: u1, password: "plain:very-secret-pw1"}]}
+    listeners: {tcp: {default: {bind: "127.0.0.1:0"}}}
+`)
+	h.AttachToken(t, n.addr(t, "adapter"), "very-secret-token")
+	var logs strings.Builder
+	done := make(chan struct{})
+	go func() {
+		for l := range n.lines {
+			logs.WriteString(l + "\n")
+		}
+		close(done)
+	}()
+	for _, c := range []struct {
+		user, pass string
+		code       int
+	}{{"u1", "very-secret-pw1", 0}, {"u2", "very-secret-pw2", 0}, {"u1", "wrong-secret-pw3", 1}} {
+		d := dialDevice(t, n.addr(t, "tcp:default"))
+		b, _ := json.Marshal(testhandler.Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "c-" + c.user, Username: c.user}, Password: c.pass})
+		_, _ = d.c.Write(b)
+		var ack testhandler.Frame
+		_ = d.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := d.dec.Decode(&ack); err != nil || *ack.Code != c.code {
+			t.Fatalf("%s: %+v %v", c.user, ack, err)
+		}
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	<-done
+	out := logs.String()
+	if !strings.Contains(out, "level=DEBUG") {
+		t.Fatalf("no debug log captured:\n%s", out)
+	}
+	for _, s := range secrets {
+		if strings.Contains(out, s) {
+			t.Errorf("the log contains the secret %q:\n%s", s, out)
+		}
+	}
+}
+
+func TestUsersCommand(t *testing.T) {
+	for _, ext := range []string{".yaml", ".csv"} {
+		file := filepath.Join(t.TempDir(), "users"+ext)
+		if out, _, err := run(t, "users", "add", "alice", "--password", "pw-a", "-f", file); err != nil || !strings.Contains(out, "added alice") {
+			t.Fatalf("add: %q %v", out, err)
+		}
+		cmd := exec.Command(binary, "users", "add", "bob", "--superuser", "-f", file)
+		cmd.Stdin = strings.NewReader("pw-b\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("add from stdin: %s %v", out, err)
+		}
+		out, _, err := run(t, "users", "list", "-f", file)
+		if err != nil || out != "alice\nbob\tsuperuser\n" {
+			t.Fatalf("list: %q %v", out, err)
+		}
+		b, _ := os.ReadFile(file)
+		if strings.Contains(string(b), "pw-a") || !strings.Contains(string(b), "$2a$") {
+			t.Fatalf("passwords not hashed:\n%s", b)
+		}
+		if _, _, err := run(t, "users", "delete", "alice", "-f", file); err != nil {
+			t.Fatal(err)
+		}
+		if out, _, _ := run(t, "users", "list", "-f", file); out != "bob\tsuperuser\n" {
+			t.Fatalf("after delete: %q", out)
+		}
+		if _, stderr, err := run(t, "users", "delete", "nobody", "-f", file); err == nil || !strings.Contains(stderr, "no user") {
+			t.Fatalf("deleting a missing user: %v %s", err, stderr)
+		}
 	}
 }

@@ -218,17 +218,30 @@ func (s streaming) OnReceivedMessages(st pb.ConnectionHandler_OnReceivedMessages
 	return st.SendAndClose(&pb.EmptySuccess{})
 }
 
+// bearer sends exgate's auth token with every adapter call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return false }
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9001", "address this handler serves ConnectionUnaryHandler on")
 	adapterAddr := flag.String("adapter", "127.0.0.1:9100", "exgate's ConnectionAdapter address")
 	echo := flag.Bool("echo", false, "echo every chunk back to the device instead of speaking the JSON protocol")
 	quiet := flag.Bool("quiet", false, "do not log connections (for load tests)")
+	token := flag.String("token", "", "exgate's server.auth_token, sent as a bearer token")
 	flag.Parse()
 	if *quiet {
 		log.SetOutput(io.Discard)
 	}
 
-	cc, err := grpc.NewClient(*adapterAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if *token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(*token)))
+	}
+	cc, err := grpc.NewClient(*adapterAddr, opts...)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -2,21 +2,27 @@ package adapter
 
 import (
 	"bytes"
+	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
@@ -30,6 +36,9 @@ type GRPCOptions struct {
 	TLS *config.TLSOptions
 	// MaxRecvMessageSize caps one request.
 	MaxRecvMessageSize int
+	// AuthToken, when set, is required as "authorization: Bearer <token>"
+	// on every call but health checks.
+	AuthToken string
 }
 
 // NewGRPCServer serves s, gRPC health (reporting SERVING for the adapter
@@ -37,6 +46,9 @@ type GRPCOptions struct {
 func NewGRPCServer(s *Server, o GRPCOptions) (*grpc.Server, error) {
 	// Stream workers reuse goroutines (and their grown stacks) across calls.
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(o.MaxRecvMessageSize), grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))}
+	if o.AuthToken != "" {
+		opts = append(opts, grpc.ChainUnaryInterceptor(tokenUnary(o.AuthToken)), grpc.ChainStreamInterceptor(tokenStream(o.AuthToken)))
+	}
 	if o.TLS != nil {
 		tc, err := tlsconfig.Server("gateway.exproto.server.ssl_options", o.TLS)
 		if err != nil {
@@ -122,5 +134,41 @@ func (c *sniffConn) sniff() {
 			c.l.log.Warn(fmt.Sprintf("non-gRPC bytes on the ConnectionAdapter port from %s: only handlers call this port; devices connect to %s",
 				c.Conn.RemoteAddr(), c.l.devices()), "first_bytes", fmt.Sprintf("%q", buf))
 		})
+	}
+}
+
+// errUnauthenticated carries no detail: a caller without the token learns
+// nothing about the service.
+var errUnauthenticated = status.Error(codes.Unauthenticated, "missing or wrong bearer token")
+
+func checkToken(ctx context.Context, token string) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if got, ok := strings.CutPrefix(v, "Bearer "); ok && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1 {
+			return nil
+		}
+	}
+	return errUnauthenticated
+}
+
+func tokenUnary(token string) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if !strings.HasPrefix(info.FullMethod, "/grpc.health.v1.") {
+			if err := checkToken(ctx, token); err != nil {
+				return nil, err
+			}
+		}
+		return h(ctx, req)
+	}
+}
+
+func tokenStream(token string) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if !strings.HasPrefix(info.FullMethod, "/grpc.health.v1.") {
+			if err := checkToken(ss.Context(), token); err != nil {
+				return err
+			}
+		}
+		return h(srv, ss)
 	}
 }

@@ -2,10 +2,13 @@ package auth
 
 import (
 	"context"
+	"crypto/pbkdf2"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
@@ -30,17 +33,22 @@ func TestMatch(t *testing.T) {
 
 func TestBuiltinPasswords(t *testing.T) {
 	bc, _ := bcrypt.GenerateFromPassword([]byte("pw1"), bcrypt.MinCost)
+	_ = errors.New
 	sum := sha256.Sum256([]byte("salt" + "pw2"))
-	a := NewAuthenticator([]config.Authenticator{{UserIDType: "username", Users: []config.User{
+	a, err := NewAuthenticator([]config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database", UserIDType: "username", Users: []config.User{
 		{UserID: "b", Password: string(bc)},
 		{UserID: "s", Password: "sha256:salt:" + hex.EncodeToString(sum[:]), IsSuperuser: true},
 		{UserID: "p", Password: "plain:pw3"},
-	}}})
+		{UserID: "k", Password: "pbkdf2:sha256:1000:salt:" + hex.EncodeToString(pbkdf2Key("pw4"))},
+	}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	for _, c := range []struct {
 		user, pw string
 		ok       bool
-	}{{"b", "pw1", true}, {"b", "x", false}, {"s", "pw2", true}, {"s", "pw1", false}, {"p", "pw3", true}, {"nobody", "pw3", false}} {
+	}{{"b", "pw1", true}, {"b", "x", false}, {"s", "pw2", true}, {"s", "pw1", false}, {"p", "pw3", true}, {"k", "pw4", true}, {"k", "pw3", false}, {"nobody", "pw3", false}} {
 		_, err := a.Authenticate(ctx, Request{Username: c.user, Password: c.pw})
 		if (err == nil) != c.ok {
 			t.Errorf("%s/%s: %v", c.user, c.pw, err)
@@ -55,12 +63,12 @@ func TestBuiltinPasswords(t *testing.T) {
 }
 
 func TestAuthorizer(t *testing.T) {
-	a := NewAuthorizer(config.Authorization{NoMatch: "deny", Rules: []config.Rule{
+	a, _ := NewAuthorizer(config.Authorization{NoMatch: "deny", Rules: []config.Rule{
 		{Permission: "allow", Action: "all", Topics: []string{"dev/${clientid}/#"}},
 		{Permission: "allow", Username: "admin", Action: "subscribe", Topics: []string{"#"}},
 		{Permission: "allow", IPAddr: "10.0.0.0/8", Action: "publish", Topics: []string{"eq lan/+"}},
 		{Permission: "deny", Action: "all", Topics: []string{"#"}},
-	}})
+	}}, nil)
 	lan := &net.TCPAddr{IP: net.ParseIP("10.1.2.3")}
 	for _, c := range []struct {
 		who     Who
@@ -80,7 +88,59 @@ func TestAuthorizer(t *testing.T) {
 			t.Errorf("Allow(%+v, %v, %q) = %v", c.who, c.publish, c.topic, got)
 		}
 	}
-	if NewAuthorizer(config.Authorization{NoMatch: "allow"}) != nil {
+	if a, _ := NewAuthorizer(config.Authorization{NoMatch: "allow"}, nil); a != nil {
 		t.Error("no rules and no_match allow should need no authorizer")
+	}
+}
+
+func pbkdf2Key(pw string) []byte {
+	k, _ := pbkdf2.Key(sha256.New, pw, []byte("salt"), 1000, 32)
+	return k
+}
+
+func TestACLFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "acl.conf")
+	body := `%% EMQX's default acl.conf, and more
+{allow, {username, {re, "^dashboard$"}}, subscribe, ["$SYS/#"]}.
+{allow, {ipaddr, "127.0.0.1"}, all, ["$SYS/#", "#"]}.
+{deny, all, subscribe, ["$SYS/#", {eq, "#"}]}.
+{allow, {clientid, "c1"}, publish, ["dev/${clientid}/+", "old/%c"]}.
+{deny, {'and', [{username, "eve"}, {ipaddrs, ["10.0.0.0/8"]}]}, all, ["#"]}.
+{allow, all}.
+`
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewAuthorizer(config.Authorization{NoMatch: "deny", File: p}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}
+	lan := &net.TCPAddr{IP: net.ParseIP("10.1.1.1")}
+	for _, c := range []struct {
+		who     Who
+		publish bool
+		topic   string
+		want    bool
+	}{
+		{Who{Username: "dashboard"}, false, "$SYS/brokers", true},
+		{Who{Username: "x", Peer: local}, false, "#", true},
+		{Who{Username: "x", Peer: lan}, false, "#", false},      // {eq, "#"}
+		{Who{Username: "x", Peer: lan}, false, "$SYS/x", false}, // deny $SYS
+		{Who{ClientID: "c1", Peer: lan}, true, "dev/c1/t", true},
+		{Who{ClientID: "c1", Peer: lan}, true, "old/c1", true},
+		{Who{Username: "eve", Peer: lan}, true, "a", false},
+		{Who{Username: "eve", Peer: local}, true, "a", true}, // and: both must hold; 127.0.0.1 allowed above
+		{Who{Username: "bob", Peer: lan}, true, "a/b", true}, // {allow, all}
+	} {
+		if got := a.Allow(c.who, c.publish, c.topic); got != c.want {
+			t.Errorf("Allow(%+v, %v, %q) = %v", c.who, c.publish, c.topic, got)
+		}
+	}
+	for _, bad := range []string{"{allow, all}", "{maybe, all}.", "{allow, {username}, all, [\"#\"]}.", "{allow, all, fly, [\"#\"]}."} {
+		_ = os.WriteFile(p, []byte(bad), 0o600)
+		if _, err := NewAuthorizer(config.Authorization{File: p}, nil); err == nil {
+			t.Errorf("acl %q accepted", bad)
+		}
 	}
 }

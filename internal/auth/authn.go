@@ -1,20 +1,16 @@
 // Package auth decides who may connect (authentication) and what they may
 // publish and subscribe to (authorization), for devices and for the
-// embedded broker's MQTT clients alike.
+// embedded broker's MQTT clients alike, with EMQX's contracts so existing
+// auth services keep working. Passwords are never logged or kept.
 package auth
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
-	"strings"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/exgate/exgate/internal/config"
 )
@@ -22,6 +18,7 @@ import (
 // Request is what an authenticator sees.
 type Request struct {
 	ClientID, Username, Password string
+	ProtoName                    string
 	Peer                         net.Addr
 }
 
@@ -41,6 +38,7 @@ var (
 // ignores (ok=false) a request, as EMQX's authenticators do.
 type source interface {
 	authenticate(ctx context.Context, r Request) (res Result, ok bool, err error)
+	close()
 }
 
 // Authenticator is a chain of sources, tried in order; the first that does
@@ -51,15 +49,32 @@ type Authenticator struct {
 
 // NewAuthenticator builds the chain; an empty config returns nil, which
 // callers treat as "allow everyone".
-func NewAuthenticator(cfgs []config.Authenticator) *Authenticator {
+func NewAuthenticator(cfgs []config.Authenticator, log *slog.Logger) (*Authenticator, error) {
 	if len(cfgs) == 0 {
-		return nil
+		return nil, nil
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Authenticator{}
-	for _, c := range cfgs {
-		a.chain = append(a.chain, newBuiltin(c))
+	for i, c := range cfgs {
+		var s source
+		var err error
+		switch {
+		case c.Mechanism == "jwt":
+			s, err = newJWT(c)
+		case c.Backend == "http":
+			s, err = newHTTPAuth(c, log)
+		default:
+			s, err = newBuiltin(c, log)
+		}
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("authentication[%d]: %w", i, err)
+		}
+		a.chain = append(a.chain, s)
 	}
-	return a
+	return a, nil
 }
 
 // Authenticate runs the chain.
@@ -76,50 +91,14 @@ func (a *Authenticator) Authenticate(ctx context.Context, r Request) (Result, er
 	return Result{}, ErrNoUser
 }
 
-// builtin is the built_in_database backend: users in the configuration.
-type builtin struct {
-	byClientID bool
-	users      map[string]config.User
-}
-
-func newBuiltin(c config.Authenticator) *builtin {
-	b := &builtin{byClientID: c.UserIDType == "clientid", users: map[string]config.User{}}
-	for _, u := range c.Users {
-		b.users[u.UserID] = u
+// Close releases idle connections of HTTP authenticators.
+func (a *Authenticator) Close() {
+	if a == nil {
+		return
 	}
-	return b
-}
-
-func (b *builtin) authenticate(_ context.Context, r Request) (Result, bool, error) {
-	id := r.Username
-	if b.byClientID {
-		id = r.ClientID
+	for _, s := range a.chain {
+		s.close()
 	}
-	u, found := b.users[id]
-	if !found {
-		return Result{}, false, nil
-	}
-	if !checkPassword(u.Password, r.Password) {
-		return Result{}, false, ErrBadPassword
-	}
-	return Result{Superuser: u.IsSuperuser}, true, nil
-}
-
-// checkPassword compares in constant time for every stored form
-// config.CheckPasswordHash accepts.
-func checkPassword(stored, given string) bool {
-	switch {
-	case strings.HasPrefix(stored, "$2"):
-		return bcrypt.CompareHashAndPassword([]byte(stored), []byte(given)) == nil
-	case strings.HasPrefix(stored, "sha256:"):
-		parts := strings.SplitN(stored, ":", 3)
-		sum := sha256.Sum256([]byte(parts[1] + given))
-		want, err := hex.DecodeString(parts[2])
-		return err == nil && subtle.ConstantTimeCompare(sum[:], want) == 1
-	case strings.HasPrefix(stored, "plain:"):
-		return subtle.ConstantTimeCompare([]byte(stored[len("plain:"):]), []byte(given)) == 1
-	}
-	return false
 }
 
 // String describes the chain for the startup log.
@@ -127,5 +106,5 @@ func (a *Authenticator) String() string {
 	if a == nil {
 		return "none (every client is allowed)"
 	}
-	return fmt.Sprintf("%d built-in database(s)", len(a.chain))
+	return fmt.Sprintf("%d authenticator(s)", len(a.chain))
 }

@@ -1,7 +1,12 @@
 package auth
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 
 	"github.com/exgate/exgate/internal/config"
@@ -13,40 +18,93 @@ type Who struct {
 	Peer               net.Addr
 }
 
-// Authorizer applies an ordered rule list; the first matching rule decides
-// and no match falls back to no_match. Rules are checked on the topic as the
-// client gave it, before any mountpoint (spec §2 "Publish").
+// Authorizer checks topics against its sources in order — inline rules,
+// an EMQX acl.conf file, an HTTP service — and the first with an answer
+// decides; none falls back to no_match. Rules are checked on the topic as
+// the client gave it, before any mountpoint (spec §2 "Publish").
 type Authorizer struct {
 	rules   []rule
+	http    *httpCaller
+	log     *slog.Logger
 	noMatch bool
 }
 
+// rule is one compiled rule of either source.
 type rule struct {
 	allow              bool
-	clientID, user     string
-	ipnet              *net.IPNet
+	who                func(Who) bool
 	publish, subscribe bool
-	topics             []string
+	topics             []topicPattern
 }
 
-// NewAuthorizer compiles the rules; with no rules and no_match allow it
+type topicPattern struct {
+	eq     bool // match literally, wildcards and all
+	filter string
+}
+
+// NewAuthorizer compiles the sources; with none and no_match allow it
 // returns nil, which callers treat as "allow all".
-func NewAuthorizer(c config.Authorization) *Authorizer {
-	if len(c.Rules) == 0 && c.NoMatch != "deny" {
-		return nil
+func NewAuthorizer(c config.Authorization, log *slog.Logger) (*Authorizer, error) {
+	if len(c.Rules) == 0 && c.File == "" && c.HTTP == nil && c.NoMatch != "deny" {
+		return nil, nil
 	}
-	a := &Authorizer{noMatch: c.NoMatch != "deny"}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &Authorizer{noMatch: c.NoMatch != "deny", log: log}
 	for _, r := range c.Rules {
-		cr := rule{
-			allow: r.Permission == "allow", clientID: r.ClientID, user: r.Username,
-			publish: r.Action != "subscribe", subscribe: r.Action != "publish", topics: r.Topics,
-		}
-		if r.IPAddr != "" {
-			cr.ipnet = parseCIDR(r.IPAddr)
+		cr := rule{allow: r.Permission == "allow", publish: r.Action != "subscribe", subscribe: r.Action != "publish"}
+		cr.who = whoMatcher(r.ClientID, r.Username, r.IPAddr)
+		for _, t := range r.Topics {
+			if lit, ok := strings.CutPrefix(t, "eq "); ok {
+				cr.topics = append(cr.topics, topicPattern{eq: true, filter: lit})
+			} else {
+				cr.topics = append(cr.topics, topicPattern{filter: t})
+			}
 		}
 		a.rules = append(a.rules, cr)
 	}
-	return a
+	if c.File != "" {
+		rules, err := ParseACLFile(c.File)
+		if err != nil {
+			return nil, fmt.Errorf("authorization.file: %w", err)
+		}
+		a.rules = append(a.rules, rules...)
+	}
+	if h := c.HTTP; h != nil {
+		hc, err := newHTTPCaller(h.Method, h.URL, h.Headers, h.Body, h.RequestTimeout, 8, h.SSLOptions)
+		if err != nil {
+			return nil, fmt.Errorf("authorization.http: %w", err)
+		}
+		a.http = hc
+	}
+	return a, nil
+}
+
+// Close releases the HTTP authorizer's idle connections.
+func (a *Authorizer) Close() {
+	if a != nil && a.http != nil {
+		a.http.client.CloseIdleConnections()
+	}
+}
+
+func whoMatcher(clientID, username, ipaddr string) func(Who) bool {
+	var ipnet *net.IPNet
+	if ipaddr != "" {
+		ipnet = parseCIDR(ipaddr)
+	}
+	return func(w Who) bool {
+		if clientID != "" && clientID != w.ClientID {
+			return false
+		}
+		if username != "" && username != w.Username {
+			return false
+		}
+		if ipnet != nil && !ipnet.Contains(peerIP(w.Peer)) {
+			return false
+		}
+		return true
+	}
 }
 
 func parseCIDR(s string) *net.IPNet {
@@ -64,47 +122,90 @@ func parseCIDR(s string) *net.IPNet {
 	return n
 }
 
+func peerIP(a net.Addr) net.IP {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.IP
+	case *net.UDPAddr:
+		return a.IP
+	}
+	return nil
+}
+
+func peerHost(a net.Addr) string {
+	if ip := peerIP(a); ip != nil {
+		return ip.String()
+	}
+	if a == nil {
+		return ""
+	}
+	h, _, _ := net.SplitHostPort(a.String())
+	return h
+}
+
 // Allow reports whether who may publish to (publish) or subscribe to topic.
 func (a *Authorizer) Allow(who Who, publish bool, topic string) bool {
 	if a == nil {
 		return true
 	}
-	topic = stripShare(topic)
+	t := stripShare(topic)
 	for _, r := range a.rules {
-		if !r.matchesWho(who) || (publish && !r.publish) || (!publish && !r.subscribe) {
+		if (publish && !r.publish) || (!publish && !r.subscribe) || !r.who(who) {
 			continue
 		}
-		for _, t := range r.topics {
-			if r.matchesTopic(who, t, topic) {
+		for _, p := range r.topics {
+			if p.matches(who, t) {
 				return r.allow
 			}
+		}
+	}
+	if a.http != nil {
+		if ans, ok := a.askHTTP(who, publish, topic); ok {
+			return ans
 		}
 	}
 	return a.noMatch
 }
 
-func (r *rule) matchesWho(w Who) bool {
-	if r.clientID != "" && r.clientID != w.ClientID {
-		return false
+func (p topicPattern) matches(w Who, topic string) bool {
+	f := strings.NewReplacer("${clientid}", w.ClientID, "${username}", w.Username, "%c", w.ClientID, "%u", w.Username).Replace(p.filter)
+	if p.eq {
+		return f == topic
 	}
-	if r.user != "" && r.user != w.Username {
-		return false
-	}
-	if r.ipnet != nil {
-		ta, ok := w.Peer.(*net.TCPAddr)
-		if !ok || !r.ipnet.Contains(ta.IP) {
-			return false
-		}
-	}
-	return true
+	return Match(topic, f)
 }
 
-func (r *rule) matchesTopic(w Who, ruleTopic, topic string) bool {
-	if lit, ok := strings.CutPrefix(ruleTopic, "eq "); ok {
-		return lit == topic
+// askHTTP is EMQX's HTTP authorizer: 200 {"result": "allow"|"deny"|"ignore"},
+// 204 allows; anything else has no answer.
+func (a *Authorizer) askHTTP(w Who, publish bool, topic string) (allow, ok bool) {
+	action := "subscribe"
+	if publish {
+		action = "publish"
 	}
-	f := strings.NewReplacer("${clientid}", w.ClientID, "${username}", w.Username).Replace(ruleTopic)
-	return Match(topic, f)
+	vars := map[string]string{"clientid": w.ClientID, "username": w.Username, "peerhost": peerHost(w.Peer), "action": action, "topic": topic}
+	status, body, err := a.http.call(context.Background(), vars)
+	switch {
+	case err != nil:
+		a.log.Warn("HTTP authorization failed; no answer", "url", a.http.url, "error", err)
+		return false, false
+	case status == http.StatusNoContent:
+		return true, true
+	case status != http.StatusOK:
+		return false, false
+	}
+	var ans struct {
+		Result string `json:"result"`
+	}
+	if json.Unmarshal(body, &ans) != nil {
+		return false, false
+	}
+	switch ans.Result {
+	case "allow":
+		return true, true
+	case "deny":
+		return false, true
+	}
+	return false, false
 }
 
 func stripShare(t string) string {

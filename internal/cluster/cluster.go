@@ -30,6 +30,7 @@ const forwardedKey = "x-exgate-forwarded"
 // Peers are the other nodes' adapters. The zero value (or nil) has none.
 type Peers struct {
 	byTag map[channel.NodeTag]peer
+	token string // the adapters' auth token, sent along
 }
 
 type peer struct {
@@ -38,9 +39,10 @@ type peer struct {
 	client pb.ConnectionAdapterClient
 }
 
-// New connects (lazily) to every peer of c.
-func New(c config.Cluster) (*Peers, error) {
-	p := &Peers{byTag: map[channel.NodeTag]peer{}}
+// New connects (lazily) to every peer of c; token is the adapters'
+// server.auth_token ("" for none).
+func New(c config.Cluster, token string) (*Peers, error) {
+	p := &Peers{byTag: map[channel.NodeTag]peer{}, token: token}
 	creds := insecure.NewCredentials()
 	if c.SSLOptions != nil {
 		tc, err := tlsconfig.Client(c.SSLOptions)
@@ -78,7 +80,11 @@ func (p *Peers) Owner(ctx context.Context, conn string) (pb.ConnectionAdapterCli
 	if !ok {
 		return nil, nil, false
 	}
-	return pe.client, metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), true
+	out := metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
+	if p.token != "" {
+		out = metadata.AppendToOutgoingContext(out, "authorization", "Bearer "+p.token)
+	}
+	return pe.client, out, true
 }
 
 // Close closes the peer connections.

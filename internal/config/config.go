@@ -151,6 +151,9 @@ type Server struct {
 	SSLOptions *TLSOptions `yaml:"ssl_options,omitempty"`
 	// MaxRecvMessageSize caps one adapter request. Default 4MB.
 	MaxRecvMessageSize Size `yaml:"max_recv_message_size"`
+	// AuthToken, when set, must come with every adapter call as gRPC
+	// metadata "authorization: Bearer <token>" (else UNAUTHENTICATED).
+	AuthToken string `yaml:"auth_token,omitempty"`
 }
 
 // Handler is the user's ConnectionHandler service.
@@ -280,6 +283,9 @@ type Listener struct {
 	Mountpoint *string `yaml:"mountpoint,omitempty"`
 	// EnableAuthn false lets every device of this listener authenticate.
 	EnableAuthn *bool `yaml:"enable_authn"`
+	// Authentication, when set, is this listener's chain, tried before the
+	// gateway's.
+	Authentication []Authenticator `yaml:"authentication,omitempty"`
 	// Handler gives this listener its own handler (as EMQX 4 had one per
 	// listener); keys it leaves out come from gateway.exproto.handler (Over).
 	Handler *Handler `yaml:"handler,omitempty"`
@@ -336,32 +342,78 @@ type TLSOptions struct {
 	PSKFile string `yaml:"psk_file,omitempty"`
 }
 
-// Authenticator is one authentication source. Only the built-in user
-// database exists so far.
+// Authenticator is one authentication source, in EMQX's shape. The chain
+// is tried in order: the first that does not ignore a client decides.
 type Authenticator struct {
-	// Mechanism is password_based.
+	// Mechanism is password_based or jwt.
 	Mechanism string `yaml:"mechanism"`
-	// Backend is built_in_database.
-	Backend string `yaml:"backend"`
-	// UserIDType is clientid or username (default).
-	UserIDType string `yaml:"user_id_type"`
-	// Users are the accounts. Passwords are bcrypt hashes ("$2a$…"),
-	// "sha256:<salt>:<hex>" or, for tests only, "plain:<password>".
-	Users []User `yaml:"users"`
+	// Backend (password_based) is built_in_database or http.
+	Backend string `yaml:"backend,omitempty"`
+
+	// built_in_database:
+	// UserIDType is username (default) or clientid.
+	UserIDType string `yaml:"user_id_type,omitempty"`
+	// Users are accounts given here. Passwords are bcrypt hashes ("$2a$…"),
+	// "pbkdf2:sha256:<iterations>:<salt>:<hex>", "sha256:<salt>:<hex>" or,
+	// for tests only, "plain:<password>".
+	Users []User `yaml:"users,omitempty"`
+	// UsersFile is a YAML ({users: [...]}) or CSV (user_id,password_hash,is_superuser)
+	// file of accounts, read again when it changes; `exgate users` edits it.
+	UsersFile string `yaml:"users_file,omitempty"`
+
+	// http: EMQX's HTTP authenticator contract.
+	Method  string            `yaml:"method,omitempty"` // post (default) or get
+	URL     string            `yaml:"url,omitempty"`
+	Headers map[string]string `yaml:"headers,omitempty"`
+	// Body is sent as JSON (post) or as query parameters (get); values may
+	// use ${clientid}, ${username}, ${password}, ${peerhost}, ${proto_name}.
+	Body           map[string]string `yaml:"body,omitempty"`
+	RequestTimeout time.Duration     `yaml:"request_timeout,omitempty"` // default 5s
+	PoolSize       int               `yaml:"pool_size,omitempty"`       // idle connections kept; default 8
+	SSLOptions     *ClientTLSOptions `yaml:"ssl_options,omitempty"`
+
+	// jwt: the password carries the token.
+	// Algorithm is hmac-based (HS256/384/512, Secret) or public-key
+	// (RS256/384/512 and ES256, PublicKeyFile or JWKSFile).
+	Algorithm           string `yaml:"algorithm,omitempty"`
+	Secret              string `yaml:"secret,omitempty"`
+	SecretBase64Encoded bool   `yaml:"secret_base64_encoded,omitempty"`
+	PublicKeyFile       string `yaml:"public_key_file,omitempty"`
+	JWKSFile            string `yaml:"jwks_file,omitempty"`
+	// VerifyClaims must match, e.g. {clientid: "${clientid}"}.
+	VerifyClaims map[string]string `yaml:"verify_claims,omitempty"`
 }
 
 // User is one account of the built-in database.
 type User struct {
 	UserID      string `yaml:"user_id"`
 	Password    string `yaml:"password"`
-	IsSuperuser bool   `yaml:"is_superuser"`
+	IsSuperuser bool   `yaml:"is_superuser,omitempty"`
 }
 
-// Authorization is an ordered rule list, EMQX's file authorizer in YAML.
+// Authorization decides what clients may publish and subscribe to: inline
+// rules, then an EMQX acl.conf file, then an HTTP service; the first that
+// has an answer decides, else no_match. Superusers are never checked.
 type Authorization struct {
 	// NoMatch is allow (default) or deny.
 	NoMatch string `yaml:"no_match"`
 	Rules   []Rule `yaml:"rules"`
+	// File is an EMQX acl.conf: {allow|deny, Who, Action, Topics}. terms.
+	File string `yaml:"file,omitempty"`
+	// HTTP is EMQX's HTTP authorizer contract.
+	HTTP *HTTPAuthorizer `yaml:"http,omitempty"`
+}
+
+// HTTPAuthorizer asks a service: 200 with {"result": "allow"|"deny"|"ignore"}
+// (204 allows); anything else, or no answer in time, is "ignore".
+type HTTPAuthorizer struct {
+	Method  string            `yaml:"method,omitempty"`
+	URL     string            `yaml:"url"`
+	Headers map[string]string `yaml:"headers,omitempty"`
+	// Body values may use ${clientid}, ${username}, ${peerhost}, ${action}, ${topic}.
+	Body           map[string]string `yaml:"body,omitempty"`
+	RequestTimeout time.Duration     `yaml:"request_timeout,omitempty"`
+	SSLOptions     *ClientTLSOptions `yaml:"ssl_options,omitempty"`
 }
 
 // Rule allows or denies an action on topics to some clients. First match wins.
@@ -659,25 +711,16 @@ func (c *Config) Validate() error {
 		bad(g+"mountpoint", "%v", err)
 	}
 	for i, a := range x.Authentication {
-		p := fmt.Sprintf("%sauthentication[%d]", g, i)
-		if a.Mechanism != "password_based" {
-			bad(p+".mechanism", "%q is not supported (password_based)", a.Mechanism)
+		for _, e := range a.validate() {
+			bad(fmt.Sprintf("%sauthentication[%d]%s", g, i, e.key), "%s", e.msg)
 		}
-		if a.Backend != "built_in_database" {
-			bad(p+".backend", "%q is not supported (built_in_database)", a.Backend)
+	}
+	if h := x.Authorization.HTTP; h != nil {
+		if !strings.HasPrefix(h.URL, "http://") && !strings.HasPrefix(h.URL, "https://") {
+			bad(g+"authorization.http.url", "%q is not an http(s) URL", h.URL)
 		}
-		switch a.UserIDType {
-		case "", "username", "clientid":
-		default:
-			bad(p+".user_id_type", "%q is not one of username, clientid", a.UserIDType)
-		}
-		for j, u := range a.Users {
-			if u.UserID == "" {
-				bad(fmt.Sprintf("%s.users[%d].user_id", p, j), "must not be empty")
-			}
-			if err := CheckPasswordHash(u.Password); err != nil {
-				bad(fmt.Sprintf("%s.users[%d].password", p, j), "%v", err)
-			}
+		if h.Method != "" && h.Method != "post" && h.Method != "get" {
+			bad(g+"authorization.http.method", "%q is not post or get", h.Method)
 		}
 	}
 	switch x.Authorization.NoMatch {
@@ -718,6 +761,58 @@ func (c *Config) Validate() error {
 }
 
 type keyError struct{ key, msg string }
+
+// validate checks one authenticator; keys start with "." or are empty.
+func (a *Authenticator) validate() []keyError {
+	var errs []keyError
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, keyError{key, fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case a.Mechanism == "password_based" && a.Backend == "built_in_database":
+		switch a.UserIDType {
+		case "", "username", "clientid":
+		default:
+			bad(".user_id_type", "%q is not one of username, clientid", a.UserIDType)
+		}
+		for j, u := range a.Users {
+			if u.UserID == "" {
+				bad(fmt.Sprintf(".users[%d].user_id", j), "must not be empty")
+			}
+			if err := CheckPasswordHash(u.Password); err != nil {
+				bad(fmt.Sprintf(".users[%d].password", j), "%v", err)
+			}
+		}
+	case a.Mechanism == "password_based" && a.Backend == "http":
+		if !strings.HasPrefix(a.URL, "http://") && !strings.HasPrefix(a.URL, "https://") {
+			bad(".url", "%q is not an http(s) URL", a.URL)
+		}
+		if a.Method != "" && a.Method != "post" && a.Method != "get" {
+			bad(".method", "%q is not post or get", a.Method)
+		}
+		if a.RequestTimeout < 0 || a.PoolSize < 0 {
+			bad("", "request_timeout and pool_size must not be negative")
+		}
+	case a.Mechanism == "password_based":
+		bad(".backend", "%q is not one of built_in_database, http", a.Backend)
+	case a.Mechanism == "jwt":
+		switch a.Algorithm {
+		case "hmac-based":
+			if a.Secret == "" {
+				bad(".secret", "hmac-based needs a secret")
+			}
+		case "public-key":
+			if (a.PublicKeyFile == "") == (a.JWKSFile == "") {
+				bad(".public_key_file", "public-key needs exactly one of public_key_file, jwks_file")
+			}
+		default:
+			bad(".algorithm", "%q is not one of hmac-based, public-key", a.Algorithm)
+		}
+	default:
+		bad(".mechanism", "%q is not one of password_based, jwt", a.Mechanism)
+	}
+	return errs
+}
 
 // validate checks a handler block.
 func (h *Handler) validate() []keyError {
@@ -799,6 +894,11 @@ func (l *Listener) validate(typ string, base Handler) []keyError {
 	}
 	if _, err := ParseRate(l.MessagesRate, false); err != nil {
 		bad("messages_rate", "%v", err)
+	}
+	for i, a := range l.Authentication {
+		for _, e := range a.validate() {
+			bad(fmt.Sprintf("authentication[%d]%s", i, e.key), "%s", e.msg)
+		}
 	}
 	if l.Handler != nil {
 		merged := l.Handler.Over(base)
@@ -965,8 +1065,13 @@ func CheckPasswordHash(s string) error {
 			return errors.New("sha256 form is sha256:<salt>:<hex digest of salt+password>")
 		}
 		return nil
+	case strings.HasPrefix(s, "pbkdf2:"):
+		if p := strings.Split(s, ":"); len(p) != 5 || (p[1] != "sha256" && p[1] != "sha512") {
+			return errors.New("pbkdf2 form is pbkdf2:sha256|sha512:<iterations>:<salt>:<hex>")
+		}
+		return nil
 	case strings.HasPrefix(s, "plain:"):
 		return nil
 	}
-	return errors.New("must be a bcrypt hash, sha256:<salt>:<hex> or plain:<password>")
+	return errors.New("must be a bcrypt hash, pbkdf2:…, sha256:<salt>:<hex> or plain:<password>")
 }

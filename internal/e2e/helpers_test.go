@@ -91,6 +91,8 @@ type options struct {
 	// overlapOK: the handler may see callbacks of one connection overlap
 	// (long-lived streams do not wait for answers).
 	overlapOK bool
+	// attach connects the handler to the adapter; nil: plain Attach.
+	attach func(h *testhandler.Handler, addr string)
 }
 
 // startOn is start with the default listener of transport tr.
@@ -164,7 +166,11 @@ func startWith(t testing.TB, o options, mutate func(*config.Config)) *env {
 		t.Fatalf("gateway: %v", err)
 	}
 	g.Start()
-	h.Attach(t, g.AdapterAddr().String())
+	if o.attach != nil {
+		o.attach(h, g.AdapterAddr().String())
+	} else {
+		h.Attach(t, g.AdapterAddr().String())
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

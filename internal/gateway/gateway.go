@@ -42,6 +42,8 @@ type Gateway struct {
 	broker    broker.Broker
 	embedded  *embedded.Broker // nil with an external broker
 	peers     *cluster.Peers
+	authns    []*auth.Authenticator // the gateway's and listeners' chains
+	authz     *auth.Authorizer
 	handler   *handler.Client   // the gateway's handler
 	handlers  []*handler.Client // it and the listeners' own
 	grpc      *grpc.Server
@@ -70,8 +72,17 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		}
 	}()
 
-	authn := auth.NewAuthenticator(x.Authentication)
-	authz := auth.NewAuthorizer(x.Authorization)
+	authLog := log.With("component", "auth")
+	authn, err := auth.NewAuthenticator(x.Authentication, authLog)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.exproto.%w", err)
+	}
+	g.authns = append(g.authns, authn)
+	authz, err := auth.NewAuthorizer(x.Authorization, authLog)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.exproto.%w", err)
+	}
+	g.authz = authz
 	if authn == nil {
 		log.Info("no authentication configured: every device and MQTT client is allowed to connect")
 	}
@@ -97,7 +108,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		}
 		g.broker = g.embedded
 	}
-	if g.peers, err = cluster.New(cfg.Cluster); err != nil {
+	if g.peers, err = cluster.New(cfg.Cluster, x.Server.AuthToken); err != nil {
 		return nil, err
 	}
 
@@ -111,7 +122,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	}
 	g.adapterLn = adapter.SniffListener(ln, x.Server.SSLOptions != nil, g.deviceAddrs, log.With("component", "adapter"))
 	g.grpc, err = adapter.NewGRPCServer(adapter.New(g.Reg, g.broker, g.peers, log.With("component", "adapter")), adapter.GRPCOptions{
-		TLS: x.Server.SSLOptions, MaxRecvMessageSize: int(x.Server.MaxRecvMessageSize),
+		TLS: x.Server.SSLOptions, MaxRecvMessageSize: int(x.Server.MaxRecvMessageSize), AuthToken: x.Server.AuthToken,
 	})
 	if err != nil {
 		return nil, err
@@ -205,6 +216,14 @@ func (g *Gateway) listen(typ, name string, l *config.Listener, authn *auth.Authe
 	if err != nil {
 		return nil, err
 	}
+	if len(l.Authentication) > 0 { // the listener's chain first, then the gateway's
+		chain := append(append([]config.Authenticator(nil), l.Authentication...), x0(g.cfg).Authentication...)
+		if authn, err = auth.NewAuthenticator(chain, g.log.With("component", "auth", "listener", l0(kind, name))); err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("%s.%w", where, err)
+		}
+		g.authns = append(g.authns, authn)
+	}
 	cc := g.channelConfig(kind, name, l, authn, authz)
 	cc.Handler, cc.RequestTimeout, cc.MaxRequestBytes = h, hc.RequestTimeout, int(hc.MaxRequestBytes)
 	return &deviceListener{Listener: ln, ch: cc}, nil
@@ -247,7 +266,7 @@ func (g *Gateway) channelConfig(kind listener.Kind, name string, l *config.Liste
 	}
 	if authn != nil && l.AuthnEnabled() {
 		c.Authenticate = func(ctx context.Context, cr channel.Credentials) (channel.AuthResult, error) {
-			res, err := authn.Authenticate(ctx, auth.Request{ClientID: cr.ClientID, Username: cr.Username, Password: cr.Password, Peer: cr.Peer})
+			res, err := authn.Authenticate(ctx, auth.Request{ClientID: cr.ClientID, Username: cr.Username, Password: cr.Password, ProtoName: cr.ProtoName, Peer: cr.Peer})
 			return channel.AuthResult{Superuser: res.Superuser, ExpireAt: res.ExpireAt}, err
 		}
 	}
@@ -406,6 +425,8 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 
 func x0(c *config.Config) *config.ExProto { return &c.Gateway.ExProto }
 
+func l0(kind listener.Kind, name string) string { return kind.String() + ":" + name }
+
 func (g *Gateway) closeAll() {
 	defer g.pool.Close() // after the handlers: nothing dispatches any more
 	for _, h := range g.handlers {
@@ -414,6 +435,9 @@ func (g *Gateway) closeAll() {
 	for _, l := range g.listeners {
 		_ = l.Close()
 	}
+	if g.grpc != nil {
+		g.grpc.Stop() // its stream workers run from NewServer on, served or not
+	}
 	if g.adapterLn != nil { // grpc.Serve closed it already, or never ran
 		_ = g.adapterLn.Close()
 	}
@@ -421,4 +445,8 @@ func (g *Gateway) closeAll() {
 		_ = g.broker.Close()
 	}
 	g.peers.Close()
+	for _, a := range g.authns {
+		a.Close()
+	}
+	g.authz.Close()
 }

@@ -257,17 +257,31 @@ func (h *Handler) Attach(t testing.TB, addr string) {
 	h.attach(t, addr, insecure.NewCredentials())
 }
 
+// AttachToken is Attach sending "authorization: Bearer <token>".
+func (h *Handler) AttachToken(t testing.TB, addr, token string) {
+	t.Helper()
+	h.attach(t, addr, insecure.NewCredentials(), grpc.WithPerRPCCredentials(bearer(token)))
+}
+
+// bearer sends a token on every call, also over plain HTTP/2.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return false }
+
 // AttachTLS is Attach over TLS.
 func (h *Handler) AttachTLS(t testing.TB, addr string, tc *tls.Config) {
 	t.Helper()
 	h.attach(t, addr, credentials.NewTLS(tc))
 }
 
-func (h *Handler) attach(t testing.TB, addr string, creds credentials.TransportCredentials) {
+func (h *Handler) attach(t testing.TB, addr string, creds credentials.TransportCredentials, opts ...grpc.DialOption) {
 	if h.adapter != nil {
 		_ = h.adapter.Close()
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	cc, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(creds))...)
 	if err != nil {
 		t.Fatal(err)
 	}
