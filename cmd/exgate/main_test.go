@@ -374,7 +374,7 @@ gateway:
     authentication:
       - {mechanism: jwt, algorithm: hmac-based, secret: very-secret-jwt}
       - {mechanism: password_based, backend: http, method: get, url: "`+authSvc.URL+`", body: {password: "${password}", clientid: "${clientid}"}}
-      - {mechanism: password_based, backend: built_in_database, users: [{user_id: u1, password: "plain:very-secret-pw1"}]}
+      - {mechanism: password_based, backend: built_in_database, users: [{user_id: u1, password: "sha256:salt:362767c0a44c896d968ad6acec8e03e5ce2eb97841be85082aca504b0d8866bd"}]}
     listeners: {tcp: {default: {bind: "127.0.0.1:0"}}}
 `)
 	h.AttachToken(t, n.addr(t, "adapter"), "very-secret-token")

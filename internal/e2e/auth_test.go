@@ -134,7 +134,7 @@ func TestHTTPAuthenticator(t *testing.T) {
 	})
 	e := start(t, func(c *config.Config) {
 		c.Gateway.ExProto.Authentication = []config.Authenticator{emqxHTTPAuth(svc.URL),
-			{Mechanism: "password_based", Backend: "built_in_database", Users: []config.User{{UserID: "ignored", Password: "plain:fallback"}}}}
+			{Mechanism: "password_based", Backend: "built_in_database", Users: []config.User{{UserID: "ignored", Password: "sha256:salt:ec3e2f031bd48b4bde903c0d6716ffcd47fab129b0d31f48f90830b4a953b6b0"}}}}
 	})
 	if rc := login(e.dial(), "h1", "alice", "right"); rc != 0 {
 		t.Fatalf("allow: %d", rc)
@@ -252,8 +252,8 @@ func TestJWTAuthenticator(t *testing.T) {
 
 func TestListenerAuthenticationFirst(t *testing.T) {
 	e := start(t, func(c *config.Config) {
-		c.Gateway.ExProto.Authentication = []config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database", Users: []config.User{{UserID: "gw", Password: "plain:a"}}}}
-		defaultListener(c).Authentication = []config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database", Users: []config.User{{UserID: "own", Password: "plain:b"}}}}
+		c.Gateway.ExProto.Authentication = []config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database", Users: []config.User{{UserID: "gw", Password: "sha256:salt:c48e22d109fbdc9ea9d09115591b16133717abf8f0faad86b3656f23f0a8de5b"}}}}
+		defaultListener(c).Authentication = []config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database", Users: []config.User{{UserID: "own", Password: "sha256:salt:08cc95275e0ed367ee112caab807c2b21d536d086f63a7a8254d2c2b15a1c726"}}}}
 	})
 	if rc := login(e.dial(), "l1", "own", "b"); rc != 0 {
 		t.Fatal("the listener's user", rc)
@@ -265,7 +265,7 @@ func TestListenerAuthenticationFirst(t *testing.T) {
 
 func TestMQTTClientsUseTheSameAuth(t *testing.T) {
 	e := start(t, func(c *config.Config) {
-		c.Gateway.ExProto.Authentication = []config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database", Users: []config.User{{UserID: "app", Password: "plain:apppw"}}}}
+		c.Gateway.ExProto.Authentication = []config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database", Users: []config.User{{UserID: "app", Password: "sha256:salt:6ddfe5fa7cba35a77ca493af6ab29ceb4bf266b13e83f051c9b4a3cc851e432a"}}}}
 		c.Gateway.ExProto.Authorization = config.Authorization{NoMatch: "allow", Rules: []config.Rule{{Permission: "deny", Action: "subscribe", Topics: []string{"secret/#"}}}}
 	})
 	try := func(user, pass string) error {
@@ -294,7 +294,7 @@ func TestMQTTClientsUseTheSameAuth(t *testing.T) {
 func TestSuperuserBypassesAuthorization(t *testing.T) {
 	e := start(t, func(c *config.Config) {
 		c.Gateway.ExProto.Authentication = []config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database",
-			Users: []config.User{{UserID: "root", Password: "plain:r", IsSuperuser: true}, {UserID: "joe", Password: "plain:j"}}}}
+			Users: []config.User{{UserID: "root", Password: "sha256:salt:8d0161934145557283f36afcce1000825cea87bbb21ad651446f239d0ad15a14", IsSuperuser: true}, {UserID: "joe", Password: "sha256:salt:afd050d20145be3de9e9b1a5a0fbca733fd3c54b731460cc77c430d3000abcee"}}}}
 		c.Gateway.ExProto.Authorization = config.Authorization{NoMatch: "deny"}
 	})
 	joe := e.dial()

@@ -120,7 +120,7 @@ func TestAuthenticate(t *testing.T) {
 		e := startOn(t, tr, func(c *config.Config) {
 			c.Gateway.ExProto.Authentication = []config.Authenticator{{
 				Mechanism: "password_based", Backend: "built_in_database",
-				Users: []config.User{{UserID: "alice", Password: "plain:secret"}},
+				Users: []config.User{{UserID: "alice", Password: "sha256:salt:bede90386d450cea8b77b822f8887065e4e5abf132c2f9dccfcc7fbd4cba5e35"}},
 			}}
 		})
 		// Wrong password: CONNACK 1 (PERMISSION_DENY), then the demo handler closes.
