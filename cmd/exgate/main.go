@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/emqxconf"
 	"github.com/exgate/exgate/internal/gateway"
 )
 
@@ -78,6 +79,40 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 			return err
 		},
 	})
+	var importOut string
+	importCmd := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Convert an EMQX ExProto configuration (emqx.conf 5.x/6.x or emqx_exproto.conf 4.x) to exgate's",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := emqxconf.Import(args[0])
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			out := res.Config.YAML()
+			fmt.Fprintf(stderr, "%s: read as %s\n", args[0], res.Format)
+			for _, n := range res.Changed {
+				fmt.Fprintf(stderr, "changed:  %s\n", n)
+			}
+			for _, n := range res.Unmapped {
+				fmt.Fprintf(stderr, "not mapped: %s\n", n)
+			}
+			if _, err := config.Parse(out); err != nil {
+				fmt.Fprintf(stderr, "the result needs editing before it starts:\n%v\n", err)
+			}
+			if importOut == "" {
+				_, err = stdout.Write(out)
+				return err
+			}
+			if err := os.WriteFile(importOut, out, 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "wrote %s\n", importOut)
+			return nil
+		},
+	}
+	importCmd.Flags().StringVarP(&importOut, "output", "o", "", "write the YAML here instead of standard output")
+	cfgCmd.AddCommand(importCmd)
 	versionCmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",

@@ -442,3 +442,21 @@ func TestUsersCommand(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigImport(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "exgate.yaml")
+	cmd := exec.Command(binary, "config", "import", "../../internal/emqxconf/testdata/emqx_exproto.conf", "-o", out)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("import: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"read as emqx4", "not mapped: exproto.listener.protoname.acceptors = 8", "wrote " + out} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("import report lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if o, _, err := run(t, "config", "check", "-c", out); err != nil || !strings.Contains(o, "ok") {
+		t.Fatalf("config check of the import: %q %v", o, err)
+	}
+}

@@ -259,7 +259,7 @@ func (ls Listeners) Each(f func(typ, name string, l *Listener)) {
 // type are refused by Validate.
 type Listener struct {
 	// Enable defaults to true.
-	Enable *bool `yaml:"enable"`
+	Enable *bool `yaml:"enable,omitempty"`
 	// Bind is host:port or a bare port (all interfaces); IPv6 as [::1]:7993.
 	Bind string `yaml:"bind"`
 	// MaxConnections refuses connections (UDP: new peers) beyond this many;
@@ -282,7 +282,7 @@ type Listener struct {
 	// Mountpoint overrides the gateway's mountpoint when set.
 	Mountpoint *string `yaml:"mountpoint,omitempty"`
 	// EnableAuthn false lets every device of this listener authenticate.
-	EnableAuthn *bool `yaml:"enable_authn"`
+	EnableAuthn *bool `yaml:"enable_authn,omitempty"`
 	// Authentication, when set, is this listener's chain, tried before the
 	// gateway's.
 	Authentication []Authenticator `yaml:"authentication,omitempty"`

@@ -91,6 +91,9 @@ type options struct {
 	// overlapOK: the handler may see callbacks of one connection overlap
 	// (long-lived streams do not wait for answers).
 	overlapOK bool
+	// config replaces the default configuration (before the test's own
+	// settings: loopback binds, the test handler's address).
+	config *config.Config
 	// attach connects the handler to the adapter; nil: plain Attach.
 	attach func(h *testhandler.Handler, addr string)
 }
@@ -112,6 +115,9 @@ func startWith(t testing.TB, o options, mutate func(*config.Config)) *env {
 		t.Cleanup(h.Stop) // before the leak check runs
 	}
 	cfg := config.Default()
+	if o.config != nil {
+		cfg = o.config
+	}
 	x := &cfg.Gateway.ExProto
 	cfg.Broker.Embedded.Listeners.TCP.Bind = "127.0.0.1:0"
 	x.Server.Bind = "127.0.0.1:0"
@@ -128,21 +134,32 @@ func startWith(t testing.TB, o options, mutate func(*config.Config)) *env {
 		cfg.Broker.MQTT.Servers = []string{"tcp://" + upstream.Addr}
 	}
 	certs := testcert.New(t)
-	l := x.Listeners.TCP["default"]
-	l.Bind = "127.0.0.1:0"
-	x.Listeners.TCP = nil
-	tlsOpts := &config.TLSOptions{Certfile: certs.ServerCert, Keyfile: certs.ServerKey, Cacertfile: certs.CAFile, Verify: "verify_peer"}
-	switch tr {
-	case "tcp":
-		x.Listeners.TCP = map[string]*config.Listener{"default": l}
-	case "ssl":
-		l.SSLOptions = tlsOpts
-		x.Listeners.SSL = map[string]*config.Listener{"default": l}
-	case "udp":
-		x.Listeners.UDP = map[string]*config.Listener{"default": l}
-	case "dtls":
-		l.DTLSOptions = tlsOpts
-		x.Listeners.DTLS = map[string]*config.Listener{"default": l}
+	if o.config != nil {
+		// An imported configuration keeps its listeners, moved to loopback
+		// ports, with the test handler.
+		x.Listeners.Each(func(_, _ string, l *config.Listener) {
+			l.Bind = "127.0.0.1:0"
+			if l.Handler != nil {
+				l.Handler.Address = config.Addresses{"http://" + h.Addr}
+			}
+		})
+	} else {
+		l := x.Listeners.TCP["default"]
+		l.Bind = "127.0.0.1:0"
+		x.Listeners.TCP = nil
+		tlsOpts := &config.TLSOptions{Certfile: certs.ServerCert, Keyfile: certs.ServerKey, Cacertfile: certs.CAFile, Verify: "verify_peer"}
+		switch tr {
+		case "tcp":
+			x.Listeners.TCP = map[string]*config.Listener{"default": l}
+		case "ssl":
+			l.SSLOptions = tlsOpts
+			x.Listeners.SSL = map[string]*config.Listener{"default": l}
+		case "udp":
+			x.Listeners.UDP = map[string]*config.Listener{"default": l}
+		case "dtls":
+			l.DTLSOptions = tlsOpts
+			x.Listeners.DTLS = map[string]*config.Listener{"default": l}
+		}
 	}
 	x.CloseFlushTimeout = 5 * time.Second
 	if mutate != nil {
@@ -430,4 +447,8 @@ var sharedCerts = func() *testcert.Set {
 // client certificate.
 func handlerTLS(t testing.TB) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{sharedCerts.Server}, ClientCAs: sharedCerts.CAPool, ClientAuth: tls.RequireAndVerifyClientCert}
+}
+
+func tlsDial(addr string) (net.Conn, error) {
+	return tls.Dial("tcp", addr, &tls.Config{RootCAs: sharedCerts.CAPool, ServerName: "localhost", Certificates: []tls.Certificate{sharedCerts.Client}})
 }

@@ -1,0 +1,456 @@
+package emqxconf
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/exgate/exgate/internal/config"
+)
+
+// importer accumulates one import.
+type importer struct {
+	r *Result
+	c *config.Config
+	x *config.ExProto
+}
+
+func newImporter(format string) *importer {
+	c := config.Default()
+	c.Gateway.ExProto.Listeners = config.Listeners{}
+	return &importer{r: &Result{Config: c, Format: format}, c: c, x: &c.Gateway.ExProto}
+}
+
+func (im *importer) unmapped(key string, val any, why string) {
+	im.r.Unmapped = append(im.r.Unmapped, Note{key, str(val), why})
+}
+
+func (im *importer) changed(key string, val any, why string) {
+	im.r.Changed = append(im.r.Changed, Note{key, str(val), why})
+}
+
+// bad reports a value exgate could not read.
+func (im *importer) bad(key string, val any, err error) {
+	im.unmapped(key, val, "could not read the value: "+err.Error())
+}
+
+func (im *importer) listener(typ, name string) *config.Listener {
+	ls := &im.x.Listeners
+	var m *map[string]*config.Listener
+	switch typ {
+	case "tcp":
+		m = &ls.TCP
+	case "ssl":
+		m = &ls.SSL
+	case "udp":
+		m = &ls.UDP
+	case "dtls":
+		m = &ls.DTLS
+	default:
+		return nil
+	}
+	if *m == nil {
+		*m = map[string]*config.Listener{}
+	}
+	if (*m)[name] == nil {
+		(*m)[name] = &config.Listener{}
+	}
+	return (*m)[name]
+}
+
+func importV5(root any) (*Result, error) {
+	im := newImporter("emqx5")
+	var leaves []leaf
+	flatten("", root, &leaves)
+	found := false
+	for _, lf := range leaves {
+		rest, ok := strings.CutPrefix(lf.key, "gateway.exproto.")
+		if !ok {
+			if top := strings.SplitN(lf.key, ".", 2)[0]; top != "gateway" {
+				im.unmapped(lf.key, lf.val, "outside gateway.exproto: not exgate's business")
+			} else {
+				im.unmapped(lf.key, lf.val, "another EMQX gateway: exgate serves ExProto only")
+			}
+			continue
+		}
+		found = true
+		im.v5(rest, lf.key, lf.val)
+	}
+	if !found {
+		return nil, fmt.Errorf("no gateway.exproto block found")
+	}
+	im.finish()
+	return im.r, nil
+}
+
+// v5 maps one key under gateway.exproto.
+func (im *importer) v5(key, full string, v any) {
+	x := im.x
+	p := strings.Split(key, ".")
+	switch {
+	case key == "server.bind":
+		x.Server.Bind = str(v)
+		if !strings.HasPrefix(x.Server.Bind, "127.") && !strings.HasPrefix(x.Server.Bind, "localhost") {
+			im.changed(full, v, "kept, but anyone who reaches the adapter can publish anything: exgate binds 127.0.0.1 by default; consider it, or server.auth_token / ssl_options")
+		}
+	case p[0] == "server" && len(p) == 3 && p[1] == "ssl_options":
+		if x.Server.SSLOptions == nil {
+			x.Server.SSLOptions = &config.TLSOptions{}
+		}
+		im.tlsOption(x.Server.SSLOptions, p[2], full, v, &x.Server.SSLOptions)
+	case key == "handler.address":
+		x.Handler.Address = config.Addresses(strList(v))
+	case key == "handler.service_name":
+		x.Handler.ServiceName = str(v)
+	case p[0] == "handler" && len(p) == 3 && p[1] == "ssl_options":
+		im.clientTLSOption(&x.Handler.SSLOptions, p[2], full, v)
+	case key == "idle_timeout":
+		d, inf, err := duration(v)
+		switch {
+		case err != nil:
+			im.bad(full, v, err)
+		case inf:
+			x.IdleTimeout = 365 * 24 * time.Hour
+			im.changed(full, v, "exgate needs a finite idle_timeout: set to 8760h")
+		default:
+			x.IdleTimeout = d
+		}
+	case key == "mountpoint":
+		x.Mountpoint = str(v)
+	case key == "enable":
+		if b, _ := boolean(v); !b {
+			im.changed(full, v, "the gateway was disabled in EMQX; exgate runs it when started")
+		}
+	case key == "enable_stats":
+		im.unmapped(full, v, "exgate always keeps statistics")
+	case p[0] == "authentication":
+		im.authentication(&x.Authentication, strings.TrimPrefix(key, "authentication"), full, v)
+	case p[0] == "listeners" && len(p) >= 4:
+		l := im.listener(p[1], p[2])
+		if l == nil {
+			im.unmapped(full, v, "unknown listener type "+p[1])
+			return
+		}
+		im.listenerKey(l, p[1], strings.Join(p[3:], "."), full, v)
+	default:
+		im.unmapped(full, v, "no exgate equivalent")
+	}
+}
+
+// listenerKey maps one key of a listener (EMQX 5 names).
+func (im *importer) listenerKey(l *config.Listener, typ, key, full string, v any) {
+	p := strings.Split(key, ".")
+	switch {
+	case key == "bind":
+		l.Bind = str(v)
+	case key == "enable":
+		b, err := boolean(v)
+		if err != nil {
+			im.bad(full, v, err)
+			return
+		}
+		l.Enable = ptr(b)
+	case key == "max_connections":
+		n, inf, err := integer(v)
+		if err != nil {
+			im.bad(full, v, err)
+		} else if !inf {
+			l.MaxConnections = n
+		}
+	case key == "max_conn_rate":
+		n, inf, err := integer(strings.TrimSuffix(str(v), "/s"))
+		if err != nil {
+			im.bad(full, v, err)
+		} else if !inf {
+			l.MaxConnRate = n
+		}
+	case key == "access_rules":
+		l.AccessRules = strList(v)
+	case key == "proxy_protocol":
+		b, err := boolean(v)
+		if err != nil {
+			im.bad(full, v, err)
+			return
+		}
+		l.ProxyProtocol = b
+	case key == "proxy_protocol_timeout":
+		if d, _, err := duration(v); err != nil {
+			im.bad(full, v, err)
+		} else {
+			l.ProxyProtocolTimeout = d
+		}
+	case key == "idle_timeout":
+		if d, inf, err := duration(v); err != nil {
+			im.bad(full, v, err)
+		} else if !inf {
+			l.IdleTimeout = d
+		}
+	case key == "mountpoint":
+		l.Mountpoint = ptr(str(v))
+	case key == "enable_authn":
+		b, err := boolean(v)
+		if err != nil {
+			im.bad(full, v, err)
+			return
+		}
+		l.EnableAuthn = ptr(b)
+	case key == "acceptors" || key == "zone" || key == "limiter" || strings.HasPrefix(key, "limiter."):
+		im.unmapped(full, v, "not needed: Go accepts on one goroutine per listener; use bytes_rate/messages_rate for limits")
+	case p[0] == "tcp_options" && len(p) == 2:
+		if l.TCPOptions == nil {
+			l.TCPOptions = &config.TCPOptions{}
+		}
+		o := l.TCPOptions
+		switch p[1] {
+		case "nodelay":
+			b, err := boolean(v)
+			if err != nil {
+				im.bad(full, v, err)
+				return
+			}
+			o.Nodelay = ptr(b)
+		case "backlog":
+			n, _, err := integer(v)
+			if err != nil {
+				im.bad(full, v, err)
+				return
+			}
+			o.Backlog = n
+		case "send_timeout":
+			d, _, err := duration(v)
+			if err != nil {
+				im.bad(full, v, err)
+				return
+			}
+			o.SendTimeout = d
+		case "recbuf", "sndbuf":
+			s, err := size(v)
+			if err != nil {
+				im.bad(full, v, err)
+				return
+			}
+			if p[1] == "recbuf" {
+				o.Recbuf = s
+			} else {
+				o.Sndbuf = s
+			}
+		case "send_timeout_close":
+			im.unmapped(full, v, "exgate always closes a connection whose send times out")
+		default:
+			im.unmapped(full, v, "an Erlang socket option with no Go equivalent")
+		}
+	case p[0] == "udp_options" && len(p) == 2:
+		if l.UDPOptions == nil {
+			l.UDPOptions = &config.UDPOptions{}
+		}
+		switch p[1] {
+		case "recbuf", "sndbuf":
+			s, err := size(v)
+			if err != nil {
+				im.bad(full, v, err)
+				return
+			}
+			if p[1] == "recbuf" {
+				l.UDPOptions.Recbuf = s
+			} else {
+				l.UDPOptions.Sndbuf = s
+			}
+		default:
+			im.unmapped(full, v, "an Erlang socket option with no Go equivalent")
+		}
+	case (p[0] == "ssl_options" || p[0] == "dtls_options") && len(p) == 2:
+		target := &l.SSLOptions
+		if p[0] == "dtls_options" {
+			target = &l.DTLSOptions
+		}
+		if *target == nil {
+			*target = &config.TLSOptions{}
+		}
+		im.tlsOption(*target, p[1], full, v, target)
+	case p[0] == "authentication":
+		im.authentication(&l.Authentication, strings.TrimPrefix(key, "authentication"), full, v)
+	default:
+		im.unmapped(full, v, "no exgate equivalent")
+	}
+}
+
+// tlsOption maps one ssl_options/dtls_options key; enable = false drops
+// the whole block (where it is optional, the adapter's).
+func (im *importer) tlsOption(o *config.TLSOptions, key, full string, v any, holder **config.TLSOptions) {
+	switch key {
+	case "cacertfile":
+		o.Cacertfile = str(v)
+	case "certfile":
+		o.Certfile = str(v)
+	case "keyfile":
+		o.Keyfile = str(v)
+	case "verify":
+		o.Verify = str(v)
+	case "fail_if_no_peer_cert":
+		b, err := boolean(v)
+		if err != nil {
+			im.bad(full, v, err)
+			return
+		}
+		o.FailIfNoPeerCert = b
+	case "versions", "tls_versions", "dtls_versions":
+		for _, ver := range strList(v) {
+			switch ver {
+			case "tlsv1.2", "tlsv1.3", "dtlsv1.2":
+				o.Versions = append(o.Versions, ver)
+			default:
+				im.changed(full, ver, "dropped: exgate supports TLS 1.2/1.3 and DTLS 1.2 only")
+			}
+		}
+	case "ciphers":
+		o.Ciphers = strList(v)
+		if len(o.Ciphers) > 0 && !strings.HasPrefix(o.Ciphers[0], "TLS_") {
+			im.changed(full, v, "EMQX uses OpenSSL cipher names; exgate takes IANA names (TLS_ECDHE_…): ciphers dropped, Go's secure defaults apply")
+			o.Ciphers = nil
+		}
+	case "enable":
+		if b, _ := boolean(v); !b {
+			im.r.Changed = append(im.r.Changed, Note{full, str(v), "TLS disabled here: the block is ignored"})
+			defer func() { *holder = nil }()
+		}
+	default:
+		im.unmapped(full, v, "a TLS option exgate does not offer")
+	}
+}
+
+func (im *importer) clientTLSOption(holder **config.ClientTLSOptions, key, full string, v any) {
+	if *holder == nil {
+		*holder = &config.ClientTLSOptions{}
+	}
+	o := *holder
+	switch key {
+	case "enable":
+		if b, _ := boolean(v); !b {
+			*holder = nil
+		}
+	case "cacertfile":
+		o.Cacertfile = str(v)
+	case "certfile":
+		o.Certfile = str(v)
+	case "keyfile":
+		o.Keyfile = str(v)
+	case "verify":
+		o.Verify = str(v)
+	case "server_name_indication":
+		if s := str(v); s != "disable" {
+			o.ServerNameIndication = s
+		}
+	default:
+		im.unmapped(full, v, "a TLS option exgate does not offer")
+	}
+}
+
+// authentication maps EMQX's authentication value: one object, or a list
+// (key is what follows "authentication": "" for the whole value at a leaf,
+// or ".field" when flatten went into an object).
+func (im *importer) authentication(chain *[]config.Authenticator, key, full string, v any) {
+	if key == "" {
+		// A list of authenticators arrives whole.
+		list, ok := v.([]any)
+		if !ok {
+			im.unmapped(full, v, "expected an object or a list")
+			return
+		}
+		for i, item := range list {
+			m, ok := item.(map[string]any)
+			if !ok {
+				im.unmapped(fmt.Sprintf("%s[%d]", full, i), item, "expected an object")
+				continue
+			}
+			*chain = append(*chain, config.Authenticator{})
+			var leaves []leaf
+			flatten("", m, &leaves)
+			for _, lf := range leaves {
+				im.authField(&(*chain)[len(*chain)-1], lf.key, fmt.Sprintf("%s[%d].%s", full, i, lf.key), lf.val)
+			}
+		}
+		return
+	}
+	// A single object, flattened: its fields arrive one by one.
+	if len(*chain) == 0 {
+		*chain = append(*chain, config.Authenticator{})
+	}
+	im.authField(&(*chain)[0], strings.TrimPrefix(key, "."), full, v)
+}
+
+func (im *importer) authField(a *config.Authenticator, key, full string, v any) {
+	p := strings.Split(key, ".")
+	switch {
+	case key == "mechanism":
+		a.Mechanism = str(v)
+	case key == "backend":
+		a.Backend = str(v)
+		if a.Backend == "built_in_database" {
+			im.changed(full, v, "EMQX kept these users in its own database: export them and add them with `exgate users add` to the users_file")
+			a.UsersFile = "users.yaml"
+		} else if a.Backend != "http" {
+			im.unmapped(full, v, "exgate's password_based backends are built_in_database and http")
+		}
+	case key == "method":
+		a.Method = strings.ToLower(str(v))
+	case key == "url":
+		a.URL = str(v)
+	case p[0] == "headers" && len(p) == 2:
+		if a.Headers == nil {
+			a.Headers = map[string]string{}
+		}
+		a.Headers[p[1]] = str(v)
+	case p[0] == "body" && len(p) == 2:
+		if a.Body == nil {
+			a.Body = map[string]string{}
+		}
+		a.Body[p[1]] = str(v)
+	case key == "request_timeout":
+		if d, _, err := duration(v); err != nil {
+			im.bad(full, v, err)
+		} else {
+			a.RequestTimeout = d
+		}
+	case key == "pool_size":
+		if n, _, err := integer(v); err != nil {
+			im.bad(full, v, err)
+		} else {
+			a.PoolSize = n
+		}
+	case p[0] == "ssl" && len(p) == 2:
+		im.clientTLSOption(&a.SSLOptions, p[1], full, v)
+	case key == "user_id_type":
+		a.UserIDType = str(v)
+	case key == "algorithm":
+		a.Algorithm = str(v)
+	case key == "secret":
+		a.Secret = str(v)
+	case key == "secret_base64_encoded":
+		a.SecretBase64Encoded, _ = boolean(v)
+	case p[0] == "verify_claims" && len(p) == 2:
+		if a.VerifyClaims == nil {
+			a.VerifyClaims = map[string]string{}
+		}
+		a.VerifyClaims[p[1]] = str(v)
+	case key == "enable":
+		if b, _ := boolean(v); !b {
+			im.changed(full, v, "this authenticator was disabled in EMQX; exgate keeps it, remove it if unwanted")
+		}
+	case key == "from":
+		if s := str(v); s != "password" {
+			im.unmapped(full, v, "exgate reads JWTs from the password only")
+		}
+	default:
+		im.unmapped(full, v, "an authenticator setting exgate does not offer")
+	}
+}
+
+// finish fills what EMQX leaves to defaults and checks the result.
+func (im *importer) finish() {
+	im.x.Listeners.Each(func(typ, name string, l *config.Listener) {
+		if l.Bind == "" {
+			l.Bind = map[string]string{"tcp": "0.0.0.0:7993", "ssl": "0.0.0.0:7993", "udp": "0.0.0.0:7993", "dtls": "0.0.0.0:7993"}[typ]
+			im.changed("gateway.exproto.listeners."+typ+"."+name+".bind", "", "no bind given: 0.0.0.0:7993")
+		}
+	})
+}
