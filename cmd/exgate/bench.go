@@ -19,10 +19,20 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Load-test an exgate (echo, fan-in, fan-out, connect storm) or run the benchmark suite"}
 	var asJSON bool
 	var pid int
+	var metricsURL string
 	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.PersistentFlags().IntVar(&pid, "gateway-pid", 0, "read this gateway process's CPU and RSS from /proc during the run")
+	cmd.PersistentFlags().StringVar(&metricsURL, "gateway-metrics", "", "read the gateway's goroutines from this /metrics URL (e.g. http://127.0.0.1:18083/metrics)")
 	report := func(r bench.Result, w *bench.Watch, devices int) error {
 		w.Done(&r, devices)
+		if metricsURL != "" {
+			if r.Procs == nil {
+				r.Procs = map[string]bench.ProcUsage{}
+			}
+			p := r.Procs["gateway"]
+			p.Goroutines = bench.Goroutines(metricsURL)
+			r.Procs["gateway"] = p
+		}
 		if asJSON {
 			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
@@ -37,7 +47,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintf(stdout, "  errors %-20s %d\n", c, n)
 		}
 		for name, p := range r.Procs {
-			fmt.Fprintf(stdout, "  %s: CPU %.2fs (%.1fµs/op), RSS %.1f MiB\n", name, p.CPUSeconds, p.CPUPerOpUS, float64(p.RSSBytes)/(1<<20))
+			fmt.Fprintf(stdout, "  %s: CPU %.2fs (%.1fµs/op), RSS %.1f MiB, %d goroutines\n", name, p.CPUSeconds, p.CPUPerOpUS, float64(p.RSSBytes)/(1<<20), p.Goroutines)
 		}
 		if r.Note != "" {
 			fmt.Fprintln(stdout, " ", r.Note)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/exgate/exgate/internal/api"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/emqxconf"
 	"github.com/exgate/exgate/internal/gateway"
@@ -126,6 +127,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	root.AddCommand(serveCmd, cfgCmd, versionCmd, newBenchCmd(stdout, stderr), newUsersCmd(stdin, stdout))
+	addAPICommands(root, stdout)
 	return root
 }
 
@@ -136,14 +138,15 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
+// newLogger returns the logger and its level, which the API can change.
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	level := new(slog.LevelVar)
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: redact}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(slog.NewJSONHandler(w, opts)), level
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(slog.NewTextHandler(w, opts)), level
 }
 
 // redact hides the value of any attribute whose key names a secret, so no
@@ -165,12 +168,27 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, logw)
+	log, level := newLogger(cfg.Log, logw)
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		return err
 	}
+	var mgmt *api.Server
+	if cfg.API.Enabled() {
+		if mgmt, err = api.New(g, cfg.API, level, log.With("component", "api")); err != nil {
+			_ = g.Shutdown(context.Background())
+			return err
+		}
+		go func() {
+			if err := mgmt.Serve(); err != nil {
+				log.Error("management API stopped", "error", err)
+			}
+		}()
+	}
 	g.Start()
+	if mgmt != nil {
+		log.Info("management API", "api", mgmt.Addr().String())
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
@@ -178,6 +196,9 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if mgmt != nil {
+		_ = mgmt.Shutdown(sctx)
+	}
 	if err := g.Shutdown(sctx); err != nil {
 		return err
 	}

@@ -226,6 +226,7 @@ func TestTwoNodesOneUpstream(t *testing.T) {
 	conf := func(name, self, peerName, peer string) string {
 		return `
 node: {name: ` + name + `}
+api: {bind: "127.0.0.1:0"}
 broker: {mqtt: {servers: ["tcp://` + m.Addr + `"]}}
 cluster: {peers: {"` + peerName + `": "` + peer + `"}}
 gateway:
@@ -264,6 +265,7 @@ func TestServeAndSignal(t *testing.T) {
 	h := testhandler.Start(t)
 	cfg := writeFile(t, `
 log: {level: info}
+api: {bind: "127.0.0.1:0"}
 broker: {embedded: {listeners: {tcp: {bind: "127.0.0.1:0"}}}}
 gateway:
   exproto:
@@ -366,6 +368,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	h := testhandler.Start(t)
 	n := startNode(t, `
 log: {level: debug}
+api: {bind: "127.0.0.1:0"}
 broker: {embedded: {listeners: {tcp: {bind: "127.0.0.1:0"}}}}
 gateway:
   exproto:
@@ -458,5 +461,74 @@ func TestConfigImport(t *testing.T) {
 	}
 	if o, _, err := run(t, "config", "check", "-c", out); err != nil || !strings.Contains(o, "ok") {
 		t.Fatalf("config check of the import: %q %v", o, err)
+	}
+}
+
+// waitLine waits for a log line containing want and returns it.
+func (n *node) waitLine(t *testing.T, want string) string {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l, ok := <-n.lines:
+			if !ok {
+				t.Fatalf("exgate exited before logging %q", want)
+			}
+			if strings.Contains(l, want) {
+				return l
+			}
+		case <-timeout:
+			t.Fatalf("no log line with %q", want)
+		}
+	}
+}
+
+func TestOperatorCLI(t *testing.T) {
+	h := testhandler.Start(t)
+	n := startNode(t, `
+api: {bind: "127.0.0.1:0"}
+broker: {embedded: {listeners: {tcp: {bind: "127.0.0.1:0"}}}}
+gateway:
+  exproto:
+    server: {bind: "127.0.0.1:0"}
+    handler: {address: "http://`+h.Addr+`"}
+    listeners: {tcp: {default: {bind: "127.0.0.1:0"}}}
+`)
+	h.Attach(t, n.addr(t, "adapter"))
+	m := regexp.MustCompile(`api=(\S+)`).FindStringSubmatch(n.waitLine(t, "management API"))
+	apiURL := "http://" + m[1]
+	d := dialDevice(t, n.addr(t, "tcp:default"))
+	d.do(testhandler.Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "cli-dev", Username: "ops"}}, testhandler.Connack)
+	d.do(testhandler.Frame{Type: testhandler.Subscribe, Topic: "t/1", QoS: 1}, testhandler.Suback)
+
+	out, _, err := run(t, "clients", "list", "--api", apiURL)
+	if err != nil || !strings.Contains(out, "CLIENTID") || !strings.Contains(out, "cli-dev") || !strings.Contains(out, "connected") {
+		t.Fatalf("clients list: %v\n%s", err, out)
+	}
+	out, _, err = run(t, "clients", "list", "--api", apiURL, "-o", "json", "-f", "clientid=cli-dev")
+	var list struct{ Data []map[string]any }
+	if err != nil || json.Unmarshal([]byte(out), &list) != nil || len(list.Data) != 1 || list.Data[0]["username"] != "ops" {
+		t.Fatalf("clients list -o json: %v\n%s", err, out)
+	}
+	if out, _, err = run(t, "subscriptions", "list", "cli-dev", "--api", apiURL); err != nil || !strings.Contains(out, "t/1") {
+		t.Fatalf("subscriptions list: %v\n%s", err, out)
+	}
+	if out, _, err = run(t, "status", "--api", apiURL); err != nil || !strings.Contains(out, "exproto:tcp:default") {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	if out, _, err = run(t, "metrics", "--api", apiURL); err != nil || !strings.Contains(out, "exgate_client_connected_total 1") {
+		t.Fatalf("metrics: %v\n%s", err, out)
+	}
+	// The log level changes at runtime.
+	req, _ := http.NewRequest("PUT", apiURL+"/api/v5/log", strings.NewReader(`{"level":"debug"}`))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("set log level: %v %v", resp, err)
+	}
+	if out, _, err = run(t, "clients", "kick", "cli-dev", "--api", apiURL); err != nil || !strings.Contains(out, "kicked cli-dev") {
+		t.Fatalf("kick: %v\n%s", err, out)
+	}
+	n.waitLine(t, "level=DEBUG") // the kicked device's close, now at debug level
+	if _, stderr, err := run(t, "clients", "show", "nobody", "--api", apiURL); err == nil || !strings.Contains(stderr, "CLIENTID_NOT_FOUND") {
+		t.Fatalf("show a missing client: %v %s", err, stderr)
 	}
 }

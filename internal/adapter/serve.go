@@ -39,6 +39,8 @@ type GRPCOptions struct {
 	// AuthToken, when set, is required as "authorization: Bearer <token>"
 	// on every call but health checks.
 	AuthToken string
+	// Observe, if set, is told every adapter call's method and result code.
+	Observe func(method, code string)
 }
 
 // NewGRPCServer serves s, gRPC health (reporting SERVING for the adapter
@@ -48,6 +50,9 @@ func NewGRPCServer(s *Server, o GRPCOptions) (*grpc.Server, error) {
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(o.MaxRecvMessageSize), grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))}
 	if o.AuthToken != "" {
 		opts = append(opts, grpc.ChainUnaryInterceptor(tokenUnary(o.AuthToken)), grpc.ChainStreamInterceptor(tokenStream(o.AuthToken)))
+	}
+	if o.Observe != nil {
+		opts = append(opts, grpc.ChainUnaryInterceptor(observeUnary(o.Observe)))
 	}
 	if o.TLS != nil {
 		tc, err := tlsconfig.Server("gateway.exproto.server.ssl_options", o.TLS)
@@ -170,5 +175,21 @@ func tokenStream(token string) grpc.StreamServerInterceptor {
 			}
 		}
 		return h(srv, ss)
+	}
+}
+
+// observeUnary reports each adapter call's result code (or gRPC error code).
+func observeUnary(observe func(method, code string)) grpc.UnaryServerInterceptor {
+	const prefix = "/emqx.exproto.v1.ConnectionAdapter/"
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		if method, ok := strings.CutPrefix(info.FullMethod, prefix); ok {
+			code := "grpc_" + status.Code(err).String()
+			if cr, isCode := resp.(*pb.CodeResponse); err == nil && isCode {
+				code = cr.GetCode().String()
+			}
+			observe(method, code)
+		}
+		return resp, err
 	}
 }

@@ -8,6 +8,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -47,7 +48,26 @@ type ProcUsage struct {
 	// RSSPerDevice is the RSS growth over the run divided by devices
 	// (connect storm).
 	RSSPerDevice float64 `json:"rss_per_device_bytes,omitempty"`
-	Goroutines   int     `json:"-"`
+	// Goroutines of the gateway, from its /metrics (go_goroutines).
+	Goroutines int `json:"goroutines,omitempty"`
+}
+
+// Goroutines reads go_goroutines from a Prometheus endpoint; 0 if it cannot.
+func Goroutines(metricsURL string) int {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(metricsURL)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(n)
+		}
+	}
+	return 0
 }
 
 // errorCounts counts errors by cause; safe for concurrent use.

@@ -73,7 +73,7 @@ func Suite(ctx context.Context, o SuiteOptions) (*Report, error) {
 	}
 	defer os.RemoveAll(dir)
 	addrs := map[string]string{}
-	for _, k := range []string{"adapter", "mqtt", "echo", "echostream", "json", "h-echo", "h-json", "mosquitto"} {
+	for _, k := range []string{"adapter", "mqtt", "echo", "echostream", "json", "h-echo", "h-json", "mosquitto", "api"} {
 		if addrs[k], err = freeAddr(); err != nil {
 			return nil, err
 		}
@@ -104,6 +104,7 @@ func Suite(ctx context.Context, o SuiteOptions) (*Report, error) {
 		return nil, err
 	}
 	cfg := fmt.Sprintf(`log: {level: warn}
+api: {bind: "%s"}
 broker: {embedded: {listeners: {tcp: {bind: "%s"}}}}
 gateway:
   exproto:
@@ -115,7 +116,7 @@ gateway:
         echo: {bind: "%s", handler: {address: "http://%s"}}
         echostream: {bind: "%s", handler: {address: "http://%s", service_name: ConnectionHandler}}
         json: {bind: "%s"}
-`, addrs["mqtt"], addrs["adapter"], addrs["h-json"], addrs["echo"], addrs["h-echo"], addrs["echostream"], addrs["h-echo"], addrs["json"])
+`, addrs["api"], addrs["mqtt"], addrs["adapter"], addrs["h-json"], addrs["echo"], addrs["h-echo"], addrs["echostream"], addrs["h-echo"], addrs["json"])
 	cfgPath := filepath.Join(dir, "exgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -176,6 +177,10 @@ gateway:
 	add := func(r Result, target string, w *Watch, devices int, baseline *Result) {
 		r.Target = target
 		w.Done(&r, devices)
+		if p, ok := r.Procs["gateway"]; ok {
+			p.Goroutines = Goroutines("http://" + addrs["api"] + "/metrics")
+			r.Procs["gateway"] = p
+		}
 		if baseline != nil && baseline.Rate > 0 {
 			r.Ratio, r.Baseline = r.Rate/baseline.Rate, baseline.Target
 		}
@@ -288,6 +293,10 @@ gateway:
 		Hold: func() {
 			time.Sleep(time.Second) // memory while every device is connected
 			w.Done(&held, n(10000))
+			if p, ok := held.Procs["gateway"]; ok {
+				p.Goroutines = Goroutines("http://" + addrs["api"] + "/metrics")
+				held.Procs["gateway"] = p
+			}
 		}})
 	if err != nil {
 		return nil, err
@@ -300,6 +309,10 @@ gateway:
 		sr.Procs[name] = q
 	}
 	sr.Target = "exgate"
+	if p, ok := sr.Procs["gateway"]; ok {
+		p.Goroutines = held.Procs["gateway"].Goroutines
+		sr.Procs["gateway"] = p
+	}
 	if g, ok := sr.Procs["gateway"]; ok {
 		sr.Note = fmt.Sprintf("gateway RSS %.1f KiB per connected, subscribed device", g.RSSPerDevice/1024)
 	}
@@ -338,12 +351,15 @@ func (r *Report) Markdown() string {
 	var b strings.Builder
 	w := bufio.NewWriter(&b)
 	fmt.Fprintf(w, "# exgate benchmark %s\n\n%d CPUs shared by the load tool, exgate, its handlers and the baselines; scale 1/%d. Each row is one run: rerun and compare medians, and read the ratios, not the absolute rates.\n\n", r.Date, r.CPUs, r.Scale)
-	fmt.Fprintln(w, "| scenario | target | devices | rate/s | ratio | p50 µs | p99 µs | gateway CPU µs/op | handler CPU µs/op | note |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| scenario | target | devices | rate/s | ratio | p50 µs | p99 µs | gateway CPU µs/op | handler CPU µs/op | gateway goroutines | note |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, x := range r.Results {
-		gw, h := "", ""
+		gw, h, gr := "", "", ""
 		if p, ok := x.Procs["gateway"]; ok && x.Ops > 0 {
 			gw = fmt.Sprintf("%.1f", p.CPUPerOpUS)
+			if p.Goroutines > 0 {
+				gr = fmt.Sprint(p.Goroutines)
+			}
 		}
 		for n, p := range x.Procs {
 			if strings.HasPrefix(n, "handler") && x.Ops > 0 {
@@ -358,7 +374,7 @@ func (r *Report) Markdown() string {
 		if len(x.Errors) > 0 {
 			errs = fmt.Sprintf(" errors %v", x.Errors)
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %.0f | %.0f | %s | %s | %s%s |\n", x.Scenario, x.Target, x.Devices, x.Rate, ratio, x.P50, x.P99, gw, h, x.Note, errs)
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s%s |\n", x.Scenario, x.Target, x.Devices, x.Rate, ratio, x.P50, x.P99, gw, h, gr, x.Note, errs)
 	}
 	w.Flush()
 	return b.String()

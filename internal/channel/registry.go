@@ -67,6 +67,13 @@ func (r *Registry) All() []*Channel {
 	return out
 }
 
+// Connected is the number of authenticated channels.
+func (r *Registry) Connected() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byClientID)
+}
+
 // Len is the number of registered channels.
 func (r *Registry) Len() int {
 	r.mu.RLock()

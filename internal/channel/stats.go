@@ -9,6 +9,7 @@ type Stats struct {
 	BytesReceived     atomic.Int64
 	BytesSent         atomic.Int64
 	MessagesDelivered atomic.Int64 // messages the handler accepted
+	MessagesPublished atomic.Int64 // device publishes the broker took
 	DeliveryDropped   atomic.Int64 // deliveries dropped: queue full or closed
 	ClientConnect     atomic.Int64 // Authenticate calls
 	ClientConnected   atomic.Int64 // successful Authenticate

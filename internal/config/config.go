@@ -28,8 +28,25 @@ type Config struct {
 	Log     Log     `yaml:"log"`
 	Broker  Broker  `yaml:"broker"`
 	Cluster Cluster `yaml:"cluster"`
+	API     API     `yaml:"api"`
 	Gateway Gateway `yaml:"gateway"`
 }
+
+// API is the management REST API, Prometheus metrics and health checks.
+type API struct {
+	// Enable defaults to true.
+	Enable *bool `yaml:"enable,omitempty"`
+	// Bind is host:port. Default "127.0.0.1:18083" (EMQX's dashboard port).
+	Bind string `yaml:"bind"`
+	// Username and Password, when set, are required as HTTP basic auth on
+	// everything but /healthz and /readyz (an EMQX API key and secret work
+	// the same way).
+	Username string `yaml:"username,omitempty"`
+	Password string `yaml:"password,omitempty"`
+}
+
+// Enabled reports whether the API runs (nil means on).
+func (a API) Enabled() bool { return a.Enable == nil || *a.Enable }
 
 // Node names this gateway instance.
 type Node struct {
@@ -482,6 +499,7 @@ func base() *Config {
 	return &Config{
 		Node:   Node{Name: "exgate@127.0.0.1"},
 		Log:    Log{Level: "info", Format: "text"},
+		API:    API{Bind: "127.0.0.1:18083"},
 		Broker: Broker{Embedded: Embedded{Listeners: EmbeddedListeners{TCP: MQTTListener{Enable: ptr(true), Bind: "0.0.0.0:1883"}}}},
 		Gateway: Gateway{ExProto: ExProto{
 			Server: Server{Bind: "127.0.0.1:9100", MaxRecvMessageSize: 4 << 20},
@@ -641,6 +659,14 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	if c.API.Enabled() {
+		if err := checkBind(c.API.Bind); err != nil {
+			bad("api.bind", "%v", err)
+		}
+		if (c.API.Username == "") != (c.API.Password == "") {
+			bad("api", "username and password go together")
+		}
 	}
 	if m := c.Broker.MQTT; m.Enabled() {
 		for i, srv := range m.Servers {

@@ -13,9 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/adapter"
@@ -28,16 +31,19 @@ import (
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/handler"
 	"github.com/exgate/exgate/internal/listener"
+	"github.com/exgate/exgate/internal/metrics"
 	"github.com/exgate/exgate/internal/tlsconfig"
 )
 
 // Gateway is one running exgate.
 type Gateway struct {
-	cfg   *config.Config
-	log   *slog.Logger
-	Stats *channel.Stats
-	Reg   *channel.Registry
-	pool  *channel.Pool
+	cfg     *config.Config
+	log     *slog.Logger
+	Stats   *channel.Stats
+	Reg     *channel.Registry
+	Metrics *metrics.Metrics
+	pool    *channel.Pool
+	started time.Time
 
 	broker    broker.Broker
 	embedded  *embedded.Broker // nil with an external broker
@@ -65,7 +71,7 @@ type deviceListener struct {
 // already opened is closed again.
 func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	x := cfg.Gateway.ExProto
-	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry(), pool: channel.NewPool(10 * time.Second)}
+	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry(), pool: channel.NewPool(10 * time.Second), Metrics: metrics.New()}
 	defer func() {
 		if err != nil {
 			g.closeAll()
@@ -123,6 +129,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	g.adapterLn = adapter.SniffListener(ln, x.Server.SSLOptions != nil, g.deviceAddrs, log.With("component", "adapter"))
 	g.grpc, err = adapter.NewGRPCServer(adapter.New(g.Reg, g.broker, g.peers, log.With("component", "adapter")), adapter.GRPCOptions{
 		TLS: x.Server.SSLOptions, MaxRecvMessageSize: int(x.Server.MaxRecvMessageSize), AuthToken: x.Server.AuthToken,
+		Observe: g.Metrics.AdapterCall,
 	})
 	if err != nil {
 		return nil, err
@@ -141,12 +148,20 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	if lerr != nil {
 		return nil, lerr
 	}
+	g.registerMetrics()
 	return g, nil
 }
 
 // newHandler starts a handler client whose lost devices are closed.
 func (g *Gateway) newHandler(h config.Handler) (*handler.Client, error) {
-	c, err := handler.New(handler.Options{Config: h, Logger: g.log.With("component", "handler"), Lost: g.kick})
+	c, err := handler.New(handler.Options{Config: h, Logger: g.log.With("component", "handler"), Lost: g.kick,
+		Observe: func(method string, d time.Duration, err error) {
+			code := ""
+			if err != nil {
+				code = status.Code(err).String()
+			}
+			g.Metrics.HandlerCall(method, d, code)
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +314,7 @@ func mqttAuthz(a *auth.Authorizer) func(string, string, string, bool, net.Addr) 
 
 // Start serves the adapter and the device listeners.
 func (g *Gateway) Start() {
+	g.started = time.Now()
 	g.serving.Go(func() {
 		if err := g.grpc.Serve(g.adapterLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			g.log.Error("adapter server stopped", "error", err)
@@ -449,4 +465,65 @@ func (g *Gateway) closeAll() {
 		a.Close()
 	}
 	g.authz.Close()
+}
+
+// registerMetrics exports the gateway's and listeners' counters.
+func (g *Gateway) registerMetrics() {
+	m, st := g.Metrics, g.Stats
+	f := func(a *atomic.Int64) func() float64 { return func() float64 { return float64(a.Load()) } }
+	// EMQX's gateway counters (spec §4).
+	m.Counter("exgate_bytes_received_total", "Bytes received from devices.", nil, f(&st.BytesReceived))
+	m.Counter("exgate_bytes_sent_total", "Bytes sent to devices.", nil, f(&st.BytesSent))
+	m.Counter("exgate_messages_delivered_total", "Messages the handler accepted in OnReceivedMessages.", nil, f(&st.MessagesDelivered))
+	m.Counter("exgate_messages_published_total", "Messages devices published to the broker.", nil, f(&st.MessagesPublished))
+	m.Counter("exgate_delivery_dropped_total", "Deliveries dropped: queue full or device closed.", nil, f(&st.DeliveryDropped))
+	m.Counter("exgate_client_connect_total", "Authenticate calls.", nil, f(&st.ClientConnect))
+	m.Counter("exgate_client_connected_total", "Successful Authenticate calls.", nil, f(&st.ClientConnected))
+	m.Counter("exgate_client_disconnected_total", "Authenticated devices that closed.", nil, f(&st.Disconnected))
+	m.Counter("exgate_client_auth_failure_total", "Failed Authenticate calls.", nil, f(&st.AuthFailed))
+	m.Counter("exgate_authorization_deny_total", "Publishes and subscriptions denied.", nil, f(&st.AuthzDenied))
+	m.Gauge("exgate_connections", "Open device connections, any state.", nil, f(&st.Connections))
+	m.Gauge("exgate_connections_authenticated", "Authenticated device connections.", nil, func() float64 { return float64(g.Reg.Connected()) })
+	for _, l := range g.listeners {
+		ls := &l.Stats
+		lab := prometheus.Labels{"listener": l.Name()}
+		m.Gauge("exgate_listener_connections", "Connections (UDP: peers) a listener serves now.", lab, f(&ls.Current))
+		m.Counter("exgate_listener_accepted_total", "Connections accepted.", lab, f(&ls.Accepted))
+		for cause, a := range map[string]*atomic.Int64{"max_connections": &ls.RefusedLimit, "max_conn_rate": &ls.RefusedRate, "access_rules": &ls.RefusedACL, "handshake": &ls.HandshakeFailed} {
+			m.Counter("exgate_listener_refused_total", "Connections refused, by cause.", prometheus.Labels{"listener": l.Name(), "cause": cause}, f(a))
+		}
+		m.Counter("exgate_listener_datagrams_dropped_total", "UDP datagrams dropped (rate limits, refusals, full queues).", lab, f(&ls.DatagramsDropped))
+		m.Counter("exgate_listener_throttled_total", "Reads slowed down by a rate limit.", lab, f(&ls.Throttled))
+	}
+}
+
+// Ready reports whether the listeners are bound and a handler is reachable.
+func (g *Gateway) Ready() bool {
+	return !g.started.IsZero() && g.handler.Ready()
+}
+
+// Node is this gateway's node name.
+func (g *Gateway) Node() string { return g.cfg.Node.Name }
+
+// StartedAt is when Start ran.
+func (g *Gateway) StartedAt() time.Time { return g.started }
+
+// Listeners returns the device listeners.
+func (g *Gateway) Listeners() []*listener.Listener {
+	out := make([]*listener.Listener, len(g.listeners))
+	for i, l := range g.listeners {
+		out[i] = l.Listener
+	}
+	return out
+}
+
+// ListenerConfig returns the configuration of listener "type:name".
+func (g *Gateway) ListenerConfig(name string) *config.Listener {
+	var found *config.Listener
+	g.cfg.Gateway.ExProto.Listeners.Each(func(typ, n string, l *config.Listener) {
+		if typ+":"+n == name {
+			found = l
+		}
+	})
+	return found
 }

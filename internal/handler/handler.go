@@ -50,6 +50,8 @@ type Options struct {
 	// Lost is called, from a goroutine of the Client, with the conn ids of
 	// the devices pinned to an endpoint whose connection was lost.
 	Lost func(connIDs []string, reason string)
+	// Observe, if set, is told every call's callback, duration and error.
+	Observe func(method string, d time.Duration, err error)
 }
 
 // Client calls the handler. It implements channel.Handler and is safe for
@@ -59,6 +61,7 @@ type Client struct {
 	longLive bool
 	log      *slog.Logger
 	lost     func([]string, string)
+	observe  func(string, time.Duration, error)
 	eps      []*endpoint
 
 	mu   sync.Mutex
@@ -83,7 +86,7 @@ type endpoint struct {
 func New(o Options) (*Client, error) {
 	h := o.Config
 	c := &Client{service: h.ServiceName, longLive: h.ServiceName == "ConnectionHandler" && h.Streaming == "long_lived",
-		log: o.Logger, lost: o.Lost, pins: map[string]*endpoint{}}
+		log: o.Logger, lost: o.Lost, observe: o.Observe, pins: map[string]*endpoint{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	for _, addr := range h.Address {
 		target, https, err := config.HandlerTarget(addr)
@@ -181,6 +184,16 @@ func (c *Client) pinned(conn string) *endpoint {
 	return ep
 }
 
+// Ready reports whether at least one handler endpoint is connected.
+func (c *Client) Ready() bool {
+	for _, ep := range c.eps {
+		if ep.conn.GetState() == connectivity.Ready {
+			return true
+		}
+	}
+	return false
+}
+
 // Close stops every endpoint's streams and connection.
 func (c *Client) Close() error {
 	c.cancel()
@@ -223,6 +236,10 @@ var streamDesc = &grpc.StreamDesc{ClientStreams: true}
 func (c *Client) call(ctx context.Context, ep *endpoint, method string, req proto.Message) error {
 	full := "/emqx.exproto.v1." + c.service + "/" + method
 	var err error
+	if c.observe != nil {
+		start := time.Now()
+		defer func() { c.observe(method, time.Since(start), err) }()
+	}
 	switch {
 	case c.service != "ConnectionHandler":
 		err = ep.conn.Invoke(ctx, full, req, new(pb.EmptySuccess))

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// apiClient talks to a running exgate's management API.
+type apiClient struct {
+	base, user, pass string
+	out              string // "table" or "json"
+	stdout           io.Writer
+}
+
+func (a *apiClient) do(method, path string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, strings.TrimSuffix(a.base, "/")+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if a.user != "" {
+		req.SetBasicAuth(a.user, a.pass)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (is exgate running with its API on %s?)", path, err, a.base)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		var e struct{ Code, Message string }
+		if json.Unmarshal(b, &e) == nil && e.Code != "" {
+			return nil, fmt.Errorf("%s %s", e.Code, e.Message)
+		}
+		return nil, fmt.Errorf("%s: HTTP %d", path, resp.StatusCode)
+	}
+	return b, nil
+}
+
+// show prints b as JSON, or as a table of the given columns.
+func (a *apiClient) show(b []byte, rows func(any) [][]string, header ...string) error {
+	if a.out == "json" {
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		enc := json.NewEncoder(a.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows(v) {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func field(m any, k string) string {
+	if mm, ok := m.(map[string]any); ok {
+		switch v := mm[k].(type) {
+		case nil:
+			return ""
+		case float64:
+			return fmt.Sprintf("%.0f", v)
+		default:
+			return fmt.Sprint(v)
+		}
+	}
+	return ""
+}
+
+// addAPICommands adds clients, subscriptions, status and metrics.
+func addAPICommands(root *cobra.Command, stdout io.Writer) {
+	a := &apiClient{stdout: stdout}
+	flags := func(c *cobra.Command) *cobra.Command {
+		c.PersistentFlags().StringVar(&a.base, "api", "http://127.0.0.1:18083", "the management API")
+		c.PersistentFlags().StringVar(&a.user, "username", "", "API username (api.username)")
+		c.PersistentFlags().StringVar(&a.pass, "password", "", "API password")
+		c.PersistentFlags().StringVarP(&a.out, "output", "o", "table", "table or json")
+		return c
+	}
+	const gw = "/api/v5/gateways/exproto"
+	clientRows := func(v any) [][]string {
+		var out [][]string
+		list, _ := v.(map[string]any)["data"].([]any)
+		for _, c := range list {
+			out = append(out, []string{field(c, "clientid"), field(c, "username"), field(c, "conn_state"),
+				field(c, "ip_address") + ":" + field(c, "port"), field(c, "subscriptions_cnt"), field(c, "connected_at")})
+		}
+		return out
+	}
+	clients := flags(&cobra.Command{Use: "clients", Short: "List, show and kick devices"})
+	var filter []string
+	list := &cobra.Command{Use: "list", Short: "List devices (filters: clientid=, username=, like_clientid=, conn_state=, …)", Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			q := url.Values{"limit": {"10000"}}
+			for _, f := range filter {
+				k, v, _ := strings.Cut(f, "=")
+				q.Set(k, v)
+			}
+			b, err := a.do("GET", gw+"/clients?"+q.Encode(), nil)
+			if err != nil {
+				return err
+			}
+			return a.show(b, clientRows, "CLIENTID", "USERNAME", "STATE", "PEER", "SUBS", "CONNECTED AT")
+		}}
+	list.Flags().StringSliceVarP(&filter, "filter", "f", nil, "key=value filters")
+	show := &cobra.Command{Use: "show CLIENTID", Short: "Show one device", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			b, err := a.do("GET", gw+"/clients/"+url.PathEscape(args[0]), nil)
+			if err != nil {
+				return err
+			}
+			return a.show(b, func(v any) [][]string {
+				m, _ := v.(map[string]any)
+				keys := make([]string, 0, len(m))
+				for k := range m {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				var rows [][]string
+				for _, k := range keys {
+					rows = append(rows, []string{k, field(m, k)})
+				}
+				return rows
+			}, "FIELD", "VALUE")
+		}}
+	kick := &cobra.Command{Use: "kick CLIENTID", Short: "Disconnect a device ({shutdown,kicked})", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if _, err := a.do("DELETE", gw+"/clients/"+url.PathEscape(args[0]), nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "kicked %s\n", args[0])
+			return nil
+		}}
+	clients.AddCommand(list, show, kick)
+
+	subs := flags(&cobra.Command{Use: "subscriptions", Short: "List, add and delete a device's subscriptions"})
+	subRows := func(v any) [][]string {
+		var out [][]string
+		l, _ := v.([]any)
+		for _, s := range l {
+			out = append(out, []string{field(s, "topic"), field(s, "qos")})
+		}
+		return out
+	}
+	var qos int
+	sadd := &cobra.Command{Use: "add CLIENTID TOPIC", Short: "Subscribe a device", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			b, err := a.do("POST", gw+"/clients/"+url.PathEscape(args[0])+"/subscriptions", map[string]any{"topic": args[1], "qos": qos})
+			if err != nil {
+				return err
+			}
+			return a.show([]byte("["+string(b)+"]"), subRows, "TOPIC", "QOS")
+		}}
+	sadd.Flags().IntVar(&qos, "qos", 0, "0, 1 or 2")
+	subs.AddCommand(&cobra.Command{Use: "list CLIENTID", Short: "A device's subscriptions", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			b, err := a.do("GET", gw+"/clients/"+url.PathEscape(args[0])+"/subscriptions", nil)
+			if err != nil {
+				return err
+			}
+			return a.show(b, subRows, "TOPIC", "QOS")
+		}}, sadd, &cobra.Command{Use: "delete CLIENTID TOPIC", Short: "Unsubscribe a device", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if _, err := a.do("DELETE", gw+"/clients/"+url.PathEscape(args[0])+"/subscriptions/"+url.PathEscape(args[1]), nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "unsubscribed %s from %s\n", args[0], args[1])
+			return nil
+		}})
+
+	status := flags(&cobra.Command{Use: "status", Short: "Gateway status, connections and listeners", Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			b, err := a.do("GET", gw, nil)
+			if err != nil {
+				return err
+			}
+			return a.show(b, func(v any) [][]string {
+				rows := [][]string{{"gateway", field(v, "status"), field(v, "current_connections"), field(v, "max_connections")}}
+				ls, _ := v.(map[string]any)["listeners"].([]any)
+				for _, l := range ls {
+					rows = append(rows, []string{field(l, "id"), field(l, "bind"), field(l, "current_connections"), field(l, "max_connections")})
+				}
+				return rows
+			}, "NAME", "STATUS/BIND", "CONNECTIONS", "MAX")
+		}})
+	metrics := flags(&cobra.Command{Use: "metrics", Short: "Print the Prometheus metrics (exgate_*)", Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			b, err := a.do("GET", "/metrics", nil)
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(line, "exgate_") {
+					fmt.Fprintln(stdout, line)
+				}
+			}
+			return nil
+		}})
+	root.AddCommand(clients, subs, status, metrics)
+}

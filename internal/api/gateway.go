@@ -1,0 +1,75 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/exgate/exgate/internal/channel"
+)
+
+type listenerJSON struct {
+	ID                 string           `json:"id"`
+	Type               string           `json:"type"`
+	Name               string           `json:"name"`
+	Bind               string           `json:"bind"`
+	Running            bool             `json:"running"`
+	CurrentConnections int64            `json:"current_connections"`
+	MaxConnections     int              `json:"max_connections"`
+	Accepted           int64            `json:"accepted"`
+	Refused            map[string]int64 `json:"refused"`
+	DatagramsDropped   int64            `json:"datagrams_dropped"`
+}
+
+func (s *Server) listenerList() []listenerJSON {
+	var out []listenerJSON
+	for _, l := range s.g.Listeners() {
+		st := &l.Stats
+		lj := listenerJSON{
+			ID: "exproto:" + l.Name(), Type: l.Kind().String(), Name: l.Name()[len(l.Kind().String())+1:],
+			Bind: l.Addr().String(), Running: true, CurrentConnections: st.Current.Load(), Accepted: st.Accepted.Load(),
+			Refused: map[string]int64{"max_connections": st.RefusedLimit.Load(), "max_conn_rate": st.RefusedRate.Load(),
+				"access_rules": st.RefusedACL.Load(), "handshake": st.HandshakeFailed.Load()},
+			DatagramsDropped: st.DatagramsDropped.Load(),
+		}
+		if c := s.g.ListenerConfig(l.Name()); c != nil {
+			lj.MaxConnections = c.MaxConnections
+		}
+		out = append(out, lj)
+	}
+	return out
+}
+
+func (s *Server) listeners(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, 200, s.listenerList())
+}
+
+// gateway is EMQX's gateway summary.
+func (s *Server) gateway(w http.ResponseWriter, _ *http.Request) {
+	ls := s.listenerList()
+	maxConns := 0
+	for _, l := range ls {
+		if l.MaxConnections == 0 {
+			maxConns = -1 // unlimited
+			break
+		}
+		maxConns += l.MaxConnections
+	}
+	st := s.g.Stats
+	writeJSON(w, 200, map[string]any{
+		"name": "exproto", "status": "running", "node": s.g.Node(),
+		"created_at":          s.g.StartedAt().UTC().Format(time.RFC3339),
+		"current_connections": s.g.Reg.Len(),
+		"authenticated":       s.g.Reg.Connected(),
+		"max_connections":     maxConns,
+		"listeners":           ls,
+		"metrics": map[string]int64{
+			"bytes.received": st.BytesReceived.Load(), "bytes.sent": st.BytesSent.Load(),
+			"messages.delivered": st.MessagesDelivered.Load(), "messages.published": st.MessagesPublished.Load(),
+			"client.connect": st.ClientConnect.Load(), "client.connected": st.ClientConnected.Load(),
+			"client.disconnected": st.Disconnected.Load(), "session.created": st.ClientConnected.Load(),
+			"delivery.dropped": st.DeliveryDropped.Load(),
+		},
+	})
+}
+
+var _ = channel.Connected

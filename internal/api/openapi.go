@@ -1,0 +1,53 @@
+package api
+
+import "net/http"
+
+// openapi serves a small OpenAPI 3 description of the API.
+func openapi(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(openapiDoc))
+}
+
+const openapiDoc = `{
+  "openapi": "3.0.3",
+  "info": {"title": "exgate management API", "version": "1", "description": "EMQX-compatible paths for the ExProto gateway."},
+  "components": {
+    "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+    "schemas": {
+      "Error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+      "Client": {"type": "object", "properties": {
+        "clientid": {"type": "string"}, "username": {"type": "string"}, "conn_id": {"type": "string"}, "node": {"type": "string"},
+        "proto_name": {"type": "string"}, "proto_ver": {"type": "string"}, "ip_address": {"type": "string"}, "port": {"type": "integer"},
+        "connected": {"type": "boolean"}, "conn_state": {"type": "string", "enum": ["connecting", "connected"]},
+        "created_at": {"type": "string"}, "connected_at": {"type": "string"}, "keepalive": {"type": "integer"},
+        "subscriptions_cnt": {"type": "integer"}, "recv_oct": {"type": "integer"}, "send_oct": {"type": "integer"}}},
+      "Subscription": {"type": "object", "properties": {"topic": {"type": "string"}, "qos": {"type": "integer"}}}
+    }
+  },
+  "security": [{"basic": []}],
+  "paths": {
+    "/api/v5/gateways/exproto": {"get": {"summary": "Gateway status, connections, listeners and counters", "responses": {"200": {"description": "ok"}}}},
+    "/api/v5/gateways/exproto/listeners": {"get": {"summary": "Listeners with their connection counts and refusals", "responses": {"200": {"description": "ok"}}}},
+    "/api/v5/gateways/exproto/clients": {"get": {"summary": "Devices, paged and filtered",
+      "parameters": [
+        {"name": "page", "in": "query", "schema": {"type": "integer"}}, {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+        {"name": "clientid", "in": "query", "schema": {"type": "string"}}, {"name": "username", "in": "query", "schema": {"type": "string"}},
+        {"name": "ip_address", "in": "query", "schema": {"type": "string"}}, {"name": "conn_state", "in": "query", "schema": {"type": "string"}},
+        {"name": "proto_name", "in": "query", "schema": {"type": "string"}},
+        {"name": "like_clientid", "in": "query", "schema": {"type": "string"}}, {"name": "like_username", "in": "query", "schema": {"type": "string"}},
+        {"name": "gte_connected_at", "in": "query", "schema": {"type": "string"}}, {"name": "lte_connected_at", "in": "query", "schema": {"type": "string"}}],
+      "responses": {"200": {"description": "{data: [Client], meta: {page, limit, count, hasnext}}"}}}},
+    "/api/v5/gateways/exproto/clients/{clientid}": {
+      "get": {"summary": "One device", "responses": {"200": {"description": "Client"}, "404": {"description": "Error"}}},
+      "delete": {"summary": "Kick a device ({shutdown,kicked})", "responses": {"204": {"description": "kicked"}, "404": {"description": "Error"}}}},
+    "/api/v5/gateways/exproto/clients/{clientid}/subscriptions": {
+      "get": {"summary": "A device's subscriptions", "responses": {"200": {"description": "[Subscription]"}}},
+      "post": {"summary": "Subscribe a device", "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Subscription"}}}}, "responses": {"201": {"description": "Subscription"}}}},
+    "/api/v5/gateways/exproto/clients/{clientid}/subscriptions/{topic}": {
+      "delete": {"summary": "Unsubscribe a device (topic URL-encoded)", "responses": {"204": {"description": "unsubscribed"}}}},
+    "/api/v5/log": {"get": {"summary": "The log level"}, "put": {"summary": "Set the log level at runtime: {\"level\": \"debug\"}"}},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "security": []}},
+    "/healthz": {"get": {"summary": "The process is up", "security": []}},
+    "/readyz": {"get": {"summary": "Listeners bound and a handler reachable", "security": []}}
+  }
+}`
