@@ -263,7 +263,7 @@ gateway:
 // SIGTERM: the device gets OnSocketClosed and the process exits cleanly.
 func TestServeAndSignal(t *testing.T) {
 	h := testhandler.Start(t)
-	cfg := writeFile(t, `
+	n := startNode(t, `
 log: {level: info}
 api: {bind: "127.0.0.1:0"}
 broker: {embedded: {listeners: {tcp: {bind: "127.0.0.1:0"}}}}
@@ -275,73 +275,20 @@ gateway:
       tcp:
         default: {bind: "127.0.0.1:0"}
 `)
-	cmd := exec.Command(binary, "-c", cfg)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill() }()
-	lines := make(chan string, 100)
-	go func() {
-		s := bufio.NewScanner(stderr)
-		for s.Scan() {
-			lines <- s.Text()
-		}
-		close(lines)
-	}()
-	var started string
-	timeout := time.After(20 * time.Second)
-	for started == "" {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatal("exgate exited before it started")
-			}
-			if strings.Contains(l, "exgate started") {
-				started = l
-			}
-		case <-timeout:
-			t.Fatal("exgate did not log its start")
-		}
-	}
-	addr := func(key string) string {
-		m := regexp.MustCompile(regexp.QuoteMeta(key) + `=(\S+)`).FindStringSubmatch(started)
-		if m == nil {
-			t.Fatalf("start line lacks %s: %s", key, started)
-		}
-		return m[1]
-	}
-	h.Attach(t, addr("adapter"))
-	dev, err := net.Dial("tcp", addr("tcp:default"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	b, _ := json.Marshal(testhandler.Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "bin"}})
-	if _, err := dev.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	var ack testhandler.Frame
-	_ = dev.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if err := json.NewDecoder(dev).Decode(&ack); err != nil || ack.Type != testhandler.Connack || *ack.Code != 0 {
-		t.Fatalf("CONNACK %+v %v", ack, err)
-	}
+	h.Attach(t, n.addr(t, "adapter"))
+	dev := dialDevice(t, n.addr(t, "tcp:default"))
+	dev.do(testhandler.Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "bin"}}, testhandler.Connack)
 	conn := h.Conns()[0]
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
-		for range lines { // keep draining so the process never blocks on stderr
+		for range n.lines { // keep draining so the process never blocks on stderr
 		}
 	}()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case err := <-done:
+	case err := <-n.done:
 		if err != nil {
 			t.Fatalf("exgate exited with %v after SIGTERM", err)
 		}

@@ -29,6 +29,48 @@ func (im *importer) changed(key string, val any, why string) {
 	im.r.Changed = append(im.r.Changed, Note{key, str(val), why})
 }
 
+// setBool, setDuration, setInt and setSize store a parsed value, or report
+// why it could not be read; infinity leaves the target at "no limit".
+func (im *importer) setBool(full string, v any, dst *bool) {
+	if b, err := boolean(v); err != nil {
+		im.bad(full, v, err)
+	} else {
+		*dst = b
+	}
+}
+
+func (im *importer) setBoolPtr(full string, v any, dst **bool) {
+	if b, err := boolean(v); err != nil {
+		im.bad(full, v, err)
+	} else {
+		*dst = ptr(b)
+	}
+}
+
+func (im *importer) setDuration(full string, v any, dst *time.Duration) {
+	if d, inf, err := duration(v); err != nil {
+		im.bad(full, v, err)
+	} else if !inf {
+		*dst = d
+	}
+}
+
+func (im *importer) setInt(full string, v any, dst *int) {
+	if n, inf, err := integer(v); err != nil {
+		im.bad(full, v, err)
+	} else if !inf {
+		*dst = n
+	}
+}
+
+func (im *importer) setSize(full string, v any, dst *config.Size) {
+	if n, err := size(v); err != nil {
+		im.bad(full, v, err)
+	} else {
+		*dst = n
+	}
+}
+
 // bad reports a value exgate could not read.
 func (im *importer) bad(key string, val any, err error) {
 	im.unmapped(key, val, "could not read the value: "+err.Error())
@@ -144,56 +186,23 @@ func (im *importer) listenerKey(l *config.Listener, typ, key, full string, v any
 	case key == "bind":
 		l.Bind = str(v)
 	case key == "enable":
-		b, err := boolean(v)
-		if err != nil {
-			im.bad(full, v, err)
-			return
-		}
-		l.Enable = ptr(b)
+		im.setBoolPtr(full, v, &l.Enable)
 	case key == "max_connections":
-		n, inf, err := integer(v)
-		if err != nil {
-			im.bad(full, v, err)
-		} else if !inf {
-			l.MaxConnections = n
-		}
+		im.setInt(full, v, &l.MaxConnections)
 	case key == "max_conn_rate":
-		n, inf, err := integer(strings.TrimSuffix(str(v), "/s"))
-		if err != nil {
-			im.bad(full, v, err)
-		} else if !inf {
-			l.MaxConnRate = n
-		}
+		im.setInt(full, strings.TrimSuffix(str(v), "/s"), &l.MaxConnRate)
 	case key == "access_rules":
 		l.AccessRules = strList(v)
 	case key == "proxy_protocol":
-		b, err := boolean(v)
-		if err != nil {
-			im.bad(full, v, err)
-			return
-		}
-		l.ProxyProtocol = b
+		im.setBool(full, v, &l.ProxyProtocol)
 	case key == "proxy_protocol_timeout":
-		if d, _, err := duration(v); err != nil {
-			im.bad(full, v, err)
-		} else {
-			l.ProxyProtocolTimeout = d
-		}
+		im.setDuration(full, v, &l.ProxyProtocolTimeout)
 	case key == "idle_timeout":
-		if d, inf, err := duration(v); err != nil {
-			im.bad(full, v, err)
-		} else if !inf {
-			l.IdleTimeout = d
-		}
+		im.setDuration(full, v, &l.IdleTimeout)
 	case key == "mountpoint":
 		l.Mountpoint = ptr(str(v))
 	case key == "enable_authn":
-		b, err := boolean(v)
-		if err != nil {
-			im.bad(full, v, err)
-			return
-		}
-		l.EnableAuthn = ptr(b)
+		im.setBoolPtr(full, v, &l.EnableAuthn)
 	case key == "acceptors" || key == "zone" || key == "limiter" || strings.HasPrefix(key, "limiter."):
 		im.unmapped(full, v, "not needed: Go accepts on one goroutine per listener; use bytes_rate/messages_rate for limits")
 	case p[0] == "tcp_options" && len(p) == 2:
@@ -203,37 +212,15 @@ func (im *importer) listenerKey(l *config.Listener, typ, key, full string, v any
 		o := l.TCPOptions
 		switch p[1] {
 		case "nodelay":
-			b, err := boolean(v)
-			if err != nil {
-				im.bad(full, v, err)
-				return
-			}
-			o.Nodelay = ptr(b)
+			im.setBoolPtr(full, v, &o.Nodelay)
 		case "backlog":
-			n, _, err := integer(v)
-			if err != nil {
-				im.bad(full, v, err)
-				return
-			}
-			o.Backlog = n
+			im.setInt(full, v, &o.Backlog)
 		case "send_timeout":
-			d, _, err := duration(v)
-			if err != nil {
-				im.bad(full, v, err)
-				return
-			}
-			o.SendTimeout = d
-		case "recbuf", "sndbuf":
-			s, err := size(v)
-			if err != nil {
-				im.bad(full, v, err)
-				return
-			}
-			if p[1] == "recbuf" {
-				o.Recbuf = s
-			} else {
-				o.Sndbuf = s
-			}
+			im.setDuration(full, v, &o.SendTimeout)
+		case "recbuf":
+			im.setSize(full, v, &o.Recbuf)
+		case "sndbuf":
+			im.setSize(full, v, &o.Sndbuf)
 		case "send_timeout_close":
 			im.unmapped(full, v, "exgate always closes a connection whose send times out")
 		default:
@@ -244,17 +231,10 @@ func (im *importer) listenerKey(l *config.Listener, typ, key, full string, v any
 			l.UDPOptions = &config.UDPOptions{}
 		}
 		switch p[1] {
-		case "recbuf", "sndbuf":
-			s, err := size(v)
-			if err != nil {
-				im.bad(full, v, err)
-				return
-			}
-			if p[1] == "recbuf" {
-				l.UDPOptions.Recbuf = s
-			} else {
-				l.UDPOptions.Sndbuf = s
-			}
+		case "recbuf":
+			im.setSize(full, v, &l.UDPOptions.Recbuf)
+		case "sndbuf":
+			im.setSize(full, v, &l.UDPOptions.Sndbuf)
 		default:
 			im.unmapped(full, v, "an Erlang socket option with no Go equivalent")
 		}
@@ -287,12 +267,7 @@ func (im *importer) tlsOption(o *config.TLSOptions, key, full string, v any, hol
 	case "verify":
 		o.Verify = str(v)
 	case "fail_if_no_peer_cert":
-		b, err := boolean(v)
-		if err != nil {
-			im.bad(full, v, err)
-			return
-		}
-		o.FailIfNoPeerCert = b
+		im.setBool(full, v, &o.FailIfNoPeerCert)
 	case "versions", "tls_versions", "dtls_versions":
 		for _, ver := range strList(v) {
 			switch ver {
@@ -406,17 +381,9 @@ func (im *importer) authField(a *config.Authenticator, key, full string, v any) 
 		}
 		a.Body[p[1]] = str(v)
 	case key == "request_timeout":
-		if d, _, err := duration(v); err != nil {
-			im.bad(full, v, err)
-		} else {
-			a.RequestTimeout = d
-		}
+		im.setDuration(full, v, &a.RequestTimeout)
 	case key == "pool_size":
-		if n, _, err := integer(v); err != nil {
-			im.bad(full, v, err)
-		} else {
-			a.PoolSize = n
-		}
+		im.setInt(full, v, &a.PoolSize)
 	case p[0] == "ssl" && len(p) == 2:
 		im.clientTLSOption(&a.SSLOptions, p[1], full, v)
 	case key == "user_id_type":
