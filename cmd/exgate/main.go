@@ -173,9 +173,27 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// reload re-reads the file and applies what can change while running.
+	var reload func() ([]string, error)
+	if cfgPath != "" {
+		reload = func() ([]string, error) {
+			nc, err := config.Load(cfgPath)
+			if err != nil {
+				log.Error("reload refused: the old configuration stays", "error", err)
+				return nil, err
+			}
+			needs, err := g.Reload(nc)
+			if err != nil {
+				log.Error("reload refused: the old configuration stays", "error", err)
+			} else if len(needs) > 0 {
+				log.Warn("these parts changed but need a restart", "parts", needs)
+			}
+			return needs, err
+		}
+	}
 	var mgmt *api.Server
 	if cfg.API.Enabled() {
-		if mgmt, err = api.New(g, cfg.API, level, log.With("component", "api")); err != nil {
+		if mgmt, err = api.New(g, cfg.API, level, reload, log.With("component", "api")); err != nil {
 			_ = g.Shutdown(context.Background())
 			return err
 		}
@@ -191,7 +209,22 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			running = false
+		case <-hup:
+			if reload == nil {
+				log.Warn("SIGHUP ignored: exgate was started without a configuration file")
+				continue
+			}
+			log.Info("SIGHUP: reloading", "config", cfgPath)
+			_, _ = reload()
+		}
+	}
 	stop()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

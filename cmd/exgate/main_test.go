@@ -479,3 +479,65 @@ gateway:
 		t.Fatalf("show a missing client: %v %s", err, stderr)
 	}
 }
+
+// TestSIGHUPReload changes the configuration file of a running exgate and
+// sends SIGHUP: a listener is added, the connected device stays, and a
+// broken file is refused with the old configuration kept.
+func TestSIGHUPReload(t *testing.T) {
+	h := testhandler.Start(t)
+	adapter, devices := freePort(t), freePort(t)
+	body := func(extra string) string {
+		return `
+api: {bind: "127.0.0.1:0"}
+broker: {embedded: {listeners: {tcp: {bind: "127.0.0.1:0"}}}}
+gateway:
+  exproto:
+    server: {bind: "` + adapter + `"}
+    handler: {address: "http://` + h.Addr + `"}
+    listeners:
+      tcp:
+        default: {bind: "` + devices + `"}
+` + extra
+	}
+	path := writeFile(t, body(""))
+	n := &node{cmd: exec.Command(binary, "-c", path), lines: make(chan string, 1000), done: make(chan error, 1)}
+	stderr, _ := n.cmd.StderrPipe()
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.cmd.Process.Kill() })
+	go func() {
+		s := bufio.NewScanner(stderr)
+		for s.Scan() {
+			n.lines <- s.Text()
+		}
+		n.done <- n.cmd.Wait()
+		close(n.lines)
+	}()
+	n.start = n.waitLine(t, "exgate started")
+	h.Attach(t, adapter)
+	d := dialDevice(t, devices)
+	d.do(testhandler.Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "hup"}}, testhandler.Connack)
+
+	extra := freePort(t)
+	if err := os.WriteFile(path, []byte(body("        extra: {bind: \""+extra+"\"}\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGHUP)
+	n.waitLine(t, "configuration reloaded")
+	c, err := net.Dial("tcp", extra)
+	if err != nil {
+		t.Fatalf("the added listener: %v", err)
+	}
+	c.Close()
+	d.do(testhandler.Frame{Type: testhandler.Publish, Topic: "t", Payload: "p"}, testhandler.Puback) // still connected
+
+	if err := os.WriteFile(path, []byte("gateway: {exproto: {idle_timeout: never}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGHUP)
+	if l := n.waitLine(t, "reload refused"); !strings.Contains(l, "idle_timeout") {
+		t.Fatalf("refusal does not say why: %s", l)
+	}
+	d.do(testhandler.Frame{Type: testhandler.Publish, Topic: "t", Payload: "p"}, testhandler.Puback)
+}

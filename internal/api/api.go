@@ -23,24 +23,27 @@ import (
 
 // Server is the management HTTP server.
 type Server struct {
-	g     *gateway.Gateway
-	cfg   config.API
-	level *slog.LevelVar // nil: the level cannot be changed
-	log   *slog.Logger
-	ln    net.Listener
-	srv   *http.Server
+	g      *gateway.Gateway
+	cfg    config.API
+	level  *slog.LevelVar // nil: the level cannot be changed
+	reload func() ([]string, error)
+	log    *slog.Logger
+	ln     net.Listener
+	srv    *http.Server
 }
 
-// New binds the API port; Serve starts answering.
-func New(g *gateway.Gateway, cfg config.API, level *slog.LevelVar, log *slog.Logger) (*Server, error) {
+// New binds the API port; Serve starts answering. reload, if set, re-reads
+// the configuration file and applies it (PUT /api/v5/gateways/exproto).
+func New(g *gateway.Gateway, cfg config.API, level *slog.LevelVar, reload func() ([]string, error), log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", config.BindAddress(cfg.Bind))
 	if err != nil {
 		return nil, fmt.Errorf("api: listen on %s: %w", cfg.Bind, err)
 	}
-	s := &Server{g: g, cfg: cfg, level: level, log: log, ln: ln}
+	s := &Server{g: g, cfg: cfg, level: level, reload: reload, log: log, ln: ln}
 	mux := http.NewServeMux()
 	const gw = "/api/v5/gateways/exproto"
 	mux.HandleFunc("GET "+gw, s.gateway)
+	mux.HandleFunc("PUT "+gw, s.doReload)
 	mux.HandleFunc("GET "+gw+"/listeners", s.listeners)
 	mux.HandleFunc("GET "+gw+"/clients", s.clients)
 	mux.HandleFunc("GET "+gw+"/clients/{clientid}", s.client)
@@ -137,4 +140,22 @@ func (s *Server) setLog(w http.ResponseWriter, r *http.Request) {
 	s.level.Set(l)
 	s.log.Info("log level changed", "level", l.String())
 	writeJSON(w, 200, map[string]string{"level": l.String()})
+}
+
+// doReload re-reads the configuration file: 200 with what needs a restart,
+// or 400 with why the new configuration was refused (the old one stays).
+func (s *Server) doReload(w http.ResponseWriter, _ *http.Request) {
+	if s.reload == nil {
+		fail(w, http.StatusNotImplemented, "NOT_SUPPORTED", "exgate was started without a configuration file")
+		return
+	}
+	needs, err := s.reload()
+	if err != nil {
+		fail(w, http.StatusBadRequest, "BAD_CONFIG", err.Error())
+		return
+	}
+	if needs == nil {
+		needs = []string{}
+	}
+	writeJSON(w, 200, map[string]any{"reloaded": true, "needs_restart": needs})
 }

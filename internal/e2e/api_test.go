@@ -18,7 +18,7 @@ import (
 func startAPI(t *testing.T, e *env, cfg config.API) string {
 	t.Helper()
 	cfg.Bind = "127.0.0.1:0"
-	s, err := api.New(e.g, cfg, nil, discardLog())
+	s, err := api.New(e.g, cfg, nil, nil, discardLog())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,26 +45,37 @@ type Gateway struct {
 	pool    *channel.Pool
 	started time.Time
 
-	broker    broker.Broker
-	embedded  *embedded.Broker // nil with an external broker
-	peers     *cluster.Peers
-	authns    []*auth.Authenticator // the gateway's and listeners' chains
-	authz     *auth.Authorizer
+	broker   broker.Broker
+	embedded *embedded.Broker // nil with an external broker
+	peers    *cluster.Peers
+	// Owned by New and Reload, closed at shutdown: every chain, authorizer
+	// and handler client ever made (a reload keeps the old ones for the
+	// devices that still use them).
+	authns    []*auth.Authenticator
+	authzs    []*auth.Authorizer
+	gwAuthn   atomic.Pointer[auth.Authenticator] // current, for the embedded broker's clients
+	gwAuthz   atomic.Pointer[auth.Authorizer]
 	handler   *handler.Client   // the gateway's handler
 	handlers  []*handler.Client // it and the listeners' own
 	grpc      *grpc.Server
 	adapterLn net.Listener
-	listeners []*deviceListener
 	serving   sync.WaitGroup
+
+	mu        sync.RWMutex      // guards cfg and listeners after New; reloadMu is taken first
+	listeners []*deviceListener // current
+	retired   []*deviceListener // replaced by a reload, waited for at shutdown
+	reloadMu  sync.Mutex        // one reload at a time
 
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
 
-// deviceListener is a listener and the channel config its devices share.
+// deviceListener is a listener and the channel config its new devices get.
 type deviceListener struct {
 	*listener.Listener
-	ch *channel.Config
+	typ, name string
+	conf      *config.Listener
+	ch        atomic.Pointer[channel.Config] // swapped by a reload
 }
 
 // New binds every port and connects nothing yet; on error everything
@@ -78,17 +89,12 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		}
 	}()
 
-	authLog := log.With("component", "auth")
-	authn, err := auth.NewAuthenticator(x.Authentication, authLog)
+	authn, authz, err := g.newAuth(x)
 	if err != nil {
-		return nil, fmt.Errorf("gateway.exproto.%w", err)
+		return nil, err
 	}
-	g.authns = append(g.authns, authn)
-	authz, err := auth.NewAuthorizer(x.Authorization, authLog)
-	if err != nil {
-		return nil, fmt.Errorf("gateway.exproto.%w", err)
-	}
-	g.authz = authz
+	g.gwAuthn.Store(authn)
+	g.gwAuthz.Store(authz)
 	if authn == nil {
 		log.Info("no authentication configured: every device and MQTT client is allowed to connect")
 	}
@@ -106,8 +112,8 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		g.embedded, err = embedded.New(embedded.Options{
 			Bind:         bind,
 			Logger:       log.With("component", "broker"),
-			Authenticate: mqttAuthn(authn),
-			Authorize:    mqttAuthz(authz),
+			Authenticate: g.mqttAuthn,
+			Authorize:    g.mqttAuthz,
 		})
 		if err != nil {
 			return nil, err
@@ -141,7 +147,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 			return
 		}
 		var dl *deviceListener
-		if dl, lerr = g.listen(typ, name, l, authn, authz); lerr == nil {
+		if dl, lerr = g.listen(cfg, typ, name, l, authn, authz, g.handler); lerr == nil {
 			g.listeners = append(g.listeners, dl)
 		}
 	})
@@ -150,6 +156,23 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	}
 	g.registerMetrics()
 	return g, nil
+}
+
+// newAuth makes the gateway's authentication chain and authorizer.
+func (g *Gateway) newAuth(x config.ExProto) (*auth.Authenticator, *auth.Authorizer, error) {
+	authLog := g.log.With("component", "auth")
+	authn, err := auth.NewAuthenticator(x.Authentication, authLog)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway.exproto.%w", err)
+	}
+	authz, err := auth.NewAuthorizer(x.Authorization, authLog)
+	if err != nil {
+		authn.Close()
+		return nil, nil, fmt.Errorf("gateway.exproto.%w", err)
+	}
+	g.authns = append(g.authns, authn)
+	g.authzs = append(g.authzs, authz)
+	return authn, authz, nil
 }
 
 // newHandler starts a handler client whose lost devices are closed.
@@ -181,17 +204,18 @@ func (g *Gateway) kick(ids []string, reason string) {
 // deviceAddrs lists the device listeners, for the adapter's wrong-port hint.
 func (g *Gateway) deviceAddrs() string {
 	var parts []string
-	for _, l := range g.listeners {
+	for _, l := range g.Listeners() {
 		parts = append(parts, l.Name()+" "+l.Addr().String())
 	}
 	return strings.Join(parts, ", ")
 }
 
-// listen binds one configured listener.
-func (g *Gateway) listen(typ, name string, l *config.Listener, authn *auth.Authenticator, authz *auth.Authorizer) (*deviceListener, error) {
+// listenerOptions turns a listener's configuration into listener options,
+// TLS included.
+func (g *Gateway) listenerOptions(typ, name string, l *config.Listener) (listener.Options, error) {
 	kind, err := listener.ParseKind(typ)
 	if err != nil {
-		return nil, err
+		return listener.Options{}, err
 	}
 	o := listener.Options{
 		Name: name, Kind: kind, Bind: config.BindAddress(l.Bind),
@@ -213,40 +237,63 @@ func (g *Gateway) listen(typ, name string, l *config.Listener, authn *auth.Authe
 	switch kind {
 	case listener.SSL:
 		if o.TLS, err = tlsconfig.Server("ssl_options", l.SSLOptions); err != nil {
-			return nil, fmt.Errorf("%s.%w", where, err)
+			return o, fmt.Errorf("%s.%w", where, err)
 		}
 	case listener.DTLS:
 		if o.DTLS, err = listener.DTLSConfig(l.DTLSOptions); err != nil {
-			return nil, fmt.Errorf("%s.%w", where, err)
+			return o, fmt.Errorf("%s.%w", where, err)
 		}
 	}
-	h, hc := g.handler, x0(g.cfg).Handler
+	return o, nil
+}
+
+// deviceConfig is the channel config of a listener's new devices: the
+// listener's own handler and authentication chain when it has them.
+func (g *Gateway) deviceConfig(cfg *config.Config, kind listener.Kind, name string, l *config.Listener, authn *auth.Authenticator, authz *auth.Authorizer, h *handler.Client) (*channel.Config, error) {
+	where := fmt.Sprintf("gateway.exproto.listeners.%s.%s", kind, name)
+	hc := x0(cfg).Handler
 	if l.Handler != nil {
 		hc = l.Handler.Over(hc)
+		var err error
 		if h, err = g.newHandler(hc); err != nil {
 			return nil, fmt.Errorf("%s.handler: %w", where, err)
 		}
+	}
+	if len(l.Authentication) > 0 { // the listener's chain first, then the gateway's
+		chain := append(append([]config.Authenticator(nil), l.Authentication...), x0(cfg).Authentication...)
+		var err error
+		if authn, err = auth.NewAuthenticator(chain, g.log.With("component", "auth", "listener", l0(kind, name))); err != nil {
+			return nil, fmt.Errorf("%s.%w", where, err)
+		}
+		g.authns = append(g.authns, authn)
+	}
+	cc := g.channelConfig(cfg, kind, name, l, authn, authz)
+	cc.Handler, cc.RequestTimeout, cc.MaxRequestBytes = h, hc.RequestTimeout, int(hc.MaxRequestBytes)
+	return cc, nil
+}
+
+// listen binds one configured listener.
+func (g *Gateway) listen(cfg *config.Config, typ, name string, l *config.Listener, authn *auth.Authenticator, authz *auth.Authorizer, h *handler.Client) (*deviceListener, error) {
+	o, err := g.listenerOptions(typ, name, l)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := g.deviceConfig(cfg, o.Kind, name, l, authn, authz, h)
+	if err != nil {
+		return nil, err
 	}
 	ln, err := listener.Listen(o)
 	if err != nil {
 		return nil, err
 	}
-	if len(l.Authentication) > 0 { // the listener's chain first, then the gateway's
-		chain := append(append([]config.Authenticator(nil), l.Authentication...), x0(g.cfg).Authentication...)
-		if authn, err = auth.NewAuthenticator(chain, g.log.With("component", "auth", "listener", l0(kind, name))); err != nil {
-			_ = ln.Close()
-			return nil, fmt.Errorf("%s.%w", where, err)
-		}
-		g.authns = append(g.authns, authn)
-	}
-	cc := g.channelConfig(kind, name, l, authn, authz)
-	cc.Handler, cc.RequestTimeout, cc.MaxRequestBytes = h, hc.RequestTimeout, int(hc.MaxRequestBytes)
-	return &deviceListener{Listener: ln, ch: cc}, nil
+	dl := &deviceListener{Listener: ln, typ: typ, name: name, conf: l}
+	dl.ch.Store(cc)
+	return dl, nil
 }
 
 // channelConfig is what every channel of one listener shares.
-func (g *Gateway) channelConfig(kind listener.Kind, name string, l *config.Listener, authn *auth.Authenticator, authz *auth.Authorizer) *channel.Config {
-	x := g.cfg.Gateway.ExProto
+func (g *Gateway) channelConfig(cfg *config.Config, kind listener.Kind, name string, l *config.Listener, authn *auth.Authenticator, authz *auth.Authorizer) *channel.Config {
+	x := cfg.Gateway.ExProto
 	mp := x.Mountpoint
 	if l.Mountpoint != nil {
 		mp = *l.Mountpoint
@@ -260,8 +307,8 @@ func (g *Gateway) channelConfig(kind listener.Kind, name string, l *config.Liste
 		readBuf = 16 << 10 // one whole DTLS record
 	}
 	c := &channel.Config{
-		Node:              g.cfg.Node.Name,
-		NodeTag:           channel.TagOf(g.cfg.Node.Name),
+		Node:              cfg.Node.Name,
+		NodeTag:           channel.TagOf(cfg.Node.Name),
 		Broker:            g.broker,
 		Handler:           g.handler,
 		Mountpoint:        mp,
@@ -293,23 +340,19 @@ func (g *Gateway) channelConfig(kind listener.Kind, name string, l *config.Liste
 	return c
 }
 
-func mqttAuthn(a *auth.Authenticator) func(string, string, string, net.Addr) bool {
+// mqttAuthn and mqttAuthz apply the current gateway chain and rules to the
+// embedded broker's own MQTT clients.
+func (g *Gateway) mqttAuthn(clientID, username, password string, peer net.Addr) bool {
+	a := g.gwAuthn.Load()
 	if a == nil {
-		return nil
+		return true
 	}
-	return func(clientID, username, password string, peer net.Addr) bool {
-		_, err := a.Authenticate(context.Background(), auth.Request{ClientID: clientID, Username: username, Password: password, Peer: peer})
-		return err == nil
-	}
+	_, err := a.Authenticate(context.Background(), auth.Request{ClientID: clientID, Username: username, Password: password, Peer: peer})
+	return err == nil
 }
 
-func mqttAuthz(a *auth.Authorizer) func(string, string, string, bool, net.Addr) bool {
-	if a == nil {
-		return nil
-	}
-	return func(clientID, username, topic string, write bool, peer net.Addr) bool {
-		return a.Allow(auth.Who{ClientID: clientID, Username: username, Peer: peer}, write, topic)
-	}
+func (g *Gateway) mqttAuthz(clientID, username, topic string, write bool, peer net.Addr) bool {
+	return g.gwAuthz.Load().Allow(auth.Who{ClientID: clientID, Username: username, Peer: peer}, write, topic)
 }
 
 // Start serves the adapter and the device listeners.
@@ -320,19 +363,26 @@ func (g *Gateway) Start() {
 			g.log.Error("adapter server stopped", "error", err)
 		}
 	})
+	g.mu.RLock()
 	for _, l := range g.listeners {
-		g.serving.Go(func() {
-			_ = l.Serve(func(conn *listener.Conn) { g.serveDevice(l.ch, conn) })
-		})
+		g.serve(l)
 	}
+	g.mu.RUnlock()
 	attrs := []any{"adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address.String()}
 	if a := g.MQTTAddr(); a != nil {
 		attrs = append(attrs, "mqtt", a.String())
 	}
-	for _, l := range g.listeners {
+	for _, l := range g.Listeners() {
 		attrs = append(attrs, l.Name(), l.Addr().String())
 	}
 	g.log.Info("exgate started", attrs...)
+}
+
+// serve accepts l's devices, each with the channel config current then.
+func (g *Gateway) serve(l *deviceListener) {
+	g.serving.Go(func() {
+		_ = l.Serve(func(conn *listener.Conn) { g.serveDevice(l.ch.Load(), conn) })
+	})
 }
 
 // socketTypes maps listener kinds to ExProto's SocketType; DTLS is
@@ -374,9 +424,9 @@ func (g *Gateway) MQTTAddr() net.Addr {
 
 // Listener returns the listener "type:name", or nil.
 func (g *Gateway) Listener(name string) *listener.Listener {
-	for _, l := range g.listeners {
+	for _, l := range g.Listeners() {
 		if l.Name() == name {
-			return l.Listener
+			return l
 		}
 	}
 	return nil
@@ -388,7 +438,7 @@ func (g *Gateway) ListenerAddr(name string) net.Addr {
 	if !strings.Contains(name, ":") {
 		name = "tcp:" + name
 	}
-	for _, l := range g.listeners {
+	for _, l := range g.Listeners() {
 		if l.Name() == name {
 			return l.Addr()
 		}
@@ -406,7 +456,12 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 }
 
 func (g *Gateway) shutdown(ctx context.Context) error {
-	for _, l := range g.listeners {
+	g.reloadMu.Lock() // no reload from here on
+	defer g.reloadMu.Unlock()
+	g.mu.RLock()
+	all := append(append([]*deviceListener(nil), g.listeners...), g.retired...)
+	g.mu.RUnlock()
+	for _, l := range all {
 		_ = l.Close()
 	}
 	var err error
@@ -423,7 +478,7 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 			break
 		}
 	}
-	for _, l := range g.listeners {
+	for _, l := range all {
 		l.Wait()
 	}
 	stopped := make(chan struct{})
@@ -464,7 +519,9 @@ func (g *Gateway) closeAll() {
 	for _, a := range g.authns {
 		a.Close()
 	}
-	g.authz.Close()
+	for _, a := range g.authzs {
+		a.Close()
+	}
 }
 
 // registerMetrics exports the gateway's and listeners' counters.
@@ -484,32 +541,31 @@ func (g *Gateway) registerMetrics() {
 	m.Counter("exgate_authorization_deny_total", "Publishes and subscriptions denied.", nil, f(&st.AuthzDenied))
 	m.Gauge("exgate_connections", "Open device connections, any state.", nil, f(&st.Connections))
 	m.Gauge("exgate_connections_authenticated", "Authenticated device connections.", nil, func() float64 { return float64(g.Reg.Connected()) })
-	for _, l := range g.listeners {
-		ls := &l.Stats
-		lab := prometheus.Labels{"listener": l.Name()}
-		m.Gauge("exgate_listener_connections", "Connections (UDP: peers) a listener serves now.", lab, f(&ls.Current))
-		m.Counter("exgate_listener_accepted_total", "Connections accepted.", lab, f(&ls.Accepted))
-		for cause, a := range map[string]*atomic.Int64{"max_connections": &ls.RefusedLimit, "max_conn_rate": &ls.RefusedRate, "access_rules": &ls.RefusedACL, "handshake": &ls.HandshakeFailed} {
-			m.Counter("exgate_listener_refused_total", "Connections refused, by cause.", prometheus.Labels{"listener": l.Name(), "cause": cause}, f(a))
-		}
-		m.Counter("exgate_listener_datagrams_dropped_total", "UDP datagrams dropped (rate limits, refusals, full queues).", lab, f(&ls.DatagramsDropped))
-		m.Counter("exgate_listener_throttled_total", "Reads slowed down by a rate limit.", lab, f(&ls.Throttled))
-	}
+	m.Registry.MustRegister(listenerCollector{g})
 }
 
 // Ready reports whether the listeners are bound and a handler is reachable.
 func (g *Gateway) Ready() bool {
-	return !g.started.IsZero() && g.handler.Ready()
+	g.mu.RLock()
+	h := g.handler
+	g.mu.RUnlock()
+	return !g.started.IsZero() && h.Ready()
 }
 
 // Node is this gateway's node name.
-func (g *Gateway) Node() string { return g.cfg.Node.Name }
+func (g *Gateway) Node() string {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.cfg.Node.Name
+}
 
 // StartedAt is when Start ran.
 func (g *Gateway) StartedAt() time.Time { return g.started }
 
 // Listeners returns the device listeners.
 func (g *Gateway) Listeners() []*listener.Listener {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
 	out := make([]*listener.Listener, len(g.listeners))
 	for i, l := range g.listeners {
 		out[i] = l.Listener
@@ -519,6 +575,8 @@ func (g *Gateway) Listeners() []*listener.Listener {
 
 // ListenerConfig returns the configuration of listener "type:name".
 func (g *Gateway) ListenerConfig(name string) *config.Listener {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
 	var found *config.Listener
 	g.cfg.Gateway.ExProto.Listeners.Each(func(typ, n string, l *config.Listener) {
 		if typ+":"+n == name {
@@ -526,4 +584,35 @@ func (g *Gateway) ListenerConfig(name string) *config.Listener {
 		}
 	})
 	return found
+}
+
+// listenerCollector exports every current listener's counters at scrape
+// time, so listeners a reload adds or replaces need no registration.
+type listenerCollector struct{ g *Gateway }
+
+var (
+	descListenerConns    = prometheus.NewDesc("exgate_listener_connections", "Connections (UDP: peers) a listener serves now.", []string{"listener"}, nil)
+	descListenerAccepted = prometheus.NewDesc("exgate_listener_accepted_total", "Connections accepted.", []string{"listener"}, nil)
+	descListenerRefused  = prometheus.NewDesc("exgate_listener_refused_total", "Connections refused, by cause.", []string{"listener", "cause"}, nil)
+	descListenerDropped  = prometheus.NewDesc("exgate_listener_datagrams_dropped_total", "UDP datagrams dropped (rate limits, refusals, full queues).", []string{"listener"}, nil)
+	descListenerThrottle = prometheus.NewDesc("exgate_listener_throttled_total", "Reads slowed down by a rate limit.", []string{"listener"}, nil)
+)
+
+func (listenerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descListenerConns, descListenerAccepted, descListenerRefused, descListenerDropped, descListenerThrottle} {
+		ch <- d
+	}
+}
+
+func (c listenerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range c.g.Listeners() {
+		st, n := &l.Stats, l.Name()
+		ch <- prometheus.MustNewConstMetric(descListenerConns, prometheus.GaugeValue, float64(st.Current.Load()), n)
+		ch <- prometheus.MustNewConstMetric(descListenerAccepted, prometheus.CounterValue, float64(st.Accepted.Load()), n)
+		for cause, a := range map[string]*atomic.Int64{"max_connections": &st.RefusedLimit, "max_conn_rate": &st.RefusedRate, "access_rules": &st.RefusedACL, "handshake": &st.HandshakeFailed} {
+			ch <- prometheus.MustNewConstMetric(descListenerRefused, prometheus.CounterValue, float64(a.Load()), n, cause)
+		}
+		ch <- prometheus.MustNewConstMetric(descListenerDropped, prometheus.CounterValue, float64(st.DatagramsDropped.Load()), n)
+		ch <- prometheus.MustNewConstMetric(descListenerThrottle, prometheus.CounterValue, float64(st.Throttled.Load()), n)
+	}
 }

@@ -106,14 +106,14 @@ type Options struct {
 type Listener struct {
 	Stats Stats
 
-	opts     Options
-	log      *slog.Logger
-	ln       net.Listener // TCP, SSL, DTLS
-	udp      *udpListener // UDP
-	connRate *rate.Limiter
-	shared   *rate.Limiter // listener_bytes_rate
-	wg       sync.WaitGroup
-	closed   atomic.Bool
+	opts Options
+	log  *slog.Logger
+	ln   net.Listener // TCP, SSL, DTLS
+	udp  *udpListener // UDP
+	// ctl holds the controls a reload may change; read on every accept.
+	ctl    atomic.Pointer[controls]
+	wg     sync.WaitGroup
+	closed atomic.Bool
 	// ctx ends with Close: it aborts handshakes and PROXY header reads.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -132,10 +132,7 @@ func Listen(o Options) (*Listener, error) {
 	}
 	l := &Listener{opts: o, log: o.Logger.With("listener", l0(o))}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-	if o.MaxConnRate > 0 {
-		l.connRate = rate.NewLimiter(rate.Limit(o.MaxConnRate), o.MaxConnRate)
-	}
-	l.shared = bytesLimiter(o.ListenerBytes, minBurst(o.Kind))
+	l.ctl.Store(newControls(o))
 	var err error
 	switch o.Kind {
 	case TCP, SSL:
@@ -214,18 +211,43 @@ func (l *Listener) Serve(serve func(*Conn)) error {
 
 var errRefused = errors.New("refused")
 
+// controls are the limits a reload may change without rebinding.
+type controls struct {
+	maxConns     int
+	access       []config.AccessRule
+	connRate     *rate.Limiter
+	shared       *rate.Limiter // listener_bytes_rate
+	bytesRate    config.Rate   // per connection
+	messagesRate config.Rate
+}
+
+func newControls(o Options) *controls {
+	c := &controls{maxConns: o.MaxConnections, access: o.AccessRules, bytesRate: o.BytesRate, messagesRate: o.MessagesRate,
+		shared: bytesLimiter(o.ListenerBytes, minBurst(o.Kind))}
+	if o.MaxConnRate > 0 {
+		c.connRate = rate.NewLimiter(rate.Limit(o.MaxConnRate), o.MaxConnRate)
+	}
+	return c
+}
+
+// Update replaces the listener's controls (connection limits, access
+// rules, rates) without rebinding: new connections get the new ones,
+// connections being served keep theirs.
+func (l *Listener) Update(o Options) { l.ctl.Store(newControls(o)) }
+
 // admit applies access rules, max_connections and max_conn_rate to a new
 // connection (or UDP peer) from addr, counting refusals by cause.
 func (l *Listener) admit(addr net.Addr) bool {
-	if !allowed(l.opts.AccessRules, addr) {
+	c := l.ctl.Load()
+	if !allowed(c.access, addr) {
 		l.Stats.RefusedACL.Add(1)
 		return false
 	}
-	if m := l.opts.MaxConnections; m > 0 && l.Stats.Current.Load() >= int64(m) {
+	if m := c.maxConns; m > 0 && l.Stats.Current.Load() >= int64(m) {
 		l.Stats.RefusedLimit.Add(1)
 		return false
 	}
-	if l.connRate != nil && !l.connRate.Allow() {
+	if c.connRate != nil && !c.connRate.Allow() {
 		l.Stats.RefusedRate.Add(1)
 		return false
 	}

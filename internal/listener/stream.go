@@ -63,9 +63,10 @@ func (l *Listener) prepare(raw net.Conn) (*Conn, error) {
 			c.PeerCert, _ = x509.ParseCertificate(st.PeerCertificates[0])
 		}
 	}
-	if bytes, msgs := bytesLimiter(o.BytesRate, minBurst(o.Kind)), messagesLimiter(o.MessagesRate); bytes != nil || msgs != nil || l.shared != nil {
+	ctl := l.ctl.Load()
+	if bytes, msgs := bytesLimiter(ctl.bytesRate, minBurst(o.Kind)), messagesLimiter(ctl.messagesRate); bytes != nil || msgs != nil || ctl.shared != nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		conn = &limitedConn{Conn: conn, bytes: bytes, msgs: msgs, shared: l.shared, ctx: ctx, cancel: cancel, stats: &l.Stats}
+		conn = &limitedConn{Conn: conn, bytes: bytes, msgs: msgs, shared: ctl.shared, ctx: ctx, cancel: cancel, stats: &l.Stats}
 	}
 	c.Conn = conn
 	return c, nil

@@ -87,10 +87,10 @@ func (u *udpListener) serve(serve func(*Conn)) error {
 }
 
 func (u *udpListener) newPeer(addr netip.AddrPort) *udpPeer {
-	o := &u.l.opts
+	ctl := u.l.ctl.Load()
 	p := &udpPeer{
 		u: u, addr: addr, in: make(chan []byte, peerQueue), done: make(chan struct{}),
-		bytes: bytesLimiter(o.BytesRate, minBurst(UDP)), msgs: messagesLimiter(o.MessagesRate),
+		bytes: bytesLimiter(ctl.bytesRate, minBurst(UDP)), msgs: messagesLimiter(ctl.messagesRate), shared: ctl.shared,
 	}
 	u.peers[addr] = p
 	return p
@@ -116,12 +116,12 @@ func (u *udpListener) wait() { u.wg.Wait() }
 // Write sends one datagram to it, Close forgets it so that its next datagram
 // starts a new connection.
 type udpPeer struct {
-	u           *udpListener
-	addr        netip.AddrPort
-	in          chan []byte   // written by the demux loop, read by Read
-	done        chan struct{} // closed by Close
-	once        sync.Once
-	bytes, msgs *rate.Limiter
+	u                   *udpListener
+	addr                netip.AddrPort
+	in                  chan []byte   // written by the demux loop, read by Read
+	done                chan struct{} // closed by Close
+	once                sync.Once
+	bytes, msgs, shared *rate.Limiter
 }
 
 // allow applies the per-peer and listener-wide rates to one datagram of n
@@ -134,7 +134,7 @@ func (p *udpPeer) allow(n int) bool {
 	if p.bytes != nil && !p.bytes.AllowN(now, n) {
 		return false
 	}
-	if s := p.u.l.shared; s != nil && !s.AllowN(now, n) {
+	if s := p.shared; s != nil && !s.AllowN(now, n) {
 		return false
 	}
 	return true
