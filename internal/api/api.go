@@ -19,6 +19,7 @@ import (
 
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/gateway"
+	"github.com/exgate/exgate/internal/trace"
 )
 
 // Server is the management HTTP server.
@@ -51,6 +52,10 @@ func New(g *gateway.Gateway, cfg config.API, level *slog.LevelVar, reload func()
 	mux.HandleFunc("GET "+gw+"/clients/{clientid}/subscriptions", s.subscriptions)
 	mux.HandleFunc("POST "+gw+"/clients/{clientid}/subscriptions", s.subscribe)
 	mux.HandleFunc("DELETE "+gw+"/clients/{clientid}/subscriptions/{topic...}", s.unsubscribe)
+	mux.HandleFunc("POST "+gw+"/trace", s.startTrace)
+	mux.HandleFunc("GET "+gw+"/trace", s.listTraces)
+	mux.HandleFunc("DELETE "+gw+"/trace/{name}", s.stopTrace)
+	mux.HandleFunc("GET "+gw+"/trace/{name}/download", s.downloadTrace)
 	mux.HandleFunc("GET /api/v5/log", s.getLog)
 	mux.HandleFunc("PUT /api/v5/log", s.setLog)
 	mux.HandleFunc("GET /api/v5/openapi.json", openapi)
@@ -158,4 +163,53 @@ func (s *Server) doReload(w http.ResponseWriter, _ *http.Request) {
 		needs = []string{}
 	}
 	writeJSON(w, 200, map[string]any{"reloaded": true, "needs_restart": needs})
+}
+
+func (s *Server) startTrace(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Name     string `json:"name"`
+		ClientID string `json:"clientid"`
+		Topic    string `json:"topic"`
+		Duration string `json:"duration"` // e.g. "10m"; default 10m
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		fail(w, http.StatusBadRequest, "BAD_REQUEST", `expected {"name": "…", "clientid"|"topic": "…", "duration": "10m"}`)
+		return
+	}
+	d := 10 * time.Minute
+	if body.Duration != "" {
+		var err error
+		if d, err = time.ParseDuration(body.Duration); err != nil {
+			fail(w, http.StatusBadRequest, "BAD_REQUEST", "duration: "+err.Error())
+			return
+		}
+	}
+	info, err := s.g.Tracer.Start(trace.Spec{Name: body.Name, ClientID: body.ClientID, Topic: body.Topic, Duration: d})
+	if err != nil {
+		fail(w, http.StatusBadRequest, "BAD_REQUEST", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, info)
+}
+
+func (s *Server) listTraces(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, 200, s.g.Tracer.List())
+}
+
+func (s *Server) stopTrace(w http.ResponseWriter, r *http.Request) {
+	if err := s.g.Tracer.Stop(r.PathValue("name")); err != nil {
+		fail(w, http.StatusNotFound, "NOT_FOUND", err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) downloadTrace(w http.ResponseWriter, r *http.Request) {
+	path, err := s.g.Tracer.File(r.PathValue("name"))
+	if err != nil {
+		fail(w, http.StatusNotFound, "NOT_FOUND", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	http.ServeFile(w, r, path)
 }

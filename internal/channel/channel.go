@@ -93,7 +93,13 @@ type Config struct {
 	Registry      *Registry
 	Stats         *Stats
 	Pool          *Pool // runs dispatchers; nil: a goroutine each
-	Logger        *slog.Logger
+	// Trace, if set, is told what the device does (clientid, conn, event,
+	// topic, bytes); it must be cheap when nothing is traced.
+	Trace func(clientID, conn, event, topic string, data []byte)
+	// Tracing reports whether anything is traced at all (checked first, so
+	// the hot path pays one atomic load).
+	Tracing func() bool
+	Logger  *slog.Logger
 }
 
 // State is where a channel is in its life.
@@ -207,7 +213,23 @@ func New(cfg *Config, conn Conn, info *pb.ConnInfo, tls bool) *Channel {
 	c.push(event{kind: evCreated})
 	c.idleTimer = time.AfterFunc(cfg.IdleTimeout, c.idleExpired)
 	c.mu.Unlock()
+	c.trace("", "connected "+addrString(info.GetPeername()), "", nil)
 	return c
+}
+
+// trace reports an event to the tracer; clientID is passed in because
+// callers may hold mu.
+func (c *Channel) trace(clientID, event, topic string, data []byte) {
+	if c.cfg.Trace != nil && c.cfg.Tracing != nil && c.cfg.Tracing() {
+		c.cfg.Trace(clientID, c.id, event, topic, data)
+	}
+}
+
+// traceSelf is trace with the channel's own clientid; not with mu held.
+func (c *Channel) traceSelf(event, topic string, data []byte) {
+	if c.cfg.Trace != nil && c.cfg.Tracing != nil && c.cfg.Tracing() {
+		c.cfg.Trace(c.ClientID(), c.id, event, topic, data)
+	}
 }
 
 // ID is the conn id handlers use.
@@ -274,6 +296,7 @@ func (c *Channel) Received(b []byte) bool {
 	}
 	c.bytesIn.Add(int64(len(b)))
 	c.cfg.Stats.BytesReceived.Add(int64(len(b)))
+	c.traceSelf("recv", "", b)
 	for {
 		c.mu.Lock()
 		if c.state == Closed {
@@ -384,6 +407,7 @@ func (c *Channel) closeWith(reason string, dropPending bool) {
 		c.cfg.Stats.Disconnected.Add(1)
 	}
 	c.log.Debug("device closed", "reason", reason, "clientid", c.ClientID())
+	c.traceSelf("closed "+reason, "", nil)
 }
 
 // finish runs after OnSocketClosed: the channel leaves the registry.
@@ -411,6 +435,7 @@ func (c *Channel) Send(b []byte) error {
 	}
 	n, err := c.conn.Write(b)
 	c.wmu.Unlock()
+	c.traceSelf("send", "", b)
 	c.bytesOut.Add(int64(n))
 	c.cfg.Stats.BytesSent.Add(int64(n))
 	if err != nil {

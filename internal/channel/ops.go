@@ -52,6 +52,7 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 		if res, err = c.cfg.Authenticate(ctx, cred); err != nil {
 			c.cfg.Stats.AuthFailed.Add(1)
 			log.Debug("authentication failed", "reason", err)
+			c.trace(cred.ClientID, "authenticate denied", "", nil)
 			return denied("Authentication failed: " + err.Error())
 		}
 	}
@@ -93,6 +94,7 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 	c.mu.Unlock()
 	c.cfg.Registry.connected(c, cred.ClientID)
 	c.cfg.Stats.ClientConnected.Add(1)
+	c.trace(cred.ClientID, "authenticated", "", nil)
 	log.Debug("device authenticated")
 	return nil
 }
@@ -200,6 +202,7 @@ func (c *Channel) Publish(ctx context.Context, topic string, qos uint32, payload
 		return err
 	}
 	c.cfg.Stats.MessagesPublished.Add(1)
+	c.trace(who.ClientID, "publish", topic, payload)
 	return nil
 }
 
@@ -239,6 +242,7 @@ func (c *Channel) subscribe(ctx context.Context, filter string, qos uint32, auth
 		c.subs[filter] = byte(qos)
 	}
 	c.mu.Unlock()
+	c.trace(who.ClientID, "subscribe", filter, nil)
 	return nil
 }
 
@@ -286,9 +290,10 @@ func (c *Channel) deliver(m broker.Message) {
 	}
 	if c.queuedMsgs >= c.cfg.DeliveryQueue {
 		c.cfg.Stats.DeliveryDropped.Add(1)
-		c.log.Debug("delivery dropped: queue full", "topic", m.Topic)
+		c.log.Debug("delivery dropped: queue full", "clientid", c.client.ClientID, "topic", m.Topic)
 		return
 	}
+	c.trace(c.client.ClientID, "deliver", m.Topic, m.Payload)
 	c.push(event{kind: evMessage, msg: &pb.Message{
 		Node:      c.cfg.Node,
 		Id:        c.ids.next(),
@@ -309,7 +314,7 @@ func (c *Channel) brokerClosed(err error) {
 	case errors.Is(err, broker.ErrKicked):
 		c.closeWith(ReasonKicked, false)
 	default:
-		c.log.Warn("broker session lost", "error", err)
+		c.log.Warn("broker session lost", "clientid", c.ClientID(), "error", err)
 		c.closeWith("{shutdown,{error,broker_session_lost}}", false)
 	}
 }

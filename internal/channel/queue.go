@@ -129,7 +129,7 @@ func (c *Channel) dispatch() {
 		err := c.call(ev, msgs)
 		if ev.kind == evClosed {
 			if err != nil {
-				c.log.Warn("OnSocketClosed failed", "error", err)
+				c.log.Warn("OnSocketClosed failed", "clientid", c.ClientID(), "error", err)
 			}
 			c.mu.Lock()
 			c.dispatching = false
@@ -138,7 +138,7 @@ func (c *Channel) dispatch() {
 			return
 		}
 		if err != nil {
-			c.log.Warn("handler call failed; closing the device", "callback", callbackNames[ev.kind], "error", err)
+			c.log.Warn("handler call failed; closing the device", "clientid", c.ClientID(), "callback", callbackNames[ev.kind], "error", err)
 			c.closeWith(handlerFailedReason(callbackNames[ev.kind], err), true)
 		}
 	}

@@ -29,7 +29,14 @@ type Config struct {
 	Broker  Broker  `yaml:"broker"`
 	Cluster Cluster `yaml:"cluster"`
 	API     API     `yaml:"api"`
+	Trace   Trace   `yaml:"trace"`
 	Gateway Gateway `yaml:"gateway"`
+}
+
+// Trace is where per-client traces (POST /api/v5/gateways/exproto/trace) go.
+type Trace struct {
+	// Dir holds one <name>.log per trace. Default "trace".
+	Dir string `yaml:"dir"`
 }
 
 // API is the management REST API, Prometheus metrics and health checks.
@@ -500,6 +507,7 @@ func base() *Config {
 		Node:   Node{Name: "exgate@127.0.0.1"},
 		Log:    Log{Level: "info", Format: "text"},
 		API:    API{Bind: "127.0.0.1:18083"},
+		Trace:  Trace{Dir: "trace"},
 		Broker: Broker{Embedded: Embedded{Listeners: EmbeddedListeners{TCP: MQTTListener{Enable: ptr(true), Bind: "0.0.0.0:1883"}}}},
 		Gateway: Gateway{ExProto: ExProto{
 			Server: Server{Bind: "127.0.0.1:9100", MaxRecvMessageSize: 4 << 20},

@@ -142,3 +142,40 @@ func TestManagementAPIAuth(t *testing.T) {
 		t.Fatal("healthz needs no credentials", code)
 	}
 }
+
+func TestClientTrace(t *testing.T) {
+	e := start(t, func(c *config.Config) { c.Trace.Dir = t.TempDir() })
+	base := startAPI(t, e, config.API{})
+	gw := base + "/api/v5/gateways/exproto"
+	if code, _, body := call(t, "POST", gw+"/trace", `{"name":"t1","clientid":"traced","duration":"1m"}`); code != 201 {
+		t.Fatalf("start trace: %d %s", code, body)
+	}
+	if code, m, _ := call(t, "POST", gw+"/trace", `{"name":"t1","clientid":"x"}`); code != 400 || m["code"] != "BAD_REQUEST" {
+		t.Fatalf("duplicate trace: %d %v", code, m)
+	}
+	d := e.dial()
+	d.connect("traced", 0)
+	d.subscribe("cmd/#", 1)
+	d.send(Frame{Type: testhandler.Publish, Topic: "up/1", Payload: "hello"})
+	d.expect(testhandler.Puback, 0)
+	other := e.dial()
+	other.connect("not-traced", 0)
+	code, _, body := call(t, "GET", gw+"/trace/t1/download", "")
+	if code != 200 {
+		t.Fatal(code, body)
+	}
+	for _, want := range []string{`clientid="traced"`, "event=authenticated", `event=subscribe topic="cmd/#"`, `event=publish topic="up/1" bytes=5 hex=68656c6c6f`, "event=recv", "event=send"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("trace lacks %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "not-traced") {
+		t.Errorf("another client got into the trace:\n%s", body)
+	}
+	if code, _, _ := call(t, "DELETE", gw+"/trace/t1", ""); code != 204 {
+		t.Fatal(code)
+	}
+	if code, _, _ := call(t, "GET", gw+"/trace/t1/download", ""); code != 404 {
+		t.Fatal("a stopped trace is forgotten", code)
+	}
+}

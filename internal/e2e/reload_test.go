@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testhandler"
-	pb "github.com/exgate/exgate/exprotopb"
 )
 
 // reloaded returns a copy of e's configuration changed by f, as a file

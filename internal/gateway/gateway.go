@@ -33,6 +33,7 @@ import (
 	"github.com/exgate/exgate/internal/listener"
 	"github.com/exgate/exgate/internal/metrics"
 	"github.com/exgate/exgate/internal/tlsconfig"
+	"github.com/exgate/exgate/internal/trace"
 )
 
 // Gateway is one running exgate.
@@ -42,6 +43,7 @@ type Gateway struct {
 	Stats   *channel.Stats
 	Reg     *channel.Registry
 	Metrics *metrics.Metrics
+	Tracer  *trace.Tracer
 	pool    *channel.Pool
 	started time.Time
 
@@ -82,7 +84,7 @@ type deviceListener struct {
 // already opened is closed again.
 func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	x := cfg.Gateway.ExProto
-	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry(), pool: channel.NewPool(10 * time.Second), Metrics: metrics.New()}
+	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry(), pool: channel.NewPool(10 * time.Second), Metrics: metrics.New(), Tracer: trace.New(cfg.Trace.Dir)}
 	defer func() {
 		if err != nil {
 			g.closeAll()
@@ -323,6 +325,8 @@ func (g *Gateway) channelConfig(cfg *config.Config, kind listener.Kind, name str
 		DeliveryQueue:     x.DeliveryQueue,
 		Registry:          g.Reg,
 		Pool:              g.pool,
+		Trace:             g.Tracer.Event,
+		Tracing:           g.Tracer.Active,
 		Stats:             g.Stats,
 		Logger:            g.log.With("listener", kind.String()+":"+name),
 	}
@@ -500,6 +504,7 @@ func l0(kind listener.Kind, name string) string { return kind.String() + ":" + n
 
 func (g *Gateway) closeAll() {
 	defer g.pool.Close() // after the handlers: nothing dispatches any more
+	defer g.Tracer.Close()
 	for _, h := range g.handlers {
 		_ = h.Close()
 	}
