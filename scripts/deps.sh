@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Go modules, so that a clean
 # machine (CI) needs no hand-work: Debian's mosquitto (the external broker of
-# the scale-out tests; it brings mosquitto_passwd).
+# the scale-out tests; it brings mosquitto_passwd) and chromium (the
+# dashboard's end-to-end test drives it headless).
 set -euo pipefail
 command -v go >/dev/null || { echo "deps: Go toolchain not found"; exit 1; }
 
 need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v chromium >/dev/null || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"
