@@ -1,0 +1,78 @@
+package handlertest_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/exgate/exgate/internal/config"
+	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/sdk"
+	"github.com/exgate/exgate/sdk/handlertest"
+)
+
+// probe checks the typed errors from inside the callbacks, as a real
+// handler would see them.
+type probe struct {
+	results chan error
+}
+
+func (p probe) OnSocketCreated(ctx context.Context, c *sdk.Conn[int]) error {
+	c.State = 42 // the typed state slot
+	return nil
+}
+
+func (p probe) OnReceivedBytes(ctx context.Context, c *sdk.Conn[int], b []byte) error {
+	if c.State != 42 {
+		p.results <- errors.New("state slot lost")
+		return nil
+	}
+	p.results <- c.Publish(ctx, "t", 0, b)                                  // before Authenticate: ErrUnknown
+	p.results <- c.Authenticate(ctx, sdk.ClientInfo{ClientID: "probe"}, "") // nil
+	p.results <- c.Authenticate(ctx, sdk.ClientInfo{ClientID: "probe"}, "") // ErrDenied
+	p.results <- c.Subscribe(ctx, "a/#/b", 0)                               // ErrUnknown: bad filter
+	p.results <- c.Close(ctx)                                               // nil
+	p.results <- c.Send(ctx, []byte("late"))                                // ErrNotAlive
+	return nil
+}
+
+func (probe) OnTimerTimeout(context.Context, *sdk.Conn[int]) error { return nil }
+func (probe) OnReceivedMessages(context.Context, *sdk.Conn[int], []*pb.Message) error {
+	return nil
+}
+func (probe) OnSocketClosed(context.Context, *sdk.Conn[int], string) error { return nil }
+
+func TestTypedErrors(t *testing.T) {
+	for _, service := range []string{"ConnectionUnaryHandler", "ConnectionHandler"} {
+		t.Run(service, func(t *testing.T) {
+			leaks := goleak.IgnoreCurrent()
+			t.Cleanup(func() { goleak.VerifyNone(t, leaks) }) // after the harness's own cleanup
+			p := probe{results: make(chan error, 10)}
+			func() {
+				h := handlertest.New(t, p, func(c *config.Config) { c.Gateway.ExProto.Handler.ServiceName = service })
+				dev := h.Dial()
+				dev.Write([]byte("x"))
+				for i, want := range []error{sdk.ErrUnknown, nil, sdk.ErrDenied, sdk.ErrUnknown, nil, sdk.ErrNotAlive} {
+					got := <-p.results
+					if (want == nil) != (got == nil) || (want != nil && !errors.Is(got, want)) {
+						t.Fatalf("call %d: %v, want %v", i, got, want)
+					}
+				}
+				dev.ExpectClosed()
+			}()
+		})
+	}
+}
+
+func TestRawPublish(t *testing.T) {
+	h := handlertest.New(t, probe{results: make(chan error, 10)})
+	if err := h.Client.RawPublish(context.Background(), "raw/t", 1, []byte("r")); err != nil {
+		t.Fatal(err)
+	}
+	h.ExpectPublish("raw/t", []byte("r"))
+	if err := h.Client.RawPublish(context.Background(), "raw/#", 0, nil); !errors.Is(err, sdk.ErrUnknown) {
+		t.Fatalf("raw publish to a filter: %v", err)
+	}
+}

@@ -1,0 +1,179 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/exgate/exgate/exprotopb"
+)
+
+// Handler is a protocol handler; S is its per-connection state. A returned
+// error closes that device ({shutdown,{error,{on_…,unknown}}}).
+type Handler[S any] interface {
+	OnSocketCreated(ctx context.Context, c *Conn[S]) error
+	OnReceivedBytes(ctx context.Context, c *Conn[S], b []byte) error
+	OnTimerTimeout(ctx context.Context, c *Conn[S]) error
+	// OnReceivedMessages carries a batch: handle every message, not only
+	// the first.
+	OnReceivedMessages(ctx context.Context, c *Conn[S], msgs []*pb.Message) error
+	OnSocketClosed(ctx context.Context, c *Conn[S], reason string) error
+}
+
+// Server serves one Handler as ConnectionUnaryHandler and ConnectionHandler.
+type Server[S any] struct {
+	h      Handler[S]
+	client *Client
+	srv    *grpc.Server
+
+	mu    sync.Mutex
+	conns map[string]*Conn[S]
+}
+
+// NewServer makes a server calling the gateway back through client; opts
+// go to grpc.NewServer (e.g. grpc.Creds for TLS).
+func NewServer[S any](h Handler[S], client *Client, opts ...grpc.ServerOption) *Server[S] {
+	s := &Server[S]{h: h, client: client, srv: grpc.NewServer(opts...), conns: map[string]*Conn[S]{}}
+	pb.RegisterConnectionUnaryHandlerServer(s.srv, unary[S]{s: s})
+	pb.RegisterConnectionHandlerServer(s.srv, streaming[S]{s: s})
+	return s
+}
+
+// Serve answers on ln until Shutdown.
+func (s *Server[S]) Serve(ln net.Listener) error {
+	if err := s.srv.Serve(ln); !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown lets calls in flight finish (until ctx ends), then stops.
+func (s *Server[S]) Shutdown(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.srv.Stop()
+	}
+}
+
+// conn returns the Conn of id, making it at OnSocketCreated (or when a
+// handler restarted and sees a connection it never knew).
+func (s *Server[S]) conn(id string, info *pb.ConnInfo) *Conn[S] {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.conns[id]
+	if !ok {
+		c = &Conn[S]{ID: id, Info: info, c: s.client}
+		s.conns[id] = c
+	}
+	return c
+}
+
+func (s *Server[S]) forget(id string) {
+	s.mu.Lock()
+	delete(s.conns, id)
+	s.mu.Unlock()
+}
+
+func (s *Server[S]) created(ctx context.Context, r *pb.SocketCreatedRequest) error {
+	return s.h.OnSocketCreated(ctx, s.conn(r.Conn, r.Conninfo))
+}
+
+func (s *Server[S]) bytes(ctx context.Context, r *pb.ReceivedBytesRequest) error {
+	return s.h.OnReceivedBytes(ctx, s.conn(r.Conn, nil), r.Bytes)
+}
+
+func (s *Server[S]) timeout(ctx context.Context, r *pb.TimerTimeoutRequest) error {
+	return s.h.OnTimerTimeout(ctx, s.conn(r.Conn, nil))
+}
+
+func (s *Server[S]) messages(ctx context.Context, r *pb.ReceivedMessagesRequest) error {
+	return s.h.OnReceivedMessages(ctx, s.conn(r.Conn, nil), r.Messages)
+}
+
+func (s *Server[S]) closed(ctx context.Context, r *pb.SocketClosedRequest) error {
+	defer s.forget(r.Conn)
+	return s.h.OnSocketClosed(ctx, s.conn(r.Conn, nil), r.Reason)
+}
+
+type unary[S any] struct {
+	pb.UnimplementedConnectionUnaryHandlerServer
+	s *Server[S]
+}
+
+var ok = &pb.EmptySuccess{}
+
+func (u unary[S]) OnSocketCreated(ctx context.Context, r *pb.SocketCreatedRequest) (*pb.EmptySuccess, error) {
+	return ok, u.s.created(ctx, r)
+}
+func (u unary[S]) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesRequest) (*pb.EmptySuccess, error) {
+	return ok, u.s.bytes(ctx, r)
+}
+func (u unary[S]) OnTimerTimeout(ctx context.Context, r *pb.TimerTimeoutRequest) (*pb.EmptySuccess, error) {
+	return ok, u.s.timeout(ctx, r)
+}
+func (u unary[S]) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessagesRequest) (*pb.EmptySuccess, error) {
+	return ok, u.s.messages(ctx, r)
+}
+func (u unary[S]) OnSocketClosed(ctx context.Context, r *pb.SocketClosedRequest) (*pb.EmptySuccess, error) {
+	return ok, u.s.closed(ctx, r)
+}
+
+// streaming serves ConnectionHandler: every message of a stream is one
+// event, whether the gateway sends one per stream or keeps streams open.
+type streaming[S any] struct {
+	pb.UnimplementedConnectionHandlerServer
+	s *Server[S]
+}
+
+func each[T any](recv func() (*T, error), do func(*T) error) error {
+	for {
+		m, err := recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := do(m); err != nil {
+			return err
+		}
+	}
+}
+
+func (st streaming[S]) OnSocketCreated(s pb.ConnectionHandler_OnSocketCreatedServer) error {
+	if err := each(s.Recv, func(r *pb.SocketCreatedRequest) error { return st.s.created(s.Context(), r) }); err != nil {
+		return err
+	}
+	return s.SendAndClose(ok)
+}
+func (st streaming[S]) OnReceivedBytes(s pb.ConnectionHandler_OnReceivedBytesServer) error {
+	if err := each(s.Recv, func(r *pb.ReceivedBytesRequest) error { return st.s.bytes(s.Context(), r) }); err != nil {
+		return err
+	}
+	return s.SendAndClose(ok)
+}
+func (st streaming[S]) OnTimerTimeout(s pb.ConnectionHandler_OnTimerTimeoutServer) error {
+	if err := each(s.Recv, func(r *pb.TimerTimeoutRequest) error { return st.s.timeout(s.Context(), r) }); err != nil {
+		return err
+	}
+	return s.SendAndClose(ok)
+}
+func (st streaming[S]) OnReceivedMessages(s pb.ConnectionHandler_OnReceivedMessagesServer) error {
+	if err := each(s.Recv, func(r *pb.ReceivedMessagesRequest) error { return st.s.messages(s.Context(), r) }); err != nil {
+		return err
+	}
+	return s.SendAndClose(ok)
+}
+func (st streaming[S]) OnSocketClosed(s pb.ConnectionHandler_OnSocketClosedServer) error {
+	if err := each(s.Recv, func(r *pb.SocketClosedRequest) error { return st.s.closed(s.Context(), r) }); err != nil {
+		return err
+	}
+	return s.SendAndClose(ok)
+}
