@@ -7,8 +7,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/exgate/exgate/internal/config"
 	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/sdk"
 	"github.com/exgate/exgate/sdk/handlertest"
 )
