@@ -123,7 +123,13 @@ type node struct {
 // startNode runs exgate with the config body and waits for its start line.
 func startNode(t *testing.T, body string) *node {
 	t.Helper()
-	n := &node{cmd: exec.Command(binary, "-c", writeFile(t, body)), lines: make(chan string, 1000), done: make(chan error, 1)}
+	return startNodeFile(t, writeFile(t, body))
+}
+
+// startNodeFile runs exgate with the config file at path.
+func startNodeFile(t *testing.T, path string) *node {
+	t.Helper()
+	n := &node{cmd: exec.Command(binary, "-c", path), lines: make(chan string, 1000), done: make(chan error, 1)}
 	stderr, err := n.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -500,21 +506,7 @@ gateway:
 ` + extra
 	}
 	path := writeFile(t, body(""))
-	n := &node{cmd: exec.Command(binary, "-c", path), lines: make(chan string, 1000), done: make(chan error, 1)}
-	stderr, _ := n.cmd.StderrPipe()
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.cmd.Process.Kill() })
-	go func() {
-		s := bufio.NewScanner(stderr)
-		for s.Scan() {
-			n.lines <- s.Text()
-		}
-		n.done <- n.cmd.Wait()
-		close(n.lines)
-	}()
-	n.start = n.waitLine(t, "exgate started")
+	n := startNodeFile(t, path)
 	h.Attach(t, adapter)
 	d := dialDevice(t, devices)
 	d.do(testhandler.Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "hup"}}, testhandler.Connack)
