@@ -111,13 +111,26 @@ func TestManagementAPI(t *testing.T) {
 	if code, m, _ := call(t, "POST", gw+"/clients/dev-b/subscriptions", `{"topic":""}`); code != 400 || m["code"] != "BAD_REQUEST" {
 		t.Fatalf("bad subscription: %d %v", code, m)
 	}
-	// Metrics, health, OpenAPI.
-	_, _, metrics := call(t, "GET", base+"/metrics", "")
-	for _, want := range []string{"exgate_client_connected_total 2", "exgate_connections 2", `exgate_listener_connections{listener="tcp:default"}`,
-		`exgate_handler_call_duration_seconds_count{callback="OnSocketCreated"}`, `exgate_adapter_calls_total{code="SUCCESS",method="Authenticate"} 2`, "go_goroutines", "exgate_messages_delivered_total 1"} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %q", want)
+	// Metrics, health, OpenAPI. Counters move when callbacks return, a
+	// moment after the device saw their effect: poll.
+	wants := []string{"exgate_client_connected_total 2", "exgate_connections 2", `exgate_listener_connections{listener="tcp:default"}`,
+		`exgate_handler_call_duration_seconds_count{callback="OnSocketCreated"}`, `exgate_adapter_calls_total{code="SUCCESS",method="Authenticate"} 2`, "go_goroutines", "exgate_messages_delivered_total 1"}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, _, metrics := call(t, "GET", base+"/metrics", "")
+		var missing []string
+		for _, want := range wants {
+			if !strings.Contains(metrics, want) {
+				missing = append(missing, want)
+			}
 		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics lack %q", missing)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	for _, p := range []string{"/healthz", "/readyz", "/api/v5/openapi.json"} {
 		if code, _, _ := call(t, "GET", base+p, ""); code != 200 {

@@ -66,7 +66,17 @@ func TestDeliveryOverflowDroppedAndCounted(t *testing.T) {
 	d.subscribe("flood", 0)
 	e.h.OnMessages = func() { <-release }
 	m := e.mqtt("app")
-	for i := 0; i < 30; i++ {
+	m.pub("flood", 1, false, "x")
+	// The first delivery is in flight (and its handler stuck) before the rest come.
+	e.h.WaitFor(t, 5*time.Second, "the first delivery", func() bool {
+		for _, ev := range e.h.Events(d.id) {
+			if ev.Method == "OnReceivedMessages" {
+				return true
+			}
+		}
+		return false
+	})
+	for i := 1; i < 30; i++ {
 		m.pub("flood", 1, false, "x")
 	}
 	deadline := time.Now().Add(5 * time.Second)

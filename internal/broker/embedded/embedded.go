@@ -131,7 +131,7 @@ type hook struct {
 func (h *hook) ID() string { return "exgate" }
 
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketEncode}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketEncode, mqtt.OnDisconnect}, []byte{b})
 }
 
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
@@ -146,6 +146,20 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return true
 	}
 	return h.o.Authorize(cl.ID, string(cl.Properties.Username), topic, write, addr(cl.Net.Remote))
+}
+
+// OnDisconnect closes a race in mochi's takeover: the old client's own
+// cleanup checks IsTakenOver before the new client's CONNECT has set it,
+// then deletes the client id from the registry after the new client was
+// added under it, and the new session silently receives nothing. A client
+// stopped for a takeover waits here until the takeover is marked.
+func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if !errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+		return
+	}
+	for deadline := time.Now().Add(2 * time.Second); !cl.IsTakenOver() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // OnPublish replaces any exgate-* user properties a client sent with the
