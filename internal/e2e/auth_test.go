@@ -367,3 +367,29 @@ func TestAdapterAuthToken(t *testing.T) {
 }
 
 var _ = net.Dial
+
+func TestHTTPAuthenticatorOverTLS(t *testing.T) {
+	svc := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"result":"allow"}`)
+	}))
+	defer svc.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: svc.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := start(t, func(c *config.Config) {
+		a := emqxHTTPAuth(svc.URL)
+		a.SSLOptions = &config.ClientTLSOptions{Cacertfile: ca, ServerNameIndication: "example.com"}
+		c.Gateway.ExProto.Authentication = []config.Authenticator{a}
+	})
+	if rc := login(e.dial(), "tls1", "u", "p"); rc != 0 {
+		t.Fatalf("HTTPS auth service: %d", rc)
+	}
+	// Without the CA the service is not trusted: a deny, not an allow.
+	e2 := start(t, func(c *config.Config) {
+		c.Gateway.ExProto.Authentication = []config.Authenticator{emqxHTTPAuth(svc.URL)}
+	})
+	if rc := login(e2.dial(), "tls2", "u", "p"); rc != int(pb.ResultCode_PERMISSION_DENY) {
+		t.Fatalf("untrusted HTTPS auth service: %d", rc)
+	}
+}

@@ -256,16 +256,22 @@ func (im *importer) listenerKey(l *config.Listener, typ, key, full string, v any
 
 // tlsOption maps one ssl_options/dtls_options key; enable = false drops
 // the whole block (where it is optional, the adapter's).
+// tlsFiles maps the keys server and client TLS options share; it reports
+// whether key was one of them.
+func tlsFiles(key string, v any, ca, cert, keyf, verify *string) bool {
+	dst := map[string]*string{"cacertfile": ca, "certfile": cert, "keyfile": keyf, "verify": verify}[key]
+	if dst == nil {
+		return false
+	}
+	*dst = str(v)
+	return true
+}
+
 func (im *importer) tlsOption(o *config.TLSOptions, key, full string, v any, holder **config.TLSOptions) {
+	if tlsFiles(key, v, &o.Cacertfile, &o.Certfile, &o.Keyfile, &o.Verify) {
+		return
+	}
 	switch key {
-	case "cacertfile":
-		o.Cacertfile = str(v)
-	case "certfile":
-		o.Certfile = str(v)
-	case "keyfile":
-		o.Keyfile = str(v)
-	case "verify":
-		o.Verify = str(v)
 	case "fail_if_no_peer_cert":
 		im.setBool(full, v, &o.FailIfNoPeerCert)
 	case "versions", "tls_versions", "dtls_versions":
@@ -298,19 +304,14 @@ func (im *importer) clientTLSOption(holder **config.ClientTLSOptions, key, full 
 		*holder = &config.ClientTLSOptions{}
 	}
 	o := *holder
+	if tlsFiles(key, v, &o.Cacertfile, &o.Certfile, &o.Keyfile, &o.Verify) {
+		return
+	}
 	switch key {
 	case "enable":
 		if b, _ := boolean(v); !b {
 			*holder = nil
 		}
-	case "cacertfile":
-		o.Cacertfile = str(v)
-	case "certfile":
-		o.Certfile = str(v)
-	case "keyfile":
-		o.Keyfile = str(v)
-	case "verify":
-		o.Verify = str(v)
 	case "server_name_indication":
 		if s := str(v); s != "disable" {
 			o.ServerNameIndication = s
