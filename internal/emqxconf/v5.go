@@ -13,6 +13,9 @@ type importer struct {
 	r *Result
 	c *config.Config
 	x *config.ExProto
+	// disabled are TLS blocks with enable = false, dropped at the end
+	// (their other keys may come after "enable").
+	disabled []func()
 }
 
 func newImporter(format string) *importer {
@@ -292,7 +295,7 @@ func (im *importer) tlsOption(o *config.TLSOptions, key, full string, v any, hol
 	case "enable":
 		if b, _ := boolean(v); !b {
 			im.r.Changed = append(im.r.Changed, Note{full, str(v), "TLS disabled here: the block is ignored"})
-			defer func() { *holder = nil }()
+			im.disabled = append(im.disabled, func() { *holder = nil })
 		}
 	default:
 		im.unmapped(full, v, "a TLS option exgate does not offer")
@@ -310,7 +313,7 @@ func (im *importer) clientTLSOption(holder **config.ClientTLSOptions, key, full 
 	switch key {
 	case "enable":
 		if b, _ := boolean(v); !b {
-			*holder = nil
+			im.disabled = append(im.disabled, func() { *holder = nil })
 		}
 	case "server_name_indication":
 		if s := str(v); s != "disable" {
@@ -413,8 +416,11 @@ func (im *importer) authField(a *config.Authenticator, key, full string, v any) 
 	}
 }
 
-// finish fills what EMQX leaves to defaults and checks the result.
+// finish fills what EMQX leaves to defaults and drops disabled TLS blocks.
 func (im *importer) finish() {
+	for _, drop := range im.disabled {
+		drop()
+	}
 	im.x.Listeners.Each(func(typ, name string, l *config.Listener) {
 		if l.Bind == "" {
 			l.Bind = map[string]string{"tcp": "0.0.0.0:7993", "ssl": "0.0.0.0:7993", "udp": "0.0.0.0:7993", "dtls": "0.0.0.0:7993"}[typ]
