@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -24,7 +25,9 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd.PersistentFlags().IntVar(&pid, "gateway-pid", 0, "read this gateway process's CPU and RSS from /proc during the run")
 	cmd.PersistentFlags().StringVar(&metricsURL, "gateway-metrics", "", "read the gateway's goroutines from this /metrics URL (e.g. http://127.0.0.1:18083/metrics)")
 	report := func(r bench.Result, w *bench.Watch, devices int) error {
-		w.Done(&r, devices)
+		if r.Procs == nil { // a run may have read the processes itself
+			w.Done(&r, devices)
+		}
 		if metricsURL != "" {
 			if r.Procs == nil {
 				r.Procs = map[string]bench.ProcUsage{}
@@ -61,25 +64,29 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 		return bench.NewWatch(map[string]int{"gateway": pid})
 	}
 
+	// load makes a subcommand that runs one load, watching the gateway.
+	load := func(use, short string, run func(ctx context.Context, w *bench.Watch) (bench.Result, error)) *cobra.Command {
+		return &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				w := watch()
+				r, err := run(cmd.Context(), w)
+				if err != nil {
+					return err
+				}
+				return report(r, w, 0)
+			}}
+	}
+
 	var eo bench.EchoOptions
 	var insecure bool
-	echo := &cobra.Command{
-		Use:   "echo",
-		Short: "Devices send frames that the handler echoes back (use examples/jsondemo -echo)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	echo := load("echo", "Devices send frames that the handler echoes back (use examples/jsondemo -echo)",
+		func(ctx context.Context, _ *bench.Watch) (bench.Result, error) {
 			if eo.Transport == "tls" {
 				eo.TLS = &tls.Config{InsecureSkipVerify: insecure}
 			}
 			eo.Progress = stderr
-			w := watch()
-			r, err := bench.Echo(cmd.Context(), eo)
-			if err != nil {
-				return err
-			}
-			return report(r, w, 0)
-		},
-	}
+			return bench.Echo(ctx, eo)
+		})
 	echo.Flags().StringVar(&eo.Addr, "addr", "127.0.0.1:7993", "device listener")
 	echo.Flags().StringVar(&eo.Transport, "transport", "tcp", "tcp, tls or udp")
 	echo.Flags().BoolVar(&insecure, "insecure", false, "tls: do not verify the gateway's certificate")
@@ -91,20 +98,11 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	echo.Flags().IntVar(&eo.SourceIPs, "source-ips", 0, "spread devices over this many 127.0.x.y source addresses")
 
 	var fi bench.FanInOptions
-	fanin := &cobra.Command{
-		Use:   "fanin",
-		Short: "JSON-protocol devices publish to one MQTT subscriber (use examples/jsondemo)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	fanin := load("fanin", "JSON-protocol devices publish to one MQTT subscriber (use examples/jsondemo)",
+		func(ctx context.Context, _ *bench.Watch) (bench.Result, error) {
 			fi.Progress = stderr
-			w := watch()
-			r, err := bench.FanIn(cmd.Context(), fi)
-			if err != nil {
-				return err
-			}
-			return report(r, w, 0)
-		},
-	}
+			return bench.FanIn(ctx, fi)
+		})
 	fanin.Flags().StringVar(&fi.Gateway, "gateway", "127.0.0.1:7993", "device listener (empty: publish to --broker directly, the baseline)")
 	fanin.Flags().StringVar(&fi.Broker, "broker", "127.0.0.1:1883", "MQTT broker of the subscriber")
 	fanin.Flags().IntVar(&fi.Devices, "devices", 100, "publishers")
@@ -113,20 +111,11 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	fanin.Flags().DurationVar(&fi.Duration, "duration", 10*time.Second, "how long")
 
 	var fo bench.FanOutOptions
-	fanout := &cobra.Command{
-		Use:   "fanout",
-		Short: "One MQTT publisher to many subscribed JSON-protocol devices",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	fanout := load("fanout", "One MQTT publisher to many subscribed JSON-protocol devices",
+		func(ctx context.Context, _ *bench.Watch) (bench.Result, error) {
 			fo.Progress = stderr
-			w := watch()
-			r, err := bench.FanOut(cmd.Context(), fo)
-			if err != nil {
-				return err
-			}
-			return report(r, w, 0)
-		},
-	}
+			return bench.FanOut(ctx, fo)
+		})
 	fanout.Flags().StringVar(&fo.Gateway, "gateway", "127.0.0.1:7993", "device listener (empty: MQTT subscribers, the baseline)")
 	fanout.Flags().StringVar(&fo.Broker, "broker", "127.0.0.1:1883", "MQTT broker of the publisher")
 	fanout.Flags().IntVar(&fo.Devices, "devices", 1000, "subscribed devices")
@@ -134,28 +123,16 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	fanout.Flags().IntVar(&fo.Payload, "payload", 64, "bytes per message")
 
 	var so bench.StormOptions
-	storm := &cobra.Command{
-		Use:   "storm",
-		Short: "Many JSON-protocol devices connect, authenticate and subscribe at once",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	storm := load("storm", "Many JSON-protocol devices connect, authenticate and subscribe at once",
+		func(ctx context.Context, w *bench.Watch) (bench.Result, error) {
 			so.Progress = stderr
-			w := watch()
 			var held bench.Result
 			so.Hold = func() { w.Done(&held, so.Devices) } // memory while all are connected
-			r, err := bench.Storm(cmd.Context(), so)
-			if err != nil {
-				return err
-			}
+			r, err := bench.Storm(ctx, so)
 			w.Done(&r, 0)
-			for name, p := range held.Procs {
-				q := r.Procs[name]
-				q.RSSBytes, q.RSSPerDevice = p.RSSBytes, p.RSSPerDevice
-				r.Procs[name] = q
-			}
-			return report(r, nil, 0)
-		},
-	}
+			r.KeepMemory(held)
+			return r, err
+		})
 	storm.Flags().StringVar(&so.Gateway, "gateway", "127.0.0.1:7993", "device listener")
 	storm.Flags().IntVar(&so.Devices, "devices", 10000, "devices")
 	storm.Flags().IntVar(&so.Concurrency, "concurrency", 64, "connects in flight")

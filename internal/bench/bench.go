@@ -52,6 +52,23 @@ type ProcUsage struct {
 	Goroutines int `json:"goroutines,omitempty"`
 }
 
+// KeepMemory takes the memory figures (RSS, RSS per device, goroutines)
+// from held, a reading made while every device was still connected, and
+// keeps r's CPU figures.
+func (r *Result) KeepMemory(held Result) {
+	for name, p := range held.Procs {
+		q := r.Procs[name]
+		q.RSSBytes, q.RSSPerDevice = p.RSSBytes, p.RSSPerDevice
+		if p.Goroutines > 0 {
+			q.Goroutines = p.Goroutines
+		}
+		if r.Procs == nil {
+			r.Procs = map[string]ProcUsage{}
+		}
+		r.Procs[name] = q
+	}
+}
+
 // Goroutines reads go_goroutines from a Prometheus endpoint; 0 if it cannot.
 func Goroutines(metricsURL string) int {
 	c := &http.Client{Timeout: 5 * time.Second}

@@ -301,18 +301,9 @@ gateway:
 	if err != nil {
 		return nil, err
 	}
-	held.Ops = sr.Ops // CPU per connect, memory per connected device
-	w.Done(&sr, 0)
-	for name, p := range held.Procs {
-		q := sr.Procs[name]
-		q.RSSBytes, q.RSSPerDevice = p.RSSBytes, p.RSSPerDevice
-		sr.Procs[name] = q
-	}
+	w.Done(&sr, 0) // CPU per connect
+	sr.KeepMemory(held)
 	sr.Target = "exgate"
-	if p, ok := sr.Procs["gateway"]; ok {
-		p.Goroutines = held.Procs["gateway"].Goroutines
-		sr.Procs["gateway"] = p
-	}
 	if g, ok := sr.Procs["gateway"]; ok {
 		sr.Note = fmt.Sprintf("gateway RSS %.1f KiB per connected, subscribed device", g.RSSPerDevice/1024)
 	}

@@ -208,7 +208,6 @@ func TestAdapterOverTLSWithClientCerts(t *testing.T) {
 }
 
 func TestRequestSizeLimits(t *testing.T) {
-	release := make(chan struct{})
 	e := start(t, func(c *config.Config) {
 		c.Gateway.ExProto.Handler.MaxRequestBytes = 2048
 		c.Gateway.ExProto.Server.MaxRecvMessageSize = 64 << 10
@@ -216,19 +215,13 @@ func TestRequestSizeLimits(t *testing.T) {
 	d := e.dial()
 	d.connect("big", 0)
 	d.subscribe("big", 0)
-	first := true
-	e.h.OnMessages = func() {
-		if first {
-			first = false
-			<-release
-		}
-	}
+	release := e.h.HoldFirstDelivery()
 	m := e.mqtt("app")
 	for i := 0; i < 6; i++ {
 		m.pub("big", 1, false, strings.Repeat("z", 900))
 	}
 	time.Sleep(300 * time.Millisecond)
-	close(release)
+	release()
 	total := 0
 	e.h.WaitFor(t, 5*time.Second, "six messages", func() bool {
 		total = 0

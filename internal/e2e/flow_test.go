@@ -99,25 +99,18 @@ func TestDeliveryOverflowDroppedAndCounted(t *testing.T) {
 func TestDeliveryBatching(t *testing.T) {
 	for _, batch := range []int{1, 16} {
 		t.Run(map[int]string{1: "max1", 16: "max16"}[batch], func(t *testing.T) {
-			release := make(chan struct{})
 			e := start(t, func(c *config.Config) { c.Gateway.ExProto.MaxMessagesPerDelivery = batch })
 			e.h.ReadOnlyFirst = true // a handler that reads only messages[0]
 			d := e.dial()
 			d.connect("b", 0)
 			d.subscribe("b/#", 0)
-			first := true
-			e.h.OnMessages = func() {
-				if first {
-					first = false
-					<-release
-				}
-			}
+			release := e.h.HoldFirstDelivery()
 			m := e.mqtt("app")
 			for i := 0; i < 10; i++ {
 				m.pub("b/t", 1, false, string(rune('a'+i)))
 			}
 			time.Sleep(300 * time.Millisecond) // all ten queued behind the first
-			close(release)
+			release()
 			got := 0
 			var sizes []int
 			e.h.WaitFor(t, 5*time.Second, "deliveries", func() bool {

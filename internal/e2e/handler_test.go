@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"errors"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -62,10 +60,7 @@ func TestHandlerDownAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("device of a down handler not closed: %v", err)
-	}
+	expectClosedRaw(t, c, 5*time.Second)
 	waitLog(t, &logs, "handler unreachable")
 	if !strings.Contains(logs.String(), addr) || !strings.Contains(logs.String(), "service_name=ConnectionUnaryHandler") {
 		t.Fatalf("the log does not name the handler's address and service:\n%s", logs.String())
@@ -141,17 +136,8 @@ func TestWrongServiceNameIsExplained(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("device not closed: %v", err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), "it may implement ConnectionUnaryHandler") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no hint about service_name in the log:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	expectClosedRaw(t, c, 5*time.Second)
+	waitLog(t, &logs, "it may implement ConnectionUnaryHandler")
 	if !strings.Contains(logs.String(), h.Addr) {
 		t.Fatalf("log does not name the handler address:\n%s", logs.String())
 	}

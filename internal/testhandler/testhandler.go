@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,6 +326,20 @@ func (h *Handler) record(conn string, e Event) {
 	close(h.notify)
 	h.notify = make(chan struct{})
 	h.mu.Unlock()
+}
+
+// HoldFirstDelivery makes the first OnReceivedMessages wait until release
+// is called, so that later deliveries queue up behind it.
+func (h *Handler) HoldFirstDelivery() (release func()) {
+	gate := make(chan struct{})
+	var once sync.Once
+	var passed atomic.Bool
+	h.OnMessages = func() {
+		if !passed.Swap(true) {
+			<-gate
+		}
+	}
+	return func() { once.Do(func() { close(gate) }) }
 }
 
 // Events returns a copy of conn's events.
