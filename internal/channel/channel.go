@@ -208,7 +208,6 @@ func New(cfg *Config, conn Conn, info *pb.ConnInfo, tls bool) *Channel {
 	}
 	c.log = cfg.Logger.With("conn", c.id, "peer", addrString(info.GetPeername()))
 	cfg.Registry.add(c)
-	cfg.Stats.Connections.Add(1)
 	c.mu.Lock()
 	c.push(event{kind: evCreated})
 	c.idleTimer = time.AfterFunc(cfg.IdleTimeout, c.idleExpired)
@@ -413,7 +412,6 @@ func (c *Channel) closeWith(reason string, dropPending bool) {
 // finish runs after OnSocketClosed: the channel leaves the registry.
 func (c *Channel) finish() {
 	c.cfg.Registry.remove(c)
-	c.cfg.Stats.Connections.Add(-1)
 	close(c.done)
 }
 

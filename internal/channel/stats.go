@@ -5,7 +5,6 @@ import "sync/atomic"
 // Stats are the gateway's counters (spec §4), shared by all channels. The
 // zero value is ready; every field is safe for concurrent use.
 type Stats struct {
-	Connections       atomic.Int64 // open channels, any state
 	BytesReceived     atomic.Int64
 	BytesSent         atomic.Int64
 	MessagesDelivered atomic.Int64 // messages the handler accepted

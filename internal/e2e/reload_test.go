@@ -82,7 +82,7 @@ func TestReloadKeepsDevices(t *testing.T) {
 	m.expect("new/up", "p")
 	nd.send(Frame{Type: testhandler.Publish, Topic: "blocked", QoS: 1, Payload: "p"})
 	nd.expect(testhandler.Puback, int(pb.ResultCode_PERMISSION_DENY))
-	if st := e.g.Stats.Connections.Load(); st < 3 {
+	if st := e.g.Reg.Len(); st < 3 {
 		t.Fatalf("%d connections after the reload", st)
 	}
 }

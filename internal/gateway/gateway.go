@@ -253,7 +253,7 @@ func (g *Gateway) listenerOptions(typ, name string, l *config.Listener) (listene
 // listener's own handler and authentication chain when it has them.
 func (g *Gateway) deviceConfig(cfg *config.Config, kind listener.Kind, name string, l *config.Listener, authn *auth.Authenticator, authz *auth.Authorizer, h *handler.Client) (*channel.Config, error) {
 	where := fmt.Sprintf("gateway.exproto.listeners.%s.%s", kind, name)
-	hc := x0(cfg).Handler
+	hc := cfg.Gateway.ExProto.Handler
 	if l.Handler != nil {
 		hc = l.Handler.Over(hc)
 		var err error
@@ -262,9 +262,9 @@ func (g *Gateway) deviceConfig(cfg *config.Config, kind listener.Kind, name stri
 		}
 	}
 	if len(l.Authentication) > 0 { // the listener's chain first, then the gateway's
-		chain := append(append([]config.Authenticator(nil), l.Authentication...), x0(cfg).Authentication...)
+		chain := append(append([]config.Authenticator(nil), l.Authentication...), cfg.Gateway.ExProto.Authentication...)
 		var err error
-		if authn, err = auth.NewAuthenticator(chain, g.log.With("component", "auth", "listener", l0(kind, name))); err != nil {
+		if authn, err = auth.NewAuthenticator(chain, g.log.With("component", "auth", "listener", kind.String()+":"+name)); err != nil {
 			return nil, fmt.Errorf("%s.%w", where, err)
 		}
 		g.authns = append(g.authns, authn)
@@ -498,10 +498,6 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	return err
 }
 
-func x0(c *config.Config) *config.ExProto { return &c.Gateway.ExProto }
-
-func l0(kind listener.Kind, name string) string { return kind.String() + ":" + name }
-
 func (g *Gateway) closeAll() {
 	defer g.pool.Close() // after the handlers: nothing dispatches any more
 	defer g.Tracer.Close()
@@ -544,7 +540,7 @@ func (g *Gateway) registerMetrics() {
 	m.Counter("exgate_client_disconnected_total", "Authenticated devices that closed.", nil, f(&st.Disconnected))
 	m.Counter("exgate_client_auth_failure_total", "Failed Authenticate calls.", nil, f(&st.AuthFailed))
 	m.Counter("exgate_authorization_deny_total", "Publishes and subscriptions denied.", nil, f(&st.AuthzDenied))
-	m.Gauge("exgate_connections", "Open device connections, any state.", nil, f(&st.Connections))
+	m.Gauge("exgate_connections", "Open device connections, any state.", nil, func() float64 { return float64(g.Reg.Len()) })
 	m.Gauge("exgate_connections_authenticated", "Authenticated device connections.", nil, func() float64 { return float64(g.Reg.Connected()) })
 	m.Registry.MustRegister(listenerCollector{g})
 }

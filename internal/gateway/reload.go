@@ -60,8 +60,9 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 		}
 	}
 	type step struct {
-		keep  *deviceListener // updated in place
+		keep  *deviceListener // updated in place, with opts and conf
 		opts  listener.Options
+		conf  *config.Listener
 		fresh *deviceListener // bound anew
 	}
 	var steps []step
@@ -85,7 +86,7 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 			if o, err = g.listenerOptions(typ, name, l); err != nil {
 				return
 			}
-			steps = append(steps, step{keep: prev, opts: o})
+			steps = append(steps, step{keep: prev, opts: o, conf: l})
 			return
 		}
 		var dl *deviceListener
@@ -104,7 +105,7 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 		if s.keep == nil {
 			continue
 		}
-		cc, cerr := g.deviceConfig(nc, s.opts.Kind, s.keep.name, confOf(x, s.keep.typ, s.keep.name), authn, authz, h)
+		cc, cerr := g.deviceConfig(nc, s.opts.Kind, s.keep.name, s.conf, authn, authz, h)
 		if cerr != nil {
 			undo()
 			return nil, fmt.Errorf("reload refused, nothing changed: %w", cerr)
@@ -119,7 +120,7 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 		if s.keep != nil {
 			s.keep.Update(s.opts)
 			s.keep.ch.Store(configs[s.keep])
-			s.keep.conf = confOf(x, s.keep.typ, s.keep.name)
+			s.keep.conf = s.conf
 			kept[s.keep] = true
 			next = append(next, s.keep)
 		} else {
@@ -145,16 +146,6 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 	}
 	g.log.Info("configuration reloaded", "listeners", len(next), "rebound", len(fresh), "needs_restart", needsRestart)
 	return needsRestart, nil
-}
-
-func confOf(x config.ExProto, typ, name string) *config.Listener {
-	var found *config.Listener
-	x.Listeners.Each(func(t, n string, l *config.Listener) {
-		if t == typ && n == name {
-			found = l
-		}
-	})
-	return found
 }
 
 // same compares two configuration parts by their YAML.

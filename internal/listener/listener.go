@@ -130,7 +130,7 @@ func Listen(o Options) (*Listener, error) {
 	if o.HandshakeTimeout == 0 {
 		o.HandshakeTimeout = 15 * time.Second
 	}
-	l := &Listener{opts: o, log: o.Logger.With("listener", l0(o))}
+	l := &Listener{opts: o, log: o.Logger.With("listener", fullName(o))}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.ctl.Store(newControls(o))
 	var err error
@@ -144,15 +144,15 @@ func Listen(o Options) (*Listener, error) {
 	}
 	if err != nil {
 		l.cancel()
-		return nil, fmt.Errorf("listener %s: %w", l0(o), err)
+		return nil, fmt.Errorf("listener %s: %w", fullName(o), err)
 	}
 	return l, nil
 }
 
-func l0(o Options) string { return o.Kind.String() + ":" + o.Name }
+func fullName(o Options) string { return o.Kind.String() + ":" + o.Name }
 
 // Name is "type:name".
-func (l *Listener) Name() string { return l0(l.opts) }
+func (l *Listener) Name() string { return fullName(l.opts) }
 
 // Kind is the listener's transport.
 func (l *Listener) Kind() Kind { return l.opts.Kind }
