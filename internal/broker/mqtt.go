@@ -29,6 +29,7 @@ const receiveMaximum = 128
 // mqttSession is a Session over one MQTT v5 connection.
 type mqttSession struct {
 	c    *paho.Client
+	conn net.Conn
 	from string // publisher id stamped on every publish
 
 	mu     sync.Mutex
@@ -39,7 +40,7 @@ type mqttSession struct {
 // start, then PUBLISH/SUBSCRIBE for it. keepalive 0 disables pings (fine for
 // in-memory connections). It takes ownership of conn.
 func ConnectMQTT(ctx context.Context, conn net.Conn, ci ClientInfo, password string, keepalive uint16, h Handlers) (Session, error) {
-	s := &mqttSession{from: ci.From}
+	s := &mqttSession{from: ci.From, conn: conn}
 	if s.from == "" {
 		s.from = ci.ClientID
 	}
@@ -177,7 +178,15 @@ func (s *mqttSession) Close() {
 	s.closed = true
 	s.mu.Unlock()
 	if !was {
+		// With a synchronous in-memory pipe both ends can be blocked writing
+		// to each other while one is closing; a deadline unblocks them.
+		_ = s.conn.SetDeadline(time.Now().Add(time.Second))
 		_ = s.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
 	}
-	<-s.c.Done()
+	select {
+	case <-s.c.Done():
+	case <-time.After(2 * time.Second):
+		_ = s.conn.Close()
+		<-s.c.Done()
+	}
 }
