@@ -123,11 +123,18 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	fanout.Flags().IntVar(&fo.Payload, "payload", 64, "bytes per message")
 
 	var so bench.StormOptions
+	var stormHold time.Duration
 	storm := load("storm", "Many JSON-protocol devices connect, authenticate and subscribe at once",
 		func(ctx context.Context, w *bench.Watch) (bench.Result, error) {
 			so.Progress = stderr
 			var held bench.Result
-			so.Hold = func() { w.Done(&held, so.Devices) } // memory while all are connected
+			so.Hold = func() { // memory while all are connected
+				w.Done(&held, so.Devices)
+				select {
+				case <-time.After(stormHold):
+				case <-ctx.Done():
+				}
+			}
 			r, err := bench.Storm(ctx, so)
 			w.Done(&r, 0)
 			r.KeepMemory(held)
@@ -136,6 +143,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	storm.Flags().StringVar(&so.Gateway, "gateway", "127.0.0.1:7993", "device listener")
 	storm.Flags().IntVar(&so.Devices, "devices", 10000, "devices")
 	storm.Flags().IntVar(&so.Concurrency, "concurrency", 64, "connects in flight")
+	storm.Flags().DurationVar(&stormHold, "hold", 0, "keep the devices connected this long before they close (to profile the gateway)")
 	storm.Flags().IntVar(&so.SourceIPs, "source-ips", 0, "spread devices over this many 127.0.x.y source addresses")
 
 	var su bench.SuiteOptions

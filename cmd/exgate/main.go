@@ -169,6 +169,9 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 		return err
 	}
 	log, level := newLogger(cfg.Log, logw)
+	if addr := os.Getenv("EXGATE_PPROF"); addr != "" {
+		startProfiler(addr, log)
+	}
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		return err

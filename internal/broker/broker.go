@@ -1,11 +1,11 @@
 // Package broker is the boundary between devices and the pub/sub world.
 //
 // A Broker opens one Session per authenticated device. Two implementations
-// exist or are planned: embedded (an in-process mochi-mqtt broker) and an
-// external MQTT cluster. Both speak MQTT v5 for each device through
-// ConnectMQTT, so a device is a first-class MQTT client either way: the
-// broker's clientid takeover, retained messages, shared subscriptions and
-// QoS apply to it unchanged.
+// exist: embedded (an in-process mochi-mqtt broker, where a device is a
+// connection-less client of mochi's) and mqtt (an external MQTT broker or
+// cluster, where a device is an MQTT session of its own). Either way a
+// device is a first-class client: the broker's clientid takeover, retained
+// messages, shared subscriptions and QoS apply to it unchanged.
 package broker
 
 import (
@@ -52,8 +52,9 @@ type Message struct {
 	Time time.Time
 }
 
-// Handlers receive a session's events. Both are called from the session's
-// own goroutines and must not block.
+// Handlers receive a session's events. They may be called from inside the
+// broker, with its locks held: Deliver must only queue; Closed may close
+// the device (Session.Close is then a no-op) but must not wait for others.
 type Handlers struct {
 	// Deliver is called for each message matching a subscription.
 	Deliver func(Message)

@@ -202,7 +202,6 @@ func New(cfg *Config, conn Conn, info *pb.ConnInfo, tls bool) *Channel {
 		space:     make(chan struct{}, 1),
 		closedCh:  make(chan struct{}),
 		done:      make(chan struct{}),
-		subs:      map[string]byte{},
 		ids:       newMsgIDs(),
 		createdAt: time.Now(),
 	}
@@ -321,6 +320,11 @@ type datagramReader interface {
 	ReadDatagram() ([]byte, error)
 }
 
+// Reader returns a function that reads r until it ends (ReadLoop).
+func (c *Channel) Reader(r io.Reader) func() {
+	return func() { c.ReadLoop(r) }
+}
+
 // ReadLoop reads a connection until it ends, queueing each read (each
 // datagram) as one OnReceivedBytes, and then closes the channel with the
 // peer's reason.
@@ -341,10 +345,33 @@ func (c *Channel) ReadLoop(r io.Reader) {
 	if size <= 0 {
 		size = 4096
 	}
+	// A plain TCP socket is waited on without a buffer and read into a
+	// pooled one, so an idle device holds no read buffer; other streams
+	// (TLS, PROXY, rate-limited) may hold data of their own and keep one.
+	if w := readWaiterOf(r); w != nil {
+		pool := readBuffers(size)
+		for {
+			err := w.waitReadable()
+			bp := pool.Get().(*[]byte)
+			var n int
+			if err == nil {
+				n, err = r.Read(*bp)
+			}
+			// The event keeps its bytes until dispatched: copy out what was read.
+			b := append([]byte(nil), (*bp)[:n]...)
+			pool.Put(bp)
+			if n > 0 && !c.Received(b) {
+				return
+			}
+			if err != nil {
+				c.closeWith(peerClosedReason(err, c.tls), false)
+				return
+			}
+		}
+	}
 	buf := make([]byte, size)
 	for {
 		n, err := r.Read(buf)
-		// The event keeps its bytes until dispatched: copy out what was read.
 		if n > 0 && !c.Received(append([]byte(nil), buf[:n]...)) {
 			return
 		}
@@ -371,6 +398,14 @@ func (c *Channel) Kick(reason string) { c.closeWith(reason, false) }
 // session at once, keeps queued events for the handler (unless the handler
 // itself failed: dropPending), and queues OnSocketClosed as the last event.
 func (c *Channel) closeWith(reason string, dropPending bool) {
+	c.closeAfter(reason, dropPending, nil)
+}
+
+// closeAfter is closeWith that first queues last (if not nil) in the same
+// step, so no other close can come between the event and its reason: the
+// keepalive's OnTimerTimeout is followed by {shutdown,keepalive_timeout}
+// even if the handler calls Close while answering it.
+func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 	c.mu.Lock()
 	if c.state == Closed {
 		if dropPending { // the handler fails while queued events are flushed
@@ -393,6 +428,9 @@ func (c *Channel) closeWith(reason string, dropPending bool) {
 		c.dropQueued()
 	}
 	c.flushUntil = time.Now().Add(c.cfg.CloseFlushTimeout)
+	if last != nil {
+		c.push(*last)
+	}
 	c.closeQueued = true
 	c.push(event{kind: evClosed, reason: reason})
 	close(c.closedCh)

@@ -143,9 +143,8 @@ func (c *Channel) keepaliveCheck() {
 		c.mu.Unlock()
 		return
 	}
-	c.push(event{kind: evTimeout})
 	c.mu.Unlock()
-	c.closeWith(ReasonKeepaliveTimeout, false)
+	c.closeAfter(ReasonKeepaliveTimeout, false, &event{kind: evTimeout})
 }
 
 func (c *Channel) idleExpired() {
@@ -239,6 +238,9 @@ func (c *Channel) subscribe(ctx context.Context, filter string, qos uint32, auth
 	}
 	c.mu.Lock()
 	if c.state == Connected {
+		if c.subs == nil {
+			c.subs = make(map[string]byte, 1)
+		}
 		c.subs[filter] = byte(qos)
 	}
 	c.mu.Unlock()

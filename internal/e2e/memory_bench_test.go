@@ -12,9 +12,11 @@ import (
 )
 
 // BenchmarkDeviceMemory connects 500 devices that authenticate and
-// subscribe, and reports the gateway process's heap and goroutines per
-// device, with the embedded broker (gateway + broker together) and with an
-// external mosquitto (gateway only). Run with -benchtime=1x:
+// subscribe, and reports the test process's heap, goroutine stacks and
+// goroutines per device, with the embedded broker and with an external
+// mosquitto. The process also holds the test handler and the devices'
+// client sockets: `exgate bench storm` measures the gateway process alone.
+// Run with -benchtime=1x:
 //
 //	go test ./internal/e2e -run '^$' -bench DeviceMemory -benchtime=1x
 func BenchmarkDeviceMemory(b *testing.B) {
@@ -24,46 +26,89 @@ func BenchmarkDeviceMemory(b *testing.B) {
 			e := startWith(b, options{transport: mode}, func(c *config.Config) {
 				c.Gateway.ExProto.IdleTimeout = time.Minute
 			})
-			measure := func() (heap uint64, gr int) {
-				runtime.GC()
-				runtime.GC()
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				return ms.HeapInuse, runtime.NumGoroutine()
-			}
 			for i := 0; i < b.N; i++ {
-				h0, g0 := measure()
-				var conns []net.Conn
-				for k := 0; k < n; k++ {
-					c, err := net.Dial("tcp", e.addr())
-					if err != nil {
-						b.Fatal(err)
-					}
-					conns = append(conns, c)
-					dec := json.NewDecoder(c)
-					for _, f := range []testhandler.Frame{
-						{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "m" + itoa(k)}},
-						{Type: testhandler.Subscribe, Topic: "cmd/m" + itoa(k), QoS: 1},
-					} {
-						bs, _ := json.Marshal(f)
-						if _, err := c.Write(bs); err != nil {
-							b.Fatal(err)
-						}
-						var ack testhandler.Frame
-						if err := dec.Decode(&ack); err != nil || *ack.Code != 0 {
-							b.Fatalf("device %d: %+v %v", k, ack, err)
-						}
-					}
-				}
-				h1, g1 := measure()
-				b.ReportMetric(float64(h1-h0)/n, "heap-B/device")
-				b.ReportMetric(float64(g1-g0)/n, "goroutines/device")
+				m0 := measureProcess()
+				conns := connectSubscribed(b, e.addr(), n)
+				m1 := measureProcess()
+				b.ReportMetric(float64(m1.heap-m0.heap)/n, "heap-B/device")
+				b.ReportMetric(float64(m1.stack-m0.stack)/n, "stack-B/device")
+				b.ReportMetric(float64(m1.goroutines-m0.goroutines)/n, "goroutines/device")
 				for _, c := range conns {
 					c.Close()
 				}
 			}
 		})
 	}
+}
+
+// TestDeviceCostGuard keeps the per-device cost from silently coming back:
+// 1,000 devices that authenticate and subscribe through the embedded broker
+// may add at most 1.2 goroutines and 24 KiB of heap each (today: one
+// goroutine, the socket reader, and ~15 KiB including the test's own
+// client sockets and handler records; it was 5 goroutines and ~58 KiB with a
+// MQTT client per device).
+func TestDeviceCostGuard(t *testing.T) {
+	const n = 1000
+	e := start(t, func(c *config.Config) { c.Gateway.ExProto.IdleTimeout = time.Minute })
+	m0 := measureProcess()
+	conns := connectSubscribed(t, e.addr(), n)
+	m1 := measureProcess()
+	for _, c := range conns {
+		c.Close()
+	}
+	perGoroutines := float64(m1.goroutines-m0.goroutines) / n
+	perHeap := float64(m1.heap-m0.heap) / n
+	t.Logf("per device: %.2f goroutines, %.0f B heap, %.0f B stack", perGoroutines, perHeap, float64(m1.stack-m0.stack)/n)
+	if perGoroutines > 1.2 {
+		t.Errorf("%.2f goroutines per device, want ≤ 1.2", perGoroutines)
+	}
+	if perHeap > 24<<10 {
+		t.Errorf("%.0f B heap per device, want ≤ 24 KiB", perHeap)
+	}
+}
+
+type processMemory struct {
+	heap, stack uint64
+	goroutines  int
+}
+
+func measureProcess() processMemory {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return processMemory{heap: ms.HeapInuse, stack: ms.StackInuse, goroutines: runtime.NumGoroutine()}
+}
+
+// connectSubscribed connects n JSON-protocol devices that authenticate and
+// subscribe, each waiting for its acks, and returns their connections.
+func connectSubscribed(tb testing.TB, addr string, n int) []net.Conn {
+	tb.Helper()
+	var conns []net.Conn
+	buf := make([]byte, 512)
+	for k := range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		conns = append(conns, c)
+		for _, f := range []testhandler.Frame{
+			{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "m" + itoa(k)}},
+			{Type: testhandler.Subscribe, Topic: "cmd/m" + itoa(k), QoS: 1},
+		} {
+			bs, _ := json.Marshal(f)
+			if _, err := c.Write(bs); err != nil {
+				tb.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			r, err := c.Read(buf)
+			var ack testhandler.Frame
+			if err != nil || json.Unmarshal(buf[:r], &ack) != nil || ack.Code == nil || *ack.Code != 0 {
+				tb.Fatalf("device %d: %q %v", k, buf[:r], err)
+			}
+		}
+	}
+	return conns
 }
 
 func itoa(i int) string {

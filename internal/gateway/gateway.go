@@ -385,7 +385,7 @@ func (g *Gateway) Start() {
 // serve accepts l's devices, each with the channel config current then.
 func (g *Gateway) serve(l *deviceListener) {
 	g.serving.Go(func() {
-		_ = l.Serve(func(conn *listener.Conn) { g.serveDevice(l.ch.Load(), conn) })
+		_ = l.Serve(func(conn *listener.Conn) func() { return g.startDevice(l.ch.Load(), conn) })
 	})
 }
 
@@ -396,14 +396,15 @@ var socketTypes = map[listener.Kind]pb.SocketType{
 	listener.UDP: pb.SocketType_UDP, listener.DTLS: pb.SocketType_DTLS,
 }
 
-// serveDevice runs one device until its connection ends.
-func (g *Gateway) serveDevice(cfg *channel.Config, conn *listener.Conn) {
+// startDevice makes a device's channel and returns what reads its
+// connection until it ends.
+func (g *Gateway) startDevice(cfg *channel.Config, conn *listener.Conn) func() {
 	info := &pb.ConnInfo{Socktype: socketTypes[conn.Kind], Peername: address(conn.Peer), Sockname: address(conn.LocalAddr())}
 	if c := conn.PeerCert; c != nil {
 		info.Peercert = &pb.CertificateInfo{Cn: c.Subject.CommonName, Dn: c.Subject.String()}
 	}
 	ch := channel.New(cfg, conn, info, conn.Kind == listener.SSL || conn.Kind == listener.DTLS)
-	ch.ReadLoop(conn.Conn)
+	return ch.Reader(conn.Conn)
 }
 
 func address(a net.Addr) *pb.Address {

@@ -165,11 +165,15 @@ func (l *Listener) Addr() net.Addr {
 	return l.ln.Addr()
 }
 
-// Serve accepts connections and runs serve for each in its own goroutine;
-// serve owns the Conn. It returns ErrClosed once Close was called.
-func (l *Listener) Serve(serve func(*Conn)) error {
+// Serve accepts connections. For each, in a goroutine of its own, it
+// prepares the connection (PROXY header, handshake) and calls start, which
+// owns the Conn and returns the function that serves it until it ends; that
+// runs on a fresh goroutine. A device's goroutine lives as long as the
+// device, mostly parked, so it should not keep the stack a handshake grew.
+// Serve returns ErrClosed once Close was called.
+func (l *Listener) Serve(start func(*Conn) (run func())) error {
 	if l.udp != nil {
-		return l.udp.serve(serve)
+		return l.udp.serve(start)
 	}
 	var backoff time.Duration
 	for {
@@ -193,9 +197,9 @@ func (l *Listener) Serve(serve func(*Conn)) error {
 		}
 		l.Stats.Current.Add(1)
 		l.wg.Go(func() {
-			defer l.Stats.Current.Add(-1)
 			c, err := l.prepare(conn)
 			if err != nil {
+				l.Stats.Current.Add(-1)
 				_ = conn.Close()
 				if err != errRefused {
 					l.Stats.HandshakeFailed.Add(1)
@@ -204,7 +208,11 @@ func (l *Listener) Serve(serve func(*Conn)) error {
 				return
 			}
 			l.Stats.Accepted.Add(1)
-			serve(c)
+			run := start(c)
+			l.wg.Go(func() {
+				defer l.Stats.Current.Add(-1)
+				run()
+			})
 		})
 	}
 }

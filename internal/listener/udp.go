@@ -44,7 +44,7 @@ func listenUDP(l *Listener, addr string) (*udpListener, error) {
 	return &udpListener{l: l, pc: pc, peers: map[netip.AddrPort]*udpPeer{}}, nil
 }
 
-func (u *udpListener) serve(serve func(*Conn)) error {
+func (u *udpListener) serve(start func(*Conn) func()) error {
 	buf := make([]byte, 65535)
 	for {
 		n, from, err := u.pc.ReadFromUDPAddrPort(buf)
@@ -69,7 +69,7 @@ func (u *udpListener) serve(serve func(*Conn)) error {
 			u.l.Stats.Accepted.Add(1)
 			u.wg.Go(func() {
 				defer u.l.Stats.Current.Add(-1)
-				serve(&Conn{Conn: p, Kind: UDP, Peer: p.RemoteAddr()})
+				start(&Conn{Conn: p, Kind: UDP, Peer: p.RemoteAddr()})()
 				p.Close()
 			})
 		}

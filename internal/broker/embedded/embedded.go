@@ -1,8 +1,9 @@
 // Package embedded is the in-process MQTT broker (mochi-mqtt) that exgate
 // runs by default: ordinary MQTT clients connect to its TCP listener, and
-// every authenticated device is an MQTT v5 client of it over an in-memory
-// connection, so both kinds of client share one clientid namespace, one
-// retained store and one set of subscriptions.
+// every authenticated device is a client of it too, in-process and without
+// a connection or goroutine of its own (see device.go), so both kinds of
+// client share one clientid namespace, one retained store and one set of
+// subscriptions.
 package embedded
 
 import (
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -43,8 +45,20 @@ type Options struct {
 // Broker is the embedded broker. It implements broker.Broker.
 type Broker struct {
 	srv *mqtt.Server
-	mem *memListener
-	tcp net.Listener // nil without a TCP listener
+	// maker makes device clients and is never served: its clients have no
+	// write queue, and its hooks receive what mochi sends them.
+	maker *mqtt.Server
+	tcp   net.Listener // nil without a TCP listener
+	seq   atomic.Uint64
+
+	// takenOver holds MQTT clients a device took over, so the disconnect
+	// hook does not wait for mochi's own takeover mark on them.
+	takenOver sync.Map // *mqtt.Client → struct{}
+
+	mu      sync.Mutex
+	closed  bool
+	holders map[string]holder           // clientid → who holds it
+	anon    map[*deviceSession]struct{} // devices without a clientid
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -58,17 +72,22 @@ func New(o Options) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	// mochi's default of 8192 pending writes per client costs ~64 KiB each.
 	caps.MaximumClientWritesPending = 1024
-	srv := mqtt.New(&mqtt.Options{
-		InlineClient: true,
-		Capabilities: caps,
-		Logger:       slog.New(quietLog{log.Handler()}),
+	quiet := slog.New(quietLog{log.Handler()})
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: quiet})
+	makerCaps := *caps
+	makerCaps.MaximumClientWritesPending = 0
+	maker := mqtt.New(&mqtt.Options{
+		Capabilities: &makerCaps,
+		// A device client's reader is never used: the smallest buffer bufio allows.
+		ClientNetReadBufferSize: 16,
+		Logger:                  quiet,
 	})
-	if err := srv.AddHook(&hook{o: o}, nil); err != nil {
+	b := &Broker{srv: srv, maker: maker, holders: map[string]holder{}, anon: map[*deviceSession]struct{}{}}
+	if err := srv.AddHook(&hook{o: o, b: b}, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: add hook: %w", err)
 	}
-	b := &Broker{srv: srv, mem: newMemListener()}
-	if err := srv.AddListener(listeners.NewNet(deviceListener, b.mem)); err != nil {
-		return nil, fmt.Errorf("embedded broker: %w", err)
+	if err := maker.AddHook(&makerHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("embedded broker: add hook: %w", err)
 	}
 	if o.Bind != "" {
 		ln, err := net.Listen("tcp", o.Bind)
@@ -95,16 +114,6 @@ func (b *Broker) Addr() net.Addr {
 	return b.tcp.Addr()
 }
 
-// Connect opens a device session over an in-memory MQTT connection.
-func (b *Broker) Connect(ctx context.Context, ci broker.ClientInfo, password string, h broker.Handlers) (broker.Session, error) {
-	conn, err := b.mem.Dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// The gateway authenticated the device; the password stays with it.
-	return broker.ConnectMQTT(ctx, conn, ci, "", 0, h)
-}
-
 // RawPublish publishes through mochi's inline client, which skips ACLs.
 func (b *Broker) RawPublish(_ context.Context, topic string, qos byte, payload []byte) error {
 	if qos > 2 {
@@ -116,22 +125,41 @@ func (b *Broker) RawPublish(_ context.Context, topic string, qos byte, payload [
 	return b.srv.Publish(topic, payload, false, qos)
 }
 
-// Close stops the listeners and disconnects every client.
+// Close ends every device session (mochi does not know them as
+// connections), then stops the listeners and disconnects every MQTT client.
 func (b *Broker) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	var devs []*deviceSession
+	for _, h := range b.holders {
+		if h.dev != nil {
+			devs = append(devs, h.dev)
+		}
+	}
+	for d := range b.anon {
+		devs = append(devs, d)
+	}
+	b.mu.Unlock()
+	for _, d := range devs {
+		d.end(broker.ErrKicked)
+	}
 	return b.srv.Close()
 }
 
 // hook applies exgate's authentication and authorization to ordinary MQTT
-// clients and stamps each publish with its publisher and time for devices.
+// clients, keeps the clientid namespace they share with devices, and stamps
+// each publish with its publisher and time for devices.
 type hook struct {
 	mqtt.HookBase
 	o Options
+	b *Broker
 }
 
 func (h *hook) ID() string { return "exgate" }
 
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketEncode, mqtt.OnDisconnect}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketEncode,
+		mqtt.OnSessionEstablish, mqtt.OnDisconnect}, []byte{b})
 }
 
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
@@ -148,13 +176,32 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return h.o.Authorize(cl.ID, string(cl.Properties.Username), topic, write, addr(cl.Net.Remote))
 }
 
-// OnDisconnect closes a race in mochi's takeover: the old client's own
-// cleanup checks IsTakenOver before the new client's CONNECT has set it,
-// then deletes the client id from the registry after the new client was
-// added under it, and the new session silently receives nothing. A client
-// stopped for a takeover waits here until the takeover is marked.
+// OnSessionEstablish runs for an authenticated MQTT client before mochi
+// registers it: it claims the clientid, and a device holding it is taken
+// over (mochi itself takes over an MQTT client holding it).
+func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	h.b.mu.Lock()
+	prev := h.b.claimLocked(cl.ID, holder{mq: cl})
+	h.b.mu.Unlock()
+	if prev.dev != nil {
+		h.b.evict(prev)
+	}
+}
+
+// OnDisconnect releases the clientid, and closes a race in mochi's
+// takeover between MQTT clients: the old client's own cleanup checks
+// IsTakenOver before the new client's CONNECT has set it, then deletes the
+// client id from the registry after the new client was added under it, and
+// the new session silently receives nothing. A client stopped for such a
+// takeover waits here until the takeover is marked.
 func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
-	if !errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+	h.b.mu.Lock()
+	cur := h.b.holders[cl.ID]
+	if cur.mq == cl {
+		delete(h.b.holders, cl.ID)
+	}
+	h.b.mu.Unlock()
+	if _, byDevice := h.b.takenOver.LoadAndDelete(cl); byDevice || !errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) || cur.mq == nil || cur.mq == cl {
 		return
 	}
 	for deadline := time.Now().Add(2 * time.Second); !cl.IsTakenOver() && time.Now().Before(deadline); {
@@ -166,7 +213,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 // real publisher and time, so they cannot be forged.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	from := cl.ID
-	if cl.Net.Inline {
+	if dc, ok := cl.Net.Conn.(*devConn); ok {
+		from = dc.d.from
+	} else if cl.Net.Inline {
 		from = "exproto"
 	}
 	props := stripOurs(pk.Properties.User)
@@ -176,10 +225,42 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, nil
 }
 
-// OnPacketEncode hides the stamps from everyone but device sessions.
+// OnPacketEncode hides the stamps from MQTT clients.
 func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Publish && cl.Net.Listener != deviceListener && len(pk.Properties.User) > 0 {
+	if pk.FixedHeader.Type == packets.Publish && len(pk.Properties.User) > 0 {
 		pk.Properties.User = stripOurs(pk.Properties.User)
+	}
+	return pk
+}
+
+// makerHook receives what mochi sends device clients: deliveries, which
+// the unbuffered write queue turns into "dropped" publishes, and the acks
+// of injected subscribes.
+type makerHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *makerHook) ID() string { return "exgate-devices" }
+
+func (h *makerHook) Provides(b byte) bool {
+	return b == mqtt.OnPublishDropped || b == mqtt.OnPacketEncode
+}
+
+func (h *makerHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	dc, ok := cl.Net.Conn.(*devConn)
+	if !ok {
+		return
+	}
+	// mochi counted a drop; it was a delivery.
+	atomic.AddInt64(&h.b.srv.Info.MessagesDropped, -1)
+	atomic.AddInt64(&h.b.srv.Info.MessagesSent, 1)
+	dc.d.deliver(&pk)
+}
+
+func (h *makerHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if dc, ok := cl.Net.Conn.(*devConn); ok && (pk.FixedHeader.Type == packets.Suback || pk.FixedHeader.Type == packets.Unsuback) {
+		dc.d.ack = pk.ReasonCodes // the injecting call holds opMu
 	}
 	return pk
 }
@@ -201,57 +282,6 @@ func addr(s string) net.Addr {
 	}
 	return a
 }
-
-// memListener is an in-memory net.Listener: Dial hands one end of a pipe to
-// Accept.
-type memListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newMemListener() *memListener {
-	return &memListener{conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-var errListenerClosed = errors.New("embedded broker: closed")
-
-func (l *memListener) Dial(ctx context.Context) (net.Conn, error) {
-	client, server := net.Pipe()
-	select {
-	case l.conns <- server:
-		return client, nil
-	case <-l.done:
-	case <-ctx.Done():
-	}
-	_ = client.Close()
-	_ = server.Close()
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	return nil, errListenerClosed
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *memListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *memListener) Addr() net.Addr { return memAddr{} }
-
-type memAddr struct{}
-
-func (memAddr) Network() string { return "memory" }
-func (memAddr) String() string  { return "exgate-devices" }
 
 // quietLog tones mochi's log down to exgate's: its warning about keepalive
 // 0, which every in-memory device session has on purpose, is dropped.

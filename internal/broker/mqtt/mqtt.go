@@ -47,6 +47,7 @@ type Broker struct {
 	servers []server
 	tls     *tls.Config
 	next    atomic.Int32 // index of the server that last worked
+	probes  atomic.Uint64
 
 	rawMu sync.Mutex
 	raw   broker.Session // the gateway's own session, for RawPublish; nil until needed
@@ -84,8 +85,8 @@ func New(o Options) (*Broker, error) {
 }
 
 // dial connects to the first reachable server, starting with the one that
-// worked last.
-func (b *Broker) dial(ctx context.Context) (net.Conn, error) {
+// worked last, and says which it is.
+func (b *Broker) dial(ctx context.Context) (net.Conn, server, error) {
 	var errs []error
 	start := int(b.next.Load())
 	for i := range b.servers {
@@ -107,16 +108,16 @@ func (b *Broker) dial(ctx context.Context) (net.Conn, error) {
 				b.next.Store(int32(k))
 				b.log.Warn("upstream broker failover", "server", s.url)
 			}
-			return conn, nil
+			return conn, s, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", s.url, err))
 	}
-	return nil, fmt.Errorf("%w: %w", broker.ErrUnavailable, errors.Join(errs...))
+	return nil, server{}, fmt.Errorf("%w: %w", broker.ErrUnavailable, errors.Join(errs...))
 }
 
 // Connect opens the device's own session upstream, with its credentials.
 func (b *Broker) Connect(ctx context.Context, ci broker.ClientInfo, password string, h broker.Handlers) (broker.Session, error) {
-	conn, err := b.dial(ctx)
+	conn, srv, err := b.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -127,32 +128,58 @@ func (b *Broker) Connect(ctx context.Context, ci broker.ClientInfo, password str
 		m.From = strings.TrimPrefix(m.From, prefix)
 		deliver(m)
 	}
-	h.Closed = func(err error) { closed(b.why(err)) }
+	h.Closed = func(err error) { closed(b.why(err, srv)) }
 	ka := uint16(min(b.cfg.Keepalive/time.Second, 65535))
 	if b.cfg.ProtocolVersion == 4 {
 		return connectV4(ctx, conn, up, password, ka, h)
 	}
-	return broker.ConnectMQTT(ctx, conn, up, password, ka, h)
+	return connectV5(ctx, conn, up, password, ka, h)
 }
 
 // why refines a lost session: some brokers (mosquitto 2.0) close a
-// taken-over session without DISCONNECT 0x8E. A clean close while the
-// broker still accepts connections is taken for a takeover; a broker that
-// went away is a lost session.
-func (b *Broker) why(err error) error {
+// taken-over session without DISCONNECT 0x8E. A clean close is taken for a
+// takeover only if the same server then completes a whole MQTT session
+// (CONNECT answered by a CONNACK): a broker that is shutting down may still
+// accept TCP connections for a moment, so a bare dial proves nothing.
+func (b *Broker) why(err error, s server) error {
 	if errors.Is(err, broker.ErrTakenOver) || errors.Is(err, broker.ErrKicked) || !errors.Is(err, io.EOF) {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	s := b.servers[int(b.next.Load())]
-	var d net.Dialer
-	conn, derr := d.DialContext(ctx, "tcp", s.addr)
-	if derr != nil {
+	if b.probe(ctx, s) != nil {
 		return err
 	}
-	_ = conn.Close()
-	return fmt.Errorf("%w (inferred: the broker closed the session and is still up)", broker.ErrTakenOver)
+	return fmt.Errorf("%w (inferred: the broker closed the session and still serves new ones)", broker.ErrTakenOver)
+}
+
+// probe opens and closes a session of the gateway's own on server s.
+func (b *Broker) probe(ctx context.Context, s server) error {
+	var conn net.Conn
+	var err error
+	if s.tls {
+		d := &tls.Dialer{Config: b.tls}
+		conn, err = d.DialContext(ctx, "tcp", s.addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", s.addr)
+	}
+	if err != nil {
+		return err
+	}
+	ci := broker.ClientInfo{ClientID: fmt.Sprintf("%sexgate-probe-%s-%d", b.cfg.ClientIDPrefix, b.node, b.probes.Add(1)), Username: b.cfg.Username}
+	h := broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(error) {}}
+	var sess broker.Session
+	if b.cfg.ProtocolVersion == 4 {
+		sess, err = connectV4(ctx, conn, ci, b.cfg.Password, 0, h)
+	} else {
+		sess, err = connectV5(ctx, conn, ci, b.cfg.Password, 0, h)
+	}
+	if err != nil {
+		return err
+	}
+	sess.Close()
+	return nil
 }
 
 // RawPublish publishes through the gateway's own session, connecting it
@@ -165,7 +192,7 @@ func (b *Broker) RawPublish(ctx context.Context, topic string, qos byte, payload
 	defer b.rawMu.Unlock()
 	for attempt := 0; ; attempt++ {
 		if b.raw == nil {
-			conn, err := b.dial(ctx)
+			conn, _, err := b.dial(ctx)
 			if err != nil {
 				return err
 			}
@@ -175,7 +202,7 @@ func (b *Broker) RawPublish(ctx context.Context, topic string, qos byte, payload
 			if b.cfg.ProtocolVersion == 4 {
 				b.raw, err = connectV4(ctx, conn, ci, b.cfg.Password, ka, h)
 			} else {
-				b.raw, err = broker.ConnectMQTT(ctx, conn, ci, b.cfg.Password, ka, h)
+				b.raw, err = connectV5(ctx, conn, ci, b.cfg.Password, ka, h)
 			}
 			if err != nil {
 				return fmt.Errorf("raw publish session: %w", err)

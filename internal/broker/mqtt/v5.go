@@ -1,4 +1,4 @@
-package broker
+package mqtt
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/exgate/exgate/internal/broker"
 )
 
 // MQTT v5 reason codes the gateway maps.
@@ -36,10 +38,10 @@ type mqttSession struct {
 	closed bool // set by Close or when the broker ended the session
 }
 
-// ConnectMQTT speaks MQTT v5 over conn for one device: CONNECT with a clean
+// connectV5 speaks MQTT v5 over conn for one device: CONNECT with a clean
 // start, then PUBLISH/SUBSCRIBE for it. keepalive 0 disables pings (fine for
 // in-memory connections). It takes ownership of conn.
-func ConnectMQTT(ctx context.Context, conn net.Conn, ci ClientInfo, password string, keepalive uint16, h Handlers) (Session, error) {
+func connectV5(ctx context.Context, conn net.Conn, ci broker.ClientInfo, password string, keepalive uint16, h broker.Handlers) (broker.Session, error) {
 	s := &mqttSession{from: ci.From, conn: conn}
 	if s.from == "" {
 		s.from = ci.ClientID
@@ -51,9 +53,9 @@ func ConnectMQTT(ctx context.Context, conn net.Conn, ci ClientInfo, password str
 			return true, nil
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) {
-			err := ErrKicked
+			err := broker.ErrKicked
 			if d.ReasonCode == rcSessionTakenOver {
-				err = ErrTakenOver
+				err = broker.ErrTakenOver
 			}
 			s.ended(h, err)
 		},
@@ -76,10 +78,10 @@ func ConnectMQTT(ctx context.Context, conn net.Conn, ci ClientInfo, password str
 	if err != nil {
 		_ = conn.Close()
 		if ca != nil && (ca.ReasonCode == rcNotAuthorized || ca.ReasonCode == rcBadUserPass || ca.ReasonCode == rcBanned) {
-			return nil, fmt.Errorf("connect: %w (reason code 0x%02x)", ErrNotAuthorized, ca.ReasonCode)
+			return nil, fmt.Errorf("connect: %w (reason code 0x%02x)", broker.ErrNotAuthorized, ca.ReasonCode)
 		}
 		if ca != nil {
-			return nil, fmt.Errorf("connect: %w: %v", ErrUnavailable, err)
+			return nil, fmt.Errorf("connect: %w: %v", broker.ErrUnavailable, err)
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -88,7 +90,7 @@ func ConnectMQTT(ctx context.Context, conn net.Conn, ci ClientInfo, password str
 
 // ended marks the session closed by the broker and reports it once, unless
 // the gateway closed it first.
-func (s *mqttSession) ended(h Handlers, err error) {
+func (s *mqttSession) ended(h broker.Handlers, err error) {
 	s.mu.Lock()
 	was := s.closed
 	s.closed = true
@@ -98,14 +100,14 @@ func (s *mqttSession) ended(h Handlers, err error) {
 	}
 }
 
-func toMessage(p *paho.Publish) Message {
-	m := Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS}
+func toMessage(p *paho.Publish) broker.Message {
+	m := broker.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS}
 	if p.Properties != nil {
 		for _, up := range p.Properties.User {
 			switch up.Key {
-			case PropFrom:
+			case broker.PropFrom:
 				m.From = up.Value
-			case PropTime:
+			case broker.PropTime:
 				if ms, err := strconv.ParseInt(up.Value, 10, 64); err == nil {
 					m.Time = time.UnixMilli(ms)
 				}
@@ -126,17 +128,17 @@ func (s *mqttSession) isClosed() bool {
 
 func (s *mqttSession) Publish(ctx context.Context, topic string, qos byte, payload []byte) error {
 	if s.isClosed() {
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	// MQTT carries no publisher id: the stamps let other exgate nodes (and
 	// the embedded broker, which replaces them) report Message.from and
 	// Message.timestamp.
 	pr, err := s.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload, Properties: &paho.PublishProperties{
-		User: paho.UserProperties{{Key: PropFrom, Value: s.from}, {Key: PropTime, Value: strconv.FormatInt(time.Now().UnixMilli(), 10)}},
+		User: paho.UserProperties{{Key: broker.PropFrom, Value: s.from}, {Key: broker.PropTime, Value: strconv.FormatInt(time.Now().UnixMilli(), 10)}},
 	}})
 	if err != nil {
 		if pr != nil && pr.ReasonCode == rcNotAuthorized {
-			return fmt.Errorf("publish %q: %w", topic, ErrNotAuthorized)
+			return fmt.Errorf("publish %q: %w", topic, broker.ErrNotAuthorized)
 		}
 		return fmt.Errorf("publish %q: %w", topic, err)
 	}
@@ -145,15 +147,15 @@ func (s *mqttSession) Publish(ctx context.Context, topic string, qos byte, paylo
 
 func (s *mqttSession) Subscribe(ctx context.Context, filter string, qos byte) error {
 	if s.isClosed() {
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	sa, err := s.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}})
 	if err != nil {
 		if sa != nil && len(sa.Reasons) == 1 && sa.Reasons[0] == rcNotAuthorized {
-			return fmt.Errorf("subscribe %q: %w", filter, ErrNotAuthorized)
+			return fmt.Errorf("subscribe %q: %w", filter, broker.ErrNotAuthorized)
 		}
 		if sa != nil {
-			return fmt.Errorf("subscribe %q: %w: %v", filter, ErrBadRequest, err)
+			return fmt.Errorf("subscribe %q: %w: %v", filter, broker.ErrBadRequest, err)
 		}
 		return fmt.Errorf("subscribe %q: %w", filter, err)
 	}
@@ -162,7 +164,7 @@ func (s *mqttSession) Subscribe(ctx context.Context, filter string, qos byte) er
 
 func (s *mqttSession) Unsubscribe(ctx context.Context, filter string) error {
 	if s.isClosed() {
-		return ErrClosed
+		return broker.ErrClosed
 	}
 	// An unknown filter gets 0x11 "no subscription existed", which paho
 	// does not treat as an error: SUCCESS for ExProto (spec §2).

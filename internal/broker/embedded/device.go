@@ -1,0 +1,392 @@
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/exgate/exgate/internal/broker"
+)
+
+// A device is present in mochi as a *mqtt.Client that no listener serves:
+// it has no connection, no goroutine and no write queue. It is made by a
+// second, never-served mochi server (the maker) whose clients have an
+// unbuffered outbound channel, so mochi's publishToClient cannot queue a
+// delivery and hands it synchronously to the maker's OnPublishDropped hook,
+// which queues it on the device's channel. Publish, subscribe and
+// unsubscribe are injected into the real server with the device's client,
+// so mochi's topic index, retained store, $share selection and hooks serve
+// devices exactly as they serve MQTT clients.
+//
+// Devices are registered in mochi under an internal id ("\x00dev/<n>") that
+// no MQTT client can use (mochi's decoder refuses clientids with NUL), and
+// the one clientid namespace shared with MQTT clients is kept here (claims):
+// the newest holder of a clientid wins, whoever it is.
+
+// devicePrefix starts the mochi client id of every device session.
+const devicePrefix = "\x00dev/"
+
+// devConn is the connection mochi believes a device client has. mochi only
+// writes acks to it (SUBACK, UNSUBACK), which the maker hook reads before
+// they are encoded; nothing reads from it.
+type devConn struct{ d *deviceSession }
+
+func (c *devConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (c *devConn) Write(b []byte) (int, error)      { return len(b), nil }
+func (c *devConn) Close() error                     { return nil }
+func (c *devConn) LocalAddr() net.Addr              { return memAddr{} }
+func (c *devConn) RemoteAddr() net.Addr             { return memAddr{} }
+func (c *devConn) SetDeadline(time.Time) error      { return nil }
+func (c *devConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *devConn) SetWriteDeadline(time.Time) error { return nil }
+
+type memAddr struct{}
+
+func (memAddr) Network() string { return "memory" }
+func (memAddr) String() string  { return "exgate-device" }
+
+// deviceSession is one device's presence in the embedded broker. It
+// implements broker.Session.
+type deviceSession struct {
+	b        *Broker
+	cl       *mqtt.Client
+	conn     devConn
+	clientID string
+	from     string // publisher id of this device's publishes
+	h        broker.Handlers
+
+	// opMu serialises subscribe and unsubscribe, so the ack the maker hook
+	// records belongs to the call that waits for it.
+	opMu sync.Mutex
+	ack  []byte // reason codes of the last SUBACK/UNSUBACK, under opMu
+
+	mu     sync.Mutex
+	closed bool
+	subs   []grant // few per device: a slice is smaller and faster than a map
+}
+
+// grant is a subscription as mochi knows it and the QoS granted to the device.
+type grant struct {
+	filter string
+	qos    byte
+}
+
+// find returns the index of filter in d.subs, or -1. Called with d.mu held.
+func (d *deviceSession) find(filter string) int {
+	for i, g := range d.subs {
+		if g.filter == filter {
+			return i
+		}
+	}
+	return -1
+}
+
+var _ broker.Session = (*deviceSession)(nil)
+
+// holder is who holds a clientid: a device or an MQTT client.
+type holder struct {
+	dev *deviceSession
+	mq  *mqtt.Client
+}
+
+// Connect makes a device session: a mochi client of its own that takes over
+// whoever held the clientid. It starts no goroutine.
+func (b *Broker) Connect(_ context.Context, ci broker.ClientInfo, _ string, h broker.Handlers) (broker.Session, error) {
+	d := &deviceSession{b: b, clientID: ci.ClientID, from: ci.From, h: h}
+	if d.from == "" {
+		d.from = ci.ClientID
+	}
+	d.conn.d = d
+	d.cl = b.maker.NewClient(&d.conn, deviceListener, devicePrefix+strconv.FormatUint(b.seq.Add(1), 36), true)
+	d.cl.Properties.ProtocolVersion = 5
+	d.cl.Properties.Username = []byte(ci.Username)
+
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("embedded broker: %w", broker.ErrUnavailable)
+	}
+	b.srv.Clients.Add(d.cl)
+	prev := b.claimLocked(ci.ClientID, holder{dev: d})
+	b.mu.Unlock()
+	b.evict(prev)
+	return d, nil
+}
+
+// claimLocked makes h the holder of clientID and returns the previous
+// holder, which the caller must evict. A device claiming a clientid that an
+// offline MQTT session still holds in mochi discards that session, as a
+// clean start does. An empty clientid is nobody's: devices without one are
+// independent. Called with b.mu held.
+func (b *Broker) claimLocked(clientID string, h holder) holder {
+	if clientID == "" {
+		if h.dev != nil {
+			b.anon[h.dev] = struct{}{}
+		}
+		return holder{}
+	}
+	prev := b.holders[clientID]
+	b.holders[clientID] = h
+	if h.dev != nil && prev.dev == nil && prev.mq == nil {
+		if old, ok := b.srv.Clients.Get(clientID); ok {
+			b.srv.UnsubscribeClient(old)
+			old.ClearInflights()
+			b.srv.Clients.Delete(clientID)
+		}
+	}
+	return prev
+}
+
+// evict ends a previous holder of a clientid: a device is closed with
+// ErrTakenOver; an MQTT client gets DISCONNECT 0x8E and its session is
+// discarded (the device's session is a clean start).
+func (b *Broker) evict(prev holder) {
+	switch {
+	case prev.dev != nil:
+		prev.dev.end(broker.ErrTakenOver)
+	case prev.mq != nil:
+		b.takenOver.Store(prev.mq, struct{}{})
+		_ = b.srv.DisconnectClient(prev.mq, packets.ErrSessionTakenOver)
+		b.srv.UnsubscribeClient(prev.mq)
+		prev.mq.ClearInflights()
+	}
+}
+
+// release forgets d as the holder of its clientid, if it still is.
+func (b *Broker) release(d *deviceSession) {
+	b.mu.Lock()
+	if d.clientID == "" {
+		delete(b.anon, d)
+	} else if b.holders[d.clientID].dev == d {
+		delete(b.holders, d.clientID)
+	}
+	b.mu.Unlock()
+}
+
+// deliver hands one publish that mochi routed to this device to the
+// channel, at the QoS the device was granted. Called by mochi, perhaps with
+// another client's lock held: it only queues.
+func (d *deviceSession) deliver(pk *packets.Packet) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	qos, ok := grantedQoS(d.subs, pk.TopicName)
+	d.mu.Unlock()
+	if !ok {
+		return // unsubscribed while mochi was routing
+	}
+	d.h.Deliver(toMessage(pk, min(qos, pk.FixedHeader.Qos)))
+}
+
+func toMessage(pk *packets.Packet, qos byte) broker.Message {
+	m := broker.Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos}
+	for _, up := range pk.Properties.User {
+		switch up.Key {
+		case broker.PropFrom:
+			m.From = up.Val
+		case broker.PropTime:
+			if ms, err := strconv.ParseInt(up.Val, 10, 64); err == nil {
+				m.Time = time.UnixMilli(ms)
+			}
+		}
+	}
+	if m.Time.IsZero() {
+		m.Time = time.Now()
+	}
+	return m
+}
+
+func (d *deviceSession) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
+// Publish injects the publish as the device. It returns once mochi has
+// routed it to every subscriber, which is stronger than a PUBACK.
+func (d *deviceSession) Publish(_ context.Context, topic string, qos byte, payload []byte) error {
+	if qos > 2 {
+		return fmt.Errorf("publish: qos %d: %w", qos, broker.ErrBadRequest)
+	}
+	if !mqtt.IsValidFilter(topic, true) || topic == "" {
+		if strings.HasPrefix(strings.ToUpper(topic), mqtt.SysPrefix) {
+			return fmt.Errorf("publish %q: %w", topic, broker.ErrNotAuthorized)
+		}
+		return fmt.Errorf("publish %q: %w", topic, broker.ErrBadRequest)
+	}
+	if d.isClosed() {
+		return broker.ErrClosed
+	}
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
+		TopicName:   topic,
+		Payload:     payload,
+		PacketID:    uint16(qos), // mochi's own inline publish does the same: no ack flow for inline clients
+	}
+	if err := d.b.srv.InjectPacket(d.cl, pk); err != nil {
+		return fmt.Errorf("publish %q: %w", topic, err)
+	}
+	return nil
+}
+
+// Subscribe registers the filter in mochi at QoS 0, so mochi keeps no
+// inflight state per delivery; the QoS granted to the device is kept here
+// and applied in deliver.
+func (d *deviceSession) Subscribe(_ context.Context, filter string, qos byte) error {
+	if qos > 2 {
+		return fmt.Errorf("subscribe: qos %d: %w", qos, broker.ErrBadRequest)
+	}
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return broker.ErrClosed
+	}
+	// Before the inject: retained messages are delivered inside it.
+	i := d.find(filter)
+	var old byte
+	if i >= 0 {
+		old, d.subs[i].qos = d.subs[i].qos, qos
+	} else {
+		d.subs = append(d.subs, grant{filter, qos})
+	}
+	d.mu.Unlock()
+
+	d.ack = nil
+	err := d.b.srv.InjectPacket(d.cl, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+		PacketID:    1,
+		Filters:     packets.Subscriptions{{Filter: filter, Qos: 0}},
+	})
+	code := byte(packets.ErrUnspecifiedError.Code)
+	if err == nil && len(d.ack) == 1 {
+		code = d.ack[0]
+	}
+	if code <= 2 {
+		return nil
+	}
+	d.mu.Lock()
+	if j := d.find(filter); j >= 0 && i >= 0 {
+		d.subs[j].qos = old
+	} else if j >= 0 {
+		d.subs = append(d.subs[:j], d.subs[j+1:]...)
+	}
+	d.mu.Unlock()
+	switch {
+	case code == packets.ErrNotAuthorized.Code:
+		return fmt.Errorf("subscribe %q: %w", filter, broker.ErrNotAuthorized)
+	case err != nil:
+		return fmt.Errorf("subscribe %q: %w: %v", filter, broker.ErrBadRequest, err)
+	}
+	return fmt.Errorf("subscribe %q: %w: reason code 0x%02x", filter, broker.ErrBadRequest, code)
+}
+
+// Unsubscribe removes the filter; an unknown filter is not an error.
+func (d *deviceSession) Unsubscribe(_ context.Context, filter string) error {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	if d.isClosed() {
+		return broker.ErrClosed
+	}
+	err := d.b.srv.InjectPacket(d.cl, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1},
+		PacketID:    1,
+		Filters:     packets.Subscriptions{{Filter: filter}},
+	})
+	if err != nil {
+		return fmt.Errorf("unsubscribe %q: %w: %v", filter, broker.ErrBadRequest, err)
+	}
+	d.mu.Lock()
+	if j := d.find(filter); j >= 0 {
+		d.subs = append(d.subs[:j], d.subs[j+1:]...)
+	}
+	d.mu.Unlock()
+	return nil
+}
+
+// Close ends the session for the gateway; Handlers.Closed is not called.
+func (d *deviceSession) Close() {
+	if d.detach() {
+		d.b.release(d)
+	}
+}
+
+// end ends the session for the broker (a takeover or shutdown) and reports
+// it through Handlers.Closed, unless the gateway closed it first.
+func (d *deviceSession) end(err error) {
+	if d.detach() && d.h.Closed != nil {
+		d.h.Closed(err)
+	}
+}
+
+// detach removes the device's client from mochi; it reports false if the
+// session was already closed.
+func (d *deviceSession) detach() bool {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return false
+	}
+	d.closed = true
+	d.subs = nil
+	d.mu.Unlock()
+	d.b.srv.UnsubscribeClient(d.cl)
+	d.cl.Stop(packets.CodeDisconnect)
+	d.b.srv.Clients.Delete(d.cl.ID)
+	return true
+}
+
+// grantedQoS is the highest QoS among the filters that match topic. mochi
+// routed the message here, so if no filter seems to match (a rule of
+// mochi's this matcher does not share) the highest QoS granted at all is
+// used; ok is false only when the device has no subscription left.
+func grantedQoS(subs []grant, topic string) (qos byte, ok bool) {
+	var top byte
+	for _, g := range subs {
+		top = max(top, g.qos)
+		if (!ok || g.qos > qos) && filterMatches(g.filter, topic) {
+			qos, ok = g.qos, true
+		}
+	}
+	if !ok && len(subs) > 0 {
+		return top, true
+	}
+	return qos, ok
+}
+
+// filterMatches reports whether an MQTT topic filter (possibly a $share
+// filter) matches a topic name. Routing is mochi's; this only finds which of
+// one device's own filters a routed message came through.
+func filterMatches(filter, topic string) bool {
+	if mqtt.IsSharedFilter(filter) {
+		// $share/<group>/<filter>
+		if i := strings.IndexByte(filter[len(mqtt.SharePrefix)+1:], '/'); i >= 0 {
+			filter = filter[len(mqtt.SharePrefix)+1+i+1:]
+		}
+	}
+	for {
+		if filter == "#" {
+			return true
+		}
+		fl, frest, fmore := strings.Cut(filter, "/")
+		tl, trest, tmore := strings.Cut(topic, "/")
+		if fl != "+" && fl != tl {
+			return false
+		}
+		if !fmore || !tmore {
+			// "a/#" matches "a" too [MQTT-4.7.1-2].
+			return fmore == tmore || (fmore && frest == "#")
+		}
+		filter, topic = frest, trest
+	}
+}
