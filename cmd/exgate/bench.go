@@ -23,6 +23,8 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	var metricsURL string
 	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.PersistentFlags().IntVar(&pid, "gateway-pid", 0, "read this gateway process's CPU and RSS from /proc during the run")
+	var holdFor time.Duration
+	cmd.PersistentFlags().DurationVar(&holdFor, "hold", 0, "echo, storm: keep the devices connected this long after the load, before they close (to measure or profile the gateway)")
 	cmd.PersistentFlags().StringVar(&metricsURL, "gateway-metrics", "", "read the gateway's goroutines from this /metrics URL (e.g. http://127.0.0.1:18083/metrics)")
 	report := func(r bench.Result, w *bench.Watch, devices int) error {
 		if r.Procs == nil { // a run may have read the processes itself
@@ -32,9 +34,10 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 			if r.Procs == nil {
 				r.Procs = map[string]bench.ProcUsage{}
 			}
-			p := r.Procs["gateway"]
-			p.Goroutines = bench.Goroutines(metricsURL)
-			r.Procs["gateway"] = p
+			if p := r.Procs["gateway"]; p.Goroutines == 0 { // not read while the devices were held
+				p.Goroutines = bench.Goroutines(metricsURL)
+				r.Procs["gateway"] = p
+			}
 		}
 		if asJSON {
 			enc := json.NewEncoder(stdout)
@@ -50,7 +53,11 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintf(stdout, "  errors %-20s %d\n", c, n)
 		}
 		for name, p := range r.Procs {
-			fmt.Fprintf(stdout, "  %s: CPU %.2fs (%.1fµs/op), RSS %.1f MiB, %d goroutines\n", name, p.CPUSeconds, p.CPUPerOpUS, float64(p.RSSBytes)/(1<<20), p.Goroutines)
+			fmt.Fprintf(stdout, "  %s: CPU %.2fs (%.1fµs/op), RSS %.1f MiB, %d goroutines", name, p.CPUSeconds, p.CPUPerOpUS, float64(p.RSSBytes)/(1<<20), p.Goroutines)
+			if p.RSSPerDevice != 0 {
+				fmt.Fprintf(stdout, "; with the devices connected: RSS +%.1f KiB per device", p.RSSPerDevice/1024)
+			}
+			fmt.Fprintln(stdout)
 		}
 		if r.Note != "" {
 			fmt.Fprintln(stdout, " ", r.Note)
@@ -62,6 +69,27 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 			return nil
 		}
 		return bench.NewWatch(map[string]int{"gateway": pid})
+	}
+
+	// hold returns what a run calls while its devices are still connected:
+	// it reads the gateway's memory and goroutines per device into held,
+	// then waits --hold.
+	hold := func(ctx context.Context, w *bench.Watch, held *bench.Result, devices int) func() {
+		return func() {
+			w.Done(held, devices)
+			if metricsURL != "" {
+				p := held.Procs["gateway"]
+				p.Goroutines = bench.Goroutines(metricsURL)
+				if held.Procs == nil {
+					held.Procs = map[string]bench.ProcUsage{}
+				}
+				held.Procs["gateway"] = p
+			}
+			select {
+			case <-time.After(holdFor):
+			case <-ctx.Done():
+			}
+		}
 	}
 
 	// load makes a subcommand that runs one load, watching the gateway.
@@ -80,12 +108,17 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	var eo bench.EchoOptions
 	var insecure bool
 	echo := load("echo", "Devices send frames that the handler echoes back (use examples/jsondemo -echo)",
-		func(ctx context.Context, _ *bench.Watch) (bench.Result, error) {
+		func(ctx context.Context, w *bench.Watch) (bench.Result, error) {
 			if eo.Transport == "tls" {
 				eo.TLS = &tls.Config{InsecureSkipVerify: insecure}
 			}
 			eo.Progress = stderr
-			return bench.Echo(ctx, eo)
+			var held bench.Result
+			eo.Hold = hold(ctx, w, &held, eo.Devices)
+			r, err := bench.Echo(ctx, eo)
+			w.Done(&r, 0)
+			r.KeepMemory(held)
+			return r, err
 		})
 	echo.Flags().StringVar(&eo.Addr, "addr", "127.0.0.1:7993", "device listener")
 	echo.Flags().StringVar(&eo.Transport, "transport", "tcp", "tcp, tls or udp")
@@ -123,18 +156,11 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	fanout.Flags().IntVar(&fo.Payload, "payload", 64, "bytes per message")
 
 	var so bench.StormOptions
-	var stormHold time.Duration
 	storm := load("storm", "Many JSON-protocol devices connect, authenticate and subscribe at once",
 		func(ctx context.Context, w *bench.Watch) (bench.Result, error) {
 			so.Progress = stderr
 			var held bench.Result
-			so.Hold = func() { // memory while all are connected
-				w.Done(&held, so.Devices)
-				select {
-				case <-time.After(stormHold):
-				case <-ctx.Done():
-				}
-			}
+			so.Hold = hold(ctx, w, &held, so.Devices)
 			r, err := bench.Storm(ctx, so)
 			w.Done(&r, 0)
 			r.KeepMemory(held)
@@ -143,7 +169,6 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	storm.Flags().StringVar(&so.Gateway, "gateway", "127.0.0.1:7993", "device listener")
 	storm.Flags().IntVar(&so.Devices, "devices", 10000, "devices")
 	storm.Flags().IntVar(&so.Concurrency, "concurrency", 64, "connects in flight")
-	storm.Flags().DurationVar(&stormHold, "hold", 0, "keep the devices connected this long before they close (to profile the gateway)")
 	storm.Flags().IntVar(&so.SourceIPs, "source-ips", 0, "spread devices over this many 127.0.x.y source addresses")
 
 	var su bench.SuiteOptions

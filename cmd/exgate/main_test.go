@@ -76,7 +76,7 @@ func TestConfigDefaultsRoundTrip(t *testing.T) {
 	if !bytes.Equal(c.YAML(), config.Default().YAML()) {
 		t.Fatalf("printed defaults differ from the defaults:\n%s", out)
 	}
-	for _, key := range []string{"max_messages_per_delivery: 16", "bind: 127.0.0.1:9100", "bind: 0.0.0.0:7993", "request_timeout: 30s", "service_name: ConnectionUnaryHandler"} {
+	for _, key := range []string{"max_messages_per_delivery: 1", "bind: 127.0.0.1:9100", "bind: 0.0.0.0:7993", "request_timeout: 30s", "service_name: ConnectionUnaryHandler"} {
 		if !strings.Contains(out, key) {
 			t.Errorf("defaults lack %q", key)
 		}

@@ -31,6 +31,9 @@ type EchoOptions struct {
 	// more devices than one source address has ephemeral ports.
 	SourceIPs int
 	Progress  io.Writer
+	// Hold runs after the load with every device still connected, before
+	// they close (memory is read then).
+	Hold func()
 }
 
 // Echo runs an echo load and measures round trips.
@@ -115,6 +118,9 @@ func Echo(ctx context.Context, o EchoOptions) (Result, error) {
 	wg.Wait()
 	close(stop)
 	res.Seconds = time.Since(begin).Seconds()
+	if o.Hold != nil {
+		o.Hold()
+	}
 	res.Ops = ops.Load()
 	res.Rate = float64(res.Ops) / res.Seconds
 	res.Errors = errs.snapshot()

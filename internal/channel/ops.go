@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -50,14 +51,13 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 	if c.cfg.Authenticate != nil {
 		var err error
 		if res, err = c.cfg.Authenticate(ctx, cred); err != nil {
-			c.cfg.Stats.AuthFailed.Add(1)
-			log.Debug("authentication failed", "reason", err)
+			c.loginFailed(log, err.Error())
 			c.trace(cred.ClientID, "authenticate denied", "", nil)
 			return denied("Authentication failed: " + err.Error())
 		}
 	}
 	if !res.ExpireAt.IsZero() && !res.ExpireAt.After(time.Now()) {
-		c.cfg.Stats.AuthFailed.Add(1)
+		c.loginFailed(log, "credentials expired")
 		return denied("Authentication failed: credentials expired")
 	}
 
@@ -67,10 +67,11 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 		Closed:  c.brokerClosed,
 	})
 	if err != nil {
-		c.cfg.Stats.AuthFailed.Add(1)
 		if errors.Is(err, broker.ErrNotAuthorized) {
+			c.loginFailed(log, "the broker refused the session")
 			return denied("Authentication failed: the broker refused the session")
 		}
+		c.cfg.Stats.AuthFailed.Add(1)
 		log.Warn("broker session failed", "error", err)
 		return fmt.Errorf("open session: %w", err)
 	}
@@ -97,6 +98,20 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 	c.trace(cred.ClientID, "authenticated", "", nil)
 	log.Debug("device authenticated")
 	return nil
+}
+
+// loginFailed counts a refused Authenticate and logs it as EMQX does
+// (client_login_failed, at warning), at most a few lines a second. log
+// carries the clientid, username and peer; the password is never logged.
+func (c *Channel) loginFailed(log *slog.Logger, reason string) {
+	c.cfg.Stats.AuthFailed.Add(1)
+	if ok, suppressed := c.cfg.Stats.loginFailed.allow(time.Now()); ok {
+		attrs := []any{"reason", reason}
+		if suppressed > 0 {
+			attrs = append(attrs, "not_logged_since_last", suppressed)
+		}
+		log.Warn("client_login_failed: authentication refused", attrs...)
+	}
 }
 
 // StartTimer starts or replaces the keepalive (spec §2 "StartTimer"): after

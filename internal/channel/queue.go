@@ -3,6 +3,8 @@ package channel
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"time"
 
 	pb "github.com/exgate/exgate/exprotopb"
@@ -129,7 +131,13 @@ func (c *Channel) dispatch() {
 		err := c.call(ev, msgs)
 		if ev.kind == evClosed {
 			if err != nil {
-				c.log.Warn("OnSocketClosed failed", "clientid", c.ClientID(), "error", err)
+				// A device closed because its handler failed or went away
+				// cannot tell that handler it closed: expected, not news.
+				lvl := slog.LevelWarn
+				if strings.Contains(ev.reason, "handler") || strings.Contains(ev.reason, "on_") {
+					lvl = slog.LevelDebug
+				}
+				c.log.Log(context.Background(), lvl, "OnSocketClosed failed", "clientid", c.ClientID(), "reason", ev.reason, "error", err)
 			}
 			c.mu.Lock()
 			c.dispatching = false

@@ -1,6 +1,10 @@
 package channel
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // Stats are the gateway's counters (spec §4), shared by all channels. The
 // zero value is ready; every field is safe for concurrent use.
@@ -15,4 +19,36 @@ type Stats struct {
 	Disconnected      atomic.Int64 // authenticated devices that closed
 	AuthFailed        atomic.Int64
 	AuthzDenied       atomic.Int64
+
+	loginFailed sampler // warnings of failed authentications
+}
+
+// sampler lets through at most perSecond log lines a second and counts the
+// rest, so a flood of one kind of event (wrong passwords) stays readable:
+// the next line let through says how many were left out. The zero value is
+// ready; safe for concurrent use.
+type sampler struct {
+	mu         sync.Mutex
+	window     time.Time
+	n          int
+	suppressed int
+}
+
+const samplesPerSecond = 10
+
+// allow reports whether to log now, and how many lines were left out since
+// the last one logged.
+func (s *sampler) allow(now time.Time) (ok bool, suppressed int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.window) >= time.Second {
+		s.window, s.n = now, 0
+	}
+	if s.n >= samplesPerSecond {
+		s.suppressed++
+		return false, 0
+	}
+	s.n++
+	suppressed, s.suppressed = s.suppressed, 0
+	return true, suppressed
 }

@@ -146,7 +146,10 @@ type ExProto struct {
 	// Mountpoint prefixes every topic a device publishes or subscribes to; it
 	// may contain ${clientid} and ${username}. Default "".
 	Mountpoint string `yaml:"mountpoint"`
-	// MaxMessagesPerDelivery caps the messages in one OnReceivedMessages. Default 16.
+	// MaxMessagesPerDelivery caps the messages in one OnReceivedMessages.
+	// Default 1: the handlers people copy (EMQX's Go and Python examples)
+	// read only messages[0], and a batch would lose the rest. Handlers that
+	// loop over messages may raise it to batch bursts.
 	MaxMessagesPerDelivery int `yaml:"max_messages_per_delivery"`
 	// EventQueue is how many socket reads may wait for the handler per
 	// connection before the gateway stops reading that socket. Default 64.
@@ -519,7 +522,7 @@ func base() *Config {
 				MaxRequestBytes: 1 << 20,
 			},
 			IdleTimeout:            30 * time.Second,
-			MaxMessagesPerDelivery: 16,
+			MaxMessagesPerDelivery: 1,
 			EventQueue:             64,
 			DeliveryQueue:          1000,
 			CloseFlushTimeout:      15 * time.Second,

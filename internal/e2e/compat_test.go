@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,15 +66,77 @@ func TestHandlerServiceShapes(t *testing.T) {
 				cfg.Gateway.ExProto.Handler.Streaming = c.streaming
 			})
 			if c.streaming == "long_lived" && c.served.EndStreams {
-				// The first stream of each callback tells exgate that this
-				// handler ends its streams; from then on nothing is lost.
-				d := e.dial()
-				d.send(Frame{Type: 42})
-				waitLog(t, &logs, "ConnectionHandler/OnSocketCreated")
-				waitLog(t, &logs, "ConnectionHandler/OnReceivedBytes")
+				// The probe at connect tells exgate that this handler ends
+				// its streams before any device's event is at stake.
+				waitLog(t, &logs, "streaming long_lived is served one stream per event")
 			}
 			exercise(t, e, "a")
 			exercise(t, e, "b")
+		})
+	}
+}
+
+// TestHandlersFromTheWild runs ConnectionHandler shapes found in public
+// handlers written for EMQX, which never read a stream's answer: ending a
+// call without a response (no SendAndClose), ending each stream after one
+// message, or both. In every mode every event reaches the handler: a burst
+// of frames from one device is answered frame by frame.
+func TestHandlersFromTheWild(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		streaming string
+		served    testhandler.Options
+	}{
+		{"no response, per_event", "per_event", testhandler.Options{NoResponse: true}},
+		{"no response after one message, per_event", "per_event", testhandler.Options{NoResponse: true, EndStreams: true}},
+		{"no response, long_lived", "long_lived", testhandler.Options{NoResponse: true}},
+		{"no response after one message, long_lived", "long_lived", testhandler.Options{NoResponse: true, EndStreams: true}},
+		{"SendAndClose after one message, long_lived", "long_lived", testhandler.Options{EndStreams: true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := testhandler.StartWith(t, c.served)
+			e := startWith(t, options{handler: h, overlapOK: c.streaming == "long_lived"}, func(cfg *config.Config) {
+				cfg.Gateway.ExProto.Handler.ServiceName = "ConnectionHandler"
+				cfg.Gateway.ExProto.Handler.Streaming = c.streaming
+			})
+			exercise(t, e, "a")
+			d := e.dial()
+			d.connect("burst", 0)
+			const n = 30
+			var burst []byte
+			for i := range n {
+				f, _ := json.Marshal(Frame{Type: testhandler.Publish, Topic: "b/" + strconv.Itoa(i), Payload: "x"})
+				burst = append(burst, f...)
+			}
+			if _, err := d.conn.Write(burst); err != nil {
+				t.Fatal(err)
+			}
+			for range n {
+				d.expect(testhandler.Puback, 0)
+			}
+		})
+	}
+}
+
+// TestWrongServiceIsExplainedInEveryMode: a handler that lacks the
+// configured service gets the same hint in every mode, and devices are
+// closed rather than left waiting.
+func TestWrongServiceIsExplainedInEveryMode(t *testing.T) {
+	for _, mode := range []string{"per_event", "long_lived"} {
+		t.Run(mode, func(t *testing.T) {
+			var logs collector
+			h := testhandler.StartOnly(t, "127.0.0.1:0", "ConnectionUnaryHandler")
+			e := startWith(t, options{handler: h, logs: &logs}, func(c *config.Config) {
+				c.Gateway.ExProto.Handler.ServiceName = "ConnectionHandler"
+				c.Gateway.ExProto.Handler.Streaming = mode
+			})
+			c, err := net.Dial("tcp", e.addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			expectClosedRaw(t, c, 5*time.Second)
+			waitLog(t, &logs, "it may implement ConnectionUnaryHandler")
 		})
 	}
 }

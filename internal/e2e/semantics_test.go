@@ -164,6 +164,40 @@ func TestAuthenticate(t *testing.T) {
 	})
 }
 
+// TestFailedLoginIsLogged: a refused Authenticate is a warning with the
+// clientid, username and peer (EMQX's client_login_failed), never the
+// password, and it is counted.
+func TestFailedLoginIsLogged(t *testing.T) {
+	var logs collector
+	e := startWith(t, options{logs: &logs}, func(c *config.Config) {
+		c.Gateway.ExProto.Authentication = []config.Authenticator{{
+			Mechanism: "password_based", Backend: "built_in_database",
+			Users: []config.User{{UserID: "alice", Password: "sha256:salt:bede90386d450cea8b77b822f8887065e4e5abf132c2f9dccfcc7fbd4cba5e35"}},
+		}}
+	})
+	d := e.dial()
+	d.send(Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "c1", Username: "alice"}, Password: "s3cret-wrong"})
+	d.expect(testhandler.Connack, int(pb.ResultCode_PERMISSION_DENY))
+	waitLog(t, &logs, "client_login_failed")
+	var line string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "client_login_failed") {
+			line = l
+		}
+	}
+	for _, want := range []string{"level=WARN", "clientid=c1", "username=alice", "peer=127.0.0.1:"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("login failure line lacks %q: %s", want, line)
+		}
+	}
+	if strings.Contains(logs.String(), "s3cret-wrong") {
+		t.Fatal("the password is in the log")
+	}
+	if n := e.g.Stats.AuthFailed.Load(); n != 1 {
+		t.Fatalf("auth failures counted: %d", n)
+	}
+}
+
 func TestListenerEnableAuthnFalse(t *testing.T) {
 	e := start(t, func(c *config.Config) {
 		c.Gateway.ExProto.Authentication = []config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database"}}

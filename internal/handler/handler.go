@@ -19,9 +19,12 @@
 package handler
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -30,6 +33,7 @@ import (
 
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
@@ -77,6 +81,10 @@ type endpoint struct {
 	addr string // as configured, for logs
 	conn *grpc.ClientConn
 	long map[string]*longStream // long_lived: one per method
+	// probed is closed once the endpoint's stream shape is known
+	// (long_lived); until then its events wait.
+	probed    chan struct{}
+	probeOnce sync.Once
 	// Each hint is logged at most every 5 s: a dead handler fails every
 	// device's every event, and the log must stay readable.
 	unreachable, unimplemented rate.Sometimes
@@ -104,12 +112,18 @@ func New(o Options) (*Client, error) {
 			creds = credentials.NewTLS(tc)
 		}
 		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds),
-			grpc.WithIdleTimeout(0)) // an idle channel must not look like a lost handler
+			grpc.WithIdleTimeout(0), // an idle channel must not look like a lost handler
+			// gRPC's default backoff grows to 2 minutes: a handler that comes
+			// back must be used within a second, not after the next retry.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+				MinConnectTimeout: 5 * time.Second,
+			}))
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("handler %s: %w", addr, err)
 		}
-		ep := &endpoint{addr: addr, conn: conn, long: map[string]*longStream{},
+		ep := &endpoint{addr: addr, conn: conn, long: map[string]*longStream{}, probed: make(chan struct{}),
 			unreachable: rate.Sometimes{Interval: 5 * time.Second}, unimplemented: rate.Sometimes{Interval: 5 * time.Second}}
 		for _, m := range methods {
 			ep.long[m] = &longStream{}
@@ -126,20 +140,42 @@ var methods = []string{"OnSocketCreated", "OnReceivedBytes", "OnTimerTimeout", "
 // watch reports the devices pinned to ep when its connection, once ready,
 // is lost.
 func (c *Client) watch(ep *endpoint) {
-	state := ep.conn.GetState()
-	for ep.conn.WaitForStateChange(c.ctx, state) {
+	defer ep.probeDone()
+	// Start from Idle, not from the current state: a connection that is
+	// Ready already must be handled as having just become Ready.
+	for state := connectivity.Idle; ; {
 		next := ep.conn.GetState()
-		if state == connectivity.Ready && next != connectivity.Ready && next != connectivity.Shutdown {
+		if next == state {
+			if !ep.conn.WaitForStateChange(c.ctx, state) {
+				return
+			}
+			continue
+		}
+		switch {
+		case state == connectivity.Ready && next != connectivity.Ready && next != connectivity.Shutdown:
 			ids := c.pinnedTo(ep)
-			c.log.Warn("handler connection lost; closing its devices", "address", ep.addr, "devices", len(ids))
+			if len(ids) > 0 {
+				c.log.Warn("handler connection lost; closing its devices", "address", ep.addr, "devices", len(ids))
+			} else {
+				c.log.Info("handler connection lost", "address", ep.addr)
+			}
 			if c.lost != nil && len(ids) > 0 {
 				c.lost(ids, "{shutdown,{error,handler_connection_lost}}")
 			}
 			ep.resetStreams()
+		case next == connectivity.Ready:
+			c.log.Info("handler connected", "address", ep.addr, "service_name", c.service)
+			if c.longLive {
+				c.probeLong(ep)
+			}
+			ep.probeDone()
 		}
 		state = next
 	}
 }
+
+// probeDone lets events through once the endpoint's shape is known.
+func (ep *endpoint) probeDone() { ep.probeOnce.Do(func() { close(ep.probed) }) }
 
 func (c *Client) pinnedTo(ep *endpoint) []string {
 	c.mu.Lock()
@@ -206,47 +242,75 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) OnSocketCreated(ctx context.Context, r *pb.SocketCreatedRequest) error {
-	return c.call(ctx, c.pin(r.Conn), "OnSocketCreated", r)
+	return c.call(ctx, c.pin(r.Conn), "OnSocketCreated", r.Conn, r)
 }
 
 func (c *Client) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesRequest) error {
-	return c.call(ctx, c.pinned(r.Conn), "OnReceivedBytes", r)
+	return c.call(ctx, c.pinned(r.Conn), "OnReceivedBytes", r.Conn, r)
 }
 
 func (c *Client) OnTimerTimeout(ctx context.Context, r *pb.TimerTimeoutRequest) error {
-	return c.call(ctx, c.pinned(r.Conn), "OnTimerTimeout", r)
+	return c.call(ctx, c.pinned(r.Conn), "OnTimerTimeout", r.Conn, r)
 }
 
 func (c *Client) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessagesRequest) error {
-	return c.call(ctx, c.pinned(r.Conn), "OnReceivedMessages", r)
+	return c.call(ctx, c.pinned(r.Conn), "OnReceivedMessages", r.Conn, r)
 }
 
 // OnSocketClosed is the device's last event: its pin goes with it.
 func (c *Client) OnSocketClosed(ctx context.Context, r *pb.SocketClosedRequest) error {
-	err := c.call(ctx, c.pinned(r.Conn), "OnSocketClosed", r)
+	err := c.call(ctx, c.pinned(r.Conn), "OnSocketClosed", r.Conn, r)
 	c.mu.Lock()
 	delete(c.pins, r.Conn)
 	c.mu.Unlock()
 	return err
 }
 
-// streamDesc describes every ConnectionHandler method: client-streaming.
-var streamDesc = &grpc.StreamDesc{ClientStreams: true}
+// streamDesc describes every ConnectionHandler method. The methods are
+// client-streaming, but EMQX never read their answer, so handlers exist
+// that end a call with status OK and no response message (or with a
+// response and more): declaring server streams too lets grpc-go accept
+// both, and exgate reads until the end of the stream.
+var streamDesc = &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
 
-func (c *Client) call(ctx context.Context, ep *endpoint, method string, req proto.Message) error {
+// recvEnd reads a ConnectionHandler call's answer to its end: any number
+// of responses followed by status OK is success.
+func recvEnd(s grpc.ClientStream) error {
+	for {
+		if err := s.RecvMsg(new(pb.EmptySuccess)); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func (c *Client) call(ctx context.Context, ep *endpoint, method, conn string, req proto.Message) error {
 	full := "/emqx.exproto.v1." + c.service + "/" + method
 	var err error
 	if c.observe != nil {
 		start := time.Now()
 		defer func() { c.observe(method, time.Since(start), err) }()
 	}
+	held := method == "OnSocketCreated" && ep.conn.GetState() != connectivity.Ready
+	if held {
+		// A handler that is (re)connecting gets a moment: a new device
+		// waits for it rather than being closed at once (WaitForReady).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, holdWhileReconnecting)
+		defer cancel()
+	}
 	switch {
 	case c.service != "ConnectionHandler":
-		err = ep.conn.Invoke(ctx, full, req, new(pb.EmptySuccess))
+		err = ep.conn.Invoke(ctx, full, req, new(pb.EmptySuccess), callOptions(method)...)
 	case c.longLive:
-		err = c.sendLong(ctx, ep, ep.long[method], full, req)
+		err = c.sendLong(ctx, ep, ep.long[method], full, conn, req)
 	default:
 		err = perEvent(ctx, ep.conn, full, req)
+	}
+	if err != nil && held && status.Code(err) == codes.DeadlineExceeded && ep.conn.GetState() != connectivity.Ready {
+		err = status.Error(codes.Unavailable, "handler not connected within "+holdWhileReconnecting.String())
 	}
 	if err != nil {
 		return c.explain(ep, method, err)
@@ -254,46 +318,80 @@ func (c *Client) call(ctx context.Context, ep *endpoint, method string, req prot
 	return nil
 }
 
+// callOptions: a new device's OnSocketCreated waits (within its deadline)
+// for a handler that is reconnecting, instead of failing at once; later
+// events of a device whose handler went away fail at once (the device is
+// closed with handler_connection_lost anyway).
+func callOptions(method string) []grpc.CallOption {
+	if method == "OnSocketCreated" {
+		return waitForReady
+	}
+	return nil
+}
+
+var waitForReady = []grpc.CallOption{grpc.WaitForReady(true)}
+
+// holdWhileReconnecting bounds how long a new device waits for a handler
+// that is not connected (within the call's own deadline).
+const holdWhileReconnecting = 3 * time.Second
+
 // perEvent sends req as a one-message client stream and waits for the answer.
 func perEvent(ctx context.Context, conn *grpc.ClientConn, full string, req proto.Message) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := conn.NewStream(ctx, streamDesc, full)
+	s, err := conn.NewStream(ctx, streamDesc, full, callOptions(full[strings.LastIndexByte(full, '/')+1:])...)
 	if err != nil {
 		return err
 	}
 	if err := s.SendMsg(req); err != nil {
-		// The real error comes with RecvMsg.
-		if rerr := s.RecvMsg(new(pb.EmptySuccess)); rerr != nil {
-			return rerr
+		// The real error comes with the answer: SendMsg reports io.EOF.
+		if rerr := recvEnd(s); rerr != nil || !errors.Is(err, io.EOF) {
+			return cmp.Or(rerr, err)
 		}
-		return err
+		return nil // the handler ended the call, status OK, before reading: EMQX took that as success too
 	}
 	if err := s.CloseSend(); err != nil {
 		return err
 	}
-	return s.RecvMsg(new(pb.EmptySuccess))
+	return recvEnd(s)
 }
 
 // longStream is one long-lived client stream, opened on first use and again
 // whenever the handler ended or broke it.
 //
 // Client streaming has no per-message answer, so a message written just as
-// the handler ends the stream is lost. Some handlers end every stream after
-// its first message; once a stream ends that way, the method falls back to
-// per_event for good, which never loses a message.
+// the handler ends the stream is lost. Two defences keep that from being
+// silent: each endpoint is probed when it connects (probeLong), and a
+// handler that ends streams after one message is served per event from the
+// start; and when a stream the gateway did not close ends anyway, every
+// device that had an event on it is closed (Options.Lost) — its events may
+// not all have reached the handler — and the method falls back to
+// per_event for good.
 type longStream struct {
-	perEvent atomic.Bool // the handler ends streams after one message
+	perEvent atomic.Bool // the handler ends streams by itself
 
-	mu     sync.Mutex
-	s      grpc.ClientStream
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the handler ended the current stream
-	sent   atomic.Int32  // messages written on the current stream
+	mu      sync.Mutex
+	s       grpc.ClientStream
+	cancel  context.CancelFunc
+	done    chan struct{}       // closed when the current stream ended
+	sent    int                 // messages written on the current stream
+	conns   map[string]struct{} // devices with events on the current stream
+	closing bool                // the gateway is half-closing the current stream
 }
 
-// send writes req on the stream, reopening it if the handler ended it.
-func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full string, req proto.Message) error {
+// sendLong writes req on the stream, reopening it if the handler ended it.
+func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full, conn string, req proto.Message) error {
+	select { // the endpoint's shape is known before its first event
+	case <-ep.probed:
+	default:
+		if ep.conn.GetState() == connectivity.Ready {
+			select {
+			case <-ep.probed:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+	}
 	if l.perEvent.Load() {
 		return perEvent(ctx, ep.conn, full, req)
 	}
@@ -305,24 +403,26 @@ func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full
 		}
 		if l.s == nil {
 			sctx, cancel := context.WithCancel(c.ctx)
-			s, err := ep.conn.NewStream(sctx, streamDesc, full)
+			s, err := ep.conn.NewStream(sctx, streamDesc, full) // no WaitForReady: sctx has no deadline
 			if err != nil {
 				cancel()
 				return err
 			}
-			l.s, l.cancel, l.done = s, cancel, make(chan struct{})
-			l.sent.Store(0)
+			l.s, l.cancel, l.done, l.sent, l.conns, l.closing = s, cancel, make(chan struct{}), 0, map[string]struct{}{}, false
 			c.wg.Go(func() { c.receive(ep, l, s, l.done, full) })
 		}
+		l.conns[conn] = struct{}{}
 		err := l.s.SendMsg(req)
 		if err == nil {
-			l.sent.Add(1)
+			l.sent++
 			return nil
 		}
+		l.mu.Unlock()
 		select { // the receiver learns why
 		case <-l.done:
 		case <-time.After(time.Second):
 		}
+		l.mu.Lock()
 		l.drop()
 		if attempt == 1 || l.perEvent.Load() {
 			if l.perEvent.Load() {
@@ -333,16 +433,89 @@ func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full
 	}
 }
 
-// receive waits for the handler to end stream s; a clean end after one
-// message switches the method to per_event.
+// receive waits for stream s to end. An end the gateway did not ask for
+// means events may be lost: the devices that had events on it are closed,
+// and the method is served per event from then on.
 func (c *Client) receive(ep *endpoint, l *longStream, s grpc.ClientStream, done chan struct{}, full string) {
-	err := s.RecvMsg(new(pb.EmptySuccess))
-	if err == nil && l.sent.Load() == 1 && !l.perEvent.Swap(true) {
-		c.log.Warn("handler ends its ConnectionHandler streams after one message: using one stream per event for "+full,
-			"address", ep.addr)
+	err := recvEnd(s)
+	l.mu.Lock()
+	current := l.s == s
+	expected := !current || l.closing || c.ctx.Err() != nil
+	sent := l.sent
+	var ids []string
+	if !expected {
+		for id := range l.conns {
+			ids = append(ids, id)
+		}
+		clear(l.conns)
 	}
 	close(done)
+	l.mu.Unlock()
+	if expected {
+		return
+	}
+	if err != nil {
+		_ = c.explain(ep, full[strings.LastIndexByte(full, '/')+1:], err)
+	} else if !l.perEvent.Swap(true) {
+		c.log.Warn("handler ended a ConnectionHandler stream by itself: "+full+" now uses one stream per event",
+			"address", ep.addr, "events_on_stream", sent)
+	}
+	// Events written after the handler's last read are lost, and a device
+	// must not wait for them: close the devices that had any.
+	if (err != nil || sent > 1) && len(ids) > 0 && c.lost != nil {
+		c.lost(ids, "{shutdown,{error,handler_stream_ended}}")
+	}
 }
+
+// probeLong learns, before any device's event is at stake, whether the
+// endpoint keeps a ConnectionHandler stream open (EMQX 4.x's shape) or ends
+// it after each message: it sends one OnSocketClosed for a conn id that no
+// device has and waits briefly. A handler that ends the stream is served
+// one stream per event, on every method.
+func (c *Client) probeLong(ep *endpoint) {
+	const full = "/emqx.exproto.v1.ConnectionHandler/OnSocketClosed"
+	perEvent, err := func() (bool, error) {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		defer cancel()
+		s, err := ep.conn.NewStream(ctx, streamDesc, full)
+		if err != nil {
+			return false, err
+		}
+		ended := make(chan error, 1)
+		go func() { ended <- recvEnd(s) }()
+		if err := s.SendMsg(&pb.SocketClosedRequest{Conn: probeConn, Reason: "exgate_probe"}); err != nil && !errors.Is(err, io.EOF) {
+			return false, err
+		}
+		select {
+		case err := <-ended:
+			return err == nil, err
+		case <-time.After(probeWait):
+		}
+		if err := s.CloseSend(); err != nil {
+			return false, err
+		}
+		return false, <-ended
+	}()
+	switch {
+	case err != nil:
+		_ = c.explain(ep, "OnSocketClosed", err)
+	case perEvent:
+		c.log.Warn("handler ends its ConnectionHandler streams after each message: streaming long_lived is served one stream per event",
+			"address", ep.addr)
+		for _, l := range ep.long {
+			l.perEvent.Store(true)
+		}
+	default:
+		c.log.Info("handler keeps ConnectionHandler streams open: streaming long_lived", "address", ep.addr)
+	}
+}
+
+// probeConn is the conn id of the probe's event: shaped like a conn id, so
+// handlers accept it, and never given to a device (those are random).
+const probeConn = "exgate-probe-AAAAAAAAAAAAAAAAAAA"
+
+// probeWait is how long a probed handler has to end a stream by itself.
+const probeWait = 300 * time.Millisecond
 
 func closed(ch chan struct{}) bool {
 	select {
@@ -368,11 +541,15 @@ func (l *longStream) close() {
 	if l.s == nil {
 		return
 	}
+	l.closing = true
+	done := l.done
 	if l.s.CloseSend() == nil {
+		l.mu.Unlock()
 		select {
-		case <-l.done:
+		case <-done:
 		case <-time.After(time.Second):
 		}
+		l.mu.Lock()
 	}
 	l.drop()
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -101,6 +102,7 @@ type Handler struct {
 	adapter *grpc.ClientConn
 
 	mu       sync.Mutex
+	Probes   int            // exgate's long_lived probes seen (under mu)
 	inflight map[string]int // callbacks running per conn
 	overlaps int            // times a callback started while another ran
 	events   map[string][]Event
@@ -114,6 +116,17 @@ type streaming struct {
 	pb.UnimplementedConnectionHandlerServer
 	h           *Handler
 	endAfterOne bool
+	noResponse  bool
+}
+
+// finish ends a call: with SendAndClose, or (noResponse) with status OK and
+// no response message, as handlers written against EMQX (which never read
+// the answer) do.
+func (s *streaming) finish(send func(*pb.EmptySuccess) error) error {
+	if s.noResponse {
+		return nil
+	}
+	return send(&pb.EmptySuccess{})
 }
 
 // Start serves the handler on a loopback port until the test ends.
@@ -152,6 +165,13 @@ type Options struct {
 	// EndStreams makes ConnectionHandler end every stream after its first
 	// message, as some long-lived-era handlers do.
 	EndStreams bool
+	// NoResponse makes ConnectionHandler end its calls without a response
+	// message (no SendAndClose), as a 2022-era Go example does.
+	NoResponse bool
+	// AttachTo connects the handler to the gateway's adapter at this
+	// address before it serves, so no callback finds it unattached (a
+	// handler restarted under load).
+	AttachTo string
 }
 
 // StartWith serves a handler as o says until the test ends.
@@ -186,12 +206,15 @@ func StartWith(t testing.TB, o Options) *Handler {
 		case "ConnectionUnaryHandler":
 			pb.RegisterConnectionUnaryHandlerServer(h.srv, h)
 		case "ConnectionHandler":
-			pb.RegisterConnectionHandlerServer(h.srv, &streaming{h: h, endAfterOne: o.EndStreams})
+			pb.RegisterConnectionHandlerServer(h.srv, &streaming{h: h, endAfterOne: o.EndStreams, noResponse: o.NoResponse})
 		case UnaryEraConnectionHandler:
 			h.srv.RegisterService(unaryDesc("emqx.exproto.v1.ConnectionHandler", false), h)
 		case OddResponses:
 			h.srv.RegisterService(unaryDesc("emqx.exproto.v1.ConnectionUnaryHandler", true), h)
 		}
+	}
+	if o.AttachTo != "" {
+		h.Attach(t, o.AttachTo)
 	}
 	go func() { _ = h.srv.Serve(ln) }()
 	t.Cleanup(h.Stop)
@@ -430,6 +453,14 @@ func (h *Handler) OnSocketCreated(ctx context.Context, r *pb.SocketCreatedReques
 }
 
 func (h *Handler) OnSocketClosed(ctx context.Context, r *pb.SocketClosedRequest) (*pb.EmptySuccess, error) {
+	if strings.HasPrefix(r.Conn, "exgate-probe") {
+		// exgate's long_lived probe: no device of ours, as a real handler
+		// would find (docs/handlers.md).
+		h.mu.Lock()
+		h.Probes++
+		h.mu.Unlock()
+		return &pb.EmptySuccess{}, nil
+	}
 	leave := h.enter(r.Conn)
 	defer leave()
 	h.record(r.Conn, Event{Method: "OnSocketClosed", Reason: r.Reason})
@@ -580,28 +611,28 @@ func (s *streaming) OnSocketCreated(st pb.ConnectionHandler_OnSocketCreatedServe
 	if err := recvAll(st.Recv, func(r *pb.SocketCreatedRequest) error { _, err := s.h.OnSocketCreated(st.Context(), r); return err }, s.endAfterOne); err != nil {
 		return err
 	}
-	return st.SendAndClose(&pb.EmptySuccess{})
+	return s.finish(st.SendAndClose)
 }
 
 func (s *streaming) OnSocketClosed(st pb.ConnectionHandler_OnSocketClosedServer) error {
 	if err := recvAll(st.Recv, func(r *pb.SocketClosedRequest) error { _, err := s.h.OnSocketClosed(st.Context(), r); return err }, s.endAfterOne); err != nil {
 		return err
 	}
-	return st.SendAndClose(&pb.EmptySuccess{})
+	return s.finish(st.SendAndClose)
 }
 
 func (s *streaming) OnReceivedBytes(st pb.ConnectionHandler_OnReceivedBytesServer) error {
 	if err := recvAll(st.Recv, func(r *pb.ReceivedBytesRequest) error { _, err := s.h.OnReceivedBytes(st.Context(), r); return err }, s.endAfterOne); err != nil {
 		return err
 	}
-	return st.SendAndClose(&pb.EmptySuccess{})
+	return s.finish(st.SendAndClose)
 }
 
 func (s *streaming) OnTimerTimeout(st pb.ConnectionHandler_OnTimerTimeoutServer) error {
 	if err := recvAll(st.Recv, func(r *pb.TimerTimeoutRequest) error { _, err := s.h.OnTimerTimeout(st.Context(), r); return err }, s.endAfterOne); err != nil {
 		return err
 	}
-	return st.SendAndClose(&pb.EmptySuccess{})
+	return s.finish(st.SendAndClose)
 }
 
 func (s *streaming) OnReceivedMessages(st pb.ConnectionHandler_OnReceivedMessagesServer) error {
@@ -611,5 +642,5 @@ func (s *streaming) OnReceivedMessages(st pb.ConnectionHandler_OnReceivedMessage
 	}, s.endAfterOne); err != nil {
 		return err
 	}
-	return st.SendAndClose(&pb.EmptySuccess{})
+	return s.finish(st.SendAndClose)
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# What one device costs the gateway process, measured on fresh processes
+# (an exgate and its example handlers, started anew for every figure so no
+# earlier load inflates the heap): RSS and goroutines per authenticated,
+# subscribed, idle device at 5,000 and 15,000 devices, per connected but
+# unauthenticated device, the connect rate, and the CPU an idle gateway
+# spends on 15,000 devices (mochi's per-second housekeeping walks them all).
+#
+#   scripts/device-cost.sh            # ~2 minutes on 2 cores
+set -euo pipefail
+cd "$(dirname "$0")/.."
+go build -o bin/exgate ./cmd/exgate
+go build -o bin/jsondemo ./examples/jsondemo
+ulimit -n 20000 2>/dev/null || true
+dir=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+
+cat >"$dir/exgate.yaml" <<YAML
+log: {level: warn}
+api: {bind: 127.0.0.1:28083}
+broker: {embedded: {listeners: {tcp: {bind: 127.0.0.1:21883}}}}
+gateway:
+  exproto:
+    server: {bind: 127.0.0.1:29100}
+    handler: {address: "http://127.0.0.1:29001"}
+    idle_timeout: 10m
+    listeners:
+      tcp:
+        json: {bind: 127.0.0.1:27993}
+        echo: {bind: 127.0.0.1:27994, handler: {address: "http://127.0.0.1:29002"}}
+YAML
+
+up() {
+  ./bin/jsondemo -listen 127.0.0.1:29001 -adapter 127.0.0.1:29100 -quiet >"$dir/h1.log" 2>&1 & pids+=($!)
+  ./bin/jsondemo -listen 127.0.0.1:29002 -adapter 127.0.0.1:29100 -echo -quiet >"$dir/h2.log" 2>&1 & pids+=($!)
+  ./bin/exgate -c "$dir/exgate.yaml" >"$dir/gw.log" 2>&1 & gw=$!; pids+=($gw)
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/27993) 2>/dev/null && break; sleep 0.1; done
+  sleep 1 # let the handlers connect
+}
+down() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=(); }
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; } # clock ticks (1/100 s)
+
+for n in 5000 15000; do
+  up
+  echo "== $n devices connect, authenticate and subscribe (fresh gateway)"
+  ./bin/exgate bench storm --gateway 127.0.0.1:27993 --devices "$n" --source-ips 4 \
+    --gateway-pid "$gw" --gateway-metrics http://127.0.0.1:28083/metrics --hold 25s 2>/dev/null &
+  bench=$!
+  sleep $((n / 1000 + 10))
+  c0=$(cpu "$gw"); sleep 10; c1=$(cpu "$gw")
+  echo "   idle gateway CPU with $n devices held: $(awk -v t=$((c1 - c0)) 'BEGIN { printf "%.1f", t / 10 }')% of a core over 10 s"
+  wait "$bench"
+  down
+done
+
+up
+echo "== 5000 devices connect and stay unauthenticated (fresh gateway)"
+./bin/exgate bench echo --addr 127.0.0.1:27994 --devices 5000 --rate 500 --duration 15s --source-ips 4 \
+  --gateway-pid "$gw" --gateway-metrics http://127.0.0.1:28083/metrics 2>/dev/null
+down
