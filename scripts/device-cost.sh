@@ -19,7 +19,7 @@ trap cleanup EXIT
 
 cat >"$dir/exgate.yaml" <<YAML
 log: {level: warn}
-api: {bind: 127.0.0.1:28083}
+api: {bind: 127.0.0.1:28083, auth: none}
 broker: {embedded: {listeners: {tcp: {bind: 127.0.0.1:21883}}}}
 gateway:
   exproto:

@@ -5,14 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/exgate/exgate/internal/apikey"
 )
 
 // apiClient talks to a running exgate's management API.
@@ -20,6 +24,45 @@ type apiClient struct {
 	base, user, pass string
 	out              string // "table" or "json"
 	stdout           io.Writer
+}
+
+// resolve fills in the API address and credentials that flags left out.
+func (a *apiClient) resolve(cfgPath, apiKey string) error {
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	if a.base == "" {
+		a.base = "http://" + clientAddress(cfg.API.Bind)
+	}
+	if apiKey == "" {
+		apiKey = os.Getenv("EXGATE_API_KEY")
+	}
+	switch {
+	case a.user != "":
+	case apiKey != "":
+		var ok bool
+		if a.user, a.pass, ok = strings.Cut(apiKey, ":"); !ok {
+			return fmt.Errorf("--api-key: want key:secret")
+		}
+	case cfg.API.Auth != "none":
+		// The bootstrap key, when this user may read it: a missing file
+		// is not an error here; the API will say what it needs.
+		a.user, a.pass, _ = apikey.ReadCredentials(apikey.BootstrapFile(cfg.API.Keys()))
+	}
+	return nil
+}
+
+// clientAddress turns a bind address into one to connect to.
+func clientAddress(bind string) string {
+	host, port, err := net.SplitHostPort(bind)
+	if err != nil {
+		return bind
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func (a *apiClient) do(method, path string, body any) ([]byte, error) {
@@ -91,14 +134,20 @@ func field(m any, k string) string {
 	return ""
 }
 
-// addAPICommands adds clients, subscriptions, status and metrics.
-func addAPICommands(root *cobra.Command, stdout io.Writer) {
+// addAPICommands adds clients, subscriptions, status and metrics. They
+// find the API and its credentials in the configuration file given with -c
+// (api.bind, and the bootstrap key beside api.keys_file), or in the
+// defaults, unless flags or EXGATE_API_KEY say otherwise.
+func addAPICommands(root *cobra.Command, stdout io.Writer, cfgPath *string) {
 	a := &apiClient{stdout: stdout}
+	var apiKey string
 	flags := func(c *cobra.Command) *cobra.Command {
-		c.PersistentFlags().StringVar(&a.base, "api", "http://127.0.0.1:18083", "the management API")
+		c.PersistentFlags().StringVar(&a.base, "api", "", "the management API (default: from -c's api.bind, else http://127.0.0.1:18083)")
+		c.PersistentFlags().StringVar(&apiKey, "api-key", "", "API key as key:secret (default: $EXGATE_API_KEY, else the bootstrap key beside api.keys_file)")
 		c.PersistentFlags().StringVar(&a.user, "username", "", "API username (api.username)")
 		c.PersistentFlags().StringVar(&a.pass, "password", "", "API password")
 		c.PersistentFlags().StringVarP(&a.out, "output", "o", "table", "table or json")
+		c.PersistentPreRunE = func(*cobra.Command, []string) error { return a.resolve(*cfgPath, apiKey) }
 		return c
 	}
 	const gw = "/api/v5/gateways/exproto"

@@ -127,7 +127,8 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	root.AddCommand(serveCmd, cfgCmd, versionCmd, newBenchCmd(stdout, stderr), newUsersCmd(stdin, stdout))
-	addAPICommands(root, stdout)
+	addAPICommands(root, stdout, &cfgPath)
+	root.AddCommand(newAPIKeysCmd(stdout, &cfgPath))
 	return root
 }
 
@@ -180,7 +181,7 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	var reload func() ([]string, error)
 	if cfgPath != "" {
 		reload = func() ([]string, error) {
-			nc, err := config.Load(cfgPath)
+			nc, err := config.LoadForReload(cfgPath)
 			if err != nil {
 				log.Error("reload refused: the old configuration stays", "error", err)
 				return nil, err

@@ -91,6 +91,7 @@ func TestConfigCheckNamesTheKey(t *testing.T) {
 		{"unknown key", "gateway:\n  exproto:\n    listeners:\n      tcp:\n        default:\n          bnid: 1\n", "gateway.exproto.listeners.tcp.default.bnid"},
 		{"wrong type", "gateway:\n  exproto:\n    idle_timeout: soon\n", "gateway.exproto.idle_timeout"},
 		{"impossible value", "gateway:\n  exproto:\n    max_messages_per_delivery: 0\n", "gateway.exproto.max_messages_per_delivery: must be at least 1"},
+		{"an open API off loopback", "api: {bind: \"0.0.0.0:18083\", auth: none}\n", "api.auth: none is only allowed on a loopback api.bind"},
 		{"bad service", "gateway:\n  exproto:\n    handler: {service_name: Foo}\n", "gateway.exproto.handler.service_name"},
 		{"bad bind", "gateway:\n  exproto:\n    server: {bind: nowhere}\n", "gateway.exproto.server.bind"},
 		{"bad handler address", "gateway:\n  exproto:\n    handler: {address: \"ftp://x:1\"}\n", "gateway.exproto.handler.address"},
@@ -114,9 +115,11 @@ func TestConfigCheckNamesTheKey(t *testing.T) {
 
 // node is one exgate process of a test.
 type node struct {
+	path  string // its configuration file
 	cmd   *exec.Cmd
 	lines chan string
-	start string // the "exgate started" log line
+	start string   // the "exgate started" log line
+	early []string // the lines before it
 	done  chan error
 }
 
@@ -129,7 +132,7 @@ func startNode(t *testing.T, body string) *node {
 // startNodeFile runs exgate with the config file at path.
 func startNodeFile(t *testing.T, path string) *node {
 	t.Helper()
-	n := &node{cmd: exec.Command(binary, "-c", path), lines: make(chan string, 1000), done: make(chan error, 1)}
+	n := &node{path: path, cmd: exec.Command(binary, "-c", path), lines: make(chan string, 1000), done: make(chan error, 1)}
 	stderr, err := n.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +161,8 @@ func startNodeFile(t *testing.T, path string) *node {
 			}
 			if strings.Contains(l, "exgate started") {
 				n.start = l
+			} else {
+				n.early = append(n.early, l)
 			}
 		case <-timeout:
 			t.Fatal("exgate did not log its start")
@@ -334,7 +339,20 @@ gateway:
     listeners: {tcp: {default: {bind: "127.0.0.1:0"}}}
 `)
 	h.AttachToken(t, n.addr(t, "adapter"), "very-secret-token")
+	// The API key the first start created: its secret must not be logged
+	// either, whatever the API is asked.
+	keyFile := regexp.MustCompile(`file=(\S+)`).FindStringSubmatch(n.waitLine(t, "no API key existed"))[1]
+	cred, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, apiSecret, _ := strings.Cut(strings.TrimSpace(string(cred)), ":")
+	secrets = append(secrets, apiSecret)
+	apiURL := "http://" + regexp.MustCompile(`api=(\S+)`).FindStringSubmatch(n.waitLine(t, "management API"))[1]
 	var logs strings.Builder
+	for _, n := range n.early {
+		logs.WriteString(n + "\n")
+	}
 	done := make(chan struct{})
 	go func() {
 		for l := range n.lines {
@@ -355,9 +373,20 @@ gateway:
 			t.Fatalf("%s: %+v %v", c.user, ack, err)
 		}
 	}
+	for _, pw := range []string{apiSecret, "wrong-" + apiSecret} {
+		req, _ := http.NewRequest("POST", apiURL+"/api/v5/gateways/exproto/clients/c-u1/subscriptions", strings.NewReader(`{"topic":"x","qos":0}`))
+		req.SetBasicAuth(key, pw)
+		req.Header.Set("Content-Type", "application/json")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
 	_ = n.cmd.Process.Signal(syscall.SIGTERM)
 	<-done
 	out := logs.String()
+	if !strings.Contains(out, "operator subscribed a device") {
+		t.Fatalf("the operator subscription was not logged:\n%s", out)
+	}
 	if !strings.Contains(out, "level=DEBUG") {
 		t.Fatalf("no debug log captured:\n%s", out)
 	}
@@ -420,6 +449,12 @@ func TestConfigImport(t *testing.T) {
 // waitLine waits for a log line containing want and returns it.
 func (n *node) waitLine(t *testing.T, want string) string {
 	t.Helper()
+	for i, l := range n.early {
+		if strings.Contains(l, want) {
+			n.early = n.early[i+1:]
+			return l
+		}
+	}
 	timeout := time.After(20 * time.Second)
 	for {
 		select {
@@ -454,34 +489,49 @@ gateway:
 	d.do(testhandler.Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "cli-dev", Username: "ops"}}, testhandler.Connack)
 	d.do(testhandler.Frame{Type: testhandler.Subscribe, Topic: "t/1", QoS: 1}, testhandler.Suback)
 
-	out, _, err := run(t, "clients", "list", "--api", apiURL)
+	out, _, err := run(t, "clients", "list", "--api", apiURL, "-c", n.path)
 	if err != nil || !strings.Contains(out, "CLIENTID") || !strings.Contains(out, "cli-dev") || !strings.Contains(out, "connected") {
 		t.Fatalf("clients list: %v\n%s", err, out)
 	}
-	out, _, err = run(t, "clients", "list", "--api", apiURL, "-o", "json", "-f", "clientid=cli-dev")
+	out, _, err = run(t, "clients", "list", "--api", apiURL, "-c", n.path, "-o", "json", "-f", "clientid=cli-dev")
 	var list struct{ Data []map[string]any }
 	if err != nil || json.Unmarshal([]byte(out), &list) != nil || len(list.Data) != 1 || list.Data[0]["username"] != "ops" {
 		t.Fatalf("clients list -o json: %v\n%s", err, out)
 	}
-	if out, _, err = run(t, "subscriptions", "list", "cli-dev", "--api", apiURL); err != nil || !strings.Contains(out, "t/1") {
+	if out, _, err = run(t, "subscriptions", "list", "cli-dev", "--api", apiURL, "-c", n.path); err != nil || !strings.Contains(out, "t/1") {
 		t.Fatalf("subscriptions list: %v\n%s", err, out)
 	}
-	if out, _, err = run(t, "status", "--api", apiURL); err != nil || !strings.Contains(out, "exproto:tcp:default") {
+	if out, _, err = run(t, "status", "--api", apiURL, "-c", n.path); err != nil || !strings.Contains(out, "exproto:tcp:default") {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
-	if out, _, err = run(t, "metrics", "--api", apiURL); err != nil || !strings.Contains(out, "exgate_client_connected_total 1") {
+	if out, _, err = run(t, "metrics", "--api", apiURL, "-c", n.path); err != nil || !strings.Contains(out, "exgate_client_connected_total 1") {
 		t.Fatalf("metrics: %v\n%s", err, out)
+	}
+	// The API needs the key the first start created (and logged where).
+	keyFile := regexp.MustCompile(`file=(\S+)`).FindStringSubmatch(n.waitLine(t, "no API key existed"))[1]
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("bootstrap key file %s: %v %v", keyFile, fi, err)
+	}
+	cred, _ := os.ReadFile(keyFile)
+	key, secret, _ := strings.Cut(strings.TrimSpace(string(cred)), ":")
+	if resp, err := http.Get(apiURL + "/api/v5/gateways/exproto"); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("the API answered without credentials: %v %v", resp, err)
+	}
+	if _, stderr, err := run(t, "status", "--api", apiURL, "--api-key", key+":wrong"); err == nil || !strings.Contains(stderr, "BAD_USERNAME_OR_PWD") {
+		t.Fatalf("status with a wrong secret: %v %s", err, stderr)
 	}
 	// The log level changes at runtime.
 	req, _ := http.NewRequest("PUT", apiURL+"/api/v5/log", strings.NewReader(`{"level":"debug"}`))
+	req.SetBasicAuth(key, secret)
+	req.Header.Set("Content-Type", "application/json")
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("set log level: %v %v", resp, err)
 	}
-	if out, _, err = run(t, "clients", "kick", "cli-dev", "--api", apiURL); err != nil || !strings.Contains(out, "kicked cli-dev") {
+	if out, _, err = run(t, "clients", "kick", "cli-dev", "--api", apiURL, "-c", n.path); err != nil || !strings.Contains(out, "kicked cli-dev") {
 		t.Fatalf("kick: %v\n%s", err, out)
 	}
 	n.waitLine(t, "level=DEBUG") // the kicked device's close, now at debug level
-	if _, stderr, err := run(t, "clients", "show", "nobody", "--api", apiURL); err == nil || !strings.Contains(stderr, "CLIENTID_NOT_FOUND") {
+	if _, stderr, err := run(t, "clients", "show", "nobody", "--api", apiURL, "-c", n.path); err == nil || !strings.Contains(stderr, "CLIENTID_NOT_FOUND") {
 		t.Fatalf("show a missing client: %v %s", err, stderr)
 	}
 }
@@ -532,4 +582,49 @@ gateway:
 		t.Fatalf("refusal does not say why: %s", l)
 	}
 	d.do(testhandler.Frame{Type: testhandler.Publish, Topic: "t", Payload: "p"}, testhandler.Puback)
+
+	// A file emptied by mistake, or one that turns every listener off,
+	// would put the running gateway back to defaults or disconnect every
+	// device: refused, the running configuration kept.
+	for _, c := range []struct{ body, why string }{
+		{"", "sets nothing"},
+		{"# only a comment\n", "sets nothing"},
+		{strings.Replace(body(""), "default: {bind:", "default: {enable: false, bind:", 1), "no enabled listener"},
+	} {
+		if err := os.WriteFile(path, []byte(c.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_ = n.cmd.Process.Signal(syscall.SIGHUP)
+		if l := n.waitLine(t, "reload refused"); !strings.Contains(l, c.why) {
+			t.Fatalf("refusal of %q does not say %q: %s", c.body, c.why, l)
+		}
+		d.do(testhandler.Frame{Type: testhandler.Publish, Topic: "t", Payload: "p"}, testhandler.Puback)
+	}
+}
+
+// TestAPIKeysCommand: keys are added (the secret printed once), listed
+// without secrets, and deleted, in the file beside the configuration.
+func TestAPIKeysCommand(t *testing.T) {
+	cfg := writeFile(t, "api: {bind: \"127.0.0.1:0\"}\n")
+	out, _, err := run(t, "api-keys", "add", "ci", "-c", cfg)
+	key, secret, ok := strings.Cut(strings.TrimSpace(out), ":")
+	if err != nil || !ok || len(secret) < 40 {
+		t.Fatalf("add: %q %v", out, err)
+	}
+	stored, err := os.ReadFile(filepath.Join(filepath.Dir(cfg), "api_keys"))
+	if err != nil || !strings.Contains(string(stored), key) || strings.Contains(string(stored), secret) {
+		t.Fatalf("keys file (beside the config, hashed): %v\n%s", err, stored)
+	}
+	if out, _, err := run(t, "api-keys", "list", "-c", cfg); err != nil || !strings.Contains(out, "ci") || strings.Contains(out, secret) {
+		t.Fatalf("list: %q %v", out, err)
+	}
+	if _, stderr, err := run(t, "api-keys", "add", "ci", "-c", cfg); err == nil || !strings.Contains(stderr, "exists") {
+		t.Fatalf("a second key named ci: %v %s", err, stderr)
+	}
+	if out, _, err := run(t, "api-keys", "delete", "ci", "-c", cfg); err != nil || !strings.Contains(out, "deleted") {
+		t.Fatalf("delete: %q %v", out, err)
+	}
+	if out, _, _ := run(t, "api-keys", "list", "-c", cfg); strings.Contains(out, key) {
+		t.Fatalf("deleted key still listed: %s", out)
+	}
 }

@@ -11,12 +11,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/exgate/exgate/internal/apikey"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/gateway"
 	"github.com/exgate/exgate/internal/trace"
@@ -31,6 +35,7 @@ type Server struct {
 	log    *slog.Logger
 	ln     net.Listener
 	srv    *http.Server
+	keys   *apikey.Store // nil with api.auth: none
 }
 
 // New binds the API port; Serve starts answering. reload, if set, re-reads
@@ -41,6 +46,22 @@ func New(g *gateway.Gateway, cfg config.API, level *slog.LevelVar, reload func()
 		return nil, fmt.Errorf("api: listen on %s: %w", cfg.Bind, err)
 	}
 	s := &Server{g: g, cfg: cfg, level: level, reload: reload, log: log, ln: ln}
+	if cfg.Auth != "none" {
+		bf, err := apikey.Bootstrap(cfg.Keys())
+		if err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("api: %w", err)
+		}
+		if bf != "" {
+			log.Warn("no API key existed: created one; its credentials are in a file readable only by this user (use them as HTTP basic auth, or with the CLI's -c)", "file", bf)
+		}
+		if s.keys, err = apikey.NewStore(cfg.Keys()); err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("api: %w", err)
+		}
+	} else {
+		log.Warn("management API without authentication (api.auth: none): anyone on this machine can use it")
+	}
 	mux := http.NewServeMux()
 	const gw = "/api/v5/gateways/exproto"
 	mux.HandleFunc("GET "+gw, s.gateway)
@@ -66,7 +87,7 @@ func New(g *gateway.Gateway, cfg config.API, level *slog.LevelVar, reload func()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "NOT_FOUND", "no such API: "+r.Method+" "+r.URL.Path)
 	})
-	s.srv = &http.Server{Handler: s.auth(mux), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: s.guard(mux), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
 
@@ -84,23 +105,86 @@ func (s *Server) Serve() error {
 // Shutdown stops the server, waiting (until ctx ends) for requests in flight.
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
-// auth requires basic auth when a username is configured; health checks
-// stay open for orchestrators.
-func (s *Server) auth(next http.Handler) http.Handler {
-	if s.cfg.Username == "" {
-		return next
-	}
+// guard refuses what a browser could be tricked into sending (a foreign
+// Host: DNS rebinding; a foreign Origin or a form's content type: CSRF),
+// then requires credentials on everything but the health checks (and
+// /metrics when api.metrics_public), unless api.auth is none.
+func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
-			u, p, ok := r.BasicAuth()
-			if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(s.cfg.Username)) != 1 || subtle.ConstantTimeCompare([]byte(p), []byte(s.cfg.Password)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Basic realm="exgate"`)
-				fail(w, http.StatusUnauthorized, "BAD_USERNAME_OR_PWD", "authentication required")
+		if !s.hostAllowed(r.Host) {
+			fail(w, http.StatusForbidden, "BAD_HOST", fmt.Sprintf("Host %q is not this API's: add it to api.allowed_hosts", r.Host))
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions {
+			if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r.Host) {
+				fail(w, http.StatusForbidden, "BAD_ORIGIN", "cross-origin requests are refused")
+				return
+			}
+			ct := r.Header.Get("Content-Type")
+			if mt, _, _ := mime.ParseMediaType(ct); (ct != "" || r.ContentLength != 0) && mt != "application/json" {
+				fail(w, http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "send Content-Type: application/json")
 				return
 			}
 		}
+		open := r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || (r.URL.Path == "/metrics" && s.cfg.MetricsPublic)
+		if !open && s.keys != nil {
+			who, ok := s.authenticate(r)
+			if !ok {
+				w.Header().Set("WWW-Authenticate", `Basic realm="exgate"`)
+				fail(w, http.StatusUnauthorized, "BAD_USERNAME_OR_PWD", "an API key is required (HTTP basic auth, key:secret; see `exgate api-keys`)")
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), keyName{}, who))
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// keyName is the context key of the API key's name a request used.
+type keyName struct{}
+
+// caller names who made a request, for the log.
+func caller(r *http.Request) string {
+	if n, ok := r.Context().Value(keyName{}).(string); ok {
+		return n
+	}
+	return "anonymous"
+}
+
+func (s *Server) authenticate(r *http.Request) (string, bool) {
+	u, p, ok := r.BasicAuth()
+	if !ok {
+		return "", false
+	}
+	if s.cfg.Username != "" &&
+		subtle.ConstantTimeCompare([]byte(u), []byte(s.cfg.Username))&subtle.ConstantTimeCompare([]byte(p), []byte(s.cfg.Password)) == 1 {
+		return u, true
+	}
+	return s.keys.Check(u, p)
+}
+
+// hostAllowed: an IP address (DNS rebinding needs a name), localhost, or a
+// name in api.allowed_hosts.
+func (s *Server) hostAllowed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if host == "" || net.ParseIP(host) != nil || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	for _, a := range s.cfg.AllowedHosts {
+		if strings.EqualFold(a, host) || strings.EqualFold(a, hostport) {
+			return true
+		}
+	}
+	return false
+}
+
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, host)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"sort"
@@ -174,10 +175,20 @@ func (s *Server) subscribe(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	if err := c.SubscribeAsOperator(ctx, body.Topic, uint32(body.QoS)); err != nil {
+	subscribe := c.SubscribeAsOperator
+	if s.cfg.SubscriptionsFollowACL {
+		subscribe = c.Subscribe
+	}
+	if err := subscribe(ctx, body.Topic, uint32(body.QoS)); err != nil {
+		if errors.Is(err, channel.ErrDenied) {
+			fail(w, http.StatusForbidden, "NOT_AUTHORIZED", err.Error())
+			return
+		}
 		fail(w, http.StatusBadRequest, "BAD_REQUEST", err.Error())
 		return
 	}
+	// An administrative act: it bypasses the device's authorization rules.
+	s.log.Info("operator subscribed a device", "api_key", caller(r), "clientid", r.PathValue("clientid"), "topic", body.Topic, "qos", body.QoS)
 	writeJSON(w, http.StatusCreated, body)
 }
 

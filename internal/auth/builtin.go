@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,11 @@ type builtin struct {
 	file       string
 	log        *slog.Logger
 
+	// slots bounds the password hashes checked at once: bcrypt costs tens
+	// of milliseconds of a core, and a storm of wrong passwords must not
+	// starve device traffic.
+	slots chan struct{}
+
 	mu       sync.Mutex
 	fromFile map[string]config.User
 	checked  time.Time // last time the file's stamp was looked at
@@ -41,7 +47,8 @@ type builtin struct {
 }
 
 func newBuiltin(c config.Authenticator, log *slog.Logger) (*builtin, error) {
-	b := &builtin{byClientID: c.UserIDType == "clientid", inline: map[string]config.User{}, file: c.UsersFile, log: log}
+	b := &builtin{byClientID: c.UserIDType == "clientid", inline: map[string]config.User{}, file: c.UsersFile, log: log,
+		slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))}
 	for _, u := range c.Users {
 		b.inline[u.UserID] = u
 	}
@@ -96,19 +103,48 @@ func (b *builtin) lookup(id string) (config.User, bool) {
 	return u, ok
 }
 
-func (b *builtin) authenticate(_ context.Context, r Request) (Result, bool, error) {
+func (b *builtin) authenticate(ctx context.Context, r Request) (Result, bool, error) {
 	id := r.Username
 	if b.byClientID {
 		id = r.ClientID
 	}
 	u, found := b.lookup(id)
+	stored := u.Password
+	if !found {
+		// An unknown user costs what a known one does (a hash of the same
+		// kind is checked and the answer ignored): the time of an answer
+		// must not tell which users exist.
+		if stored = b.anyHash(); stored == "" {
+			return Result{}, false, nil
+		}
+	}
+	select {
+	case b.slots <- struct{}{}:
+	case <-ctx.Done():
+		return Result{}, false, fmt.Errorf("password check: %w", context.Cause(ctx))
+	}
+	ok := CheckPassword(stored, r.Password)
+	<-b.slots
 	if !found {
 		return Result{}, false, nil
 	}
-	if !CheckPassword(u.Password, r.Password) {
+	if !ok {
 		return Result{}, false, ErrBadPassword
 	}
 	return Result{Superuser: u.IsSuperuser}, true, nil
+}
+
+// anyHash is a stored hash to check an unknown user's password against.
+func (b *builtin) anyHash() string {
+	for _, u := range b.inline {
+		return u.Password
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, u := range b.fromFile {
+		return u.Password
+	}
+	return ""
 }
 
 // CheckPassword compares in constant time for every stored form

@@ -104,7 +104,7 @@ func Suite(ctx context.Context, o SuiteOptions) (*Report, error) {
 		return nil, err
 	}
 	cfg := fmt.Sprintf(`log: {level: warn}
-api: {bind: "%s"}
+api: {bind: "%s", auth: none}  # loopback only: the load tool reads /metrics
 broker: {embedded: {listeners: {tcp: {bind: "%s"}}}}
 gateway:
   exproto:

@@ -71,8 +71,10 @@ type Config struct {
 	// nil allows all.
 	Authorize func(who Who, publish bool, topic string) bool
 	// Mountpoint may contain ${clientid} and ${username}.
-	Mountpoint        string
-	IdleTimeout       time.Duration
+	Mountpoint  string
+	IdleTimeout time.Duration
+	// AuthTimeout, if positive, closes a device not authenticated by then.
+	AuthTimeout       time.Duration
 	RequestTimeout    time.Duration
 	CloseFlushTimeout time.Duration
 	// SendTimeout bounds one write to the device; 0 means 15s.
@@ -180,6 +182,7 @@ type Channel struct {
 	kaTimer      *time.Timer
 	idleTimer    *time.Timer
 	expireTimer  *time.Timer
+	authTimer    *time.Timer // nil unless AuthTimeout is set
 	queue        []event
 	queuedReads  int // socket-read and timer events in queue
 	queuedMsgs   int // deliveries in queue
@@ -210,6 +213,9 @@ func New(cfg *Config, conn Conn, info *pb.ConnInfo, tls bool) *Channel {
 	c.mu.Lock()
 	c.push(event{kind: evCreated})
 	c.idleTimer = time.AfterFunc(cfg.IdleTimeout, c.idleExpired)
+	if cfg.AuthTimeout > 0 {
+		c.authTimer = time.AfterFunc(cfg.AuthTimeout, c.authExpired)
+	}
 	c.mu.Unlock()
 	c.trace("", "connected "+addrString(info.GetPeername()), "", nil)
 	return c
@@ -417,7 +423,7 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 	wasConnected := c.state == Connected
 	c.state = Closed
 	c.reason = reason
-	for _, t := range []*time.Timer{c.kaTimer, c.idleTimer, c.expireTimer} {
+	for _, t := range []*time.Timer{c.kaTimer, c.idleTimer, c.expireTimer, c.authTimer} {
 		if t != nil {
 			t.Stop()
 		}

@@ -83,6 +83,9 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 		return denied("Connection is closed")
 	}
 	c.state = Connected
+	if c.authTimer != nil {
+		c.authTimer.Stop()
+	}
 	c.client = cred
 	c.client.Password = "" // never kept
 	c.superuser = res.Superuser
@@ -160,6 +163,16 @@ func (c *Channel) keepaliveCheck() {
 	}
 	c.mu.Unlock()
 	c.closeAfter(ReasonKeepaliveTimeout, false, &event{kind: evTimeout})
+}
+
+// authExpired closes a device that did not authenticate in time.
+func (c *Channel) authExpired() {
+	c.mu.Lock()
+	late := c.state == Connecting && !c.authBusy // an Authenticate under way may finish
+	c.mu.Unlock()
+	if late {
+		c.closeWith(ReasonAuthTimeout, false)
+	}
 }
 
 func (c *Channel) idleExpired() {

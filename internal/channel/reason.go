@@ -21,6 +21,7 @@ const (
 	ReasonDiscarded        = "{shutdown,discarded}"
 	ReasonKeepaliveTimeout = "{shutdown,keepalive_timeout}"
 	ReasonIdleTimeout      = "{shutdown,idle_timeout}"
+	ReasonAuthTimeout      = "{shutdown,auth_timeout}"
 	ReasonExpired          = "{shutdown,expired}"
 	ReasonGatewayStopped   = "{shutdown,gateway_stopped}"
 	ReasonSendTimeout      = "{shutdown,send_timeout}"

@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -37,6 +39,10 @@ type Config struct {
 type Trace struct {
 	// Dir holds one <name>.log per trace. Default "trace".
 	Dir string `yaml:"dir"`
+	// MaxActive traces at once. Default 30.
+	MaxActive int `yaml:"max_active,omitempty"`
+	// MaxBytes a trace may write before it stops with a note. Default 100 MiB.
+	MaxBytes Size `yaml:"max_bytes,omitempty"`
 }
 
 // API is the management REST API, Prometheus metrics and health checks.
@@ -45,11 +51,62 @@ type API struct {
 	Enable *bool `yaml:"enable,omitempty"`
 	// Bind is host:port. Default "127.0.0.1:18083" (EMQX's dashboard port).
 	Bind string `yaml:"bind"`
-	// Username and Password, when set, are required as HTTP basic auth on
-	// everything but /healthz and /readyz (an EMQX API key and secret work
-	// the same way).
+	// Auth is "api_key" (the default: every call but /healthz, /readyz and
+	// the dashboard page needs an API key as HTTP basic auth, as EMQX's
+	// /api/v5 does) or "none" (no credentials; refused unless Bind is a
+	// loopback address).
+	Auth string `yaml:"auth,omitempty"`
+	// KeysFile holds the API keys, hashed (`exgate api-keys`). Default:
+	// "api_keys" beside the configuration file, or data/api_keys without
+	// one. With no key in it, the first start creates one and leaves its
+	// credentials in KeysFile + ".bootstrap", readable only by exgate's user.
+	KeysFile string `yaml:"keys_file,omitempty"`
+	// MetricsPublic serves /metrics without credentials (for a Prometheus
+	// that cannot send basic auth).
+	MetricsPublic bool `yaml:"metrics_public,omitempty"`
+	// AllowedHosts are the Host header values accepted besides IP
+	// addresses and localhost: a defence against DNS rebinding. List the
+	// names operators use to reach the API.
+	AllowedHosts []string `yaml:"allowed_hosts,omitempty"`
+	// SubscriptionsFollowACL applies the device's authorization rules to
+	// the subscriptions an operator adds for it (POST …/subscriptions);
+	// by default they are an administrative act that bypasses them.
+	SubscriptionsFollowACL bool `yaml:"subscriptions_follow_acl,omitempty"`
+	// Username and Password, when set, are one more credential accepted
+	// besides the API keys (an EMQX-style fixed pair).
 	Username string `yaml:"username,omitempty"`
 	Password string `yaml:"password,omitempty"`
+}
+
+// Keys is the API keys file: KeysFile, or its default without a
+// configuration file.
+func (a API) Keys() string {
+	if a.KeysFile != "" {
+		return a.KeysFile
+	}
+	return DefaultKeysFile("")
+}
+
+// DefaultKeysFile is where the API keys are kept when api.keys_file is not
+// set: beside the configuration file at cfgPath, or under ./data.
+func DefaultKeysFile(cfgPath string) string {
+	if cfgPath == "" {
+		return filepath.Join("data", "api_keys")
+	}
+	return filepath.Join(filepath.Dir(cfgPath), "api_keys")
+}
+
+// Loopback reports whether a bind address only listens on this machine.
+func Loopback(bind string) bool {
+	host, _, err := net.SplitHostPort(bind)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Enabled reports whether the API runs (nil means on).
@@ -143,6 +200,11 @@ type ExProto struct {
 	// IdleTimeout closes a connection that sends nothing this long after it was
 	// accepted (spec §2). Default 30s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// AuthTimeout, when set, closes a device that has not authenticated
+	// this long after it connected, with {shutdown,auth_timeout}: a guard
+	// beyond EMQX, whose idle rule lets a device that sent one byte hold a
+	// connection slot for ever. Default 0 (off).
+	AuthTimeout time.Duration `yaml:"auth_timeout,omitempty"`
 	// Mountpoint prefixes every topic a device publishes or subscribes to; it
 	// may contain ${clientid} and ${username}. Default "".
 	Mountpoint string `yaml:"mountpoint"`
@@ -509,7 +571,7 @@ func base() *Config {
 	return &Config{
 		Node:   Node{Name: "exgate@127.0.0.1"},
 		Log:    Log{Level: "info", Format: "text"},
-		API:    API{Bind: "127.0.0.1:18083"},
+		API:    API{Bind: "127.0.0.1:18083", Auth: "api_key"},
 		Trace:  Trace{Dir: "trace"},
 		Broker: Broker{Embedded: Embedded{Listeners: EmbeddedListeners{TCP: MQTTListener{Enable: ptr(true), Bind: "0.0.0.0:1883"}}}},
 		Gateway: Gateway{ExProto: ExProto{
@@ -556,7 +618,25 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if c.API.KeysFile == "" {
+		c.API.KeysFile = DefaultKeysFile(path)
+	}
 	return c, nil
+}
+
+// LoadForReload is Load for a running gateway: a file that is empty or
+// holds nothing but comments is refused, since applying it would put every
+// setting (listeners, authentication, the handler) back to its default.
+func LoadForReload(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var top map[string]any
+	if err := yaml.Unmarshal(b, &top); err == nil && len(top) == 0 {
+		return nil, fmt.Errorf("%s: refused: the file sets nothing, and reloading it would put every setting back to its default", path)
+	}
+	return Load(path)
 }
 
 // Parse decodes YAML over the defaults and validates the result.
@@ -678,6 +758,15 @@ func (c *Config) Validate() error {
 		if (c.API.Username == "") != (c.API.Password == "") {
 			bad("api", "username and password go together")
 		}
+		switch c.API.Auth {
+		case "", "api_key":
+		case "none":
+			if !Loopback(c.API.Bind) {
+				bad("api.auth", "none is only allowed on a loopback api.bind (got %s): anyone who reaches the API could kick devices and subscribe them to anything", c.API.Bind)
+			}
+		default:
+			bad("api.auth", "%q is not one of api_key, none", c.API.Auth)
+		}
 	}
 	if m := c.Broker.MQTT; m.Enabled() {
 		for i, srv := range m.Servers {
@@ -728,6 +817,9 @@ func (c *Config) Validate() error {
 		if o.Verify != "" && o.Verify != "verify_peer" && o.Verify != "verify_none" {
 			bad(g+"server.ssl_options.verify", "%q is not one of verify_peer, verify_none", o.Verify)
 		}
+	}
+	if x.AuthTimeout < 0 {
+		bad(g+"auth_timeout", "must not be negative, got %v", x.AuthTimeout)
 	}
 	if x.IdleTimeout <= 0 {
 		bad(g+"idle_timeout", "must be positive, got %v", x.IdleTimeout)

@@ -5,34 +5,66 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/exgate/exgate/internal/api"
+	"github.com/exgate/exgate/internal/apikey"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testhandler"
 )
 
-// startAPI serves the management API of e's gateway on a loopback port.
+// startAPI serves the management API of e's gateway on a loopback port,
+// with its keys in a temporary file; call uses the key it created.
 func startAPI(t *testing.T, e *env, cfg config.API) string {
 	t.Helper()
 	cfg.Bind = "127.0.0.1:0"
+	if cfg.KeysFile == "" {
+		cfg.KeysFile = filepath.Join(t.TempDir(), "api_keys")
+	}
 	s, err := api.New(e.g, cfg, nil, nil, discardLog())
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = s.Serve() }()
 	t.Cleanup(func() { _ = s.Shutdown(ctx5(t)) })
+	if cfg.Auth != "none" {
+		key, secret, err := apikey.ReadCredentials(apikey.BootstrapFile(cfg.KeysFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		testKey.Store(&[2]string{key, secret})
+	}
 	return "http://" + s.Addr().String()
 }
 
+// testKey is the API key of the API the running test started.
+var testKey atomic.Pointer[[2]string]
+
+// call makes an API request: with the test's API key, or with the given
+// username and password, or with none when auth is ("", "").
 func call(t *testing.T, method, u string, body string, auth ...string) (int, map[string]any, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, u, strings.NewReader(body))
-	if len(auth) == 2 {
-		req.SetBasicAuth(auth[0], auth[1])
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
+	switch {
+	case len(auth) == 2 && auth[0] != "":
+		req.SetBasicAuth(auth[0], auth[1])
+	case len(auth) == 0 && testKey.Load() != nil:
+		k := testKey.Load()
+		req.SetBasicAuth(k[0], k[1])
+	}
+	return do(t, req)
+}
+
+func do(t *testing.T, req *http.Request) (int, map[string]any, string) {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +174,7 @@ func TestManagementAPI(t *testing.T) {
 func TestManagementAPIAuth(t *testing.T) {
 	e := start(t, nil)
 	base := startAPI(t, e, config.API{Username: "admin", Password: "api-secret"})
-	if code, m, _ := call(t, "GET", base+"/api/v5/gateways/exproto", ""); code != 401 || m["code"] != "BAD_USERNAME_OR_PWD" {
+	if code, m, _ := call(t, "GET", base+"/api/v5/gateways/exproto", "", "", ""); code != 401 || m["code"] != "BAD_USERNAME_OR_PWD" {
 		t.Fatalf("no credentials: %d %v", code, m)
 	}
 	if code, _, _ := call(t, "GET", base+"/api/v5/gateways/exproto", "", "admin", "wrong"); code != 401 {
@@ -151,8 +183,102 @@ func TestManagementAPIAuth(t *testing.T) {
 	if code, _, _ := call(t, "GET", base+"/api/v5/gateways/exproto", "", "admin", "api-secret"); code != 200 {
 		t.Fatal(code)
 	}
-	if code, _, _ := call(t, "GET", base+"/healthz", ""); code != 200 {
+	if code, _, _ := call(t, "GET", base+"/healthz", "", "", ""); code != 200 {
 		t.Fatal("healthz needs no credentials", code)
+	}
+}
+
+// TestManagementAPISecureByDefault: with the default configuration every
+// call but the health checks needs an API key, and what a web page in an
+// operator's browser could send is refused.
+func TestManagementAPISecureByDefault(t *testing.T) {
+	e := start(t, nil)
+	base := startAPI(t, e, config.API{})
+	gw := base + "/api/v5/gateways/exproto"
+	for _, path := range []string{gw, gw + "/clients", "/metrics", "/api/v5/log", "/"} {
+		u := base + path
+		if strings.HasPrefix(path, base) {
+			u = path
+		}
+		if code, _, _ := call(t, "GET", u, "", "", ""); code != 401 {
+			t.Errorf("GET %s without a key: %d, want 401", path, code)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, _, _ := call(t, "GET", base+path, "", "", ""); code == 401 {
+			t.Errorf("GET %s needs no key", path)
+		}
+	}
+	if code, _, _ := call(t, "GET", gw, "", "ek_wrong", "secret"); code != 401 {
+		t.Errorf("a wrong key: %d", code)
+	}
+	if code, _, _ := call(t, "GET", gw, ""); code != 200 {
+		t.Fatalf("with the bootstrap key: %d", code)
+	}
+
+	d := e.dial()
+	d.connect("victim", 0)
+	k := testKey.Load()
+	browser := func(contentType, origin, host string) int {
+		req, _ := http.NewRequest("POST", gw+"/clients/victim/subscriptions", strings.NewReader(`{"topic":"#","qos":0}`))
+		req.SetBasicAuth(k[0], k[1]) // browsers resend cached credentials
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		code, _, _ := do(t, req)
+		return code
+	}
+	if code := browser("text/plain", "", ""); code != 415 {
+		t.Errorf("text/plain POST (a form): %d, want 415", code)
+	}
+	if code := browser("application/json", "http://evil.example", ""); code != 403 {
+		t.Errorf("foreign Origin: %d, want 403", code)
+	}
+	if code := browser("application/json", "", "evil.example:18083"); code != 403 {
+		t.Errorf("foreign Host (DNS rebinding): %d, want 403", code)
+	}
+	if code := browser("application/json", "", ""); code != 201 {
+		t.Errorf("the operator's own request: %d, want 201", code)
+	}
+}
+
+// TestAPIKeysAreHashedAndReread: keys are stored hashed, and a key added
+// to the file while the API runs is accepted without a restart; a deleted
+// one is refused.
+func TestAPIKeysAreHashedAndReread(t *testing.T) {
+	e := start(t, nil)
+	keys := filepath.Join(t.TempDir(), "api_keys")
+	base := startAPI(t, e, config.API{KeysFile: keys})
+	cred, err := apikey.Add(keys, "ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, secret, _ := strings.Cut(cred, ":")
+	if b, _ := os.ReadFile(keys); strings.Contains(string(b), secret) {
+		t.Fatal("the keys file holds a secret in clear")
+	}
+	u := base + "/api/v5/gateways/exproto"
+	deadline := time.Now().Add(5 * time.Second)
+	for code, _, _ := call(t, "GET", u, "", key, secret); code != 200; code, _, _ = call(t, "GET", u, "", key, secret) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a new key is not accepted: %d", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := apikey.Delete(keys, "ci"); err != nil {
+		t.Fatal(err)
+	}
+	for code, _, _ := call(t, "GET", u, "", key, secret); code != 401; code, _, _ = call(t, "GET", u, "", key, secret) {
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			t.Fatalf("a deleted key is still accepted: %d", code)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -190,5 +316,25 @@ func TestClientTrace(t *testing.T) {
 	}
 	if code, _, _ := call(t, "GET", gw+"/trace/t1/download", ""); code != 404 {
 		t.Fatal("a stopped trace is forgotten", code)
+	}
+}
+
+// TestOperatorSubscriptionsCanFollowACL: an operator's subscription on a
+// device's behalf bypasses its authorization rules (an admin act), unless
+// api.subscriptions_follow_acl applies them.
+func TestOperatorSubscriptionsCanFollowACL(t *testing.T) {
+	for _, follow := range []bool{false, true} {
+		e := start(t, func(c *config.Config) {
+			c.Gateway.ExProto.Authorization = config.Authorization{NoMatch: "allow", Rules: []config.Rule{
+				{Permission: "deny", Action: "subscribe", Topics: []string{"#"}},
+			}}
+		})
+		base := startAPI(t, e, config.API{SubscriptionsFollowACL: follow})
+		d := e.dial()
+		d.connect("tenant-a", 0)
+		code, _, body := call(t, "POST", base+"/api/v5/gateways/exproto/clients/tenant-a/subscriptions", `{"topic":"#","qos":0}`)
+		if want := map[bool]int{false: 201, true: 403}[follow]; code != want {
+			t.Fatalf("subscriptions_follow_acl %v: %d %s, want %d", follow, code, body, want)
+		}
 	}
 }

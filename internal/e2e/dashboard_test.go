@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"image/png"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/exgate/exgate/internal/config"
@@ -53,6 +55,16 @@ func TestDashboardInChromium(t *testing.T) {
 	defer cancelTab()
 
 	kick := `button.kick[data-clientid="dash-dev"]`
+	// The operator's browser sends the API key (as it would after the
+	// basic-auth prompt).
+	k := testKey.Load()
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(k[0]+":"+k[1]))
+	if _, err := chromedp.Call(cctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(cctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": auth}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := chromedp.Do(cctx,
 		chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(kick),

@@ -159,3 +159,22 @@ func TestDeviceCloseReason(t *testing.T) {
 		t.Fatalf("reason %q", r)
 	}
 }
+
+// TestAuthTimeout: with the opt-in auth_timeout, a device that talks but
+// never authenticates is closed with {shutdown,auth_timeout}; one that
+// authenticated in time stays.
+func TestAuthTimeout(t *testing.T) {
+	e := start(t, func(c *config.Config) { c.Gateway.ExProto.AuthTimeout = 400 * time.Millisecond })
+	idle := e.dial()
+	idle.send(Frame{Type: 42}) // bytes, but no Authenticate: the idle rule alone would keep it
+	good := e.dial()
+	good.connect("in-time", 0)
+	if r := e.h.WaitClosed(t, idle.id, 5*time.Second); r != "{shutdown,auth_timeout}" {
+		t.Fatalf("unauthenticated device closed with %q", r)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if r, closed := e.h.Closed(good.id); closed {
+		t.Fatalf("an authenticated device was closed: %q", r)
+	}
+	good.subscribe("still/here", 0)
+}

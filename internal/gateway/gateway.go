@@ -84,7 +84,7 @@ type deviceListener struct {
 // already opened is closed again.
 func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	x := cfg.Gateway.ExProto
-	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry(), pool: channel.NewPool(10 * time.Second), Metrics: metrics.New(), Tracer: trace.New(cfg.Trace.Dir)}
+	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry(), pool: channel.NewPool(10 * time.Second), Metrics: metrics.New(), Tracer: trace.New(cfg.Trace.Dir, trace.Limits{MaxActive: cfg.Trace.MaxActive, MaxBytes: int64(cfg.Trace.MaxBytes)})}
 	defer func() {
 		if err != nil {
 			g.closeAll()
@@ -315,6 +315,7 @@ func (g *Gateway) channelConfig(cfg *config.Config, kind listener.Kind, name str
 		Handler:           g.handler,
 		Mountpoint:        mp,
 		IdleTimeout:       idle,
+		AuthTimeout:       x.AuthTimeout,
 		SendTimeout:       l.SocketOpts().SendTimeout,
 		Datagram:          kind == listener.UDP,
 		ReadBufferSize:    readBuf,

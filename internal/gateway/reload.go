@@ -24,6 +24,15 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 	if err := nc.Validate(); err != nil {
 		return nil, err
 	}
+	enabled := 0
+	nc.Gateway.ExProto.Listeners.Each(func(_, _ string, l *config.Listener) {
+		if l.Enabled() {
+			enabled++
+		}
+	})
+	if enabled == 0 {
+		return nil, fmt.Errorf("refused: the new configuration has no enabled listener, which would disconnect every device (stop exgate instead)")
+	}
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	g.mu.RLock()

@@ -38,6 +38,10 @@ type Info struct {
 	File   string    `json:"file"`
 	Until  time.Time `json:"until"`
 	Active bool      `json:"active"`
+	Bytes  int64     `json:"bytes"`
+	// Stopped says why a trace ended early (its byte cap).
+	Stopped string `json:"stopped,omitempty"`
+	started time.Time
 }
 
 type run struct {
@@ -48,24 +52,50 @@ type run struct {
 	timer *time.Timer
 }
 
+// Limits bound what traces may take: an operator's mistake (or a stolen
+// API key) must not fill the disk or run out of descriptors.
+type Limits struct {
+	// MaxActive traces at once (each holds one open file). Default 30.
+	MaxActive int
+	// MaxBytes per trace; a trace that reaches it stops with a note.
+	// Default 100 MiB.
+	MaxBytes int64
+	// Kept is how many traces (finished ones included) List remembers;
+	// the oldest finished one is forgotten first (its file stays).
+	// Default 100.
+	Kept int
+}
+
 // Tracer runs traces. Safe for concurrent use; Event costs an atomic load
 // when nothing is traced.
 type Tracer struct {
 	dir    string
+	lim    Limits
 	active atomic.Int32
 	mu     sync.Mutex
 	runs   map[string]*run
 }
 
-// New writes traces under dir.
-func New(dir string) *Tracer { return &Tracer{dir: dir, runs: map[string]*run{}} }
+// New writes traces under dir within lim (zero fields take the defaults).
+func New(dir string, lim Limits) *Tracer {
+	if lim.MaxActive <= 0 {
+		lim.MaxActive = 30
+	}
+	if lim.MaxBytes <= 0 {
+		lim.MaxBytes = 100 << 20
+	}
+	if lim.Kept < lim.MaxActive {
+		lim.Kept = max(100, lim.MaxActive)
+	}
+	return &Tracer{dir: dir, lim: lim, runs: map[string]*run{}}
+}
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Start begins a trace; its name must be new and file-safe.
 func (t *Tracer) Start(s Spec) (Info, error) {
 	if !nameRE.MatchString(s.Name) {
-		return Info{}, errors.New("name: 1 to 64 letters, digits, '.', '_' or '-'")
+		return Info{}, errors.New("name: 1 to 64 letters, digits, '_' or '-'")
 	}
 	if (s.ClientID == "") == (s.Topic == "") {
 		return Info{}, errors.New("give exactly one of clientid and topic")
@@ -78,15 +108,24 @@ func (t *Tracer) Start(s Spec) (Info, error) {
 	if _, dup := t.runs[s.Name]; dup {
 		return Info{}, fmt.Errorf("a trace %q exists", s.Name)
 	}
+	if n := int(t.active.Load()); n >= t.lim.MaxActive {
+		return Info{}, fmt.Errorf("%d traces are active, the most allowed (trace.max_active): stop one first", n)
+	}
 	if err := os.MkdirAll(t.dir, 0o750); err != nil {
 		return Info{}, err
 	}
+	// Every active trace may still grow to its cap: the disk must hold that.
+	need := t.lim.MaxBytes * int64(t.active.Load()+1)
+	if free, ok := freeBytes(t.dir); ok && free < need {
+		return Info{}, fmt.Errorf("%d MiB free under %s, but the active traces and this one may write %d MiB (trace.max_bytes)", free>>20, t.dir, need>>20)
+	}
+	t.forgetOldest()
 	path := filepath.Join(t.dir, s.Name+".log")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
 	if err != nil {
 		return Info{}, err
 	}
-	r := &run{Info: Info{Spec: s, File: path, Until: time.Now().Add(s.Duration), Active: true}, f: f, w: bufio.NewWriter(f)}
+	r := &run{Info: Info{Spec: s, File: path, Until: time.Now().Add(s.Duration), Active: true, started: time.Now()}, f: f, w: bufio.NewWriter(f)}
 	r.timer = time.AfterFunc(s.Duration, func() { t.finish(r) })
 	t.runs[s.Name] = r
 	t.active.Add(1)
@@ -94,16 +133,45 @@ func (t *Tracer) Start(s Spec) (Info, error) {
 	return r.Info, nil
 }
 
+// forgetOldest makes room in the list for one more trace by forgetting
+// the oldest finished one. Called with t.mu held.
+func (t *Tracer) forgetOldest() {
+	if len(t.runs) < t.lim.Kept {
+		return
+	}
+	var oldest *run
+	for _, r := range t.runs {
+		r.mu.Lock()
+		if !r.Active && (oldest == nil || r.started.Before(oldest.started)) {
+			oldest = r
+		}
+		r.mu.Unlock()
+	}
+	if oldest != nil {
+		delete(t.runs, oldest.Name)
+	}
+}
+
 // finish stops writing a run (at expiry or Stop); its file stays.
 func (t *Tracer) finish(r *run) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	t.finishLocked(r, "")
+}
+
+// finishLocked is finish with r.mu held; why, if set, is written and kept.
+func (t *Tracer) finishLocked(r *run, why string) {
 	if !r.Active {
 		return
 	}
 	r.Active = false
+	r.Stopped = why
 	r.timer.Stop()
-	fmt.Fprintf(r.w, "%s trace %s stopped\n", stamp(time.Now()), r.Name)
+	if why != "" {
+		fmt.Fprintf(r.w, "%s trace %s stopped: %s\n", stamp(time.Now()), r.Name, why)
+	} else {
+		fmt.Fprintf(r.w, "%s trace %s stopped\n", stamp(time.Now()), r.Name)
+	}
 	_ = r.w.Flush()
 	_ = r.f.Close()
 	t.active.Add(-1)
@@ -188,10 +256,16 @@ func (t *Tracer) Event(clientID, conn, event, topic string, data []byte) {
 		}
 	}
 	b.WriteByte('\n')
+	line := b.String()
 	for _, r := range hits {
 		r.mu.Lock()
 		if r.Active {
-			_, _ = r.w.WriteString(b.String())
+			if r.Bytes+int64(len(line)) > t.lim.MaxBytes {
+				t.finishLocked(r, fmt.Sprintf("its byte cap of %d bytes (trace.max_bytes) was reached", t.lim.MaxBytes))
+			} else {
+				n, _ := r.w.WriteString(line)
+				r.Bytes += int64(n)
+			}
 		}
 		r.mu.Unlock()
 	}
