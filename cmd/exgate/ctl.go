@@ -269,5 +269,48 @@ func addAPICommands(root *cobra.Command, stdout io.Writer, cfgPath *string) {
 			}
 			return nil
 		}})
-	root.AddCommand(clients, subs, status, metrics)
+	ban := flags(&cobra.Command{Use: "banned", Short: "List, add and lift bans (clientid, username or peerhost)"})
+	banRows := func(v any) [][]string {
+		var out [][]string
+		list, _ := v.(map[string]any)["data"].([]any)
+		for _, e := range list {
+			out = append(out, []string{field(e, "as"), field(e, "who"), field(e, "by"), field(e, "reason"), field(e, "until")})
+		}
+		return out
+	}
+	var reason, until string
+	badd := &cobra.Command{Use: "add clientid|username|peerhost WHO", Short: "Ban a client; connected devices it matches are kicked", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			body := map[string]any{"as": args[0], "who": args[1], "reason": reason}
+			if until != "" {
+				d, err := time.ParseDuration(until)
+				if err != nil {
+					return fmt.Errorf("--for: %w", err)
+				}
+				body["until"] = time.Now().Add(d).UTC().Format(time.RFC3339)
+			}
+			b, err := a.do("POST", "/api/v5/banned", body)
+			if err != nil {
+				return err
+			}
+			return a.show([]byte(`{"data":[`+string(b)+`]}`), banRows, "AS", "WHO", "BY", "REASON", "UNTIL")
+		}}
+	badd.Flags().StringVar(&reason, "reason", "", "why")
+	badd.Flags().StringVar(&until, "for", "", "how long (e.g. 1h); default: until lifted")
+	ban.AddCommand(&cobra.Command{Use: "list", Short: "The bans in force", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			b, err := a.do("GET", "/api/v5/banned?limit=10000", nil)
+			if err != nil {
+				return err
+			}
+			return a.show(b, banRows, "AS", "WHO", "BY", "REASON", "UNTIL")
+		}}, badd, &cobra.Command{Use: "delete clientid|username|peerhost WHO", Short: "Lift a ban", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if _, err := a.do("DELETE", "/api/v5/banned/"+url.PathEscape(args[0])+"/"+url.PathEscape(args[1]), nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "lifted the ban of %s %s\n", args[0], args[1])
+			return nil
+		}})
+	root.AddCommand(clients, subs, status, metrics, ban)
 }

@@ -527,6 +527,15 @@ gateway:
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("set log level: %v %v", resp, err)
 	}
+	if out, _, err = run(t, "banned", "add", "clientid", "spammer", "--for", "1h", "--reason", "test", "--api", apiURL, "-c", n.path); err != nil || !strings.Contains(out, "spammer") {
+		t.Fatalf("banned add: %v\n%s", err, out)
+	}
+	if out, _, err = run(t, "banned", "list", "--api", apiURL, "-c", n.path); err != nil || !strings.Contains(out, "spammer") || !strings.Contains(out, "test") {
+		t.Fatalf("banned list: %v\n%s", err, out)
+	}
+	if out, _, err = run(t, "banned", "delete", "clientid", "spammer", "--api", apiURL, "-c", n.path); err != nil || !strings.Contains(out, "lifted") {
+		t.Fatalf("banned delete: %v\n%s", err, out)
+	}
 	if out, _, err = run(t, "clients", "kick", "cli-dev", "--api", apiURL, "-c", n.path); err != nil || !strings.Contains(out, "kicked cli-dev") {
 		t.Fatalf("kick: %v\n%s", err, out)
 	}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/banned"
 	"github.com/exgate/exgate/internal/broker"
 )
 
@@ -101,7 +102,10 @@ type Config struct {
 	// Tracing reports whether anything is traced at all (checked first, so
 	// the hot path pays one atomic load).
 	Tracing func() bool
-	Logger  *slog.Logger
+	// Banned refuses banned clients and bans those that fail too often;
+	// nil bans no one.
+	Banned *banned.List
+	Logger *slog.Logger
 }
 
 // State is where a channel is in its life.

@@ -47,17 +47,24 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 	if cred.ClientID == "" {
 		log.Warn("device authenticates with an empty clientid")
 	}
+	if b := c.cfg.Banned; b != nil {
+		if e, ok := b.Banned(cred.ClientID, cred.Username, cred.Peer); ok {
+			c.cfg.Stats.Banned.Add(1)
+			c.loginFailed(log, cred.ClientID, "banned ("+e.As+" "+e.Who+"): "+e.Reason)
+			return denied("Authentication failed: banned")
+		}
+	}
 	var res AuthResult
 	if c.cfg.Authenticate != nil {
 		var err error
 		if res, err = c.cfg.Authenticate(ctx, cred); err != nil {
-			c.loginFailed(log, err.Error())
+			c.loginFailed(log, cred.ClientID, err.Error())
 			c.trace(cred.ClientID, "authenticate denied", "", nil)
 			return denied("Authentication failed: " + err.Error())
 		}
 	}
 	if !res.ExpireAt.IsZero() && !res.ExpireAt.After(time.Now()) {
-		c.loginFailed(log, "credentials expired")
+		c.loginFailed(log, cred.ClientID, "credentials expired")
 		return denied("Authentication failed: credentials expired")
 	}
 
@@ -68,7 +75,7 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 	})
 	if err != nil {
 		if errors.Is(err, broker.ErrNotAuthorized) {
-			c.loginFailed(log, "the broker refused the session")
+			c.loginFailed(log, cred.ClientID, "the broker refused the session")
 			return denied("Authentication failed: the broker refused the session")
 		}
 		c.cfg.Stats.AuthFailed.Add(1)
@@ -106,8 +113,13 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 // loginFailed counts a refused Authenticate and logs it as EMQX does
 // (client_login_failed, at warning), at most a few lines a second. log
 // carries the clientid, username and peer; the password is never logged.
-func (c *Channel) loginFailed(log *slog.Logger, reason string) {
+func (c *Channel) loginFailed(log *slog.Logger, clientID, reason string) {
 	c.cfg.Stats.AuthFailed.Add(1)
+	if b := c.cfg.Banned; b != nil && !strings.HasPrefix(reason, "banned") {
+		if e, ok := b.Failed(clientID, tcpAddr(c.info.GetPeername())); ok {
+			log.Warn("client banned after failed authentications", "as", e.As, "who", e.Who, "until", e.Until)
+		}
+	}
 	if ok, suppressed := c.cfg.Stats.loginFailed.allow(time.Now()); ok {
 		attrs := []any{"reason", reason}
 		if suppressed > 0 {

@@ -19,6 +19,7 @@ type Stats struct {
 	Disconnected      atomic.Int64 // authenticated devices that closed
 	AuthFailed        atomic.Int64
 	AuthzDenied       atomic.Int64
+	Banned            atomic.Int64 // authentications refused for a ban
 
 	loginFailed sampler // warnings of failed authentications
 }

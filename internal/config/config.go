@@ -205,6 +205,10 @@ type ExProto struct {
 	// beyond EMQX, whose idle rule lets a device that sent one byte hold a
 	// connection slot for ever. Default 0 (off).
 	AuthTimeout time.Duration `yaml:"auth_timeout,omitempty"`
+	// LoginFailureBan bans (see /api/v5/banned) a clientid or a peer host
+	// that fails to authenticate too often, as EMQX's flapping detection
+	// does for connects. On by default with generous limits.
+	LoginFailureBan LoginFailureBan `yaml:"login_failure_ban"`
 	// Mountpoint prefixes every topic a device publishes or subscribes to; it
 	// may contain ${clientid} and ${username}. Default "".
 	Mountpoint string `yaml:"mountpoint"`
@@ -317,6 +321,16 @@ func (a Addresses) MarshalYAML() (any, error) {
 
 // String joins the addresses with commas.
 func (a Addresses) String() string { return strings.Join(a, ",") }
+
+// LoginFailureBan is the failure limiter: MaxFailures failed
+// authentications of one clientid (MaxHostFailures from one peer host)
+// within Window ban it for BanTime. 0 turns a limit off.
+type LoginFailureBan struct {
+	MaxFailures     int           `yaml:"max_failures"`
+	MaxHostFailures int           `yaml:"max_host_failures"`
+	Window          time.Duration `yaml:"window"`
+	BanTime         time.Duration `yaml:"ban_time"`
+}
 
 // Listeners are the device listeners by type and name
 // (gateway.exproto.listeners.<type>.<name>).
@@ -584,6 +598,7 @@ func base() *Config {
 				MaxRequestBytes: 1 << 20,
 			},
 			IdleTimeout:            30 * time.Second,
+			LoginFailureBan:        LoginFailureBan{MaxFailures: 15, MaxHostFailures: 100, Window: time.Minute, BanTime: 5 * time.Minute},
 			MaxMessagesPerDelivery: 1,
 			EventQueue:             64,
 			DeliveryQueue:          1000,
@@ -817,6 +832,9 @@ func (c *Config) Validate() error {
 		if o.Verify != "" && o.Verify != "verify_peer" && o.Verify != "verify_none" {
 			bad(g+"server.ssl_options.verify", "%q is not one of verify_peer, verify_none", o.Verify)
 		}
+	}
+	if b := x.LoginFailureBan; b.MaxFailures < 0 || b.MaxHostFailures < 0 || b.Window < 0 || b.BanTime < 0 {
+		bad(g+"login_failure_ban", "values must not be negative")
 	}
 	if x.AuthTimeout < 0 {
 		bad(g+"auth_timeout", "must not be negative, got %v", x.AuthTimeout)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/api"
 	"github.com/exgate/exgate/internal/apikey"
 	"github.com/exgate/exgate/internal/config"
@@ -336,5 +337,62 @@ func TestOperatorSubscriptionsCanFollowACL(t *testing.T) {
 		if want := map[bool]int{false: 201, true: 403}[follow]; code != want {
 			t.Fatalf("subscriptions_follow_acl %v: %d %s, want %d", follow, code, body, want)
 		}
+	}
+}
+
+// TestFailedLoginsBan: a clientid that fails to authenticate too often is
+// banned (even the right password is refused then), listed in
+// /api/v5/banned, and let in again once the ban is lifted; an operator's
+// ban kicks a connected device.
+func TestFailedLoginsBan(t *testing.T) {
+	var logs collector
+	e := startWith(t, options{logs: &logs}, func(c *config.Config) {
+		c.Gateway.ExProto.Authentication = []config.Authenticator{{
+			Mechanism: "password_based", Backend: "built_in_database",
+			Users: []config.User{{UserID: "alice", Password: "sha256:salt:bede90386d450cea8b77b822f8887065e4e5abf132c2f9dccfcc7fbd4cba5e35"}},
+		}}
+		c.Gateway.ExProto.LoginFailureBan.MaxFailures = 3
+	})
+	base := startAPI(t, e, config.API{})
+	d := e.dial()
+	auth := func(pw string) pb.ResultCode {
+		resp, err := e.h.Adapter.Authenticate(ctx5(t), &pb.AuthenticateRequest{Conn: d.id, Clientinfo: &pb.ClientInfo{Clientid: "guesser", Username: "alice"}, Password: pw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Code
+	}
+	for range 3 {
+		if c := auth("guess"); c != pb.ResultCode_PERMISSION_DENY {
+			t.Fatalf("wrong password: %v", c)
+		}
+	}
+	waitLog(t, &logs, "client banned after failed authentications")
+	if c := auth("secret"); c != pb.ResultCode_PERMISSION_DENY {
+		t.Fatalf("the right password while banned: %v", c)
+	}
+	code, m, body := call(t, "GET", base+"/api/v5/banned", "")
+	if data, _ := m["data"].([]any); code != 200 || len(data) != 1 || !strings.Contains(body, `"who":"guesser"`) {
+		t.Fatalf("banned list: %d %s", code, body)
+	}
+	if code, _, _ := call(t, "DELETE", base+"/api/v5/banned/clientid/guesser", ""); code != 204 {
+		t.Fatalf("lift: %d", code)
+	}
+	if c := auth("secret"); c != pb.ResultCode_SUCCESS {
+		t.Fatalf("after the ban was lifted: %v", c)
+	}
+
+	// An operator bans a connected device's clientid: it is kicked.
+	victim := e.dial()
+	victim.send(Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "naughty", Username: "alice"}, Password: "secret"})
+	victim.expect(testhandler.Connack, 0)
+	if code, _, body := call(t, "POST", base+"/api/v5/banned", `{"as":"clientid","who":"naughty","reason":"test"}`); code != 200 {
+		t.Fatalf("ban: %d %s", code, body)
+	}
+	if r := e.h.WaitClosed(t, victim.id, 5*time.Second); r != "{shutdown,kicked}" {
+		t.Fatalf("banned device closed with %q", r)
+	}
+	if code, _, _ := call(t, "POST", base+"/api/v5/banned", `{"as":"ip","who":"x"}`); code != 400 {
+		t.Fatalf("a bad ban: %d", code)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/adapter"
 	"github.com/exgate/exgate/internal/auth"
+	"github.com/exgate/exgate/internal/banned"
 	"github.com/exgate/exgate/internal/broker"
 	"github.com/exgate/exgate/internal/broker/embedded"
 	mqttbroker "github.com/exgate/exgate/internal/broker/mqtt"
@@ -44,6 +45,7 @@ type Gateway struct {
 	Reg     *channel.Registry
 	Metrics *metrics.Metrics
 	Tracer  *trace.Tracer
+	Banned  *banned.List // refused at authentication, devices and MQTT clients alike
 	pool    *channel.Pool
 	started time.Time
 
@@ -85,6 +87,8 @@ type deviceListener struct {
 func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	x := cfg.Gateway.ExProto
 	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry(), pool: channel.NewPool(10 * time.Second), Metrics: metrics.New(), Tracer: trace.New(cfg.Trace.Dir, trace.Limits{MaxActive: cfg.Trace.MaxActive, MaxBytes: int64(cfg.Trace.MaxBytes)})}
+	fb := cfg.Gateway.ExProto.LoginFailureBan
+	g.Banned = banned.New(banned.Limits{MaxFailures: fb.MaxFailures, MaxHostFailures: fb.MaxHostFailures, Window: fb.Window, BanTime: fb.BanTime})
 	defer func() {
 		if err != nil {
 			g.closeAll()
@@ -328,6 +332,7 @@ func (g *Gateway) channelConfig(cfg *config.Config, kind listener.Kind, name str
 		Pool:              g.pool,
 		Trace:             g.Tracer.Event,
 		Tracing:           g.Tracer.Active,
+		Banned:            g.Banned,
 		Stats:             g.Stats,
 		Logger:            g.log.With("listener", kind.String()+":"+name),
 	}
@@ -348,11 +353,20 @@ func (g *Gateway) channelConfig(cfg *config.Config, kind listener.Kind, name str
 // mqttAuthn and mqttAuthz apply the current gateway chain and rules to the
 // embedded broker's own MQTT clients.
 func (g *Gateway) mqttAuthn(clientID, username, password string, peer net.Addr) bool {
+	if _, ok := g.Banned.Banned(clientID, username, peer); ok {
+		g.Stats.Banned.Add(1)
+		return false
+	}
 	a := g.gwAuthn.Load()
 	if a == nil {
 		return true
 	}
 	_, err := a.Authenticate(context.Background(), auth.Request{ClientID: clientID, Username: username, Password: password, Peer: peer})
+	if err != nil {
+		if e, banned := g.Banned.Failed(clientID, peer); banned {
+			g.log.Warn("client banned after failed authentications", "as", e.As, "who", e.Who, "until", e.Until)
+		}
+	}
 	return err == nil
 }
 
@@ -541,6 +555,8 @@ func (g *Gateway) registerMetrics() {
 	m.Counter("exgate_client_connected_total", "Successful Authenticate calls.", nil, f(&st.ClientConnected))
 	m.Counter("exgate_client_disconnected_total", "Authenticated devices that closed.", nil, f(&st.Disconnected))
 	m.Counter("exgate_client_auth_failure_total", "Failed Authenticate calls.", nil, f(&st.AuthFailed))
+	m.Counter("exgate_client_banned_refused_total", "Authentications refused because the client (clientid, username or peer host) is banned.", nil, f(&st.Banned))
+	m.Gauge("exgate_banned", "Entries in the banned list.", nil, func() float64 { return float64(g.Banned.Len()) })
 	m.Counter("exgate_authorization_deny_total", "Publishes and subscriptions denied.", nil, f(&st.AuthzDenied))
 	m.Gauge("exgate_connections", "Open device connections, any state.", nil, func() float64 { return float64(g.Reg.Len()) })
 	m.Gauge("exgate_connections_authenticated", "Authenticated device connections.", nil, func() float64 { return float64(g.Reg.Connected()) })
