@@ -71,6 +71,8 @@ func result(err error) (*pb.CodeResponse, error) {
 		return fail(pb.ResultCode_PERMISSION_DENY, err.Error())
 	case errors.Is(err, channel.ErrNotAlive):
 		return fail(pb.ResultCode_CONN_PROCESS_NOT_ALIVE, err.Error())
+	case errors.Is(err, channel.ErrParamsType):
+		return fail(pb.ResultCode_PARAMS_TYPE_ERROR, err.Error())
 	}
 	// ErrNotConnected, ErrBadParam and broker failures: UNKNOWN, as EMQX.
 	return fail(pb.ResultCode_UNKNOWN, err.Error())

@@ -28,14 +28,15 @@ import (
 
 // Server is the management HTTP server.
 type Server struct {
-	g      *gateway.Gateway
-	cfg    config.API
-	level  *slog.LevelVar // nil: the level cannot be changed
-	reload func() ([]string, error)
-	log    *slog.Logger
-	ln     net.Listener
-	srv    *http.Server
-	keys   *apikey.Store // nil with api.auth: none
+	g        *gateway.Gateway
+	cfg      config.API
+	level    *slog.LevelVar // nil: the level cannot be changed
+	reload   func() ([]string, error)
+	log      *slog.Logger
+	ln       net.Listener
+	srv      *http.Server
+	keys     *apikey.Store // nil with api.auth: none
+	sessions sessions      // the dashboard's logins
 }
 
 // New binds the API port; Serve starts answering. reload, if set, re-reads
@@ -77,6 +78,9 @@ func New(g *gateway.Gateway, cfg config.API, level *slog.LevelVar, reload func()
 	mux.HandleFunc("GET "+gw+"/trace", s.listTraces)
 	mux.HandleFunc("DELETE "+gw+"/trace/{name}", s.stopTrace)
 	mux.HandleFunc("GET "+gw+"/trace/{name}/download", s.downloadTrace)
+	mux.HandleFunc("POST /api/v5/login", s.login)
+	mux.HandleFunc("GET /api/v5/session", s.sessionInfo)
+	mux.HandleFunc("POST /api/v5/logout", s.logout)
 	mux.HandleFunc("GET /api/v5/banned", s.bannedList)
 	mux.HandleFunc("POST /api/v5/banned", s.bannedAdd)
 	mux.HandleFunc("DELETE /api/v5/banned/{as}/{who}", s.bannedDelete)
@@ -129,13 +133,26 @@ func (s *Server) guard(next http.Handler) http.Handler {
 				return
 			}
 		}
-		open := r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || (r.URL.Path == "/metrics" && s.cfg.MetricsPublic)
+		// The dashboard page holds no data and logs in by itself; login and
+		// the session check answer for themselves.
+		open := r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || (r.URL.Path == "/metrics" && s.cfg.MetricsPublic) ||
+			(r.URL.Path == "/" && r.Method == http.MethodGet) || r.URL.Path == "/api/v5/login" || r.URL.Path == "/api/v5/session" || r.URL.Path == "/api/v5/logout"
 		if !open && s.keys != nil {
 			who, ok := s.authenticate(r)
 			if !ok {
-				w.Header().Set("WWW-Authenticate", `Basic realm="exgate"`)
-				fail(w, http.StatusUnauthorized, "BAD_USERNAME_OR_PWD", "an API key is required (HTTP basic auth, key:secret; see `exgate api-keys`)")
-				return
+				sess, live := s.sessions.get(r)
+				if !live {
+					if _, err := r.Cookie(sessionCookie); err != nil { // a script's call, not the dashboard's
+						w.Header().Set("WWW-Authenticate", `Basic realm="exgate"`)
+					}
+					fail(w, http.StatusUnauthorized, "BAD_USERNAME_OR_PWD", "an API key is required (HTTP basic auth, key:secret; see `exgate api-keys`)")
+					return
+				}
+				if r.Method != http.MethodGet && r.Method != http.MethodHead && !sess.csrfOK(r) {
+					fail(w, http.StatusForbidden, "BAD_CSRF_TOKEN", "a change from the dashboard must carry its "+csrfHeader+" header")
+					return
+				}
+				who = sess.key
 			}
 			r = r.WithContext(context.WithValue(r.Context(), keyName{}, who))
 		}

@@ -11,6 +11,9 @@ var (
 	ErrNotConnected = errors.New("not authenticated yet")
 	// ErrBadParam: an invalid qos, topic, timer type or interval (UNKNOWN).
 	ErrBadParam = errors.New("invalid parameter")
+	// ErrParamsType: a value of the right type but out of its range, such
+	// as a keepalive beyond MQTT's 65535 s (PARAMS_TYPE_ERROR).
+	ErrParamsType = errors.New("parameter out of range")
 	// ErrDenied: authentication or authorization refused, a duplicated
 	// Authenticate, or Authenticate on a closed socket (PERMISSION_DENY).
 	ErrDenied = errors.New("permission denied")

@@ -9,7 +9,8 @@ import (
 	"strings"
 )
 
-// idLen is the length of a conn id: 24 random bytes in URL-safe Base64.
+// idLen is the length of a conn id: 24 bytes (a 3-byte node tag and 21 random
+// bytes) in URL-safe Base64.
 const idLen = 32
 
 // NodeTag names the node that owns a conn id: the first bytes of the

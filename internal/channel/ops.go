@@ -139,6 +139,11 @@ func (c *Channel) StartTimer(typ pb.TimerType, interval uint32) error {
 	if interval == 0 {
 		return fmt.Errorf("%w: interval must be > 0", ErrBadParam)
 	}
+	// MQTT's keepalive limit; beyond it time.Duration arithmetic overflowed
+	// once and closed the device at once.
+	if interval > maxKeepalive {
+		return fmt.Errorf("%w: interval %d s is more than %d s", ErrParamsType, interval, maxKeepalive)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state == Closed {
@@ -157,6 +162,8 @@ func (c *Channel) StartTimer(typ pb.TimerType, interval uint32) error {
 	c.kaTimer = time.AfterFunc(c.keepaliveLimit(), c.keepaliveCheck)
 	return nil
 }
+
+const maxKeepalive = 65535
 
 func (c *Channel) keepaliveLimit() time.Duration { return c.keepalive * 3 / 2 }
 
@@ -234,6 +241,10 @@ func (c *Channel) Publish(ctx context.Context, topic string, qos uint32, payload
 	if !ValidTopic(topic) {
 		return fmt.Errorf("%w: topic %q", ErrBadParam, topic)
 	}
+	if isSys(topic) {
+		c.cfg.Stats.AuthzDenied.Add(1)
+		return denied("Publishing to $SYS topics is not allowed")
+	}
 	if err := c.authorize(who, true, topic); err != nil {
 		return err
 	}
@@ -243,6 +254,12 @@ func (c *Channel) Publish(ctx context.Context, topic string, qos uint32, payload
 	c.cfg.Stats.MessagesPublished.Add(1)
 	c.trace(who.ClientID, "publish", topic, payload)
 	return nil
+}
+
+// isSys reports a $SYS topic (as mochi does, case-insensitively): the
+// broker's own, never a client's to publish to.
+func isSys(topic string) bool {
+	return len(topic) >= 4 && strings.EqualFold(topic[:4], "$SYS") && (len(topic) == 4 || topic[4] == '/')
 }
 
 // Subscribe subscribes the device, or updates the QoS of an existing

@@ -196,7 +196,7 @@ func TestManagementAPISecureByDefault(t *testing.T) {
 	e := start(t, nil)
 	base := startAPI(t, e, config.API{})
 	gw := base + "/api/v5/gateways/exproto"
-	for _, path := range []string{gw, gw + "/clients", "/metrics", "/api/v5/log", "/"} {
+	for _, path := range []string{gw, gw + "/clients", "/metrics", "/api/v5/log", "/api/v5/banned", "/api/v5/session"} {
 		u := base + path
 		if strings.HasPrefix(path, base) {
 			u = path
@@ -205,7 +205,7 @@ func TestManagementAPISecureByDefault(t *testing.T) {
 			t.Errorf("GET %s without a key: %d, want 401", path, code)
 		}
 	}
-	for _, path := range []string{"/healthz", "/readyz"} {
+	for _, path := range []string{"/healthz", "/readyz", "/"} { // "/": the dashboard's page, no data, a login form
 		if code, _, _ := call(t, "GET", base+path, "", "", ""); code == 401 {
 			t.Errorf("GET %s needs no key", path)
 		}
@@ -394,5 +394,66 @@ func TestFailedLoginsBan(t *testing.T) {
 	}
 	if code, _, _ := call(t, "POST", base+"/api/v5/banned", `{"as":"ip","who":"x"}`); code != 400 {
 		t.Fatalf("a bad ban: %d", code)
+	}
+}
+
+// TestDashboardSession: the dashboard logs in with an API key and gets an
+// HttpOnly, SameSite=Strict session cookie; a change made with the cookie
+// needs the session's CSRF token; logout ends the session.
+func TestDashboardSession(t *testing.T) {
+	e := start(t, nil)
+	base := startAPI(t, e, config.API{})
+	k := testKey.Load()
+	if code, _, _ := call(t, "POST", base+"/api/v5/login", `{"username":"`+k[0]+`","password":"wrong"}`, "", ""); code != 401 {
+		t.Fatalf("login with a wrong secret: %d", code)
+	}
+	req, _ := http.NewRequest("POST", base+"/api/v5/login", strings.NewReader(`{"username":"`+k[0]+`","password":"`+k[1]+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		CSRF string `json:"csrf_token"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "exgate_session" {
+			cookie = c
+		}
+	}
+	if resp.StatusCode != 200 || cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || body.CSRF == "" {
+		t.Fatalf("login: %d cookie %+v csrf %q", resp.StatusCode, cookie, body.CSRF)
+	}
+	withCookie := func(method, path, csrf string) int {
+		req, _ := http.NewRequest(method, base+path, nil)
+		req.AddCookie(cookie)
+		if csrf != "" {
+			req.Header.Set("X-CSRF-Token", csrf)
+		}
+		code, _, _ := do(t, req)
+		return code
+	}
+	d := e.dial()
+	d.connect("dash", 0)
+	if code := withCookie("GET", "/api/v5/gateways/exproto/clients", ""); code != 200 {
+		t.Fatalf("read with the session: %d", code)
+	}
+	if code := withCookie("DELETE", "/api/v5/gateways/exproto/clients/dash", ""); code != 403 {
+		t.Fatalf("a change without the CSRF token: %d, want 403", code)
+	}
+	if code := withCookie("DELETE", "/api/v5/gateways/exproto/clients/dash", "forged"); code != 403 {
+		t.Fatalf("a change with a wrong CSRF token: %d, want 403", code)
+	}
+	if code := withCookie("DELETE", "/api/v5/gateways/exproto/clients/dash", body.CSRF); code != 204 {
+		t.Fatalf("a change with the CSRF token: %d", code)
+	}
+	if code := withCookie("POST", "/api/v5/logout", body.CSRF); code != 204 {
+		t.Fatalf("logout: %d", code)
+	}
+	if code := withCookie("GET", "/api/v5/gateways/exproto/clients", ""); code != 401 {
+		t.Fatalf("after logout: %d", code)
 	}
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"image/png"
 	"os"
 	"os/exec"
@@ -55,22 +54,32 @@ func TestDashboardInChromium(t *testing.T) {
 	defer cancelTab()
 
 	kick := `button.kick[data-clientid="dash-dev"]`
-	// The operator's browser sends the API key (as it would after the
-	// basic-auth prompt).
+	// The operator logs in with the API key; the page then holds a session
+	// cookie, not the key.
 	k := testKey.Load()
-	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(k[0]+":"+k[1]))
-	if _, err := chromedp.Call(cctx, network.Enable, network.EnableParams{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chromedp.Call(cctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": auth}}); err != nil {
-		t.Fatal(err)
-	}
 	if err := chromedp.Do(cctx,
 		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible("#signin"),
+		chromedp.SendKeys("#key", k[0]),
+		chromedp.SendKeys("#secret", k[1]),
+		chromedp.Click("#signin"),
 		chromedp.WaitVisible(kick),
 		chromedp.Sleep(2500*time.Millisecond), // a second refresh fills the rates and the chart
 	); err != nil {
 		t.Fatal(err)
+	}
+	cookies, err := chromedp.Call(cctx, network.GetCookies, network.GetCookiesParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var session *network.Cookie
+	for _, c := range cookies.Cookies {
+		if c.Name == "exgate_session" {
+			session = c
+		}
+	}
+	if session == nil || !session.HTTPOnly || session.SameSite != network.CookieSameSiteStrict || strings.Contains(session.Value, k[1]) {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, no secret", session)
 	}
 	table, err := chromedp.Run(cctx, chromedp.Text("#clients"))
 	if err != nil {

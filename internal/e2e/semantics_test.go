@@ -316,6 +316,10 @@ func TestResultCodes(t *testing.T) {
 		check("unsubscribe unknown filter", d.id, unsub("never/subscribed"), pb.ResultCode_SUCCESS)
 		check("timer bad type", d.id, timer(pb.TimerType(7), 60), pb.ResultCode_UNKNOWN)
 		check("timer interval 0", d.id, timer(pb.TimerType_KEEPALIVE, 0), pb.ResultCode_UNKNOWN)
+		check("timer interval beyond 65535 s", d.id, timer(pb.TimerType_KEEPALIVE, 3_074_457_346), pb.ResultCode_PARAMS_TYPE_ERROR)
+		check("timer interval 65535 s", d.id, timer(pb.TimerType_KEEPALIVE, 65535), pb.ResultCode_SUCCESS)
+		check("publish to $SYS", d.id, pub("$SYS/x", 0), pb.ResultCode_PERMISSION_DENY)
+		check("publish to $sys", d.id, pub("$sys/broker/clients", 1), pb.ResultCode_PERMISSION_DENY)
 		check("empty send", d.id, func(c string) (*pb.CodeResponse, error) {
 			return a.Send(ctx, &pb.SendBytesRequest{Conn: c})
 		}, pb.ResultCode_SUCCESS)

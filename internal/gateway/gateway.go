@@ -47,7 +47,7 @@ type Gateway struct {
 	Tracer  *trace.Tracer
 	Banned  *banned.List // refused at authentication, devices and MQTT clients alike
 	pool    *channel.Pool
-	started time.Time
+	started atomic.Int64 // unix nanos of Start; 0 before (read by the API's goroutines)
 
 	broker   broker.Broker
 	embedded *embedded.Broker // nil with an external broker
@@ -376,7 +376,7 @@ func (g *Gateway) mqttAuthz(clientID, username, topic string, write bool, peer n
 
 // Start serves the adapter and the device listeners.
 func (g *Gateway) Start() {
-	g.started = time.Now()
+	g.started.Store(time.Now().UnixNano())
 	g.serving.Go(func() {
 		if err := g.grpc.Serve(g.adapterLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			g.log.Error("adapter server stopped", "error", err)
@@ -568,7 +568,7 @@ func (g *Gateway) Ready() bool {
 	g.mu.RLock()
 	h := g.handler
 	g.mu.RUnlock()
-	return !g.started.IsZero() && h.Ready()
+	return g.started.Load() != 0 && h.Ready()
 }
 
 // Node is this gateway's node name.
@@ -579,7 +579,12 @@ func (g *Gateway) Node() string {
 }
 
 // StartedAt is when Start ran.
-func (g *Gateway) StartedAt() time.Time { return g.started }
+func (g *Gateway) StartedAt() time.Time {
+	if ns := g.started.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
 
 // Listeners returns the device listeners.
 func (g *Gateway) Listeners() []*listener.Listener {
