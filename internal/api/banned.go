@@ -12,10 +12,8 @@ import (
 
 // bannedList is GET /api/v5/banned in EMQX's shape.
 func (s *Server) bannedList(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	page, limit := intParam(q.Get("page"), 1), intParam(q.Get("limit"), 100)
-	if page < 1 || limit < 1 || limit > 10000 {
-		fail(w, http.StatusBadRequest, "BAD_REQUEST", "page must be ≥ 1 and limit 1…10000")
+	page, limit, ok := paging(w, r.URL.Query())
+	if !ok {
 		return
 	}
 	all := s.g.Banned.All()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,11 +53,21 @@ func (s *Server) toJSON(in channel.Info) clientJSON {
 
 // clients lists devices with EMQX's paging and filters; devices that have
 // not authenticated yet are listed too (conn_state "connecting").
-func (s *Server) clients(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	page, limit := intParam(q.Get("page"), 1), intParam(q.Get("limit"), 100)
+// paging reads EMQX's page and limit parameters, answering 400 when they
+// are out of range.
+func paging(w http.ResponseWriter, q url.Values) (page, limit int, ok bool) {
+	page, limit = intParam(q.Get("page"), 1), intParam(q.Get("limit"), 100)
 	if page < 1 || limit < 1 || limit > 10000 {
 		fail(w, http.StatusBadRequest, "BAD_REQUEST", "page must be ≥ 1 and limit 1…10000")
+		return 0, 0, false
+	}
+	return page, limit, true
+}
+
+func (s *Server) clients(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	page, limit, ok := paging(w, q)
+	if !ok {
 		return
 	}
 	var gte, lte time.Time

@@ -93,15 +93,7 @@ func (b *Broker) dial(ctx context.Context) (net.Conn, server, error) {
 		k := (start + i) % len(b.servers)
 		s := b.servers[k]
 		dctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
-		var conn net.Conn
-		var err error
-		if s.tls {
-			d := &tls.Dialer{Config: b.tls}
-			conn, err = d.DialContext(dctx, "tcp", s.addr)
-		} else {
-			var d net.Dialer
-			conn, err = d.DialContext(dctx, "tcp", s.addr)
-		}
+		conn, err := b.dialServer(dctx, s)
 		cancel()
 		if err == nil {
 			if k != start {
@@ -113,6 +105,16 @@ func (b *Broker) dial(ctx context.Context) (net.Conn, server, error) {
 		errs = append(errs, fmt.Errorf("%s: %w", s.url, err))
 	}
 	return nil, server{}, fmt.Errorf("%w: %w", broker.ErrUnavailable, errors.Join(errs...))
+}
+
+// dialServer opens a TCP or TLS connection to one server.
+func (b *Broker) dialServer(ctx context.Context, s server) (net.Conn, error) {
+	if s.tls {
+		d := &tls.Dialer{Config: b.tls}
+		return d.DialContext(ctx, "tcp", s.addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", s.addr)
 }
 
 // Connect opens the device's own session upstream, with its credentials.
@@ -155,15 +157,7 @@ func (b *Broker) why(err error, s server) error {
 
 // probe opens and closes a session of the gateway's own on server s.
 func (b *Broker) probe(ctx context.Context, s server) error {
-	var conn net.Conn
-	var err error
-	if s.tls {
-		d := &tls.Dialer{Config: b.tls}
-		conn, err = d.DialContext(ctx, "tcp", s.addr)
-	} else {
-		var d net.Dialer
-		conn, err = d.DialContext(ctx, "tcp", s.addr)
-	}
+	conn, err := b.dialServer(ctx, s)
 	if err != nil {
 		return err
 	}
