@@ -381,6 +381,22 @@ gateway:
 			resp.Body.Close()
 		}
 	}
+	// A dashboard login: neither its session id nor its CSRF token is logged.
+	req, _ := http.NewRequest("POST", apiURL+"/api/v5/login", strings.NewReader(`{"username":"`+key+`","password":"`+apiSecret+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct {
+		CSRF string `json:"csrf_token"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&login)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || login.CSRF == "" || len(resp.Cookies()) == 0 {
+		t.Fatalf("dashboard login: %d", resp.StatusCode)
+	}
+	secrets = append(secrets, login.CSRF, resp.Cookies()[0].Value)
 	_ = n.cmd.Process.Signal(syscall.SIGTERM)
 	<-done
 	out := logs.String()

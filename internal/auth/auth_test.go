@@ -174,3 +174,26 @@ func TestUnknownUserCostsWhatAKnownOneDoes(t *testing.T) {
 		t.Fatalf("unknown user answered in %v, known in %v: the difference tells who exists", unknown, known)
 	}
 }
+
+// TestPasswordChecksAreBounded: with every hashing slot taken, a login
+// waits (here until its deadline) instead of adding to the CPU spent on
+// hashes, so a storm of wrong passwords cannot starve device traffic.
+func TestPasswordChecksAreBounded(t *testing.T) {
+	sum := sha256.Sum256([]byte("salt" + "pw"))
+	b, err := newBuiltin(config.Authenticator{Users: []config.User{{UserID: "u", Password: "sha256:salt:" + hex.EncodeToString(sum[:])}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range cap(b.slots) {
+		b.slots <- struct{}{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := b.authenticate(ctx, Request{Username: "u", Password: "pw"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("with no slot free: %v, want the deadline", err)
+	}
+	<-b.slots
+	if _, ok, err := b.authenticate(context.Background(), Request{Username: "u", Password: "pw"}); !ok || err != nil {
+		t.Fatalf("with a slot free: %v %v", ok, err)
+	}
+}
