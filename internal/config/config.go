@@ -618,7 +618,7 @@ func Default() *Config {
 }
 
 func (c *Config) fillListeners() {
-	if c.Gateway.ExProto.Listeners.TCP == nil {
+	if ls := c.Gateway.ExProto.Listeners; ls.TCP == nil && ls.SSL == nil && ls.UDP == nil && ls.DTLS == nil {
 		c.Gateway.ExProto.Listeners.TCP = map[string]*Listener{"default": {Enable: ptr(true), Bind: "0.0.0.0:7993", EnableAuthn: ptr(true)}}
 	}
 }
@@ -662,7 +662,19 @@ func Parse(b []byte) (*Config, error) {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, withPaths(b, err)
 	}
-	c.fillListeners()
+	// The default TCP listener applies only to a file that says nothing
+	// about listeners: "listeners: {}" or only TLS listeners mean what
+	// they say.
+	var said struct {
+		Gateway struct {
+			ExProto struct {
+				Listeners *yaml.Node `yaml:"listeners"`
+			} `yaml:"exproto"`
+		} `yaml:"gateway"`
+	}
+	if _ = yaml.Unmarshal(b, &said); said.Gateway.ExProto.Listeners == nil {
+		c.fillListeners()
+	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -1007,6 +1019,9 @@ func (l *Listener) validate(typ string, base Handler) []keyError {
 	var errs []keyError
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, keyError{key, fmt.Sprintf(format, args...)})
+	}
+	if !l.Enabled() && l.Bind == "" {
+		return nil // a disabled listener needs no address (EMQX's enable = false)
 	}
 	if err := checkBind(l.Bind); err != nil {
 		bad("bind", "%v", err)

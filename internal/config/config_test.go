@@ -132,3 +132,38 @@ func TestHandlerAddressesAndOverride(t *testing.T) {
 		t.Fatalf("listener handler %+v did not inherit the gateway's", h)
 	}
 }
+
+// TestListenersSayWhatTheFileSays: the default TCP listener applies only
+// when the file says nothing about listeners; a TLS-only file, an explicit
+// empty set and a disabled listener without an address open no plaintext
+// port.
+func TestListenersSayWhatTheFileSays(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		wantTCP    bool
+	}{
+		{"nothing said", "node: {name: n@h}\n", true},
+		{"TLS only", "gateway: {exproto: {listeners: {ssl: {default: {bind: 7994, ssl_options: {certfile: c.pem, keyfile: k.pem}}}}}}\n", false},
+		{"disabled without bind", "gateway: {exproto: {listeners: {tcp: {default: {enable: false}}}}}\n", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(c.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tcp := false
+			cfg.Gateway.ExProto.Listeners.Each(func(typ, _ string, l *Listener) {
+				if typ == "tcp" && l.Enabled() {
+					tcp = true
+				}
+			})
+			if tcp != c.wantTCP {
+				t.Fatalf("an enabled TCP listener: %v, want %v", tcp, c.wantTCP)
+			}
+		})
+	}
+	// An explicit empty set is refused with a reason, not filled with 7993.
+	if _, err := Parse([]byte("gateway: {exproto: {listeners: {}}}\n")); err == nil || !strings.Contains(err.Error(), "no device listener") {
+		t.Fatalf("listeners: {} → %v", err)
+	}
+}
