@@ -210,6 +210,40 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	suite.Flags().StringVar(&su.OutDir, "out", "bench/results", "where the JSON and Markdown reports go")
 	suite.Flags().IntVar(&su.Scale, "scale", 1, "divide device counts and durations by this (10: a quick smoke run)")
 
-	cmd.AddCommand(echo, fanin, fanout, storm, suite)
+	var co bench.ChurnOptions
+	churn := &cobra.Command{Use: "churn", Short: "Devices connect, authenticate, subscribe and leave at a steady rate; samples the gateway's RSS and goroutines", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			co.Progress, co.GatewayPID, co.MetricsURL = stderr, pid, metricsURL
+			r, err := bench.Churn(cmd.Context(), co)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			fmt.Fprintf(stdout, "churn: %d connects in %.0fs = %.0f/s; connect latency p50 %.0fµs p99 %.0fµs\n", r.Ops, r.Seconds, r.Rate, r.P50, r.P99)
+			for c, n := range r.Errors {
+				fmt.Fprintf(stdout, "  errors %-20s %d\n", c, n)
+			}
+			var peak bench.Sample
+			for _, s := range r.Samples {
+				if s.RSSBytes > peak.RSSBytes {
+					peak = s
+				}
+			}
+			first, last := r.Samples[0], r.Samples[len(r.Samples)-1]
+			fmt.Fprintf(stdout, "  gateway RSS %.1f MiB before, %.1f MiB peak (at %.0fs), %.1f MiB after settling; goroutines %d before, %d after\n",
+				float64(first.RSSBytes)/(1<<20), float64(peak.RSSBytes)/(1<<20), peak.At, float64(last.RSSBytes)/(1<<20), first.Goroutines, last.Goroutines)
+			return nil
+		}}
+	churn.Flags().StringVar(&co.Gateway, "gateway", "127.0.0.1:7993", "device listener")
+	churn.Flags().Float64Var(&co.Rate, "rate", 500, "connects per second")
+	churn.Flags().DurationVar(&co.Duration, "duration", 10*time.Minute, "how long")
+	churn.Flags().DurationVar(&co.Hold, "stay", time.Second, "how long each device stays connected")
+	churn.Flags().DurationVar(&co.Settle, "settle", 60*time.Second, "how long to keep sampling after the last device left")
+	churn.Flags().IntVar(&co.SourceIPs, "source-ips", 4, "spread devices over this many 127.0.x.y source addresses")
+	cmd.AddCommand(echo, fanin, fanout, storm, churn, suite)
 	return cmd
 }
