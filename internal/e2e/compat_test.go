@@ -137,6 +137,9 @@ func TestWrongServiceIsExplainedInEveryMode(t *testing.T) {
 			defer c.Close()
 			expectClosedRaw(t, c, 5*time.Second)
 			waitLog(t, &logs, "it may implement ConnectionUnaryHandler")
+			if !strings.Contains(logs.String(), h.Addr) {
+				t.Fatalf("log does not name the handler address:\n%s", logs.String())
+			}
 		})
 	}
 }

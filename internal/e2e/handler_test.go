@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testhandler"
 )
@@ -130,25 +129,6 @@ func TestStreamingHandlerService(t *testing.T) {
 	if r := e.h.WaitClosed(t, d.id, 5*time.Second); r != "{shutdown,normal}" {
 		t.Fatalf("reason %q", r)
 	}
-}
-
-func TestWrongServiceNameIsExplained(t *testing.T) {
-	var logs collector
-	h := testhandler.StartOnly(t, "127.0.0.1:0", "ConnectionUnaryHandler")
-	e := startWith(t, options{handler: h, logs: &logs}, func(c *config.Config) {
-		c.Gateway.ExProto.Handler.ServiceName = "ConnectionHandler"
-	})
-	c, err := net.Dial("tcp", e.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	expectClosedRaw(t, c, 5*time.Second)
-	waitLog(t, &logs, "it may implement ConnectionUnaryHandler")
-	if !strings.Contains(logs.String(), h.Addr) {
-		t.Fatalf("log does not name the handler address:\n%s", logs.String())
-	}
-	_ = pb.ResultCode_SUCCESS
 }
 
 // TestHandlerRestartUnderLoad: the handler is killed and restarted while
