@@ -24,7 +24,7 @@ func (l *Listener) prepare(raw net.Conn) (*Conn, error) {
 	var conn net.Conn = raw
 	c := &Conn{Kind: o.Kind, Peer: raw.RemoteAddr()}
 	if tc, ok := raw.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(*o.TCP.Nodelay)
+		_ = tc.SetNoDelay(o.TCP.Nodelay == nil || *o.TCP.Nodelay) // nil: the default, on
 		if o.TCP.Recbuf > 0 {
 			_ = tc.SetReadBuffer(int(o.TCP.Recbuf))
 		}
