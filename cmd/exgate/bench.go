@@ -92,6 +92,17 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 		}
 	}
 
+	// withHold runs a load whose devices stay connected while *hook runs,
+	// and reports the memory read then with the whole run's CPU.
+	withHold := func(ctx context.Context, w *bench.Watch, devices int, hook *func(), run func() (bench.Result, error)) (bench.Result, error) {
+		var held bench.Result
+		*hook = hold(ctx, w, &held, devices)
+		r, err := run()
+		w.Done(&r, 0)
+		r.KeepMemory(held)
+		return r, err
+	}
+
 	// load makes a subcommand that runs one load, watching the gateway.
 	load := func(use, short string, run func(ctx context.Context, w *bench.Watch) (bench.Result, error)) *cobra.Command {
 		return &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs,
@@ -113,12 +124,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 				eo.TLS = &tls.Config{InsecureSkipVerify: insecure}
 			}
 			eo.Progress = stderr
-			var held bench.Result
-			eo.Hold = hold(ctx, w, &held, eo.Devices)
-			r, err := bench.Echo(ctx, eo)
-			w.Done(&r, 0)
-			r.KeepMemory(held)
-			return r, err
+			return withHold(ctx, w, eo.Devices, &eo.Hold, func() (bench.Result, error) { return bench.Echo(ctx, eo) })
 		})
 	echo.Flags().StringVar(&eo.Addr, "addr", "127.0.0.1:7993", "device listener")
 	echo.Flags().StringVar(&eo.Transport, "transport", "tcp", "tcp, tls or udp")
@@ -159,12 +165,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	storm := load("storm", "Many JSON-protocol devices connect, authenticate and subscribe at once",
 		func(ctx context.Context, w *bench.Watch) (bench.Result, error) {
 			so.Progress = stderr
-			var held bench.Result
-			so.Hold = hold(ctx, w, &held, so.Devices)
-			r, err := bench.Storm(ctx, so)
-			w.Done(&r, 0)
-			r.KeepMemory(held)
-			return r, err
+			return withHold(ctx, w, so.Devices, &so.Hold, func() (bench.Result, error) { return bench.Storm(ctx, so) })
 		})
 	storm.Flags().StringVar(&so.Gateway, "gateway", "127.0.0.1:7993", "device listener")
 	storm.Flags().IntVar(&so.Devices, "devices", 10000, "devices")

@@ -11,6 +11,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -61,6 +62,20 @@ type Handlers struct {
 	// Closed is called once if the broker ends the session (ErrTakenOver,
 	// ErrKicked, or a transport error), never after Session.Close.
 	Closed func(error)
+}
+
+// Stamp applies one user property of a delivered publish: the publisher
+// (PropFrom) and publish time (PropTime) that MQTT has no field for.
+// Other keys are ignored.
+func (m *Message) Stamp(key, value string) {
+	switch key {
+	case PropFrom:
+		m.From = value
+	case PropTime:
+		if ms, err := strconv.ParseInt(value, 10, 64); err == nil {
+			m.Time = time.UnixMilli(ms)
+		}
+	}
 }
 
 // A Session is one device's presence in the pub/sub world. Its methods are

@@ -355,34 +355,20 @@ func (c *Channel) ReadLoop(r io.Reader) {
 	if size <= 0 {
 		size = 4096
 	}
-	// A plain TCP socket is waited on without a buffer and read into a
-	// pooled one, so an idle device holds no read buffer; other streams
-	// (TLS, PROXY, rate-limited) may hold data of their own and keep one.
-	if w := readWaiterOf(r); w != nil {
-		pool := readBuffers(size)
-		for {
-			err := w.waitReadable()
-			bp := pool.Get().(*[]byte)
-			var n int
-			if err == nil {
-				n, err = r.Read(*bp)
-			}
-			// The event keeps its bytes until dispatched: copy out what was read.
-			b := append([]byte(nil), (*bp)[:n]...)
-			pool.Put(bp)
-			if n > 0 && !c.Received(b) {
-				return
-			}
-			if err != nil {
-				c.closeWith(peerClosedReason(err, c.tls), false)
-				return
-			}
+	// The event keeps its bytes until dispatched: each read is copied out.
+	var next func() ([]byte, error)
+	if w := readWaiterOf(r, size); w != nil {
+		next = w.read // no buffer held while the device is idle
+	} else {
+		buf := make([]byte, size) // TLS, PROXY, rate-limited: they may hold data of their own
+		next = func() ([]byte, error) {
+			n, err := r.Read(buf)
+			return append([]byte(nil), buf[:n]...), err
 		}
 	}
-	buf := make([]byte, size)
 	for {
-		n, err := r.Read(buf)
-		if n > 0 && !c.Received(append([]byte(nil), buf[:n]...)) {
+		b, err := next()
+		if len(b) > 0 && !c.Received(b) {
 			return
 		}
 		if err != nil {

@@ -50,7 +50,7 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 	if b := c.cfg.Banned; b != nil {
 		if e, ok := b.Banned(cred.ClientID, cred.Username, cred.Peer); ok {
 			c.cfg.Stats.Banned.Add(1)
-			c.loginFailed(log, cred.ClientID, "banned ("+e.As+" "+e.Who+"): "+e.Reason)
+			c.refused(log, "banned ("+e.As+" "+e.Who+"): "+e.Reason)
 			return denied("Authentication failed: banned")
 		}
 	}
@@ -110,16 +110,22 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 	return nil
 }
 
-// loginFailed counts a refused Authenticate and logs it as EMQX does
-// (client_login_failed, at warning), at most a few lines a second. log
-// carries the clientid, username and peer; the password is never logged.
+// loginFailed is a failed authentication: it counts towards a ban of the
+// clientid and the peer host, and is refused.
 func (c *Channel) loginFailed(log *slog.Logger, clientID, reason string) {
-	c.cfg.Stats.AuthFailed.Add(1)
-	if b := c.cfg.Banned; b != nil && !strings.HasPrefix(reason, "banned") {
+	if b := c.cfg.Banned; b != nil {
 		if e, ok := b.Failed(clientID, tcpAddr(c.info.GetPeername())); ok {
 			log.Warn("client banned after failed authentications", "as", e.As, "who", e.Who, "until", e.Until)
 		}
 	}
+	c.refused(log, reason)
+}
+
+// refused counts a refused Authenticate and logs it as EMQX does
+// (client_login_failed, at warning), at most a few lines a second. log
+// carries the clientid, username and peer; the password is never logged.
+func (c *Channel) refused(log *slog.Logger, reason string) {
+	c.cfg.Stats.AuthFailed.Add(1)
 	if ok, suppressed := c.cfg.Stats.loginFailed.allow(time.Now()); ok {
 		attrs := []any{"reason", reason}
 		if suppressed > 0 {

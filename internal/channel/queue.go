@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"time"
 
 	pb "github.com/exgate/exgate/exprotopb"
@@ -134,7 +133,7 @@ func (c *Channel) dispatch() {
 				// A device closed because its handler failed or went away
 				// cannot tell that handler it closed: expected, not news.
 				lvl := slog.LevelWarn
-				if strings.Contains(ev.reason, "handler") || strings.Contains(ev.reason, "on_") {
+				if handlerCaused(ev.reason) {
 					lvl = slog.LevelDebug
 				}
 				c.log.Log(context.Background(), lvl, "OnSocketClosed failed", "clientid", c.ClientID(), "reason", ev.reason, "error", err)

@@ -8,12 +8,17 @@ import (
 	"syscall"
 )
 
-// readWaiter waits until a socket has something to read (data, EOF or an
-// error) without reading it.
-type readWaiter struct{ rc syscall.RawConn }
+// readWaiter reads a plain TCP socket without holding a buffer between
+// reads: it waits until the socket has something to read (data, EOF or an
+// error) without reading it, then reads into a pooled buffer.
+type readWaiter struct {
+	r    io.Reader
+	rc   syscall.RawConn
+	pool *sync.Pool
+}
 
 // readWaiterOf returns a waiter for a plain TCP connection, or nil.
-func readWaiterOf(r io.Reader) *readWaiter {
+func readWaiterOf(r io.Reader, size int) *readWaiter {
 	tc, ok := r.(*net.TCPConn)
 	if !ok || !canPeek {
 		return nil
@@ -22,7 +27,19 @@ func readWaiterOf(r io.Reader) *readWaiter {
 	if err != nil {
 		return nil
 	}
-	return &readWaiter{rc: rc}
+	return &readWaiter{r: r, rc: rc, pool: readBuffers(size)}
+}
+
+// read waits, then returns a copy of what one read got.
+func (w *readWaiter) read() ([]byte, error) {
+	if err := w.waitReadable(); err != nil {
+		return nil, err
+	}
+	bp := w.pool.Get().(*[]byte)
+	n, err := w.r.Read(*bp)
+	b := append([]byte(nil), (*bp)[:n]...)
+	w.pool.Put(bp)
+	return b, err
 }
 
 // waitReadable parks in the runtime's poller until the socket is readable.

@@ -56,6 +56,14 @@ func peerClosedReason(err error, tls bool) string {
 	return fmt.Sprintf("{shutdown,%s}", atom(err.Error()))
 }
 
+// handlerCaused reports a close caused by the handler itself: a failed
+// callback (handlerFailedReason) or a lost handler connection or stream
+// (handler_connection_lost, handler_stream_ended). Its OnSocketClosed is
+// expected to fail too.
+func handlerCaused(reason string) bool {
+	return strings.HasPrefix(reason, "{shutdown,{error,{on_") || strings.HasPrefix(reason, "{shutdown,{error,handler_")
+}
+
 // handlerFailedReason is {shutdown,{error,{on_received_bytes,unavailable}}}:
 // the failing callback and the gRPC status code name.
 func handlerFailedReason(callback string, err error) string {

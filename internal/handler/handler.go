@@ -305,9 +305,9 @@ func (c *Client) call(ctx context.Context, ep *endpoint, method, conn string, re
 	case c.service != "ConnectionHandler":
 		err = ep.conn.Invoke(ctx, full, req, new(pb.EmptySuccess), callOptions(method)...)
 	case c.longLive:
-		err = c.sendLong(ctx, ep, ep.long[method], full, conn, req)
+		err = c.sendLong(ctx, ep, ep.long[method], full, conn, req, callOptions(method)...)
 	default:
-		err = perEvent(ctx, ep.conn, full, req)
+		err = perEvent(ctx, ep.conn, full, req, callOptions(method)...)
 	}
 	if err != nil && held && status.Code(err) == codes.DeadlineExceeded && ep.conn.GetState() != connectivity.Ready {
 		err = status.Error(codes.Unavailable, "handler not connected within "+holdWhileReconnecting.String())
@@ -336,10 +336,10 @@ var waitForReady = []grpc.CallOption{grpc.WaitForReady(true)}
 const holdWhileReconnecting = 3 * time.Second
 
 // perEvent sends req as a one-message client stream and waits for the answer.
-func perEvent(ctx context.Context, conn *grpc.ClientConn, full string, req proto.Message) error {
+func perEvent(ctx context.Context, conn *grpc.ClientConn, full string, req proto.Message, opts ...grpc.CallOption) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := conn.NewStream(ctx, streamDesc, full, callOptions(full[strings.LastIndexByte(full, '/')+1:])...)
+	s, err := conn.NewStream(ctx, streamDesc, full, opts...)
 	if err != nil {
 		return err
 	}
@@ -380,7 +380,8 @@ type longStream struct {
 }
 
 // sendLong writes req on the stream, reopening it if the handler ended it.
-func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full, conn string, req proto.Message) error {
+// opts apply to the per-event calls it falls back to.
+func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full, conn string, req proto.Message, opts ...grpc.CallOption) error {
 	select { // the endpoint's shape is known before its first event
 	case <-ep.probed:
 	default:
@@ -393,7 +394,7 @@ func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full
 		}
 	}
 	if l.perEvent.Load() {
-		return perEvent(ctx, ep.conn, full, req)
+		return perEvent(ctx, ep.conn, full, req, opts...)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -426,7 +427,7 @@ func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full
 		l.drop()
 		if attempt == 1 || l.perEvent.Load() {
 			if l.perEvent.Load() {
-				return perEvent(ctx, ep.conn, full, req)
+				return perEvent(ctx, ep.conn, full, req, opts...)
 			}
 			return err
 		}

@@ -190,14 +190,7 @@ func (d *deviceSession) deliver(pk *packets.Packet) {
 func toMessage(pk *packets.Packet, qos byte) broker.Message {
 	m := broker.Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos}
 	for _, up := range pk.Properties.User {
-		switch up.Key {
-		case broker.PropFrom:
-			m.From = up.Val
-		case broker.PropTime:
-			if ms, err := strconv.ParseInt(up.Val, 10, 64); err == nil {
-				m.Time = time.UnixMilli(ms)
-			}
-		}
+		m.Stamp(up.Key, up.Val)
 	}
 	if m.Time.IsZero() {
 		m.Time = time.Now()

@@ -104,14 +104,7 @@ func toMessage(p *paho.Publish) broker.Message {
 	m := broker.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS}
 	if p.Properties != nil {
 		for _, up := range p.Properties.User {
-			switch up.Key {
-			case broker.PropFrom:
-				m.From = up.Value
-			case broker.PropTime:
-				if ms, err := strconv.ParseInt(up.Value, 10, 64); err == nil {
-					m.Time = time.UnixMilli(ms)
-				}
-			}
+			m.Stamp(up.Key, up.Value)
 		}
 	}
 	if m.Time.IsZero() {
