@@ -28,8 +28,8 @@ gateway:
     idle_timeout: 10m
     listeners:
       tcp:
-        json: {bind: 127.0.0.1:27993}
-        echo: {bind: 127.0.0.1:27994, handler: {address: "http://127.0.0.1:29002"}}
+        json: {bind: 127.0.0.1:27993, max_conn_rate: 0}
+        echo: {bind: 127.0.0.1:27994, max_conn_rate: 0, handler: {address: "http://127.0.0.1:29002"}}
 YAML
 
 up() {

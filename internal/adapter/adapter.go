@@ -146,6 +146,9 @@ func (s *Server) RawPublish(ctx context.Context, r *pb.RawPublishRequest) (*pb.C
 	if !channel.ValidTopic(r.GetTopic()) {
 		return fail(pb.ResultCode_UNKNOWN, "invalid topic")
 	}
+	if channel.IsSys(r.GetTopic()) {
+		return fail(pb.ResultCode_PERMISSION_DENY, "Publishing to $SYS topics is not allowed")
+	}
 	if err := s.broker.RawPublish(ctx, r.GetTopic(), byte(r.GetQos()), r.GetPayload()); err != nil {
 		s.log.Warn("raw publish failed", "topic", r.GetTopic(), "error", err)
 		return fail(pb.ResultCode_UNKNOWN, err.Error())

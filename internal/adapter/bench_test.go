@@ -28,7 +28,7 @@ func (discardConn) Close() error                { return nil }
 func BenchmarkAdapterSend(b *testing.B) {
 	reg := channel.NewRegistry()
 	cfg := &channel.Config{Node: "bench", Handler: nopHandler{}, IdleTimeout: time.Hour, RequestTimeout: time.Minute,
-		CloseFlushTimeout: time.Second, MaxBatch: 16, EventQueue: 64, DeliveryQueue: 64, Registry: reg,
+		CloseFlushTimeout: time.Second, MaxBatch: 16, EventQueue: 64, MaxMqueueLen: 64, Registry: reg,
 		Stats: &channel.Stats{}, Logger: slog.New(slog.DiscardHandler)}
 	c := channel.New(cfg, discardConn{}, &pb.ConnInfo{}, false)
 	defer func() { c.Kick(channel.ReasonNormal); <-c.Done() }()

@@ -33,6 +33,9 @@ type clientJSON struct {
 	SubscriptionsCnt int    `json:"subscriptions_cnt"`
 	RecvOct          int64  `json:"recv_oct"`
 	SendOct          int64  `json:"send_oct"`
+	MqueueLen        int64  `json:"mqueue_len"`
+	MaxMqueue        int    `json:"max_mqueue"`
+	MqueueDropped    int64  `json:"mqueue_dropped"`
 }
 
 func (s *Server) toJSON(in channel.Info) clientJSON {
@@ -44,6 +47,7 @@ func (s *Server) toJSON(in channel.Info) clientJSON {
 		Connected: in.State == channel.Connected, ConnState: in.State.String(),
 		CreatedAt: in.CreatedAt.UTC().Format(time.RFC3339Nano), Keepalive: int(in.Keepalive / time.Second),
 		SubscriptionsCnt: len(in.Subscriptions), RecvOct: in.BytesIn, SendOct: in.BytesOut,
+		MqueueLen: in.MqueueLen, MaxMqueue: in.MaxMqueue, MqueueDropped: in.MqueueDropped,
 	}
 	if !in.ConnectedAt.IsZero() {
 		c.ConnectedAt = in.ConnectedAt.UTC().Format(time.RFC3339Nano)

@@ -18,6 +18,7 @@ type listenerJSON struct {
 	Accepted           int64            `json:"accepted"`
 	Refused            map[string]int64 `json:"refused"`
 	DatagramsDropped   int64            `json:"datagrams_dropped"`
+	KernelDrops        *int64           `json:"kernel_drops,omitempty"` // UDP on Linux
 }
 
 func (s *Server) listenerList() []listenerJSON {
@@ -27,9 +28,12 @@ func (s *Server) listenerList() []listenerJSON {
 		lj := listenerJSON{
 			ID: "exproto:" + l.Name(), Type: l.Kind().String(), Name: l.Name()[len(l.Kind().String())+1:],
 			Bind: l.Addr().String(), Running: true, CurrentConnections: st.Current.Load(), Accepted: st.Accepted.Load(),
-			Refused: map[string]int64{"max_connections": st.RefusedLimit.Load(), "max_conn_rate": st.RefusedRate.Load(),
+			Refused: map[string]int64{"max_connections": st.RefusedLimit.Load(), "max_conn_rate": st.RefusedRate.Load(), "overload": st.RefusedOverload.Load(),
 				"access_rules": st.RefusedACL.Load(), "handshake": st.HandshakeFailed.Load()},
 			DatagramsDropped: st.DatagramsDropped.Load(),
+		}
+		if k, ok := l.KernelDrops(); ok {
+			lj.KernelDrops = &k
 		}
 		if c := s.g.ListenerConfig(l.Name()); c != nil {
 			lj.MaxConnections = c.MaxConnections
@@ -67,7 +71,8 @@ func (s *Server) gateway(w http.ResponseWriter, _ *http.Request) {
 			"messages.delivered": st.MessagesDelivered.Load(), "messages.published": st.MessagesPublished.Load(),
 			"client.connect": st.ClientConnect.Load(), "client.connected": st.ClientConnected.Load(),
 			"client.disconnected": st.Disconnected.Load(), "session.created": st.ClientConnected.Load(),
-			"delivery.dropped": st.DeliveryDropped.Load(),
+			"delivery.dropped": st.DeliveryDropped.Load(), "delivery.dropped.queue_full": st.DroppedQueueFull.Load(),
+			"delivery.dropped.qos0_msg": st.DroppedQoS0.Load(), "delivery.dropped.closed": st.DroppedClosed.Load(),
 		},
 	})
 }

@@ -111,11 +111,11 @@ gateway:
     server: {bind: "%s"}
     handler: {address: "http://%s"}
     idle_timeout: 10m
-    listeners:
+    listeners:  # max_conn_rate 0: the storm measures the gateway, not its limiter
       tcp:
-        echo: {bind: "%s", handler: {address: "http://%s"}}
-        echostream: {bind: "%s", handler: {address: "http://%s", service_name: ConnectionHandler}}
-        json: {bind: "%s"}
+        echo: {bind: "%s", max_conn_rate: 0, handler: {address: "http://%s"}}
+        echostream: {bind: "%s", max_conn_rate: 0, handler: {address: "http://%s", service_name: ConnectionHandler}}
+        json: {bind: "%s", max_conn_rate: 0}
 `, addrs["api"], addrs["mqtt"], addrs["adapter"], addrs["h-json"], addrs["echo"], addrs["h-echo"], addrs["echostream"], addrs["h-echo"], addrs["json"])
 	cfgPath := filepath.Join(dir, "exgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {

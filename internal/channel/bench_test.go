@@ -45,7 +45,7 @@ func (discardConn) Close() error                { return nil }
 func benchChannel(b *testing.B, h Handler, pool *Pool) *Channel {
 	cfg := &Config{
 		Node: "bench", Handler: h, IdleTimeout: time.Hour, RequestTimeout: time.Minute, CloseFlushTimeout: time.Second,
-		MaxBatch: 16, EventQueue: 64, DeliveryQueue: 1 << 30, Registry: NewRegistry(), Stats: &Stats{},
+		MaxBatch: 16, EventQueue: 64, MaxMqueueLen: 1 << 30, Registry: NewRegistry(), Stats: &Stats{},
 		Logger: slog.New(slog.DiscardHandler), Pool: pool,
 	}
 	c := New(cfg, discardConn{}, &pb.ConnInfo{}, false)

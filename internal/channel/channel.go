@@ -91,11 +91,12 @@ type Config struct {
 	// OnReceivedMessages; a larger batch is split (0: no cap).
 	MaxRequestBytes int
 	EventQueue      int // socket reads waiting for the handler before reading pauses
-	// DeliveryQueue is messages waiting for the handler before new ones are dropped.
-	DeliveryQueue int
-	Registry      *Registry
-	Stats         *Stats
-	Pool          *Pool // runs dispatchers; nil: a goroutine each
+	// MaxMqueueLen is messages waiting for the handler before one is
+	// dropped to make room (see deliver for which one).
+	MaxMqueueLen int
+	Registry     *Registry
+	Stats        *Stats
+	Pool         *Pool // runs dispatchers; nil: a goroutine each
 	// Trace, if set, is told what the device does (clientid, conn, event,
 	// topic, bytes); it must be cheap when nothing is traced.
 	Trace func(clientID, conn, event, topic string, data []byte)
@@ -190,6 +191,8 @@ type Channel struct {
 	queue        []event
 	queuedReads  int // socket-read and timer events in queue
 	queuedMsgs   int // deliveries in queue
+	queuedQoS0   int // deliveries in queue at QoS 0
+	mqDropped    int64
 	dispatching  bool
 	ids          msgIDs
 	closeQueued  bool
@@ -270,6 +273,10 @@ type Info struct {
 	Keepalive                  time.Duration
 	Subscriptions              map[string]byte
 	BytesIn, BytesOut          int64
+	// MqueueLen is deliveries waiting for the handler, MqueueDropped those
+	// dropped since the device connected (queue full or closed).
+	MqueueLen, MqueueDropped int64
+	MaxMqueue                int
 }
 
 // Snapshot returns a copy of the channel's public state.
@@ -286,6 +293,7 @@ func (c *Channel) Snapshot() Info {
 		State: c.state, Peer: addrString(c.info.GetPeername()),
 		CreatedAt: c.createdAt, ConnectedAt: c.connectedAt, Keepalive: c.keepalive,
 		Subscriptions: subs, BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
+		MqueueLen: int64(c.queuedMsgs), MqueueDropped: c.mqDropped, MaxMqueue: c.cfg.MaxMqueueLen,
 	}
 }
 
@@ -412,6 +420,7 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 	}
 	wasConnected := c.state == Connected
 	c.state = Closed
+	c.cfg.Stats.Closing.Add(1)
 	c.reason = reason
 	for _, t := range []*time.Timer{c.kaTimer, c.idleTimer, c.expireTimer, c.authTimer} {
 		if t != nil {
@@ -446,6 +455,7 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 // finish runs after OnSocketClosed: the channel leaves the registry.
 func (c *Channel) finish() {
 	c.cfg.Registry.remove(c)
+	c.cfg.Stats.Closing.Add(-1)
 	close(c.done)
 }
 

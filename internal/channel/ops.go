@@ -126,7 +126,7 @@ func (c *Channel) loginFailed(log *slog.Logger, clientID, reason string) {
 // carries the clientid, username and peer; the password is never logged.
 func (c *Channel) refused(log *slog.Logger, reason string) {
 	c.cfg.Stats.AuthFailed.Add(1)
-	if ok, suppressed := c.cfg.Stats.loginFailed.allow(time.Now()); ok {
+	if ok, suppressed := c.cfg.Stats.loginFailed.allow(time.Now(), 10); ok {
 		attrs := []any{"reason", reason}
 		if suppressed > 0 {
 			attrs = append(attrs, "not_logged_since_last", suppressed)
@@ -247,7 +247,7 @@ func (c *Channel) Publish(ctx context.Context, topic string, qos uint32, payload
 	if !ValidTopic(topic) {
 		return fmt.Errorf("%w: topic %q", ErrBadParam, topic)
 	}
-	if isSys(topic) {
+	if IsSys(topic) {
 		c.cfg.Stats.AuthzDenied.Add(1)
 		return denied("Publishing to $SYS topics is not allowed")
 	}
@@ -262,9 +262,9 @@ func (c *Channel) Publish(ctx context.Context, topic string, qos uint32, payload
 	return nil
 }
 
-// isSys reports a $SYS topic (as mochi does, case-insensitively): the
+// IsSys reports a $SYS topic (as mochi does, case-insensitively): the
 // broker's own, never a client's to publish to.
-func isSys(topic string) bool {
+func IsSys(topic string) bool {
 	return len(topic) >= 4 && strings.EqualFold(topic[:4], "$SYS") && (len(topic) == 4 || topic[4] == '/')
 }
 
@@ -344,30 +344,58 @@ func (c *Channel) brokerErr(err error) error {
 	return err
 }
 
-// deliver queues a message from the broker; when DeliveryQueue messages
-// already wait, it is dropped and counted.
+// deliver queues a message from the broker. It never blocks the
+// publisher: when MaxMqueueLen messages already wait, one is dropped
+// (makeRoom), counted, and logged at most a few lines a second.
 func (c *Channel) deliver(m broker.Message) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state != Connected {
-		c.cfg.Stats.DeliveryDropped.Add(1)
+		c.droppedClosed(1)
+		c.mu.Unlock()
 		return
 	}
-	if c.queuedMsgs >= c.cfg.DeliveryQueue {
-		c.cfg.Stats.DeliveryDropped.Add(1)
-		c.log.Debug("delivery dropped: queue full", "clientid", c.client.ClientID, "topic", m.Topic)
-		return
-	}
-	c.trace(c.client.ClientID, "deliver", m.Topic, m.Payload)
-	c.push(event{kind: evMessage, msg: &pb.Message{
+	msg := &pb.Message{
 		Node:      c.cfg.Node,
-		Id:        c.ids.next(),
 		Qos:       uint32(m.QoS),
 		From:      m.From,
 		Topic:     strings.TrimPrefix(m.Topic, c.mountpoint),
 		Payload:   m.Payload,
 		Timestamp: uint64(m.Time.UnixMilli()),
-	}})
+	}
+	var victim *pb.Message
+	if c.queuedMsgs >= c.cfg.MaxMqueueLen {
+		var isNew bool
+		if victim, isNew = c.makeRoom(msg); isNew {
+			msg = nil
+		}
+	}
+	clientID := c.client.ClientID
+	if msg != nil {
+		msg.Id = c.ids.next()
+		c.push(event{kind: evMessage, msg: msg})
+	}
+	c.mu.Unlock()
+	if msg != nil {
+		c.trace(clientID, "deliver", m.Topic, m.Payload)
+	}
+	if victim != nil {
+		c.logDropped(clientID, victim)
+	}
+}
+
+// logDropped warns of a delivery dropped from a full queue, at most ten
+// lines a second for the whole gateway.
+func (c *Channel) logDropped(clientID string, m *pb.Message) {
+	ok, suppressed := c.cfg.Stats.dropped.allow(time.Now(), 10)
+	if !ok {
+		return
+	}
+	reason := "queue_full"
+	if m.Qos == 0 {
+		reason = "qos0_msg"
+	}
+	c.log.Warn("delivery dropped: the device's queue is full", "clientid", clientID, "topic", m.Topic, "qos", m.Qos,
+		"reason", reason, "max_mqueue_len", c.cfg.MaxMqueueLen, "dropped_since_last_line", suppressed)
 }
 
 // brokerClosed handles the broker ending the session: a takeover, a kick,

@@ -3,7 +3,6 @@ package channel
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"time"
 
 	pb "github.com/exgate/exgate/exprotopb"
@@ -44,6 +43,9 @@ func (c *Channel) push(ev event) {
 	switch ev.kind {
 	case evMessage:
 		c.queuedMsgs++
+		if ev.msg.Qos == 0 {
+			c.queuedQoS0++
+		}
 	case evBytes:
 		c.queuedReads++
 	}
@@ -59,9 +61,7 @@ func (c *Channel) push(ev event) {
 
 // dropQueued forgets every queued event but OnSocketClosed. Called with mu held.
 func (c *Channel) dropQueued() {
-	if c.queuedMsgs > 0 {
-		c.cfg.Stats.DeliveryDropped.Add(int64(c.queuedMsgs))
-	}
+	c.droppedClosed(c.queuedMsgs)
 	kept := c.queue[:0]
 	for _, ev := range c.queue {
 		if ev.kind == evClosed {
@@ -70,7 +70,50 @@ func (c *Channel) dropQueued() {
 	}
 	clear(c.queue[len(kept):])
 	c.queue = kept
-	c.queuedMsgs, c.queuedReads = 0, 0
+	c.queuedMsgs, c.queuedQoS0, c.queuedReads = 0, 0, 0
+}
+
+// droppedClosed counts n deliveries dropped because the device closed.
+// Called with mu held.
+func (c *Channel) droppedClosed(n int) {
+	if n > 0 {
+		c.mqDropped += int64(n)
+		c.cfg.Stats.DroppedClosed.Add(int64(n))
+		c.cfg.Stats.DeliveryDropped.Add(int64(n))
+	}
+}
+
+// makeRoom drops one delivery from a full queue to make room for m, in
+// EMQX's order with QoS 0 first: the oldest queued QoS 0 message; with
+// none, m itself if it is QoS 0; else the oldest queued message (as EMQX's
+// mqueue does). It returns the dropped message and whether it was m.
+// Called with mu held.
+func (c *Channel) makeRoom(m *pb.Message) (victim *pb.Message, isNew bool) {
+	if c.queuedQoS0 == 0 && m.Qos == 0 {
+		victim, isNew = m, true
+	} else {
+		for i, ev := range c.queue {
+			if ev.kind == evMessage && (c.queuedQoS0 == 0 || ev.msg.Qos == 0) {
+				victim = ev.msg
+				copy(c.queue[i:], c.queue[i+1:])
+				c.queue[len(c.queue)-1] = event{}
+				c.queue = c.queue[:len(c.queue)-1]
+				c.queuedMsgs--
+				if victim.Qos == 0 {
+					c.queuedQoS0--
+				}
+				break
+			}
+		}
+	}
+	c.mqDropped++
+	c.cfg.Stats.DeliveryDropped.Add(1)
+	if victim.Qos == 0 {
+		c.cfg.Stats.DroppedQoS0.Add(1)
+	} else {
+		c.cfg.Stats.DroppedQueueFull.Add(1)
+	}
+	return victim, isNew
 }
 
 // next takes the head of the queue; consecutive deliveries are coalesced into
@@ -91,6 +134,11 @@ func (c *Channel) next() (ev event, msgs []*pb.Message) {
 			n++
 		}
 		c.queuedMsgs -= n
+		for _, m := range msgs {
+			if m.Qos == 0 {
+				c.queuedQoS0--
+			}
+		}
 	} else if ev.kind == evBytes {
 		c.queuedReads--
 	}
@@ -123,32 +171,48 @@ func (c *Channel) dispatch() {
 		}
 		if stale {
 			if ev.kind == evMessage {
-				c.cfg.Stats.DeliveryDropped.Add(int64(len(msgs)))
+				c.mu.Lock()
+				c.droppedClosed(len(msgs))
+				c.mu.Unlock()
 			}
 			continue
 		}
-		err := c.call(ev, msgs)
 		if ev.kind == evClosed {
-			if err != nil {
-				// A device closed because its handler failed or went away
-				// cannot tell that handler it closed: expected, not news.
-				lvl := slog.LevelWarn
-				if handlerCaused(ev.reason) {
-					lvl = slog.LevelDebug
-				}
-				c.log.Log(context.Background(), lvl, "OnSocketClosed failed", "clientid", c.ClientID(), "reason", ev.reason, "error", err)
+			// The queue stays empty from here on (nothing is queued after
+			// OnSocketClosed) and dispatching stays true: no other
+			// dispatcher starts for this channel.
+			if p := c.cfg.Pool; p != nil {
+				p.closeLater(c)
+			} else {
+				c.sayClosed()
 			}
-			c.mu.Lock()
-			c.dispatching = false
-			c.mu.Unlock()
-			c.finish()
 			return
 		}
+		err := c.call(ev, msgs)
 		if err != nil {
 			c.log.Warn("handler call failed; closing the device", "clientid", c.ClientID(), "callback", callbackNames[ev.kind], "error", err)
 			c.closeWith(handlerFailedReason(callbackNames[ev.kind], err), true)
 		}
 	}
+}
+
+// sayClosed makes the channel's last call, OnSocketClosed, and lets the
+// channel go. A failure is expected when the handler itself failed or went
+// away (the device closed because of it); any other is counted and logged
+// at most once a second, so a burst of them is one line, not thousands.
+func (c *Channel) sayClosed() {
+	c.mu.Lock()
+	reason := c.reason
+	c.mu.Unlock()
+	if err := c.call(event{kind: evClosed, reason: reason}, nil); err != nil {
+		c.cfg.Stats.CloseFailed.Add(1)
+		if !handlerCaused(reason) {
+			if ok, suppressed := c.cfg.Stats.closeFailed.allow(time.Now(), 1); ok {
+				c.log.Warn("OnSocketClosed failed", "clientid", c.ClientID(), "reason", reason, "error", err, "failed_since_last_line", suppressed)
+			}
+		}
+	}
+	c.finish()
 }
 
 // call makes one handler call with the configured deadline.

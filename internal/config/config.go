@@ -220,9 +220,14 @@ type ExProto struct {
 	// EventQueue is how many socket reads may wait for the handler per
 	// connection before the gateway stops reading that socket. Default 64.
 	EventQueue int `yaml:"event_queue"`
-	// DeliveryQueue is how many messages may wait for the handler per
-	// connection; more are dropped and counted. Default 1000.
-	DeliveryQueue int `yaml:"delivery_queue"`
+	// MaxMqueueLen is how many messages may wait for the handler per
+	// connection, as EMQX's mqtt.max_mqueue_len. When it is full, the
+	// oldest queued QoS 0 message is dropped to make room; with none, a new
+	// QoS 0 message is dropped, else the oldest message (EMQX's order).
+	// Every drop is counted by reason. Default 1000.
+	MaxMqueueLen int `yaml:"max_mqueue_len"`
+	// DeliveryQueue is MaxMqueueLen's name before 0.2; when given it wins.
+	DeliveryQueue int `yaml:"delivery_queue,omitempty"`
 	// CloseFlushTimeout bounds how long queued events are still delivered to
 	// the handler after a connection closed. Default 15s.
 	CloseFlushTimeout time.Duration `yaml:"close_flush_timeout"`
@@ -368,9 +373,12 @@ type Listener struct {
 	// MaxConnections refuses connections (UDP: new peers) beyond this many;
 	// 0 means no limit.
 	MaxConnections int `yaml:"max_connections"`
-	// MaxConnRate refuses new connections (UDP: new peers) beyond this many
-	// per second; 0 means no limit.
-	MaxConnRate int `yaml:"max_conn_rate"`
+	// MaxConnRate refuses new connections (UDP: new peers) at accept beyond
+	// this many per second (a burst of as many is let through); 0 means no
+	// limit. Default 1000, EMQX's listener default: a connect costs the
+	// handler a few calls, and a storm beyond what it can answer would only
+	// pile up work. Use ConnRate to read it.
+	MaxConnRate *int `yaml:"max_conn_rate,omitempty"`
 	// AccessRules are "allow|deny <ip>|<CIDR>|all", first match wins, no
 	// match allows. A denied connection is closed before any handler event;
 	// a denied datagram is dropped.
@@ -421,6 +429,11 @@ type TCPOptions struct {
 
 // UDPOptions tune a datagram listener's socket.
 type UDPOptions struct {
+	// Recbuf is the socket's receive buffer, where datagrams wait while
+	// exgate is busy (a burst of new peers). Default 8MB, forced past
+	// net.core.rmem_max when the process may (CAP_NET_ADMIN); otherwise the
+	// kernel caps it and exgate warns at start. What the kernel still drops
+	// is exgate_listener_kernel_drops_total.
 	Recbuf Size `yaml:"recbuf"`
 	Sndbuf Size `yaml:"sndbuf"`
 }
@@ -573,6 +586,17 @@ func (l *Listener) SocketOpts() TCPOptions {
 	return o
 }
 
+// DefaultMaxConnRate is max_conn_rate when a listener does not set it.
+const DefaultMaxConnRate = 1000
+
+// ConnRate is max_conn_rate with its default applied; 0 means no limit.
+func (l *Listener) ConnRate() int {
+	if l.MaxConnRate == nil {
+		return DefaultMaxConnRate
+	}
+	return *l.MaxConnRate
+}
+
 // AuthnEnabled reports whether this listener authenticates devices.
 func (l *Listener) AuthnEnabled() bool { return l.EnableAuthn == nil || *l.EnableAuthn }
 
@@ -601,7 +625,7 @@ func base() *Config {
 			LoginFailureBan:        LoginFailureBan{MaxFailures: 15, MaxHostFailures: 100, Window: time.Minute, BanTime: 5 * time.Minute},
 			MaxMessagesPerDelivery: 1,
 			EventQueue:             64,
-			DeliveryQueue:          1000,
+			MaxMqueueLen:           1000,
 			CloseFlushTimeout:      15 * time.Second,
 			Authorization:          Authorization{NoMatch: "allow"},
 		}},
@@ -674,6 +698,9 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if _ = yaml.Unmarshal(b, &said); said.Gateway.ExProto.Listeners == nil {
 		c.fillListeners()
+	}
+	if x := &c.Gateway.ExProto; x.DeliveryQueue != 0 {
+		x.MaxMqueueLen, x.DeliveryQueue = x.DeliveryQueue, 0
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -863,8 +890,8 @@ func (c *Config) Validate() error {
 	if x.EventQueue < 1 {
 		bad(g+"event_queue", "must be at least 1, got %d", x.EventQueue)
 	}
-	if x.DeliveryQueue < 1 {
-		bad(g+"delivery_queue", "must be at least 1, got %d", x.DeliveryQueue)
+	if x.MaxMqueueLen < 1 {
+		bad(g+"max_mqueue_len", "must be at least 1, got %d", x.MaxMqueueLen)
 	}
 	if err := CheckMountpoint(x.Mountpoint); err != nil {
 		bad(g+"mountpoint", "%v", err)
@@ -1029,7 +1056,7 @@ func (l *Listener) validate(typ string, base Handler) []keyError {
 	if l.MaxConnections < 0 {
 		bad("max_connections", "must not be negative")
 	}
-	if l.MaxConnRate < 0 {
+	if l.ConnRate() < 0 {
 		bad("max_conn_rate", "must not be negative")
 	}
 	if l.IdleTimeout < 0 {

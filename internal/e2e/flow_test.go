@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,11 +55,11 @@ func TestSlowHandlerPushesBackOnDevice(t *testing.T) {
 }
 
 // Deliveries to a device whose handler is slow are queued up to
-// delivery_queue; the rest are dropped and counted, never buffered without bound.
+// max_mqueue_len; the rest are dropped and counted, never buffered without bound.
 func TestDeliveryOverflowDroppedAndCounted(t *testing.T) {
 	release := make(chan struct{})
 	e := start(t, func(c *config.Config) {
-		c.Gateway.ExProto.DeliveryQueue = 5
+		c.Gateway.ExProto.MaxMqueueLen = 5
 		c.Gateway.ExProto.MaxMessagesPerDelivery = 1
 	})
 	d := e.dial()
@@ -86,8 +87,19 @@ func TestDeliveryOverflowDroppedAndCounted(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// An operator sees it: the device's queue in the REST client object,
+	// the drops by reason in the metrics (a QoS 0 subscription: qos0_msg).
+	base := startAPI(t, e, config.API{})
+	code, c, _ := call(t, "GET", base+"/api/v5/gateways/exproto/clients/slow", "")
+	if code != 200 || c["mqueue_len"] != 5.0 || c["max_mqueue"] != 5.0 || c["mqueue_dropped"] != 24.0 {
+		t.Fatalf("client: %d mqueue_len %v max_mqueue %v mqueue_dropped %v; want 5, 5, 24", code, c["mqueue_len"], c["max_mqueue"], c["mqueue_dropped"])
+	}
+	_, _, metrics := call(t, "GET", base+"/metrics", "")
+	if !strings.Contains(metrics, `exgate_delivery_dropped_total{reason="qos0_msg"} 24`) {
+		t.Fatalf("metrics lack the drops by reason:\n%s", grepLines(metrics, "delivery_dropped"))
+	}
 	close(release)
-	// What was queued still arrives: one in flight + delivery_queue.
+	// What was queued still arrives: one in flight + max_mqueue_len.
 	for i := 0; i < 6; i++ {
 		d.expect(testhandler.Publish, 0)
 	}
@@ -214,4 +226,15 @@ func TestMQTT5Client(t *testing.T) {
 			t.Fatal("MQTT 5 client got nothing")
 		}
 	})
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

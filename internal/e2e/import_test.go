@@ -64,7 +64,7 @@ func TestImportEMQX5(t *testing.T) {
 	x := cfg.Gateway.ExProto
 	tcp := x.Listeners.TCP["default"]
 	if res.Format != "emqx5" || x.Mountpoint != "ct/" || x.IdleTimeout != 45*time.Second || tcp.Bind != "0.0.0.0:7993" ||
-		tcp.MaxConnections != 1024000 || tcp.MaxConnRate != 1000 || tcp.TCPOptions.Backlog != 1024 || x.Listeners.UDP["default"].UDPOptions.Recbuf != 64<<10 ||
+		tcp.MaxConnections != 1024000 || tcp.ConnRate() != 1000 || tcp.TCPOptions.Backlog != 1024 || x.Listeners.UDP["default"].UDPOptions.Recbuf != 64<<10 ||
 		x.Handler.SSLOptions != nil {
 		t.Fatalf("mapped wrongly:\n%s", cfg.YAML())
 	}
@@ -144,7 +144,7 @@ func TestImportEMQX4(t *testing.T) {
 	cfg, res := imported(t, "emqx_exproto.conf", nil)
 	x := cfg.Gateway.ExProto
 	l := x.Listeners.TCP["protoname"]
-	if res.Format != "emqx4" || l == nil || l.Bind != "0.0.0.0:7993" || l.MaxConnRate != 1000 || l.IdleTimeout != 30*time.Second ||
+	if res.Format != "emqx4" || l == nil || l.Bind != "0.0.0.0:7993" || l.ConnRate() != 1000 || l.IdleTimeout != 30*time.Second ||
 		len(l.AccessRules) != 1 || x.Handler.Address[0] != "http://127.0.0.1:9001" || x.Handler.ServiceName != "ConnectionHandler" || x.Server.Bind != "0.0.0.0:9100" {
 		t.Fatalf("mapped wrongly:\n%s", cfg.YAML())
 	}

@@ -25,6 +25,7 @@ func BenchmarkDeviceMemory(b *testing.B) {
 			const n = 500
 			e := startWith(b, options{transport: mode}, func(c *config.Config) {
 				c.Gateway.ExProto.IdleTimeout = time.Minute
+				defaultListener(c).MaxConnRate = new(int) // no limit: b.N rounds of 500
 			})
 			for i := 0; i < b.N; i++ {
 				m0 := measureProcess()
@@ -49,7 +50,10 @@ func BenchmarkDeviceMemory(b *testing.B) {
 // MQTT client per device).
 func TestDeviceCostGuard(t *testing.T) {
 	const n = 1000
-	e := start(t, func(c *config.Config) { c.Gateway.ExProto.IdleTimeout = time.Minute })
+	e := start(t, func(c *config.Config) {
+		c.Gateway.ExProto.IdleTimeout = time.Minute
+		defaultListener(c).MaxConnRate = new(int) // no limit: the test measures cost, not the limiter
+	})
 	m0 := measureProcess()
 	conns := connectSubscribed(t, e.addr(), n)
 	m1 := measureProcess()

@@ -346,7 +346,7 @@ func TestResultCodes(t *testing.T) {
 			topic string
 			qos   uint32
 			want  pb.ResultCode
-		}{{"raw/t", 0, pb.ResultCode_SUCCESS}, {"deny/raw", 2, pb.ResultCode_SUCCESS}, {"raw/t", 3, pb.ResultCode_UNKNOWN}, {"raw/#", 0, pb.ResultCode_UNKNOWN}, {"", 0, pb.ResultCode_UNKNOWN}} {
+		}{{"raw/t", 0, pb.ResultCode_SUCCESS}, {"deny/raw", 2, pb.ResultCode_SUCCESS}, {"raw/t", 3, pb.ResultCode_UNKNOWN}, {"raw/#", 0, pb.ResultCode_UNKNOWN}, {"", 0, pb.ResultCode_UNKNOWN}, {"$SYS/x", 0, pb.ResultCode_PERMISSION_DENY}} {
 			resp, err := raw(c.topic, c.qos)
 			if err != nil || resp.Code != c.want {
 				t.Errorf("raw publish %q qos %d: %v %v, want %v", c.topic, c.qos, resp, err, c.want)

@@ -212,8 +212,34 @@ func TestMaxConnections(t *testing.T) {
 	})
 }
 
+// max_connections counts open sockets: a device whose socket closed frees
+// its slot at once, while the handler has not answered its OnSocketClosed.
+func TestMaxConnectionsCountsOpenSockets(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, func(c *config.Config) { defaultListener(c).MaxConnections = 1 })
+		release := make(chan struct{})
+		e.h.OnClosed = func(string) { <-release }
+		defer close(release)
+		a := e.dial()
+		a.send(Frame{Type: testhandler.Disconnect})
+		e.h.WaitFor(t, 5*time.Second, "the first device's OnSocketClosed", func() bool {
+			_, ok := e.h.Closed(a.id)
+			return ok
+		})
+		if n := e.g.Stats.Closing.Load(); n != 1 {
+			t.Fatalf("closing devices: %d, want 1 (its OnSocketClosed is held)", n)
+		}
+		b := e.dial() // the slot is free: it reaches the handler
+		b.connect("second", 0)
+		st := &e.g.Listener(e.tr + ":default").Stats
+		if st.RefusedLimit.Load() != 0 || st.Current.Load() != 1 {
+			t.Fatalf("refused %d, current %d; want 0, 1", st.RefusedLimit.Load(), st.Current.Load())
+		}
+	})
+}
+
 func TestMaxConnRate(t *testing.T) {
-	e := start(t, func(c *config.Config) { defaultListener(c).MaxConnRate = 2 })
+	e := start(t, func(c *config.Config) { r := 2; defaultListener(c).MaxConnRate = &r })
 	var conns []net.Conn
 	for i := 0; i < 6; i++ {
 		c, err := net.Dial("tcp", e.addr())

@@ -193,7 +193,9 @@ func (im *importer) listenerKey(l *config.Listener, typ, key, full string, v any
 	case key == "max_connections":
 		im.setInt(full, v, &l.MaxConnections)
 	case key == "max_conn_rate":
-		im.setInt(full, strings.TrimSuffix(str(v), "/s"), &l.MaxConnRate)
+		var n int // infinity: no limit
+		im.setInt(full, strings.TrimSuffix(str(v), "/s"), &n)
+		l.MaxConnRate = &n
 	case key == "access_rules":
 		l.AccessRules = strList(v)
 	case key == "proxy_protocol":

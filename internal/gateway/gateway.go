@@ -39,15 +39,16 @@ import (
 
 // Gateway is one running exgate.
 type Gateway struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	Stats   *channel.Stats
-	Reg     *channel.Registry
-	Metrics *metrics.Metrics
-	Tracer  *trace.Tracer
-	Banned  *banned.List // refused at authentication, devices and MQTT clients alike
-	pool    *channel.Pool
-	started atomic.Int64 // unix nanos of Start; 0 before (read by the API's goroutines)
+	cfg      *config.Config
+	log      *slog.Logger
+	Stats    *channel.Stats
+	Reg      *channel.Registry
+	Metrics  *metrics.Metrics
+	Tracer   *trace.Tracer
+	Banned   *banned.List // refused at authentication, devices and MQTT clients alike
+	pool     *channel.Pool
+	started  atomic.Int64 // unix nanos of Start; 0 before (read by the API's goroutines)
+	shedding atomic.Bool  // listeners refuse connections: too many devices are closing
 
 	broker   broker.Broker
 	embedded *embedded.Broker // nil with an external broker
@@ -216,6 +217,26 @@ func (g *Gateway) deviceAddrs() string {
 	return strings.Join(parts, ", ")
 }
 
+// maxClosing is how many closed devices may wait for their OnSocketClosed
+// before the listeners shed new connections at accept. A closed device
+// holds a few KiB until then; its socket and listener slot are free already.
+const maxClosing = 10_000
+
+// overloaded reports whether new connections should be refused, and says
+// so once when shedding starts and once when it stops.
+func (g *Gateway) overloaded() bool {
+	n := g.Stats.Closing.Load()
+	over := n >= maxClosing
+	if g.shedding.CompareAndSwap(!over, over) {
+		if over {
+			g.log.Warn("refusing new connections: closed devices wait for the handler's OnSocketClosed", "closing", n, "limit", maxClosing)
+		} else {
+			g.log.Info("accepting new connections again", "closing", n)
+		}
+	}
+	return over
+}
+
 // listenerOptions turns a listener's configuration into listener options,
 // TLS included.
 func (g *Gateway) listenerOptions(typ, name string, l *config.Listener) (listener.Options, error) {
@@ -225,9 +246,9 @@ func (g *Gateway) listenerOptions(typ, name string, l *config.Listener) (listene
 	}
 	o := listener.Options{
 		Name: name, Kind: kind, Bind: config.BindAddress(l.Bind),
-		MaxConnections: l.MaxConnections, MaxConnRate: l.MaxConnRate,
+		MaxConnections: l.MaxConnections, MaxConnRate: l.ConnRate(),
 		ProxyProtocol: l.ProxyProtocol, ProxyTimeout: l.ProxyProtocolTimeout,
-		TCP: l.SocketOpts(), Logger: g.log,
+		TCP: l.SocketOpts(), Logger: g.log, Overloaded: g.overloaded,
 	}
 	if l.UDPOptions != nil {
 		o.UDP = *l.UDPOptions
@@ -327,7 +348,7 @@ func (g *Gateway) channelConfig(cfg *config.Config, kind listener.Kind, name str
 		CloseFlushTimeout: x.CloseFlushTimeout,
 		MaxBatch:          x.MaxMessagesPerDelivery,
 		EventQueue:        x.EventQueue,
-		DeliveryQueue:     x.DeliveryQueue,
+		MaxMqueueLen:      x.MaxMqueueLen,
 		Registry:          g.Reg,
 		Pool:              g.pool,
 		Trace:             g.Tracer.Event,
@@ -550,7 +571,11 @@ func (g *Gateway) registerMetrics() {
 	m.Counter("exgate_bytes_sent_total", "Bytes sent to devices.", nil, f(&st.BytesSent))
 	m.Counter("exgate_messages_delivered_total", "Messages the handler accepted in OnReceivedMessages.", nil, f(&st.MessagesDelivered))
 	m.Counter("exgate_messages_published_total", "Messages devices published to the broker.", nil, f(&st.MessagesPublished))
-	m.Counter("exgate_delivery_dropped_total", "Deliveries dropped: queue full or device closed.", nil, f(&st.DeliveryDropped))
+	for reason, a := range map[string]*atomic.Int64{"queue_full": &st.DroppedQueueFull, "qos0_msg": &st.DroppedQoS0, "closed": &st.DroppedClosed} {
+		m.Counter("exgate_delivery_dropped_total", "Deliveries to devices dropped, by reason: queue_full (QoS 1/2, the device's queue was full), qos0_msg (QoS 0, queue full), closed (the device closed first).", prometheus.Labels{"reason": reason}, f(a))
+	}
+	m.Gauge("exgate_connections_closing", "Closed devices whose OnSocketClosed is not answered yet.", nil, f(&st.Closing))
+	m.Counter("exgate_handler_close_failed_total", "OnSocketClosed calls that failed or timed out.", nil, f(&st.CloseFailed))
 	m.Counter("exgate_client_connect_total", "Authenticate calls.", nil, f(&st.ClientConnect))
 	m.Counter("exgate_client_connected_total", "Successful Authenticate calls.", nil, f(&st.ClientConnected))
 	m.Counter("exgate_client_disconnected_total", "Authenticated devices that closed.", nil, f(&st.Disconnected))
@@ -619,11 +644,12 @@ var (
 	descListenerAccepted = prometheus.NewDesc("exgate_listener_accepted_total", "Connections accepted.", []string{"listener"}, nil)
 	descListenerRefused  = prometheus.NewDesc("exgate_listener_refused_total", "Connections refused, by cause.", []string{"listener", "cause"}, nil)
 	descListenerDropped  = prometheus.NewDesc("exgate_listener_datagrams_dropped_total", "UDP datagrams dropped (rate limits, refusals, full queues).", []string{"listener"}, nil)
+	descListenerKernel   = prometheus.NewDesc("exgate_listener_kernel_drops_total", "UDP datagrams the kernel dropped because the listener's receive buffer was full (recbuf; Linux).", []string{"listener"}, nil)
 	descListenerThrottle = prometheus.NewDesc("exgate_listener_throttled_total", "Reads slowed down by a rate limit.", []string{"listener"}, nil)
 )
 
 func (listenerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descListenerConns, descListenerAccepted, descListenerRefused, descListenerDropped, descListenerThrottle} {
+	for _, d := range []*prometheus.Desc{descListenerConns, descListenerAccepted, descListenerRefused, descListenerDropped, descListenerKernel, descListenerThrottle} {
 		ch <- d
 	}
 }
@@ -633,10 +659,13 @@ func (c listenerCollector) Collect(ch chan<- prometheus.Metric) {
 		st, n := &l.Stats, l.Name()
 		ch <- prometheus.MustNewConstMetric(descListenerConns, prometheus.GaugeValue, float64(st.Current.Load()), n)
 		ch <- prometheus.MustNewConstMetric(descListenerAccepted, prometheus.CounterValue, float64(st.Accepted.Load()), n)
-		for cause, a := range map[string]*atomic.Int64{"max_connections": &st.RefusedLimit, "max_conn_rate": &st.RefusedRate, "access_rules": &st.RefusedACL, "handshake": &st.HandshakeFailed} {
+		for cause, a := range map[string]*atomic.Int64{"max_connections": &st.RefusedLimit, "max_conn_rate": &st.RefusedRate, "overload": &st.RefusedOverload, "access_rules": &st.RefusedACL, "handshake": &st.HandshakeFailed} {
 			ch <- prometheus.MustNewConstMetric(descListenerRefused, prometheus.CounterValue, float64(a.Load()), n, cause)
 		}
 		ch <- prometheus.MustNewConstMetric(descListenerDropped, prometheus.CounterValue, float64(st.DatagramsDropped.Load()), n)
+		if k, ok := l.KernelDrops(); ok {
+			ch <- prometheus.MustNewConstMetric(descListenerKernel, prometheus.CounterValue, float64(k), n)
+		}
 		ch <- prometheus.MustNewConstMetric(descListenerThrottle, prometheus.CounterValue, float64(st.Throttled.Load()), n)
 	}
 }

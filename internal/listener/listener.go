@@ -75,6 +75,7 @@ type Stats struct {
 	RefusedLimit     atomic.Int64 // over max_connections
 	RefusedRate      atomic.Int64 // over max_conn_rate
 	RefusedACL       atomic.Int64 // denied by access_rules
+	RefusedOverload  atomic.Int64 // refused while Options.Overloaded said so
 	HandshakeFailed  atomic.Int64 // TLS/DTLS handshake or PROXY header failed
 	DatagramsDropped atomic.Int64 // UDP: over a rate limit, denied or queue full
 	Throttled        atomic.Int64 // reads slowed down by a rate limit
@@ -99,7 +100,13 @@ type Options struct {
 	BytesRate        config.Rate // per connection
 	MessagesRate     config.Rate // per connection
 	ListenerBytes    config.Rate // all connections together
-	Logger           *slog.Logger
+	// Overloaded, if set, is asked on every accept; while it reports true
+	// new connections (UDP: new peers) are refused at once, before they
+	// cost anything: shedding at the door keeps the process inside its
+	// memory when closed devices pile up faster than the handler hears of
+	// them.
+	Overloaded func() bool
+	Logger     *slog.Logger
 }
 
 // Listener is one named device listener of any kind.
@@ -243,12 +250,16 @@ func newControls(o Options) *controls {
 // connections being served keep theirs.
 func (l *Listener) Update(o Options) { l.ctl.Store(newControls(o)) }
 
-// admit applies access rules, max_connections and max_conn_rate to a new
+// admit applies access rules, overload, max_connections and max_conn_rate to a new
 // connection (or UDP peer) from addr, counting refusals by cause.
 func (l *Listener) admit(addr net.Addr) bool {
 	c := l.ctl.Load()
 	if !allowed(c.access, addr) {
 		l.Stats.RefusedACL.Add(1)
+		return false
+	}
+	if o := l.opts.Overloaded; o != nil && o() {
+		l.Stats.RefusedOverload.Add(1)
 		return false
 	}
 	if m := c.maxConns; m > 0 && l.Stats.Current.Load() >= int64(m) {

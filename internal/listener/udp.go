@@ -11,6 +11,12 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// DefaultRecbuf is a UDP listener's receive buffer when recbuf is not set.
+// A burst of datagrams from new peers arrives while the gateway is busy
+// creating their connections; with Linux's default buffer (208 KiB) most
+// of a burst of 2,500 peers was dropped by the kernel before exgate saw it.
+const DefaultRecbuf = 8 << 20
+
 // peerQueue is how many datagrams of one peer may wait for its reader;
 // more are dropped: one slow device must not stall the shared socket.
 const peerQueue = 64
@@ -35,8 +41,14 @@ func listenUDP(l *Listener, addr string) (*udpListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if b := l.opts.UDP.Recbuf; b > 0 {
-		_ = pc.SetReadBuffer(int(b))
+	want := int(l.opts.UDP.Recbuf)
+	if want <= 0 {
+		want = DefaultRecbuf
+	}
+	got, err := setRecvBuffer(pc, want)
+	if err != nil || got < want { // the kernel reports twice what it grants
+		l.log.Warn("UDP receive buffer smaller than asked: the kernel may drop bursts (exgate_listener_kernel_drops_total); raise net.core.rmem_max or run with CAP_NET_ADMIN",
+			"recbuf", want, "granted", got/2, "error", err)
 	}
 	if b := l.opts.UDP.Sndbuf; b > 0 {
 		_ = pc.SetWriteBuffer(int(b))
@@ -111,6 +123,16 @@ func (u *udpListener) close() error {
 }
 
 func (u *udpListener) wait() { u.wg.Wait() }
+
+// KernelDrops is how many datagrams the kernel dropped because the
+// listener's receive buffer was full; ok is false where that is not known
+// (not a UDP listener, not Linux).
+func (l *Listener) KernelDrops() (n int64, ok bool) {
+	if l.udp == nil {
+		return 0, false
+	}
+	return kernelDrops(l.udp.pc)
+}
 
 // udpPeer is one peer's connection: Read returns its datagrams one by one,
 // Write sends one datagram to it, Close forgets it so that its next datagram

@@ -88,6 +88,9 @@ type Handler struct {
 	Hang func(method string) bool
 	// OnCreated, if set, runs inside OnSocketCreated before it returns.
 	OnCreated func(ctx context.Context, conn string)
+	// OnClosed, if set, runs inside OnSocketClosed (after it was recorded)
+	// before it returns.
+	OnClosed func(conn string)
 	// OnBytes and OnMessages, if set, run at the start of those callbacks
 	// (to make a handler slow).
 	OnBytes, OnMessages func()
@@ -467,6 +470,9 @@ func (h *Handler) OnSocketClosed(ctx context.Context, r *pb.SocketClosedRequest)
 	h.mu.Lock()
 	delete(h.bufs, r.Conn)
 	h.mu.Unlock()
+	if h.OnClosed != nil {
+		h.OnClosed(r.Conn)
+	}
 	return &pb.EmptySuccess{}, h.behave(ctx, "OnSocketClosed", leave)
 }
 

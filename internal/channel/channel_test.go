@@ -1,0 +1,207 @@
+package channel
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/broker"
+)
+
+// scriptedHandler answers at once unless a hook says otherwise, and records
+// the payloads it was given.
+type scriptedHandler struct {
+	onMessages func()
+	onClosed   func()
+
+	mu       sync.Mutex
+	payloads []string
+}
+
+func (h *scriptedHandler) OnSocketCreated(context.Context, *pb.SocketCreatedRequest) error {
+	return nil
+}
+func (h *scriptedHandler) OnReceivedBytes(context.Context, *pb.ReceivedBytesRequest) error {
+	return nil
+}
+func (h *scriptedHandler) OnTimerTimeout(context.Context, *pb.TimerTimeoutRequest) error { return nil }
+func (h *scriptedHandler) OnReceivedMessages(_ context.Context, r *pb.ReceivedMessagesRequest) error {
+	if h.onMessages != nil {
+		h.onMessages()
+	}
+	h.mu.Lock()
+	for _, m := range r.Messages {
+		h.payloads = append(h.payloads, string(m.Payload))
+	}
+	h.mu.Unlock()
+	return nil
+}
+func (h *scriptedHandler) OnSocketClosed(ctx context.Context, _ *pb.SocketClosedRequest) error {
+	if h.onClosed != nil {
+		h.onClosed()
+	}
+	return ctx.Err()
+}
+
+func (h *scriptedHandler) got() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.payloads...)
+}
+
+func testConfig(h Handler, pool *Pool) *Config {
+	return &Config{
+		Node: "test", Handler: h, IdleTimeout: time.Hour, RequestTimeout: 10 * time.Second, CloseFlushTimeout: 10 * time.Second,
+		MaxBatch: 1, EventQueue: 64, MaxMqueueLen: 1000, Registry: NewRegistry(), Stats: &Stats{},
+		Logger: slog.New(slog.DiscardHandler), Pool: pool,
+	}
+}
+
+// connected makes a channel that passed Authenticate, without a broker.
+func connected(cfg *Config) *Channel {
+	c := New(cfg, discardConn{}, &pb.ConnInfo{}, false)
+	c.mu.Lock()
+	c.state = Connected
+	c.client.ClientID = "dev"
+	c.mu.Unlock()
+	return c
+}
+
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A full queue drops QoS 0 first: the oldest queued QoS 0 message; with
+// none queued, a new QoS 0 message; else the oldest message (EMQX's mqueue).
+// Every drop is counted by reason, per device and for the gateway.
+func TestMqueueDropsQoS0First(t *testing.T) {
+	release := make(chan struct{})
+	var first atomic.Bool
+	h := &scriptedHandler{onMessages: func() {
+		if first.CompareAndSwap(false, true) {
+			<-release
+		}
+	}}
+	pool := NewPool(time.Second)
+	cfg := testConfig(h, pool)
+	cfg.MaxMqueueLen = 3
+	c := connected(cfg)
+	msg := func(qos byte, p string) {
+		c.deliver(broker.Message{Topic: "t", QoS: qos, Payload: []byte(p), Time: time.Now()})
+	}
+
+	msg(1, "inflight")
+	waitUntil(t, "the first delivery in flight", func() bool { return first.Load() })
+	msg(0, "a")
+	msg(1, "b")
+	msg(1, "c") // full: a b c
+	msg(1, "d") // drops a, the oldest QoS 0
+	msg(0, "e") // no QoS 0 queued: drops e itself
+	msg(1, "f") // drops b, the oldest
+	in := c.Snapshot()
+	if in.MqueueLen != 3 || in.MqueueDropped != 3 || in.MaxMqueue != 3 {
+		t.Fatalf("snapshot: mqueue_len %d, mqueue_dropped %d, max_mqueue %d; want 3, 3, 3", in.MqueueLen, in.MqueueDropped, in.MaxMqueue)
+	}
+	close(release)
+	waitUntil(t, "the queue to drain", func() bool { return len(h.got()) == 4 })
+	want := []string{"inflight", "c", "d", "f"}
+	for i, p := range h.got() {
+		if p != want[i] {
+			t.Fatalf("delivered %q, want %q", h.got(), want)
+		}
+	}
+	st := cfg.Stats
+	if st.DroppedQoS0.Load() != 2 || st.DroppedQueueFull.Load() != 1 || st.DroppedClosed.Load() != 0 || st.DeliveryDropped.Load() != 3 {
+		t.Fatalf("dropped: qos0 %d, queue_full %d, closed %d, total %d; want 2, 1, 0, 3",
+			st.DroppedQoS0.Load(), st.DroppedQueueFull.Load(), st.DroppedClosed.Load(), st.DeliveryDropped.Load())
+	}
+	c.Kick(ReasonNormal)
+	<-c.Done()
+	pool.Close()
+}
+
+// Deliveries to a closed device are dropped as "closed".
+func TestDeliveryAfterCloseCounted(t *testing.T) {
+	cfg := testConfig(&scriptedHandler{}, nil)
+	c := connected(cfg)
+	c.Kick(ReasonNormal)
+	c.deliver(broker.Message{Topic: "t", QoS: 1, Time: time.Now()})
+	<-c.Done()
+	if cfg.Stats.DroppedClosed.Load() != 1 || cfg.Stats.DeliveryDropped.Load() != 1 {
+		t.Fatalf("closed %d, total %d; want 1, 1", cfg.Stats.DroppedClosed.Load(), cfg.Stats.DeliveryDropped.Load())
+	}
+}
+
+// A storm of closes reaches the handler through at most closeWorkers calls
+// at a time, and none of them times out waiting for a worker: the deadline
+// starts when the call is made. Afterwards no goroutine is left.
+func TestCloseWorkersBounded(t *testing.T) {
+	before := runtime.NumGoroutine()
+	var inflight, peak atomic.Int64
+	h := &scriptedHandler{onClosed: func() {
+		n := inflight.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+		inflight.Add(-1)
+	}}
+	pool := NewPool(time.Second)
+	cfg := testConfig(h, pool)
+	// 400 closes at 20 ms each through 32 workers take ~250 ms, longer
+	// than the deadline of any one call.
+	cfg.RequestTimeout = 150 * time.Millisecond
+	const n = 400
+	chans := make([]*Channel, n)
+	for i := range chans {
+		chans[i] = New(cfg, discardConn{}, &pb.ConnInfo{}, false)
+	}
+	for _, c := range chans {
+		c.Kick(ReasonNormal)
+	}
+	for _, c := range chans {
+		<-c.Done()
+	}
+	if p := peak.Load(); p > closeWorkers || p < 2 {
+		t.Fatalf("peak OnSocketClosed calls in flight: %d, want 2..%d", p, closeWorkers)
+	}
+	if f := cfg.Stats.CloseFailed.Load(); f != 0 {
+		t.Fatalf("%d OnSocketClosed calls failed; none should time out for lack of a worker", f)
+	}
+	if cl := cfg.Stats.Closing.Load(); cl != 0 || cfg.Registry.Len() != 0 {
+		t.Fatalf("after the storm: closing %d, registered %d; want 0, 0", cl, cfg.Registry.Len())
+	}
+	pool.Close()
+	waitUntil(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// A handler that does not answer OnSocketClosed is counted, and the channel
+// still goes.
+func TestCloseFailedCounted(t *testing.T) {
+	h := &scriptedHandler{onClosed: func() { time.Sleep(100 * time.Millisecond) }}
+	pool := NewPool(time.Second)
+	cfg := testConfig(h, pool)
+	cfg.RequestTimeout = 20 * time.Millisecond
+	c := New(cfg, discardConn{}, &pb.ConnInfo{}, false)
+	c.Kick(ReasonNormal)
+	<-c.Done()
+	if cfg.Stats.CloseFailed.Load() != 1 || cfg.Registry.Len() != 0 || cfg.Stats.Closing.Load() != 0 {
+		t.Fatalf("close_failed %d, registered %d, closing %d; want 1, 0, 0", cfg.Stats.CloseFailed.Load(), cfg.Registry.Len(), cfg.Stats.Closing.Load())
+	}
+	pool.Close()
+}
