@@ -212,9 +212,14 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	suite.Flags().IntVar(&su.Scale, "scale", 1, "divide device counts and durations by this (10: a quick smoke run)")
 
 	var co bench.ChurnOptions
+	var churnEcho bench.EchoOptions
 	churn := &cobra.Command{Use: "churn", Short: "Devices connect, authenticate, subscribe and leave at a steady rate; samples the gateway's RSS and goroutines", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			co.Progress, co.GatewayPID, co.MetricsURL = stderr, pid, metricsURL
+			if churnEcho.Addr != "" {
+				churnEcho.Transport = "tcp"
+				co.Echo = &churnEcho
+			}
 			r, err := bench.Churn(cmd.Context(), co)
 			if err != nil {
 				return err
@@ -235,8 +240,17 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 				}
 			}
 			first, last := r.Samples[0], r.Samples[len(r.Samples)-1]
-			fmt.Fprintf(stdout, "  gateway RSS %.1f MiB before, %.1f MiB peak (at %.0fs), %.1f MiB after settling; goroutines %d before, %d after\n",
-				float64(first.RSSBytes)/(1<<20), float64(peak.RSSBytes)/(1<<20), peak.At, float64(last.RSSBytes)/(1<<20), first.Goroutines, last.Goroutines)
+			fmt.Fprintf(stdout, "  gateway RSS %.1f MiB before, %.1f MiB peak (at %.0fs), %.1f MiB after settling; goroutines %d before, %d after; OnSocketClosed failed %d\n",
+				float64(first.RSSBytes)/(1<<20), float64(peak.RSSBytes)/(1<<20), peak.At, float64(last.RSSBytes)/(1<<20), first.Goroutines, last.Goroutines, last.CloseFailed)
+			if e := r.Echo; e != nil {
+				fmt.Fprintf(stdout, "  echo beside it: %d devices, %d round trips = %.0f/s, p50 %.0fµs p99 %.0fµs, errors %v %s\n", e.Devices, e.Ops, e.Rate, e.P50, e.P99, e.Errors, e.Note)
+			}
+			if pid > 0 {
+				fmt.Fprint(stdout, "\n", bench.Plot("gateway RSS, MiB", r.Samples, func(s bench.Sample) float64 { return float64(s.RSSBytes) / (1 << 20) }, "MiB", 60, 8))
+			}
+			if metricsURL != "" {
+				fmt.Fprint(stdout, "\n", bench.Plot("gateway goroutines", r.Samples, func(s bench.Sample) float64 { return float64(s.Goroutines) }, "", 60, 8))
+			}
 			return nil
 		}}
 	churn.Flags().StringVar(&co.Gateway, "gateway", "127.0.0.1:7993", "device listener")
@@ -245,6 +259,41 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	churn.Flags().DurationVar(&co.Hold, "stay", time.Second, "how long each device stays connected")
 	churn.Flags().DurationVar(&co.Settle, "settle", 60*time.Second, "how long to keep sampling after the last device left")
 	churn.Flags().IntVar(&co.SourceIPs, "source-ips", 4, "spread devices over this many 127.0.x.y source addresses")
-	cmd.AddCommand(echo, fanin, fanout, storm, churn, suite)
+	churn.Flags().DurationVar(&co.Every, "every", 10*time.Second, "sampling interval")
+	churn.Flags().StringVar(&churnEcho.Addr, "echo-addr", "", "also run steady echo traffic against this listener (examples/jsondemo -echo)")
+	churn.Flags().IntVar(&churnEcho.Devices, "echo-devices", 100, "echo devices that stay connected")
+	churn.Flags().Float64Var(&churnEcho.Rate, "echo-rate", 1000, "echo round trips per second over all echo devices")
+	churn.Flags().IntVar(&churnEcho.Payload, "echo-payload", 64, "bytes per echo frame")
+
+	var bo bench.BurstOptions
+	burst := &cobra.Command{Use: "burst", Short: "Devices subscribe at QoS 1; one MQTT client publishes a QoS 1 burst: PUBACK latency, deliveries, drops by reason", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			bo.Progress, bo.MetricsURL = stderr, metricsURL
+			r, err := bench.Burst(cmd.Context(), bo)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			fmt.Fprintf(stdout, "burst: %d QoS 1 messages published, %d acknowledged (PUBACK p50 %.0fµs p99 %.0fµs max %.0fµs); %d of %d deliveries reached %d devices in %.1fs\n",
+				r.Published, r.Acked, r.AckP50US, r.AckP99US, r.AckMaxUS, r.Delivered, r.Expected, r.Devices, r.Seconds)
+			if r.Dropped != nil {
+				fmt.Fprintf(stdout, "  dropped by the gateway, by reason: %v\n", r.Dropped)
+			}
+			for c, n := range r.Errors {
+				fmt.Fprintf(stdout, "  errors %-20s %d\n", c, n)
+			}
+			return nil
+		}}
+	burst.Flags().StringVar(&bo.Gateway, "gateway", "127.0.0.1:7993", "device listener (examples/jsondemo)")
+	burst.Flags().StringVar(&bo.Broker, "broker", "127.0.0.1:1883", "MQTT listener of the publisher")
+	burst.Flags().IntVar(&bo.Devices, "devices", 20, "subscribed devices")
+	burst.Flags().IntVar(&bo.Messages, "messages", 5000, "QoS 1 messages in the burst")
+	burst.Flags().IntVar(&bo.Payload, "payload", 64, "bytes per message")
+	burst.Flags().IntVar(&bo.Inflight, "inflight", 100, "PUBLISHes awaiting their PUBACK at most")
+	cmd.AddCommand(echo, fanin, fanout, storm, churn, burst, suite)
 	return cmd
 }

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/exgate/exgate/internal/config"
+	"net/http"
+	"net/http/httptest"
 )
 
 func TestMatch(t *testing.T) {
@@ -86,7 +88,7 @@ func TestAuthorizer(t *testing.T) {
 		{Who{Peer: lan}, true, "lan/+", true},
 		{Who{Peer: lan}, true, "lan/x", false},
 	} {
-		if got := a.Allow(c.who, c.publish, c.topic); got != c.want {
+		if got := a.Allow(context.Background(), c.who, c.publish, c.topic); got != c.want {
 			t.Errorf("Allow(%+v, %v, %q) = %v", c.who, c.publish, c.topic, got)
 		}
 	}
@@ -135,7 +137,7 @@ func TestACLFile(t *testing.T) {
 		{Who{Username: "eve", Peer: local}, true, "a", true}, // and: both must hold; 127.0.0.1 allowed above
 		{Who{Username: "bob", Peer: lan}, true, "a/b", true}, // {allow, all}
 	} {
-		if got := a.Allow(c.who, c.publish, c.topic); got != c.want {
+		if got := a.Allow(context.Background(), c.who, c.publish, c.topic); got != c.want {
 			t.Errorf("Allow(%+v, %v, %q) = %v", c.who, c.publish, c.topic, got)
 		}
 	}
@@ -195,5 +197,33 @@ func TestPasswordChecksAreBounded(t *testing.T) {
 	<-b.slots
 	if _, ok, err := b.authenticate(context.Background(), Request{Username: "u", Password: "pw"}); !ok || err != nil {
 		t.Fatalf("with a slot free: %v %v", ok, err)
+	}
+}
+
+// An HTTP authorizer that does not answer holds a publish no longer than
+// the caller's deadline, far below its own request_timeout; no answer is
+// no_match.
+func TestHTTPAuthorizerHonoursDeadline(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	a, err := NewAuthorizer(config.Authorization{NoMatch: "deny", HTTP: &config.HTTPAuthorizer{Method: "post", URL: srv.URL, RequestTimeout: time.Minute}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if a.Allow(ctx, Who{ClientID: "c"}, true, "t") {
+		t.Fatal("allowed without an answer; want no_match (deny)")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("Allow took %v with a 100 ms deadline", d)
 	}
 }

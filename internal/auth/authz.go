@@ -144,7 +144,8 @@ func peerHost(a net.Addr) string {
 }
 
 // Allow reports whether who may publish to (publish) or subscribe to topic.
-func (a *Authorizer) Allow(who Who, publish bool, topic string) bool {
+// An HTTP authorizer's request ends with ctx (and its own timeout).
+func (a *Authorizer) Allow(ctx context.Context, who Who, publish bool, topic string) bool {
 	if a == nil {
 		return true
 	}
@@ -160,7 +161,7 @@ func (a *Authorizer) Allow(who Who, publish bool, topic string) bool {
 		}
 	}
 	if a.http != nil {
-		if ans, ok := a.askHTTP(who, publish, topic); ok {
+		if ans, ok := a.askHTTP(ctx, who, publish, topic); ok {
 			return ans
 		}
 	}
@@ -177,13 +178,13 @@ func (p topicPattern) matches(w Who, topic string) bool {
 
 // askHTTP is EMQX's HTTP authorizer: 200 {"result": "allow"|"deny"|"ignore"},
 // 204 allows; anything else has no answer.
-func (a *Authorizer) askHTTP(w Who, publish bool, topic string) (allow, ok bool) {
+func (a *Authorizer) askHTTP(ctx context.Context, w Who, publish bool, topic string) (allow, ok bool) {
 	action := "subscribe"
 	if publish {
 		action = "publish"
 	}
 	vars := map[string]string{"clientid": w.ClientID, "username": w.Username, "peerhost": peerHost(w.Peer), "action": action, "topic": topic}
-	status, body, err := a.http.call(context.Background(), vars)
+	status, body, err := a.http.call(ctx, vars)
 	switch {
 	case err != nil:
 		a.log.Warn("HTTP authorization failed; no answer", "url", a.http.url, "error", err)

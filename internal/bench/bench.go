@@ -71,20 +71,42 @@ func (r *Result) KeepMemory(held Result) {
 
 // Goroutines reads go_goroutines from a Prometheus endpoint; 0 if it cannot.
 func Goroutines(metricsURL string) int {
+	return int(Metrics(metricsURL, "go_goroutines")[""])
+}
+
+// Metrics reads the samples of one metric from a Prometheus endpoint, keyed
+// by their labels as written ("" without labels, `reason="x"` with); nil if
+// it cannot.
+func Metrics(metricsURL, name string) map[string]float64 {
+	if metricsURL == "" {
+		return nil
+	}
 	c := &http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(metricsURL)
 	if err != nil {
-		return 0
+		return nil
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(n)
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		labels := ""
+		if rest[0] == '{' {
+			end := strings.IndexByte(rest, '}')
+			if end < 0 {
+				continue
+			}
+			labels, rest = rest[1:end], rest[end+1:]
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64); err == nil {
+			out[labels] = v
 		}
 	}
-	return 0
+	return out
 }
 
 // errorCounts counts errors by cause; safe for concurrent use.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,12 @@ type ChurnOptions struct {
 	SourceIPs  int
 	GatewayPID int    // read RSS from /proc
 	MetricsURL string // read goroutines from /metrics
-	Progress   io.Writer
+	// Every is the sampling interval. Default 10s.
+	Every time.Duration
+	// Echo, if set, runs beside the churn for the same time: steady traffic
+	// of devices that stay (Echo.Duration is set to Duration).
+	Echo     *EchoOptions
+	Progress io.Writer
 }
 
 // Sample is the gateway's state at one moment of a churn run.
@@ -36,12 +42,17 @@ type Sample struct {
 	RSSBytes   int64   `json:"rss_bytes"`
 	Goroutines int     `json:"goroutines"`
 	Connected  int64   `json:"connected"` // devices the tool holds open
+	// Closing is the gateway's closed devices whose OnSocketClosed is not
+	// answered yet; CloseFailed the OnSocketClosed calls that failed so far.
+	Closing     int `json:"closing"`
+	CloseFailed int `json:"close_failed"`
 }
 
 // ChurnResult is a churn run: connects, failures and the samples.
 type ChurnResult struct {
 	Result
 	Samples []Sample `json:"samples"`
+	Echo    *Result  `json:"echo,omitempty"` // the steady traffic beside it
 }
 
 // Churn runs devices in and out at o.Rate for o.Duration.
@@ -51,6 +62,9 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 	}
 	if o.Settle <= 0 {
 		o.Settle = 30 * time.Second
+	}
+	if o.Every <= 0 {
+		o.Every = 10 * time.Second
 	}
 	res := ChurnResult{Result: Result{Scenario: "churn", Target: "exgate"}}
 	var errs errorCounts
@@ -64,18 +78,20 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 		}
 		if o.MetricsURL != "" {
 			s.Goroutines = Goroutines(o.MetricsURL)
+			s.Closing = int(Metrics(o.MetricsURL, "exgate_connections_closing")[""])
+			s.CloseFailed = int(Metrics(o.MetricsURL, "exgate_handler_close_failed_total")[""])
 		}
 		res.Samples = append(res.Samples, s)
 		if o.Progress != nil {
-			fmt.Fprintf(o.Progress, "churn %6.0fs  %8d connects  %5d open  RSS %6.1f MiB  %6d goroutines\n",
-				s.At, done.Load(), s.Connected, float64(s.RSSBytes)/(1<<20), s.Goroutines)
+			fmt.Fprintf(o.Progress, "churn %6.0fs  %8d connects  %5d open  %5d closing  RSS %6.1f MiB  %6d goroutines\n",
+				s.At, done.Load(), s.Connected, s.Closing, float64(s.RSSBytes)/(1<<20), s.Goroutines)
 		}
 	}
 	sample()
 	stopSampling := make(chan struct{})
 	var sampler sync.WaitGroup
 	sampler.Go(func() {
-		t := time.NewTicker(10 * time.Second)
+		t := time.NewTicker(o.Every)
 		defer t.Stop()
 		for {
 			select {
@@ -87,6 +103,18 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 		}
 	})
 
+	var echo sync.WaitGroup
+	if o.Echo != nil {
+		eo := *o.Echo
+		eo.Duration = o.Duration
+		echo.Go(func() {
+			r, err := Echo(ctx, eo)
+			if err != nil {
+				r.Note = err.Error()
+			}
+			res.Echo = &r
+		})
+	}
 	lim := rate.NewLimiter(rate.Limit(o.Rate), 1)
 	end := time.Now().Add(o.Duration)
 	var wg sync.WaitGroup
@@ -117,6 +145,7 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 		})
 	}
 	wg.Wait()
+	echo.Wait()
 	res.Seconds = time.Since(begin).Seconds()
 	res.Ops = done.Load()
 	res.Rate = float64(res.Ops) / res.Seconds
@@ -131,4 +160,44 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 	sampler.Wait()
 	sample()
 	return res, nil
+}
+
+// Plot draws a series of samples as text, height rows by up to width
+// columns (one column a sample, or a bucket of them), for BENCHMARKS.md.
+func Plot(title string, samples []Sample, value func(Sample) float64, unit string, width, height int) string {
+	if len(samples) == 0 {
+		return ""
+	}
+	per := (len(samples) + width - 1) / width
+	var cols []float64
+	for i := 0; i < len(samples); i += per {
+		m := 0.0
+		for _, s := range samples[i:min(i+per, len(samples))] {
+			m = max(m, value(s))
+		}
+		cols = append(cols, m)
+	}
+	top := 0.0
+	for _, v := range cols {
+		top = max(top, v)
+	}
+	if top == 0 {
+		top = 1
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (max %.1f %s; one column = %.0fs)\n", title, top, unit, samples[min(per, len(samples)-1)].At-samples[0].At)
+	for row := height; row >= 1; row-- {
+		fmt.Fprintf(&b, "%8.1f |", top*float64(row)/float64(height))
+		for _, v := range cols {
+			if v >= top*(float64(row)-0.5)/float64(height) {
+				b.WriteByte('#')
+			} else {
+				b.WriteByte(' ')
+			}
+		}
+		b.WriteByte('\n')
+	}
+	fmt.Fprintf(&b, "%8s +%s\n", "", strings.Repeat("-", len(cols)))
+	fmt.Fprintf(&b, "%8s  0s%*s\n", "", len(cols)-2, fmt.Sprintf("%.0fs", samples[len(samples)-1].At))
+	return b.String()
 }

@@ -87,7 +87,9 @@ type Session interface {
 	Subscribe(ctx context.Context, filter string, qos byte) error
 	// Unsubscribe removes a subscription; an unknown filter is not an error.
 	Unsubscribe(ctx context.Context, filter string) error
-	// Close ends the session and waits until its goroutines are gone.
+	// Close ends the session at once: no more deliveries, no Closed
+	// callback. Its goroutines may say goodbye to the broker a little
+	// longer; they are gone when Broker.Close returns.
 	Close()
 }
 

@@ -69,8 +69,9 @@ type Config struct {
 	// is the reason given to the handler.
 	Authenticate func(context.Context, Credentials) (AuthResult, error)
 	// Authorize reports whether who may publish (or subscribe to) topic;
-	// nil allows all.
-	Authorize func(who Who, publish bool, topic string) bool
+	// nil allows all. It returns by the time ctx ends (the adapter call's
+	// deadline).
+	Authorize func(ctx context.Context, who Who, publish bool, topic string) bool
 	// Mountpoint may contain ${clientid} and ${username}.
 	Mountpoint  string
 	IdleTimeout time.Duration

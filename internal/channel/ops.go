@@ -226,8 +226,8 @@ func (c *Channel) pubsub() (broker.Session, Who, string, error) {
 	return c.session, who, c.mountpoint, nil
 }
 
-func (c *Channel) authorize(who Who, publish bool, topic string) error {
-	if who.Superuser || c.cfg.Authorize == nil || c.cfg.Authorize(who, publish, topic) {
+func (c *Channel) authorize(ctx context.Context, who Who, publish bool, topic string) error {
+	if who.Superuser || c.cfg.Authorize == nil || c.cfg.Authorize(ctx, who, publish, topic) {
 		return nil
 	}
 	c.cfg.Stats.AuthzDenied.Add(1)
@@ -251,7 +251,7 @@ func (c *Channel) Publish(ctx context.Context, topic string, qos uint32, payload
 		c.cfg.Stats.AuthzDenied.Add(1)
 		return denied("Publishing to $SYS topics is not allowed")
 	}
-	if err := c.authorize(who, true, topic); err != nil {
+	if err := c.authorize(ctx, who, true, topic); err != nil {
 		return err
 	}
 	if err := c.brokerErr(sess.Publish(ctx, mp+topic, byte(qos), payload)); err != nil {
@@ -292,7 +292,7 @@ func (c *Channel) subscribe(ctx context.Context, filter string, qos uint32, auth
 		return fmt.Errorf("%w: topic filter %q", ErrBadParam, filter)
 	}
 	if authorize {
-		if err := c.authorize(who, false, filter); err != nil {
+		if err := c.authorize(ctx, who, false, filter); err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -125,4 +126,35 @@ func TestUpstreamTLS(t *testing.T) {
 	d.connect("tls-dev", 0)
 	d.send(Frame{Type: testhandler.RawPublish, Topic: "t", QoS: 1, Payload: "x"})
 	d.expect(testhandler.Puback, 0)
+}
+
+// Shutdown with a broker that stopped answering is bounded by the shutdown
+// context, however many devices there are: each device's upstream session
+// says goodbye in the background, side by side, not one after another.
+func TestShutdownWithHungUpstream(t *testing.T) {
+	e := startWith(t, options{transport: "tcp+mosquitto"}, func(c *config.Config) {
+		c.Gateway.ExProto.IdleTimeout = time.Minute
+		defaultListener(c).MaxConnRate = new(int)
+	})
+	const n = 300
+	conns := connectSubscribed(t, e.addr(), n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	e.upstream.Pause()
+	defer e.upstream.Resume()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := e.g.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown of %d devices with a hung broker: %v", n, err)
+	}
+	t.Logf("shutdown of %d devices with a hung broker took %v", n, time.Since(start))
+	for _, id := range e.h.Conns() {
+		if r, ok := e.h.Closed(id); !ok || r != "{shutdown,gateway_stopped}" {
+			t.Fatalf("device %s: OnSocketClosed %v %q, want {shutdown,gateway_stopped}", id, ok, r)
+		}
+	}
 }

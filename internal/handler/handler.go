@@ -126,7 +126,7 @@ func New(o Options) (*Client, error) {
 		ep := &endpoint{addr: addr, conn: conn, long: map[string]*longStream{}, probed: make(chan struct{}),
 			unreachable: rate.Sometimes{Interval: 5 * time.Second}, unimplemented: rate.Sometimes{Interval: 5 * time.Second}}
 		for _, m := range methods {
-			ep.long[m] = &longStream{}
+			ep.long[m] = &longStream{turn: make(chan struct{}, 1)}
 		}
 		c.eps = append(c.eps, ep)
 		conn.Connect()
@@ -369,12 +369,16 @@ func perEvent(ctx context.Context, conn *grpc.ClientConn, full string, req proto
 // per_event for good.
 type longStream struct {
 	perEvent atomic.Bool // the handler ends streams by itself
+	// turn is held by the one goroutine that may write to the stream
+	// (SendMsg and CloseSend must not run concurrently); waiting for it
+	// honours the caller's deadline, and mu is never held across a write.
+	turn chan struct{}
 
 	mu      sync.Mutex
 	s       grpc.ClientStream
 	cancel  context.CancelFunc
 	done    chan struct{}       // closed when the current stream ended
-	sent    int                 // messages written on the current stream
+	sent    int                 // messages written (or being written) on the current stream
 	conns   map[string]struct{} // devices with events on the current stream
 	closing bool                // the gateway is half-closing the current stream
 }
@@ -396,9 +400,14 @@ func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full
 	if l.perEvent.Load() {
 		return perEvent(ctx, ep.conn, full, req, opts...)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	select {
+	case l.turn <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	defer func() { <-l.turn }()
 	for attempt := 0; ; attempt++ {
+		l.mu.Lock()
 		if l.s != nil && closed(l.done) {
 			l.drop()
 		}
@@ -406,6 +415,7 @@ func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full
 			sctx, cancel := context.WithCancel(c.ctx)
 			s, err := ep.conn.NewStream(sctx, streamDesc, full) // no WaitForReady: sctx has no deadline
 			if err != nil {
+				l.mu.Unlock()
 				cancel()
 				return err
 			}
@@ -413,18 +423,31 @@ func (c *Client) sendLong(ctx context.Context, ep *endpoint, l *longStream, full
 			c.wg.Go(func() { c.receive(ep, l, s, l.done, full) })
 		}
 		l.conns[conn] = struct{}{}
-		err := l.s.SendMsg(req)
+		l.sent++ // counted before it is written: receive must not miss one in flight
+		s, done, cancel := l.s, l.done, l.cancel
+		l.mu.Unlock()
+		// A write blocked by a handler that stopped reading ends with the
+		// call's deadline, and takes the stream with it: the handler is
+		// stuck, and the devices on the stream are told so (receive).
+		stop := context.AfterFunc(ctx, cancel)
+		err := s.SendMsg(req)
+		stop()
 		if err == nil {
-			l.sent++
 			return nil
 		}
-		l.mu.Unlock()
 		select { // the receiver learns why
-		case <-l.done:
+		case <-done:
 		case <-time.After(time.Second):
+		case <-ctx.Done():
 		}
 		l.mu.Lock()
-		l.drop()
+		if l.s == s {
+			l.drop()
+		}
+		l.mu.Unlock()
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
 		if attempt == 1 || l.perEvent.Load() {
 			if l.perEvent.Load() {
 				return perEvent(ctx, ep.conn, full, req, opts...)
@@ -535,24 +558,38 @@ func (l *longStream) drop() {
 	}
 }
 
-// close half-closes the stream so the handler sees a clean end, then drops it.
+// close half-closes the stream so the handler sees a clean end, then drops
+// it. A writer stuck for a second is not waited for: the stream is dropped.
 func (l *longStream) close() {
+	select {
+	case l.turn <- struct{}{}:
+		defer func() { <-l.turn }()
+	case <-time.After(time.Second):
+		l.mu.Lock()
+		l.closing = true
+		l.drop()
+		l.mu.Unlock()
+		return
+	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.s == nil {
+		l.mu.Unlock()
 		return
 	}
 	l.closing = true
-	done := l.done
-	if l.s.CloseSend() == nil {
-		l.mu.Unlock()
+	s, done := l.s, l.done
+	l.mu.Unlock()
+	if s.CloseSend() == nil {
 		select {
 		case <-done:
 		case <-time.After(time.Second):
 		}
-		l.mu.Lock()
 	}
-	l.drop()
+	l.mu.Lock()
+	if l.s == s {
+		l.drop()
+	}
+	l.mu.Unlock()
 }
 
 func (ep *endpoint) resetStreams() {

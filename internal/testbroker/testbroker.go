@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -129,6 +130,13 @@ func passwdArgs(file, user, pass string) []string {
 
 // Stop kills mosquitto now (to test an upstream outage).
 func (m *Mosquitto) Stop() { _ = m.cmd.Process.Kill() }
+
+// Pause stops mosquitto without closing anything (SIGSTOP): a hung broker
+// whose connections stay open. Resume lets it go on.
+func (m *Mosquitto) Pause() { _ = m.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused mosquitto.
+func (m *Mosquitto) Resume() { _ = m.cmd.Process.Signal(syscall.SIGCONT) }
 
 func freePort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -54,6 +54,10 @@ type Broker struct {
 	// takenOver holds MQTT clients a device took over, so the disconnect
 	// hook does not wait for mochi's own takeover mark on them.
 	takenOver sync.Map // *mqtt.Client → struct{}
+	// establishing holds MQTT clients that take over another MQTT client's
+	// session, until mochi has marked the old one taken over (see
+	// OnDisconnect).
+	establishing sync.Map // *mqtt.Client → chan struct{}
 
 	mu      sync.Mutex
 	closed  bool
@@ -159,7 +163,7 @@ func (h *hook) ID() string { return "exgate" }
 
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketEncode,
-		mqtt.OnSessionEstablish, mqtt.OnDisconnect}, []byte{b})
+		mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{b})
 }
 
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
@@ -186,6 +190,17 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	if prev.dev != nil {
 		h.b.evict(prev)
 	}
+	if prev.mq != nil {
+		h.b.establishing.Store(cl, make(chan struct{}))
+	}
+}
+
+// OnSessionEstablished runs after mochi took over the previous holder's
+// session (and marked it taken over); a cleanup waiting for that goes on.
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if ch, ok := h.b.establishing.LoadAndDelete(cl); ok {
+		close(ch.(chan struct{}))
+	}
 }
 
 // OnDisconnect releases the clientid, and closes a race in mochi's
@@ -193,8 +208,12 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 // IsTakenOver before the new client's CONNECT has set it, then deletes the
 // client id from the registry after the new client was added under it, and
 // the new session silently receives nothing. A client stopped for such a
-// takeover waits here until the takeover is marked.
+// takeover waits here until the new client's session is established (the
+// takeover is marked by then), or the new client gave up.
 func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if ch, ok := h.b.establishing.LoadAndDelete(cl); ok { // a new client that failed before establishing
+		close(ch.(chan struct{}))
+	}
 	h.b.mu.Lock()
 	cur := h.b.holders[cl.ID]
 	if cur.mq == cl {
@@ -204,8 +223,13 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if _, byDevice := h.b.takenOver.LoadAndDelete(cl); byDevice || !errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) || cur.mq == nil || cur.mq == cl {
 		return
 	}
-	for deadline := time.Now().Add(2 * time.Second); !cl.IsTakenOver() && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
+	if ch, ok := h.b.establishing.Load(cur.mq); ok {
+		t := time.NewTimer(2 * time.Second) // a bound, should mochi change
+		defer t.Stop()
+		select {
+		case <-ch.(chan struct{}):
+		case <-t.C:
+		}
 	}
 }
 

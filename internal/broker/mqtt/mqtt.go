@@ -49,8 +49,24 @@ type Broker struct {
 	next    atomic.Int32 // index of the server that last worked
 	probes  atomic.Uint64
 
-	rawMu sync.Mutex
-	raw   broker.Session // the gateway's own session, for RawPublish; nil until needed
+	// rawMu guards the gateway's own session, for RawPublish: nil until
+	// needed. It is never held across network I/O: one caller dials
+	// (rawDialing) while the others wait for it within their deadlines,
+	// and publishes run side by side.
+	closing sync.WaitGroup // device sessions saying goodbye (background)
+
+	rawMu      sync.Mutex
+	raw        broker.Session
+	rawDialing *rawDial
+	rawClosed  bool
+}
+
+// rawDial is one connect of the gateway's own session, shared by the
+// RawPublish calls that wait for it.
+type rawDial struct {
+	done chan struct{}
+	s    broker.Session
+	err  error
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -132,11 +148,29 @@ func (b *Broker) Connect(ctx context.Context, ci broker.ClientInfo, password str
 	}
 	h.Closed = func(err error) { closed(b.why(err, srv)) }
 	ka := uint16(min(b.cfg.Keepalive/time.Second, 65535))
+	var sess broker.Session
 	if b.cfg.ProtocolVersion == 4 {
-		return connectV4(ctx, conn, up, password, ka, h)
+		sess, err = connectV4(ctx, conn, up, password, ka, h)
+	} else {
+		sess, err = connectV5(ctx, conn, up, password, ka, h)
 	}
-	return connectV5(ctx, conn, up, password, ka, h)
+	if err != nil {
+		return nil, err
+	}
+	return &background{Session: sess, wg: &b.closing}, nil
 }
+
+// background closes a device's session without waiting for the upstream's
+// goodbye, which takes up to a few seconds from a hung broker: a gateway
+// closing thousands of devices (a shutdown, a lost handler) must not wait
+// for each in turn. Broker.Close waits for all of them.
+type background struct {
+	broker.Session
+	wg   *sync.WaitGroup
+	once sync.Once
+}
+
+func (s *background) Close() { s.once.Do(func() { s.wg.Go(s.Session.Close) }) }
 
 // why refines a lost session: some brokers (mosquitto 2.0) close a
 // taken-over session without DISCONNECT 0x8E. A clean close is taken for a
@@ -182,42 +216,98 @@ func (b *Broker) RawPublish(ctx context.Context, topic string, qos byte, payload
 	if qos > 2 {
 		return fmt.Errorf("raw publish: qos %d: %w", qos, broker.ErrBadRequest)
 	}
-	b.rawMu.Lock()
-	defer b.rawMu.Unlock()
 	for attempt := 0; ; attempt++ {
-		if b.raw == nil {
-			conn, _, err := b.dial(ctx)
-			if err != nil {
-				return err
-			}
-			ci := broker.ClientInfo{ClientID: b.cfg.ClientIDPrefix + "exgate-" + b.node, Username: b.cfg.Username, From: "exproto"}
-			h := broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(error) {}}
-			ka := uint16(min(b.cfg.Keepalive/time.Second, 65535))
-			if b.cfg.ProtocolVersion == 4 {
-				b.raw, err = connectV4(ctx, conn, ci, b.cfg.Password, ka, h)
-			} else {
-				b.raw, err = connectV5(ctx, conn, ci, b.cfg.Password, ka, h)
-			}
-			if err != nil {
-				return fmt.Errorf("raw publish session: %w", err)
-			}
-		}
-		err := b.raw.Publish(ctx, topic, qos, payload)
-		if err == nil || attempt == 1 || errors.Is(err, broker.ErrNotAuthorized) {
+		sess, err := b.rawSession(ctx)
+		if err != nil {
 			return err
 		}
-		b.raw.Close() // broken: reconnect once
-		b.raw = nil
+		err = sess.Publish(ctx, topic, qos, payload)
+		if err == nil || attempt == 1 || errors.Is(err, broker.ErrNotAuthorized) || ctx.Err() != nil {
+			return err
+		}
+		b.rawMu.Lock() // broken: reconnect once
+		if b.raw == sess {
+			b.raw = nil
+		}
+		b.rawMu.Unlock()
+		sess.Close()
 	}
 }
 
-// Close ends the gateway's own session; device sessions end with their channels.
+// rawSession returns the gateway's own session, connecting it if needed.
+func (b *Broker) rawSession(ctx context.Context) (broker.Session, error) {
+	b.rawMu.Lock()
+	if b.rawClosed {
+		b.rawMu.Unlock()
+		return nil, broker.ErrClosed
+	}
+	if s := b.raw; s != nil {
+		b.rawMu.Unlock()
+		return s, nil
+	}
+	d := b.rawDialing
+	if d == nil {
+		d = &rawDial{done: make(chan struct{})}
+		b.rawDialing = d
+		b.rawMu.Unlock()
+		// The dial is the whole group's: it runs with its own bound, not
+		// with the deadline of whichever caller happened to start it.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.ConnectTimeout*time.Duration(len(b.servers)+1))
+		d.s, d.err = b.connectRaw(dctx)
+		cancel()
+		b.rawMu.Lock()
+		b.rawDialing = nil
+		if d.err == nil {
+			if b.rawClosed {
+				d.s.Close()
+				d.s, d.err = nil, broker.ErrClosed
+			} else {
+				b.raw = d.s
+			}
+		}
+		b.rawMu.Unlock()
+		close(d.done)
+	} else {
+		b.rawMu.Unlock()
+	}
+	select {
+	case <-d.done:
+		return d.s, d.err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+func (b *Broker) connectRaw(ctx context.Context) (broker.Session, error) {
+	conn, _, err := b.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ci := broker.ClientInfo{ClientID: b.cfg.ClientIDPrefix + "exgate-" + b.node, Username: b.cfg.Username, From: "exproto"}
+	h := broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(error) {}}
+	ka := uint16(min(b.cfg.Keepalive/time.Second, 65535))
+	var s broker.Session
+	if b.cfg.ProtocolVersion == 4 {
+		s, err = connectV4(ctx, conn, ci, b.cfg.Password, ka, h)
+	} else {
+		s, err = connectV5(ctx, conn, ci, b.cfg.Password, ka, h)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("raw publish session: %w", err)
+	}
+	return s, nil
+}
+
+// Close ends the gateway's own session, and waits for the device sessions
+// that are still saying goodbye (device sessions end with their channels).
 func (b *Broker) Close() error {
 	b.rawMu.Lock()
-	defer b.rawMu.Unlock()
-	if b.raw != nil {
-		b.raw.Close()
-		b.raw = nil
+	s := b.raw
+	b.raw, b.rawClosed = nil, true
+	b.rawMu.Unlock()
+	if s != nil {
+		s.Close()
 	}
+	b.closing.Wait()
 	return nil
 }

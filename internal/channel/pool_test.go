@@ -1,0 +1,74 @@
+package channel
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Beyond maxWorkers, jobs wait for a free worker instead of becoming
+// goroutines; every job runs, Go never blocks, and the workers go away
+// when idle.
+func TestPoolBounded(t *testing.T) {
+	before := runtime.NumGoroutine()
+	p := NewPool(50 * time.Millisecond)
+	p.maxWorkers = 4
+	var running, peak atomic.Int64
+	var ran sync.WaitGroup
+	const jobs = 200
+	ran.Add(jobs)
+	start := time.Now()
+	for i := 0; i < jobs; i++ {
+		p.Go(func() {
+			n := running.Add(1)
+			for {
+				m := peak.Load()
+				if n <= m || peak.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			time.Sleep(time.Millisecond)
+			running.Add(-1)
+			ran.Done()
+		})
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("queueing 200 jobs took %v: Go blocked", d)
+	}
+	if g := runtime.NumGoroutine() - before; g > 4 {
+		t.Fatalf("%d goroutines for 200 jobs, want at most 4 workers", g)
+	}
+	ran.Wait()
+	if pk := peak.Load(); pk > 4 || pk < 1 {
+		t.Fatalf("peak concurrency %d, want 1..4", pk)
+	}
+	// Parked workers take new jobs at once, and leave after idleFor.
+	var again sync.WaitGroup
+	again.Add(1)
+	p.Go(again.Done)
+	again.Wait()
+	waitUntil(t, "idle workers to exit", func() bool { return runtime.NumGoroutine() <= before })
+	p.Close()
+}
+
+// Jobs queued beyond the cap are not stranded when workers park: a job
+// that arrives while every worker is busy runs as soon as one frees up.
+func TestPoolBacklogNotStranded(t *testing.T) {
+	p := NewPool(time.Hour) // parked workers never time out here
+	p.maxWorkers = 1
+	defer p.Close()
+	for round := 0; round < 1000; round++ {
+		release := make(chan struct{})
+		p.Go(func() { <-release })
+		done := make(chan struct{})
+		p.Go(func() { close(done) }) // queued behind the busy worker
+		close(release)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: a queued job did not run", round)
+		}
+	}
+}
