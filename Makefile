@@ -2,7 +2,7 @@
 # the whole suite (what CI runs).
 GO ?= go
 
-.PHONY: run build test lint proto bench
+.PHONY: run build test lint proto bench mutants
 
 run:
 	$(GO) run ./cmd/exgate
@@ -29,3 +29,8 @@ bench:
 	$(GO) build -o bin/jsondemo ./examples/jsondemo
 	./bin/exgate bench suite --handler-bin bin/jsondemo --out bench/results
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/channel ./internal/listener ./internal/adapter
+
+# Mutation check: small deliberate bugs (scripts/mutants.txt) applied one by
+# one to a copy of the tree; fails if the tests let any of them through.
+mutants:
+	./scripts/mutants.sh

@@ -3,7 +3,8 @@
 # machine (CI) needs no hand-work: Debian's mosquitto (the external broker of
 # the scale-out tests; it brings mosquitto_passwd) and chromium (the
 # dashboard's end-to-end test drives it headless), python3-grpcio and
-# python3-protobuf (the Python example's test), and the Node example's npm packages.
+# python3-protobuf (the Python example's test), Node.js and npm, and the Node
+# example's npm packages.
 set -euo pipefail
 command -v go >/dev/null || { echo "deps: Go toolchain not found"; exit 1; }
 
@@ -11,6 +12,8 @@ need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v chromium >/dev/null || need+=(chromium)
 /usr/bin/python3 -c "import grpc, google.protobuf" 2>/dev/null || need+=(python3-grpcio python3-protobuf)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"
@@ -20,7 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # The Node.js example's packages (npm registry).
-if command -v npm >/dev/null && [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
+if [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
   (cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 go mod download

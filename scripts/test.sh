@@ -11,4 +11,7 @@ if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 go vet ./...
-go test -race -count=1 -timeout 15m ./... 2>&1 | tee /tmp/exgate-test.log
+# -json through testsum: one line per package, every skip with its reason,
+# the whole output of every failure; the raw log stays in /tmp.
+go build -o /tmp/exgate-testsum ./scripts/testsum
+go test -race -count=1 -timeout 15m -json ./... 2>&1 | tee /tmp/exgate-test.json | /tmp/exgate-testsum

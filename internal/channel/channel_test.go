@@ -205,3 +205,94 @@ func TestCloseFailedCounted(t *testing.T) {
 	}
 	pool.Close()
 }
+
+// The keepalive window is 1.5 × the interval (EMQX's): silence just under
+// it keeps the device, silence just over it closes it with
+// keepalive_timeout after one OnTimerTimeout. Decided from the recorded
+// last read, not from how fast timers fire, so it holds on a loaded machine.
+func TestKeepaliveWindowIsOneAndAHalf(t *testing.T) {
+	var timeouts atomic.Int64
+	h := &scriptedHandler{}
+	cfg := testConfig(timerCounter{h, &timeouts}, nil)
+	c := connected(cfg)
+	defer func() { c.Kick(ReasonNormal); <-c.Done() }()
+	if err := c.StartTimer(pb.TimerType_KEEPALIVE, 100); err != nil { // 100 s: its own timer never fires here
+		t.Fatal(err)
+	}
+	silentFor := func(d time.Duration) {
+		c.lastRecv.Store(time.Now().Add(-d).UnixNano())
+		c.keepaliveCheck()
+	}
+	silentFor(145 * time.Second) // 1.45 ×
+	if c.State() == Closed {
+		t.Fatal("closed after 1.45 × the keepalive; the window is 1.5 ×")
+	}
+	silentFor(155 * time.Second) // 1.55 ×
+	if c.State() != Closed {
+		t.Fatal("still open after 1.55 × the keepalive; the window is 1.5 ×")
+	}
+	<-c.Done()
+	if c.reason != ReasonKeepaliveTimeout || timeouts.Load() != 1 {
+		t.Fatalf("reason %q after %d OnTimerTimeout, want %q after 1", c.reason, timeouts.Load(), ReasonKeepaliveTimeout)
+	}
+}
+
+// timerCounter counts OnTimerTimeout.
+type timerCounter struct {
+	*scriptedHandler
+	n *atomic.Int64
+}
+
+func (h timerCounter) OnTimerTimeout(context.Context, *pb.TimerTimeoutRequest) error {
+	h.n.Add(1)
+	return nil
+}
+
+// Events queued when a device closes still reach the handler, in order and
+// before OnSocketClosed, within close_flush_timeout; those still queued
+// after it are dropped (and deliveries counted as closed), never delivered
+// late.
+func TestCloseFlushTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		flush     time.Duration
+		delivered int
+	}{{"flushed", 10 * time.Second, 4}, {"dropped", 50 * time.Millisecond, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			var first atomic.Bool
+			h := &scriptedHandler{onMessages: func() {
+				if first.CompareAndSwap(false, true) {
+					<-release
+				}
+			}}
+			pool := NewPool(time.Second)
+			defer pool.Close()
+			cfg := testConfig(h, pool)
+			cfg.CloseFlushTimeout = tc.flush
+			c := connected(cfg)
+			for _, p := range []string{"m1", "m2", "m3", "m4"} {
+				c.deliver(broker.Message{Topic: "t", QoS: 1, Payload: []byte(p), Time: time.Now()})
+			}
+			waitUntil(t, "the first delivery in flight", func() bool { return first.Load() })
+			c.Kick(ReasonNormal) // three deliveries still queued
+			if tc.name == "dropped" {
+				time.Sleep(tc.flush + 100*time.Millisecond) // past the flush deadline
+			}
+			close(release)
+			<-c.Done()
+			got := h.got()
+			if len(got) != tc.delivered {
+				t.Fatalf("delivered %q, want %d messages", got, tc.delivered)
+			}
+			for i, p := range got {
+				if p != []string{"m1", "m2", "m3", "m4"}[i] {
+					t.Fatalf("delivered %q out of order", got)
+				}
+			}
+			if dropped := cfg.Stats.DroppedClosed.Load(); dropped != int64(4-tc.delivered) {
+				t.Fatalf("dropped as closed: %d, want %d", dropped, 4-tc.delivered)
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -144,4 +145,58 @@ func TestReloadRefusesABadConfigWhole(t *testing.T) {
 	if err != nil || len(needs) != 1 || needs[0] != "node" || e.g.Node() != "exgate@127.0.0.1" {
 		t.Fatalf("needs %v, err %v, node %s", needs, err, e.g.Node())
 	}
+}
+
+// A reload that changes nothing builds nothing (no handler client, chain or
+// authorizer is made anew), and a refused reload closes what it built:
+// neither leaves goroutines behind, however often it happens.
+func TestReloadBuildsNothingNewAndLeaksNothing(t *testing.T) {
+	other := testhandler.Start(t) // a second handler, for a listener of its own
+	third := testhandler.Start(t) // where refused reloads point the gateway's handler
+	e := start(t, func(c *config.Config) {
+		c.Gateway.ExProto.Authentication = []config.Authenticator{{Mechanism: "password_based", Backend: "built_in_database",
+			Users: []config.User{{UserID: "u", Password: "sha256:salt:362767c0a44c896d968ad6acec8e03e5ce2eb97841be85082aca504b0d8866bd"}}}}
+		c.Gateway.ExProto.Authorization.Rules = []config.Rule{{Permission: "deny", Action: "all", Topics: []string{"deny/#"}}}
+		c.Gateway.ExProto.Listeners.TCP["own"] = &config.Listener{Bind: "127.0.0.1:0",
+			Handler: &config.Handler{Address: config.Addresses{"http://" + other.Addr}}}
+	})
+	e.cfg.Gateway.ExProto.Listeners.TCP["default"].Bind = e.addr()
+	e.cfg.Gateway.ExProto.Listeners.TCP["own"].Bind = e.g.ListenerAddr("tcp:own").String()
+	same := func(*config.Config) {}
+	if _, err := e.g.Reload(reloaded(t, e, same)); err != nil {
+		t.Fatal(err)
+	}
+	settle := func() int {
+		time.Sleep(200 * time.Millisecond)
+		return runtime.NumGoroutine()
+	}
+	base := settle()
+	for i := 0; i < 5; i++ {
+		if _, err := e.g.Reload(reloaded(t, e, same)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := settle(); n > base {
+		t.Fatalf("goroutines %d → %d after five reloads of an unchanged configuration: something was built anew", base, n)
+	}
+	// Refused: a new handler address and a new chain are built, then a
+	// listener cannot be made; what was built is closed.
+	for i := 0; i < 5; i++ {
+		_, err := e.g.Reload(reloaded(t, e, func(c *config.Config) {
+			c.Gateway.ExProto.Handler.Address = config.Addresses{"http://" + third.Addr}
+			c.Gateway.ExProto.Authentication[0].Users[0].Password = "sha256:salt2:362767c0a44c896d968ad6acec8e03e5ce2eb97841be85082aca504b0d8866bd"
+			c.Gateway.ExProto.Listeners.SSL = map[string]*config.Listener{"bad": {Bind: "127.0.0.1:0",
+				SSLOptions: &config.TLSOptions{Certfile: "/missing.pem", Keyfile: "/missing-key.pem"}}}
+		}))
+		if err == nil {
+			t.Fatal("a reload with a missing certificate was accepted")
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n := settle(); n > base; n = settle() {
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines %d → %d after five refused reloads: what they built was not closed", base, n)
+		}
+	}
+	e.dial() // the gateway still works with what it had
 }

@@ -12,20 +12,18 @@ import (
 	"github.com/exgate/exgate/internal/config"
 )
 
-// newAuth makes the gateway's authentication chain and authorizer.
+// newAuth returns the gateway's authentication chain and authorizer: the
+// ones in use when their configuration did not change.
 func (g *Gateway) newAuth(x config.ExProto) (*auth.Authenticator, *auth.Authorizer, error) {
 	authLog := g.log.With("component", "auth")
-	authn, err := auth.NewAuthenticator(x.Authentication, authLog)
+	authn, err := g.parts.authn("gateway", x.Authentication, authLog)
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway.exproto.%w", err)
 	}
-	authz, err := auth.NewAuthorizer(x.Authorization, authLog)
+	authz, err := g.parts.authz(x.Authorization, authLog)
 	if err != nil {
-		authn.Close()
 		return nil, nil, fmt.Errorf("gateway.exproto.%w", err)
 	}
-	g.authns = append(g.authns, authn)
-	g.authzs = append(g.authzs, authz)
 	return authn, authz, nil
 }
 

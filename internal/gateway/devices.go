@@ -92,17 +92,16 @@ func (g *Gateway) deviceConfig(cfg *config.Config, kind listener.Kind, name stri
 	if l.Handler != nil {
 		hc = l.Handler.Over(hc)
 		var err error
-		if h, err = g.newHandler(hc); err != nil {
+		if h, err = g.parts.handler(hc, g.newHandler); err != nil {
 			return nil, fmt.Errorf("%s.handler: %w", where, err)
 		}
 	}
 	if len(l.Authentication) > 0 { // the listener's chain first, then the gateway's
 		chain := append(append([]config.Authenticator(nil), l.Authentication...), cfg.Gateway.ExProto.Authentication...)
 		var err error
-		if authn, err = auth.NewAuthenticator(chain, g.log.With("component", "auth", "listener", kind.String()+":"+name)); err != nil {
+		if authn, err = g.parts.authn(kind.String()+":"+name, chain, g.log.With("component", "auth", "listener", kind.String()+":"+name)); err != nil {
 			return nil, fmt.Errorf("%s.%w", where, err)
 		}
-		g.authns = append(g.authns, authn)
 	}
 	cc := g.channelConfig(cfg, kind, name, l, authn, authz)
 	cc.Handler, cc.RequestTimeout, cc.MaxRequestBytes = h, hc.RequestTimeout, int(hc.MaxRequestBytes)

@@ -47,18 +47,13 @@ type Gateway struct {
 	started  atomic.Int64 // unix nanos of Start; 0 before (read by the API's goroutines)
 	shedding atomic.Bool  // listeners refuse connections: too many devices are closing
 
-	broker   broker.Broker
-	embedded *embedded.Broker // nil with an external broker
-	peers    *cluster.Peers
-	// Owned by New and Reload, closed at shutdown: every chain, authorizer
-	// and handler client ever made (a reload keeps the old ones for the
-	// devices that still use them).
-	authns    []*auth.Authenticator
-	authzs    []*auth.Authorizer
+	broker    broker.Broker
+	embedded  *embedded.Broker // nil with an external broker
+	peers     *cluster.Peers
+	parts     parts                              // chains, authorizers, handler clients; owned by New and Reload
 	gwAuthn   atomic.Pointer[auth.Authenticator] // current, for the embedded broker's clients
 	gwAuthz   atomic.Pointer[auth.Authorizer]
-	handler   *handler.Client   // the gateway's handler
-	handlers  []*handler.Client // it and the listeners' own
+	handler   *handler.Client // the gateway's handler
 	grpc      *grpc.Server
 	adapterLn net.Listener
 	serving   sync.WaitGroup
@@ -76,7 +71,7 @@ type Gateway struct {
 // already opened is closed again.
 func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	x := cfg.Gateway.ExProto
-	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry(), pool: channel.NewPool(10 * time.Second), Metrics: metrics.New(), Tracer: trace.New(cfg.Trace.Dir, trace.Limits{MaxActive: cfg.Trace.MaxActive, MaxBytes: int64(cfg.Trace.MaxBytes)})}
+	g := &Gateway{cfg: cfg, log: log, Stats: &channel.Stats{}, Reg: channel.NewRegistry(), parts: newParts(), pool: channel.NewPool(10 * time.Second), Metrics: metrics.New(), Tracer: trace.New(cfg.Trace.Dir, trace.Limits{MaxActive: cfg.Trace.MaxActive, MaxBytes: int64(cfg.Trace.MaxBytes)})}
 	fb := cfg.Gateway.ExProto.LoginFailureBan
 	g.Banned = banned.New(banned.Limits{MaxFailures: fb.MaxFailures, MaxHostFailures: fb.MaxHostFailures, Window: fb.Window, BanTime: fb.BanTime})
 	defer func() {
@@ -120,7 +115,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		return nil, err
 	}
 
-	if g.handler, err = g.newHandler(x.Handler); err != nil {
+	if g.handler, err = g.parts.handler(x.Handler, g.newHandler); err != nil {
 		return nil, err
 	}
 
@@ -151,6 +146,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		return nil, lerr
 	}
 	g.registerMetrics()
+	g.parts.commit()
 	return g, nil
 }
 
@@ -167,7 +163,6 @@ func (g *Gateway) newHandler(h config.Handler) (*handler.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.handlers = append(g.handlers, c)
 	return c, nil
 }
 
@@ -322,9 +317,7 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 func (g *Gateway) closeAll() {
 	defer g.pool.Close() // after the handlers: nothing dispatches any more
 	defer g.Tracer.Close()
-	for _, h := range g.handlers {
-		_ = h.Close()
-	}
+	g.parts.close()
 	for _, l := range g.listeners {
 		_ = l.Close()
 	}
@@ -338,12 +331,6 @@ func (g *Gateway) closeAll() {
 		_ = g.broker.Close()
 	}
 	g.peers.Close()
-	for _, a := range g.authns {
-		a.Close()
-	}
-	for _, a := range g.authzs {
-		a.Close()
-	}
 }
 
 // Ready reports whether the listeners are bound and a handler is reachable.

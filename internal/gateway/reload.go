@@ -58,15 +58,16 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 
 	// Build: the gateway's chain and rules, the handler, every listener's
 	// new config and any new socket. Nothing old is touched yet.
+	// Parts whose configuration did not change are the running ones.
 	authn, authz, err := g.newAuth(x)
 	if err != nil {
+		g.parts.rollback()
 		return nil, err
 	}
-	h := g.handler
-	if !same(old.Gateway.ExProto.Handler, x.Handler) {
-		if h, err = g.newHandler(x.Handler); err != nil {
-			return nil, err
-		}
+	h, err := g.parts.handler(x.Handler, g.newHandler)
+	if err != nil {
+		g.parts.rollback()
+		return nil, err
 	}
 	type step struct {
 		keep  *deviceListener // updated in place, with opts and conf
@@ -80,6 +81,7 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 		for _, l := range fresh {
 			_ = l.Close()
 		}
+		g.parts.rollback()
 	}
 	byName := map[string]*deviceListener{}
 	for _, l := range current {
@@ -123,6 +125,7 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 	}
 
 	// Commit.
+	g.parts.commit()
 	var next, retired []*deviceListener
 	kept := map[*deviceListener]bool{}
 	for _, s := range steps {
