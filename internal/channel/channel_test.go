@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -87,49 +88,57 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 // none queued, a new QoS 0 message; else the oldest message (EMQX's mqueue).
 // Every drop is counted by reason, per device and for the gateway.
 func TestMqueueDropsQoS0First(t *testing.T) {
-	release := make(chan struct{})
-	var first atomic.Bool
-	h := &scriptedHandler{onMessages: func() {
-		if first.CompareAndSwap(false, true) {
-			<-release
-		}
-	}}
-	pool := NewPool(time.Second)
-	cfg := testConfig(h, pool)
-	cfg.MaxMqueueLen = 3
-	c := connected(cfg)
-	msg := func(qos byte, p string) {
-		c.deliver(broker.Message{Topic: "t", QoS: qos, Payload: []byte(p), Time: time.Now()})
+	for _, tc := range []struct {
+		name       string
+		deliveries []string // payload = name + QoS digit; the first three fill the queue
+		want       []string // delivered after the one in flight
+		qos0, full int64
+	}{
+		{"new QoS 0, older QoS 0 queued: the older goes", []string{"b1", "a0", "c1", "x0"}, []string{"b1", "c1", "x0"}, 1, 0},
+		{"new QoS 1, a QoS 0 queued: the QoS 0 goes, not the oldest", []string{"b1", "a0", "c1", "d1"}, []string{"b1", "c1", "d1"}, 1, 0},
+		{"new QoS 0, none queued: the new one goes", []string{"b1", "c1", "d1", "e0"}, []string{"b1", "c1", "d1"}, 1, 0},
+		{"new QoS 1, none at QoS 0: the oldest goes", []string{"b1", "c1", "d1", "f1"}, []string{"c1", "d1", "f1"}, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			var first atomic.Bool
+			h := &scriptedHandler{onMessages: func() {
+				if first.CompareAndSwap(false, true) {
+					<-release
+				}
+			}}
+			pool := NewPool(time.Second)
+			defer pool.Close()
+			cfg := testConfig(h, pool)
+			cfg.MaxMqueueLen = 3
+			c := connected(cfg)
+			msg := func(p string) {
+				c.deliver(broker.Message{Topic: "t", QoS: p[len(p)-1] - '0', Payload: []byte(p), Time: time.Now()})
+			}
+			msg("in1")
+			waitUntil(t, "the first delivery in flight", func() bool { return first.Load() })
+			for _, p := range tc.deliveries {
+				msg(p)
+			}
+			in := c.Snapshot()
+			if in.MqueueLen != 3 || in.MqueueDropped != 1 || in.MaxMqueue != 3 {
+				t.Fatalf("snapshot: mqueue_len %d, mqueue_dropped %d, max_mqueue %d; want 3, 1, 3", in.MqueueLen, in.MqueueDropped, in.MaxMqueue)
+			}
+			close(release)
+			want := append([]string{"in1"}, tc.want...)
+			waitUntil(t, "the queue to drain", func() bool { return len(h.got()) == len(want) })
+			if got := h.got(); strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Fatalf("delivered %q, want %q", got, want)
+			}
+			st := cfg.Stats
+			if st.DroppedQoS0.Load() != tc.qos0 || st.DroppedQueueFull.Load() != tc.full || st.DroppedClosed.Load() != 0 || st.DeliveryDropped.Load() != 1 {
+				t.Fatalf("dropped: qos0 %d, queue_full %d, closed %d, total %d; want %d, %d, 0, 1",
+					st.DroppedQoS0.Load(), st.DroppedQueueFull.Load(), st.DroppedClosed.Load(), st.DeliveryDropped.Load(), tc.qos0, tc.full)
+			}
+			c.Kick(ReasonNormal)
+			<-c.Done()
+		})
 	}
-
-	msg(1, "inflight")
-	waitUntil(t, "the first delivery in flight", func() bool { return first.Load() })
-	msg(0, "a")
-	msg(1, "b")
-	msg(1, "c") // full: a b c
-	msg(1, "d") // drops a, the oldest QoS 0
-	msg(0, "e") // no QoS 0 queued: drops e itself
-	msg(1, "f") // drops b, the oldest
-	in := c.Snapshot()
-	if in.MqueueLen != 3 || in.MqueueDropped != 3 || in.MaxMqueue != 3 {
-		t.Fatalf("snapshot: mqueue_len %d, mqueue_dropped %d, max_mqueue %d; want 3, 3, 3", in.MqueueLen, in.MqueueDropped, in.MaxMqueue)
-	}
-	close(release)
-	waitUntil(t, "the queue to drain", func() bool { return len(h.got()) == 4 })
-	want := []string{"inflight", "c", "d", "f"}
-	for i, p := range h.got() {
-		if p != want[i] {
-			t.Fatalf("delivered %q, want %q", h.got(), want)
-		}
-	}
-	st := cfg.Stats
-	if st.DroppedQoS0.Load() != 2 || st.DroppedQueueFull.Load() != 1 || st.DroppedClosed.Load() != 0 || st.DeliveryDropped.Load() != 3 {
-		t.Fatalf("dropped: qos0 %d, queue_full %d, closed %d, total %d; want 2, 1, 0, 3",
-			st.DroppedQoS0.Load(), st.DroppedQueueFull.Load(), st.DroppedClosed.Load(), st.DeliveryDropped.Load())
-	}
-	c.Kick(ReasonNormal)
-	<-c.Done()
-	pool.Close()
 }
 
 // Deliveries to a closed device are dropped as "closed".
