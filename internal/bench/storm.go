@@ -11,7 +11,10 @@ import (
 
 // StormOptions: many devices connect, authenticate and subscribe at once.
 type StormOptions struct {
-	Gateway     string // exgate JSON listener
+	Gateway string // exgate JSON listener
+	// Broker, instead of Gateway, makes the baseline: MQTT clients that
+	// connect and subscribe to this broker directly.
+	Broker      string
 	Devices     int
 	Concurrency int // connects in flight at once
 	// SourceIPs spreads devices over that many loopback source addresses.
@@ -32,7 +35,7 @@ func Storm(ctx context.Context, o StormOptions) (Result, error) {
 	var lat latencies
 	var errs errorCounts
 	var done atomic.Int64
-	devs := make([]*jsonDevice, o.Devices)
+	devs := make([]io.Closer, o.Devices)
 	next := atomic.Int64{}
 	stop := make(chan struct{})
 	go progress(o.Progress, "storm", func() (int64, string) { return done.Load(), "connected" }, stop)
@@ -47,7 +50,7 @@ func Storm(ctx context.Context, o StormOptions) (Result, error) {
 					break
 				}
 				t0 := time.Now()
-				d, err := connectJSON(ctx, o.Gateway, fmt.Sprintf("storm-%d", i), fmt.Sprintf("cmd/storm-%d", i), source(o.SourceIPs, i))
+				d, err := o.connect(ctx, i)
 				if err != nil {
 					errs.add(cause(err))
 					continue
@@ -71,8 +74,30 @@ func Storm(ctx context.Context, o StormOptions) (Result, error) {
 	}
 	for _, d := range devs {
 		if d != nil {
-			d.c.Close()
+			d.Close()
 		}
 	}
 	return res, nil
+}
+
+// connect makes device i: a JSON-protocol device that authenticates and
+// subscribes through exgate, or an MQTT client that does both directly.
+func (o StormOptions) connect(ctx context.Context, i int) (io.Closer, error) {
+	id, topic := fmt.Sprintf("storm-%d", i), fmt.Sprintf("cmd/storm-%d", i)
+	if o.Broker != "" {
+		m, err := dialMQTT(o.Broker, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := m.subscribe(topic, 1); err != nil {
+			m.Close()
+			return nil, err
+		}
+		return m, nil
+	}
+	d, err := connectJSON(ctx, o.Gateway, id, topic, source(o.SourceIPs, i))
+	if err != nil {
+		return nil, err
+	}
+	return d.c, nil
 }
