@@ -30,8 +30,8 @@ type ChurnOptions struct {
 	MetricsURL string // read goroutines from /metrics
 	// Every is the sampling interval. Default 10s.
 	Every time.Duration
-	// Echo, if set, runs beside the churn for the same time: steady traffic
-	// of devices that stay (Echo.Duration is set to Duration).
+	// Echo, if set, is steady traffic of devices that stay: it starts 10 s
+	// before the first sample and ends after the last (Echo.Duration is set).
 	Echo     *EchoOptions
 	Progress io.Writer
 }
@@ -54,6 +54,9 @@ type ChurnResult struct {
 	Samples []Sample `json:"samples"`
 	Echo    *Result  `json:"echo,omitempty"` // the steady traffic beside it
 }
+
+// echoWarmup is how long the steady echo traffic runs before the first sample.
+const echoWarmup = 10 * time.Second
 
 // Churn runs devices in and out at o.Rate for o.Duration.
 func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
@@ -87,6 +90,25 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 				s.At, done.Load(), s.Connected, s.Closing, float64(s.RSSBytes)/(1<<20), s.Goroutines)
 		}
 	}
+	// The steady traffic runs before, during and after the churn, so the
+	// first and last samples compare like with like: the gateway doing its
+	// steady work, before and after the storm.
+	var echo sync.WaitGroup
+	if o.Echo != nil {
+		eo := *o.Echo
+		eo.Duration = echoWarmup + o.Duration + o.Settle
+		echo.Go(func() {
+			r, err := Echo(ctx, eo)
+			if err != nil {
+				r.Note = err.Error()
+			}
+			res.Echo = &r
+		})
+		select {
+		case <-time.After(echoWarmup):
+		case <-ctx.Done():
+		}
+	}
 	sample()
 	stopSampling := make(chan struct{})
 	var sampler sync.WaitGroup
@@ -103,18 +125,6 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 		}
 	})
 
-	var echo sync.WaitGroup
-	if o.Echo != nil {
-		eo := *o.Echo
-		eo.Duration = o.Duration
-		echo.Go(func() {
-			r, err := Echo(ctx, eo)
-			if err != nil {
-				r.Note = err.Error()
-			}
-			res.Echo = &r
-		})
-	}
 	lim := rate.NewLimiter(rate.Limit(o.Rate), 1)
 	end := time.Now().Add(o.Duration)
 	var wg sync.WaitGroup
@@ -145,7 +155,6 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 		})
 	}
 	wg.Wait()
-	echo.Wait()
 	res.Seconds = time.Since(begin).Seconds()
 	res.Ops = done.Load()
 	res.Rate = float64(res.Ops) / res.Seconds
@@ -159,6 +168,7 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 	close(stopSampling)
 	sampler.Wait()
 	sample()
+	echo.Wait()
 	return res, nil
 }
 
