@@ -3,8 +3,6 @@ package api
 import (
 	"net/http"
 	"time"
-
-	"github.com/exgate/exgate/internal/channel"
 )
 
 type listenerJSON struct {
@@ -76,5 +74,3 @@ func (s *Server) gateway(w http.ResponseWriter, _ *http.Request) {
 		},
 	})
 }
-
-var _ = channel.Connected

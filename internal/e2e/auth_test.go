@@ -11,7 +11,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -365,8 +364,6 @@ func TestAdapterAuthToken(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-var _ = net.Dial
 
 func TestHTTPAuthenticatorOverTLS(t *testing.T) {
 	svc := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	pb "github.com/exgate/exgate/exprotopb"
-	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testhandler"
 )
 
@@ -89,5 +88,3 @@ func TestDevicePubSubWithMQTTClient(t *testing.T) {
 		}
 	})
 }
-
-var _ = config.Default

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"net"
@@ -358,8 +357,6 @@ func TestDeviceOnAdapterPortGetsAHint(t *testing.T) {
 	expectClosedRaw(t, c, 5*time.Second)
 	waitLog(t, &logs, "devices connect to tcp:default "+e.addr())
 }
-
-var _ = context.Background
 
 // A ConnectionHandler that never ends its per-event stream is cut off at
 // request_timeout; only its device is closed.

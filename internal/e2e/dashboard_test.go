@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/testhandler"
 )
 
 // chromium finds Debian's chromium; CI installs it (scripts/deps.sh).
@@ -64,9 +65,29 @@ func TestDashboardInChromium(t *testing.T) {
 		chromedp.SendKeys("#secret", k[1]),
 		chromedp.Click("#signin"),
 		chromedp.WaitVisible(kick),
-		chromedp.Sleep(2500*time.Millisecond), // a second refresh fills the rates and the chart
 	); err != nil {
 		t.Fatal(err)
+	}
+	// Traffic across two refreshes: the rates and the chart have something to show.
+	for i := 0; i < 12; i++ {
+		d.send(Frame{Type: testhandler.Publish, Topic: "dash/t", Payload: "p"})
+		d.expect(testhandler.Puback, 0)
+		time.Sleep(250 * time.Millisecond)
+	}
+	inRate, err := chromedp.Run(cctx, chromedp.Text("#min"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	drawn, err := chromedp.Run(cctx, chromedp.Evaluate[int](`(() => { const c = document.getElementById("chart"), d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+		let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n })()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(inRate) == "" || strings.TrimSpace(inRate) == "–" || strings.TrimSpace(inRate) == "0" {
+		t.Errorf("messages in /s shows %q while the device published 4 a second", inRate)
+	}
+	if drawn == 0 {
+		t.Error("the message-rate chart drew nothing")
 	}
 	cookies, err := chromedp.Call(cctx, network.GetCookies, network.GetCookiesParams{})
 	if err != nil {

@@ -29,5 +29,3 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 		}
 	}
 }
-
-var _ = net.Dial

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -427,8 +426,6 @@ func (c *collector) String() string {
 	defer c.mu.Unlock()
 	return c.b.String()
 }
-
-var _ = fmt.Sprintf
 
 func jsonDecoder(c net.Conn) *json.Decoder { return json.NewDecoder(c) }
 

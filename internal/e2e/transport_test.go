@@ -471,8 +471,6 @@ func TestBadCertificatePathFailsAtStart(t *testing.T) {
 	}
 }
 
-var _ = tls.VersionTLS13
-
 func TestTLSVersionsAndCiphers(t *testing.T) {
 	e := startOn(t, "ssl", func(c *config.Config) {
 		defaultListener(c).SSLOptions.Versions = []string{"tlsv1.3"}
