@@ -2,7 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,33 +133,136 @@ func TestUpstreamTLS(t *testing.T) {
 	d.expect(testhandler.Puback, 0)
 }
 
-// Shutdown with a broker that stopped answering is bounded by the shutdown
+// Shutdown with a broker that stopped reading is bounded by the shutdown
 // context, however many devices there are: each device's upstream session
-// says goodbye in the background, side by side, not one after another.
+// says goodbye in the background, side by side. The broker stalls behind a
+// proxy that stops reading, so the gateway's writes fill the socket
+// buffers and block (a paused broker still lets small writes through).
+// Closed one after another, each of these sessions took a second or more.
 func TestShutdownWithHungUpstream(t *testing.T) {
+	var proxy *stallProxy
 	e := startWith(t, options{transport: "tcp+mosquitto"}, func(c *config.Config) {
 		c.Gateway.ExProto.IdleTimeout = time.Minute
-		defaultListener(c).MaxConnRate = new(int)
+		c.Gateway.ExProto.Handler.RequestTimeout = time.Minute
+		proxy = newStallProxy(t, strings.TrimPrefix(c.Broker.MQTT.Servers[0], "tcp://"))
+		c.Broker.MQTT.Servers = []string{"tcp://" + proxy.addr()}
 	})
-	const n = 300
-	conns := connectSubscribed(t, e.addr(), n)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	e.upstream.Pause()
-	defer e.upstream.Resume()
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	const n = 8
+	var devs []*device
+	for i := 0; i < n; i++ {
+		d := e.dial()
+		d.connect(fmt.Sprintf("hung-%d", i), 0)
+		devs = append(devs, d)
+	}
+	proxy.stall()
+	// Each device publishes more than the socket buffers between the
+	// gateway and the stalled broker hold (loopback send buffers grow to a
+	// few MB): its publishes block.
+	big := strings.Repeat("x", 64<<10)
+	for _, d := range devs {
+		go func() {
+			for j := 0; j < 96; j++ {
+				b, _ := json.Marshal(Frame{Type: testhandler.Publish, Topic: "hung/t", Payload: big})
+				if _, err := d.conn.Write(b); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second) // the writes reach the full buffers
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
 	if err := e.g.Shutdown(ctx); err != nil {
-		t.Fatalf("shutdown of %d devices with a hung broker: %v", n, err)
+		t.Fatalf("shutdown of %d devices with a stalled broker: %v", n, err)
 	}
-	t.Logf("shutdown of %d devices with a hung broker took %v", n, time.Since(start))
-	for _, id := range e.h.Conns() {
-		if r, ok := e.h.Closed(id); !ok || r != "{shutdown,gateway_stopped}" {
-			t.Fatalf("device %s: OnSocketClosed %v %q, want {shutdown,gateway_stopped}", id, ok, r)
+	t.Logf("shutdown of %d devices with a stalled broker took %v", n, time.Since(start))
+	for _, d := range devs {
+		if r, ok := e.h.Closed(d.id); !ok || r != "{shutdown,gateway_stopped}" {
+			t.Fatalf("device %s: OnSocketClosed %v %q, want {shutdown,gateway_stopped}", d.id, ok, r)
+		}
+	}
+}
+
+// stallProxy forwards TCP to target until stall: from then on it reads
+// nothing from the gateway and forwards nothing, with a small receive
+// buffer so the gateway's writes soon block.
+type stallProxy struct {
+	ln      net.Listener
+	target  string
+	stalled chan struct{}
+	done    chan struct{} // the test ended
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+func newStallProxy(t *testing.T, target string) *stallProxy {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, target: target, stalled: make(chan struct{}), done: make(chan struct{})}
+	var conns []net.Conn
+	var mu sync.Mutex
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			p.wg.Go(func() { p.pipe(up, c) })
+			p.wg.Go(func() { p.pipe(c, up) })
+		}
+	})
+	t.Cleanup(func() {
+		close(p.done)
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *stallProxy) addr() string { return p.ln.Addr().String() }
+func (p *stallProxy) stall()       { p.once.Do(func() { close(p.stalled) }) }
+
+// pipe copies from src to dst until src ends or the proxy stalls; a
+// stalled pipe keeps src open and unread until the test ends.
+func (p *stallProxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 4096)
+	for {
+		select {
+		case <-p.stalled:
+			<-p.done // read nothing more: the gateway's writes fill the buffers
+			return
+		default:
+		}
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		select {
+		case <-p.stalled:
+			continue
+		default:
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
 		}
 	}
 }
