@@ -2,13 +2,35 @@
 # the whole suite (what CI runs).
 GO ?= go
 
-.PHONY: run build test lint proto bench mutants
+.PHONY: run build test lint proto bench mutants install dist
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+PREFIX  ?= /usr/local
 
 run:
 	$(GO) run ./cmd/exgate
 
 build:
 	$(GO) build -o bin/exgate ./cmd/exgate
+
+# Installs the binary (version stamped) and its bash completion.
+install:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/exgate ./cmd/exgate
+	install -D -m 0755 bin/exgate $(DESTDIR)$(PREFIX)/bin/exgate
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	bin/exgate completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/exgate
+
+# Static linux/amd64 and linux/arm64 binaries with version, commit and date
+# stamped in, and their SHA-256 sums, in dist/.
+dist:
+	rm -rf dist && mkdir -p dist
+	for arch in amd64 arm64; do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/exgate-linux-$$arch ./cmd/exgate || exit 1; \
+	done
+	cd dist && sha256sum exgate-linux-* > SHA256SUMS
 
 test:
 	./scripts/test.sh

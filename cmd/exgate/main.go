@@ -10,11 +10,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/exgate/exgate/internal/api"
@@ -23,8 +25,45 @@ import (
 	"github.com/exgate/exgate/internal/gateway"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version, commit and date are set at build time (make dist) with
+// -ldflags "-X main.version=… -X main.commit=… -X main.date=…"; a plain
+// go build takes what the Go toolchain recorded (module version, VCS).
+var version, commit, date = "dev", "", ""
+
+// buildInfo is the version, commit and build date of this binary.
+func buildInfo() (v, c, d string) {
+	v, c, d = version, commit, date
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v, c, d
+	}
+	if v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision" && c == "":
+			c = s.Value
+		case s.Key == "vcs.time" && d == "":
+			d = s.Value
+		}
+	}
+	return v, c, d
+}
+
+// versionLine is what `exgate version` and `exgate --version` print.
+func versionLine() string {
+	v, c, d := buildInfo()
+	line := "exgate " + v
+	if c != "" {
+		line += " (commit " + c[:min(len(c), 12)]
+		if d != "" {
+			line += ", " + d
+		}
+		line += ")"
+	}
+	return line + " " + runtime.Version()
+}
 
 func main() {
 	if err := newRoot(os.Stdin, os.Stdout, os.Stderr).Execute(); err != nil {
@@ -119,13 +158,11 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			v := version
-			if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-				v = bi.Main.Version
-			}
-			fmt.Fprintf(stdout, "exgate %s\n", v)
+			fmt.Fprintln(stdout, versionLine())
 		},
 	}
+	root.Version = versionLine()
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(serveCmd, cfgCmd, versionCmd, newBenchCmd(stdout, stderr), newUsersCmd(stdin, stdout))
 	addAPICommands(root, stdout, &cfgPath)
 	root.AddCommand(newAPIKeysCmd(stdout, &cfgPath))
@@ -177,6 +214,10 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
+	v, c, d := buildInfo()
+	g.Version = v
+	g.Metrics.Gauge("exgate_build_info", "exgate's version, commit and build date, and the Go version (value 1).",
+		prometheus.Labels{"version": v, "commit": c, "date": d, "goversion": runtime.Version()}, func() float64 { return 1 })
 	// reload re-reads the file and applies what can change while running.
 	var reload func() ([]string, error)
 	if cfgPath != "" {

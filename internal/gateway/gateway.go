@@ -43,6 +43,7 @@ type Gateway struct {
 	Metrics  *metrics.Metrics
 	Tracer   *trace.Tracer
 	Banned   *banned.List // refused at authentication, devices and MQTT clients alike
+	Version  string       // logged at start; set before Start
 	pool     *channel.Pool
 	started  atomic.Int64 // unix nanos of Start; 0 before (read by the API's goroutines)
 	shedding atomic.Bool  // listeners refuse connections: too many devices are closing
@@ -197,7 +198,7 @@ func (g *Gateway) Start() {
 		g.serve(l)
 	}
 	g.mu.RUnlock()
-	attrs := []any{"adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address.String()}
+	attrs := []any{"version", cmp.Or(g.Version, "dev"), "adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address.String()}
 	if a := g.MQTTAddr(); a != nil {
 		attrs = append(attrs, "mqtt", a.String())
 	}
