@@ -96,7 +96,7 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 	var echo sync.WaitGroup
 	if o.Echo != nil {
 		eo := *o.Echo
-		eo.Duration = echoWarmup + o.Duration + o.Settle
+		eo.Duration = echoWarmup + o.Duration + o.Settle + 2*o.Every // past the last sample
 		echo.Go(func() {
 			r, err := Echo(ctx, eo)
 			if err != nil {

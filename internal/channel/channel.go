@@ -449,7 +449,11 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 	if wasConnected {
 		c.cfg.Stats.Disconnected.Add(1)
 	}
-	c.log.Debug("device closed", "reason", reason, "clientid", c.ClientID())
+	if wasConnected {
+		c.lifecycle(c.log, "client disconnected", "clientid", c.ClientID(), "reason", reason)
+	} else {
+		c.log.Debug("device closed before it authenticated", "reason", reason)
+	}
 	c.traceSelf("closed "+reason, "", nil)
 }
 

@@ -106,8 +106,22 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 	c.cfg.Registry.connected(c, cred.ClientID)
 	c.cfg.Stats.ClientConnected.Add(1)
 	c.trace(cred.ClientID, "authenticated", "", nil)
-	log.Debug("device authenticated")
+	c.lifecycle(log, "client connected")
 	return nil
+}
+
+// lifecycle logs a device's coming or going at info level, as EMQX's
+// client.connected and client.disconnected, at most 50 lines a second for
+// the gateway: in a storm the next line logged says how many were left out.
+func (c *Channel) lifecycle(log *slog.Logger, msg string, attrs ...any) {
+	ok, suppressed := c.cfg.Stats.lifecycle.allow(time.Now(), 50)
+	if !ok {
+		return
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, "connects_and_disconnects_not_logged", suppressed)
+	}
+	log.Info(msg, attrs...)
 }
 
 // loginFailed is a failed authentication: it counts towards a ban of the

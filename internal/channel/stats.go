@@ -29,6 +29,7 @@ type Stats struct {
 	loginFailed sampler // warnings of failed authentications
 	closeFailed sampler // warnings of failed OnSocketClosed calls
 	dropped     sampler // warnings of dropped deliveries
+	lifecycle   sampler // info lines of devices connecting and disconnecting
 }
 
 // sampler lets through at most limit log lines a second and counts the

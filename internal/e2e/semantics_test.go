@@ -358,3 +358,35 @@ func TestResultCodes(t *testing.T) {
 		d.expectEOF(2 * time.Second)
 	})
 }
+
+// Devices coming and going are visible at info level, as EMQX's
+// client.connected and client.disconnected: clientid, peer and listener
+// when one connects, the reason when it leaves.
+func TestLifecycleLoggedAtInfo(t *testing.T) {
+	var logs collector
+	e := startWith(t, options{logs: &logs}, nil)
+	d := e.dial()
+	d.connect("life-1", 0)
+	d.send(Frame{Type: testhandler.Disconnect})
+	e.h.WaitClosed(t, d.id, 5*time.Second)
+	waitLog(t, &logs, "client disconnected")
+	var connected, disconnected string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		switch {
+		case strings.Contains(l, "client connected"):
+			connected = l
+		case strings.Contains(l, "client disconnected"):
+			disconnected = l
+		}
+	}
+	for _, want := range []string{"level=INFO", "clientid=life-1", "peer=127.0.0.1:", "listener=tcp:default", "conn=" + d.id} {
+		if !strings.Contains(connected, want) {
+			t.Errorf("connected line lacks %q: %s", want, connected)
+		}
+	}
+	for _, want := range []string{"level=INFO", "clientid=life-1", "reason={shutdown,normal}"} {
+		if !strings.Contains(disconnected, want) {
+			t.Errorf("disconnected line lacks %q: %s", want, disconnected)
+		}
+	}
+}
