@@ -12,6 +12,9 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 # -json through testsum: one line per package, every skip with its reason,
-# the whole output of every failure; the raw log stays in /tmp.
-go build -o /tmp/exgate-testsum ./scripts/testsum
-go test -race -count=1 -timeout 15m -json ./... 2>&1 | tee /tmp/exgate-test.json | /tmp/exgate-testsum
+# the whole output of every failure; the raw log is kept (its own file, so
+# parallel runs do not collide).
+tmp=$(mktemp -d -t exgate-test.XXXXXX)
+go build -o "$tmp/testsum" ./scripts/testsum
+echo "raw go test -json log: $tmp/test.json"
+go test -race -count=1 -timeout 15m -json ./... 2>&1 | tee "$tmp/test.json" | "$tmp/testsum"
