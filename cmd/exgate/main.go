@@ -104,8 +104,14 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 			if cfgPath == "" {
 				return errors.New("config check needs -c FILE")
 			}
-			if _, err := config.Load(cfgPath); err != nil {
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
 				return err
+			}
+			// Certificates and key files too: a file that is missing or not
+			// a certificate fails here, not at start.
+			if err := gateway.Check(cfg); err != nil {
+				return fmt.Errorf("%s: %w", cfgPath, err)
 			}
 			fmt.Fprintf(stdout, "%s: ok\n", cfgPath)
 			return nil

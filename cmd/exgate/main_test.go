@@ -19,6 +19,7 @@ import (
 
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testbroker"
+	"github.com/exgate/exgate/internal/testcert"
 	"github.com/exgate/exgate/internal/testhandler"
 )
 
@@ -651,5 +652,39 @@ func TestAPIKeysCommand(t *testing.T) {
 	}
 	if out, _, _ := run(t, "api-keys", "list", "-c", cfg); strings.Contains(out, key) {
 		t.Fatalf("deleted key still listed: %s", out)
+	}
+}
+
+// config check loads the certificate and key files a configuration names,
+// as the start would: a missing file or one that holds no certificate is
+// refused with the key that names it; good files pass.
+func TestConfigCheckLoadsCertificates(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	certs := testcert.New(t)
+	ssl := func(cert, key string) string {
+		return fmt.Sprintf("gateway:\n  exproto:\n    listeners:\n      ssl:\n        secure:\n          bind: \"127.0.0.1:0\"\n          ssl_options: {certfile: %q, keyfile: %q}\n", cert, key)
+	}
+	for _, c := range []struct{ name, body, want string }{
+		{"missing listener certificate", ssl(filepath.Join(dir, "missing.pem"), certs.ServerKey), "gateway.exproto.listeners.ssl.secure"},
+		{"garbage listener certificate", ssl(garbage, garbage), "gateway.exproto.listeners.ssl.secure"},
+		{"missing adapter certificate", fmt.Sprintf("gateway:\n  exproto:\n    server: {bind: \"127.0.0.1:0\", ssl_options: {certfile: %q, keyfile: %q}}\n", filepath.Join(dir, "nope.pem"), certs.ServerKey), "gateway.exproto.server"},
+		{"missing handler CA", fmt.Sprintf("gateway:\n  exproto:\n    handler: {address: \"https://127.0.0.1:9001\", ssl_options: {cacertfile: %q}}\n", filepath.Join(dir, "ca.pem")), "gateway.exproto.handler.ssl_options"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, stderr, err := run(t, "config", "check", "-c", writeFile(t, c.body))
+			if err == nil {
+				t.Fatal("config check accepted it")
+			}
+			if !strings.Contains(stderr, c.want) {
+				t.Fatalf("error %q does not name %q", stderr, c.want)
+			}
+		})
+	}
+	if out, stderr, err := run(t, "config", "check", "-c", writeFile(t, ssl(certs.ServerCert, certs.ServerKey))); err != nil || !strings.Contains(out, "ok") {
+		t.Fatalf("good certificates: %v %q %q", err, out, stderr)
 	}
 }
