@@ -23,7 +23,11 @@ func Check(cfg *config.Config) error {
 	x := cfg.Gateway.ExProto
 	var errs []error
 	add := func(where string, err error) {
-		if err != nil {
+		switch {
+		case err == nil:
+		case where == "": // the error names its key already
+			errs = append(errs, err)
+		default:
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 		}
 	}
@@ -45,7 +49,7 @@ func Check(cfg *config.Config) error {
 			return
 		}
 		_, err := g.listenerOptions(typ, name, l)
-		add(fmt.Sprintf("gateway.exproto.listeners.%s.%s", typ, name), err)
+		add("", err)
 		if l.Handler != nil {
 			client(fmt.Sprintf("gateway.exproto.listeners.%s.%s.handler", typ, name), l.Handler.Over(x.Handler).SSLOptions)
 		}
