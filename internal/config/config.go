@@ -172,17 +172,27 @@ type Embedded struct {
 	Listeners EmbeddedListeners `yaml:"listeners"`
 }
 
-// EmbeddedListeners are the embedded broker's MQTT listeners for ordinary clients.
+// EmbeddedListeners are the embedded broker's MQTT listeners for ordinary
+// clients: plain TCP (on by default), MQTT over TLS and MQTT over
+// WebSocket (off until given a bind).
 type EmbeddedListeners struct {
 	TCP MQTTListener `yaml:"tcp"`
+	// SSL is MQTT over TLS, usually on 8883; it needs ssl_options.
+	SSL MQTTListener `yaml:"ssl,omitempty"`
+	// WS is MQTT over WebSocket (path /mqtt, any path accepted), usually on
+	// 8083; with ssl_options it is wss.
+	WS MQTTListener `yaml:"ws,omitempty"`
 }
 
 // MQTTListener is one MQTT listener of the embedded broker.
 type MQTTListener struct {
-	// Enable defaults to true.
-	Enable *bool `yaml:"enable"`
-	// Bind is host:port. Default "0.0.0.0:1883".
-	Bind string `yaml:"bind"`
+	// Enable defaults to true; ssl and ws run only once they have a bind.
+	Enable *bool `yaml:"enable,omitempty"`
+	// Bind is host:port (tcp: default "0.0.0.0:1883").
+	Bind string `yaml:"bind,omitempty"`
+	// SSLOptions: certificate and key (ssl, ws); with cacertfile and
+	// verify_peer, clients must present a certificate.
+	SSLOptions *TLSOptions `yaml:"ssl_options,omitempty"`
 }
 
 // Gateway holds the gateways; ExProto is the only one.
@@ -573,6 +583,10 @@ func (l *Listener) AuthnEnabled() bool { return l.EnableAuthn == nil || *l.Enabl
 
 // Enabled reports whether the MQTT listener is on (nil means on).
 func (l MQTTListener) Enabled() bool { return l.Enable == nil || *l.Enable }
+
+// Serving reports whether an optional listener (ssl, ws) runs: it has a
+// bind and is not disabled.
+func (l MQTTListener) Serving() bool { return l.Bind != "" && l.Enabled() }
 
 // Load reads and validates the YAML file at path.
 func Load(path string) (*Config, error) {

@@ -73,6 +73,31 @@ func (c *Config) Validate() error {
 		if err := checkBind(l.Bind); err != nil {
 			bad("broker.embedded.listeners.tcp.bind", "%v", err)
 		}
+		if l.SSLOptions != nil {
+			bad("broker.embedded.listeners.tcp.ssl_options", "MQTT over TLS is the ssl listener (broker.embedded.listeners.ssl)")
+		}
+	}
+	for name, l := range map[string]MQTTListener{"ssl": c.Broker.Embedded.Listeners.SSL, "ws": c.Broker.Embedded.Listeners.WS} {
+		k := "broker.embedded.listeners." + name
+		if !l.Serving() {
+			continue
+		}
+		if c.Broker.MQTT.Enabled() {
+			bad(k, "the embedded broker does not run with an external broker (broker.mqtt.servers)")
+			continue
+		}
+		if err := checkBind(l.Bind); err != nil {
+			bad(k+".bind", "%v", err)
+		}
+		o := l.SSLOptions
+		switch {
+		case o == nil && name == "ssl":
+			bad(k+".ssl_options", "MQTT over TLS needs certfile and keyfile")
+		case o != nil && (o.Certfile == "" || o.Keyfile == ""):
+			bad(k+".ssl_options", "needs certfile and keyfile")
+		case o != nil && o.Verify == "verify_peer" && o.Cacertfile == "":
+			bad(k+".ssl_options.cacertfile", "verify_peer needs the CA that signs client certificates")
+		}
 	}
 	x := &c.Gateway.ExProto
 	const g = "gateway.exproto."

@@ -35,6 +35,12 @@ func Check(cfg *config.Config) error {
 		_, err := tlsconfig.Server("gateway.exproto.server.ssl_options", x.Server.SSLOptions)
 		add("gateway.exproto.server", err)
 	}
+	for name, l := range map[string]config.MQTTListener{"ssl": cfg.Broker.Embedded.Listeners.SSL, "ws": cfg.Broker.Embedded.Listeners.WS} {
+		if l.Serving() && l.SSLOptions != nil {
+			_, err := tlsconfig.Server("broker.embedded.listeners."+name+".ssl_options", l.SSLOptions)
+			add("", err)
+		}
+	}
 	client := func(where string, o *config.ClientTLSOptions) {
 		if o != nil {
 			_, err := tlsconfig.Client(o)

@@ -31,6 +31,7 @@ import (
 	"github.com/exgate/exgate/internal/handler"
 	"github.com/exgate/exgate/internal/listener"
 	"github.com/exgate/exgate/internal/metrics"
+	"github.com/exgate/exgate/internal/tlsconfig"
 	"github.com/exgate/exgate/internal/trace"
 )
 
@@ -97,16 +98,30 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		}
 		log.Info("external broker: devices become sessions upstream; the embedded broker is not started", "servers", strings.Join(m.Servers, ","))
 	} else {
-		bind := ""
-		if l := cfg.Broker.Embedded.Listeners.TCP; l.Enabled() {
-			bind = config.BindAddress(l.Bind)
-		}
-		g.embedded, err = embedded.New(embedded.Options{
-			Bind:         bind,
+		eo := embedded.Options{
 			Logger:       log.With("component", "broker"),
 			Authenticate: g.mqttAuthn,
 			Authorize:    g.mqttAuthz,
-		})
+		}
+		ls := cfg.Broker.Embedded.Listeners
+		if ls.TCP.Enabled() {
+			eo.Bind = config.BindAddress(ls.TCP.Bind)
+		}
+		if ls.SSL.Serving() {
+			eo.TLSBind = config.BindAddress(ls.SSL.Bind)
+			if eo.TLS, err = tlsconfig.Server("broker.embedded.listeners.ssl.ssl_options", ls.SSL.SSLOptions); err != nil {
+				return nil, err
+			}
+		}
+		if ls.WS.Serving() {
+			eo.WSBind = config.BindAddress(ls.WS.Bind)
+			if ls.WS.SSLOptions != nil {
+				if eo.WSTLS, err = tlsconfig.Server("broker.embedded.listeners.ws.ssl_options", ls.WS.SSLOptions); err != nil {
+					return nil, err
+				}
+			}
+		}
+		g.embedded, err = embedded.New(eo)
 		if err != nil {
 			return nil, err
 		}
@@ -202,6 +217,14 @@ func (g *Gateway) Start() {
 	if a := g.MQTTAddr(); a != nil {
 		attrs = append(attrs, "mqtt", a.String())
 	}
+	if g.embedded != nil {
+		if a := g.embedded.TLSAddr(); a != nil {
+			attrs = append(attrs, "mqtt-ssl", a.String())
+		}
+		if a := g.embedded.WSAddr(); a != "" {
+			attrs = append(attrs, "mqtt-ws", a)
+		}
+	}
 	for _, l := range g.Listeners() {
 		attrs = append(attrs, l.Name(), l.Addr().String())
 	}
@@ -217,6 +240,22 @@ func (g *Gateway) MQTTAddr() net.Addr {
 		return nil
 	}
 	return g.embedded.Addr()
+}
+
+// MQTTTLSAddr is the embedded broker's MQTT-over-TLS address, or nil.
+func (g *Gateway) MQTTTLSAddr() net.Addr {
+	if g.embedded == nil {
+		return nil
+	}
+	return g.embedded.TLSAddr()
+}
+
+// MQTTWSAddr is the embedded broker's MQTT-over-WebSocket address, or "".
+func (g *Gateway) MQTTWSAddr() string {
+	if g.embedded == nil {
+		return ""
+	}
+	return g.embedded.WSAddr()
 }
 
 // Listener returns the listener "type:name", or nil.

@@ -9,6 +9,7 @@ package embedded
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,7 +35,14 @@ const deviceListener = "exgate-devices"
 // and lets every MQTT client in.
 type Options struct {
 	// Bind is the host:port of the MQTT TCP listener; empty disables it.
-	Bind   string
+	Bind string
+	// TLSBind, with TLS, is an MQTT-over-TLS listener; empty disables it.
+	TLSBind string
+	TLS     *tls.Config
+	// WSBind is an MQTT-over-WebSocket listener (wss with WSTLS); empty
+	// disables it.
+	WSBind string
+	WSTLS  *tls.Config
 	Logger *slog.Logger
 	// Authenticate checks an MQTT client of the TCP listener; nil allows all.
 	Authenticate func(clientID, username, password string, peer net.Addr) bool
@@ -49,6 +57,8 @@ type Broker struct {
 	// write queue, and its hooks receive what mochi sends them.
 	maker *mqtt.Server
 	tcp   net.Listener // nil without a TCP listener
+	tls   net.Listener // nil without a TLS listener
+	ws    *listeners.Websocket
 	seq   atomic.Uint64
 
 	// takenOver holds MQTT clients a device took over, so the disconnect
@@ -93,15 +103,44 @@ func New(o Options) (*Broker, error) {
 	if err := maker.AddHook(&makerHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: add hook: %w", err)
 	}
+	fail := func(err error) (*Broker, error) {
+		_ = srv.Close()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
 	if o.Bind != "" {
 		ln, err := net.Listen("tcp", o.Bind)
 		if err != nil {
-			return nil, fmt.Errorf("embedded broker: listen on %s: %w", o.Bind, err)
+			return fail(fmt.Errorf("listen on %s: %w", o.Bind, err))
 		}
 		b.tcp = ln
 		if err := srv.AddListener(listeners.NewNet("tcp", ln)); err != nil {
 			_ = ln.Close()
-			return nil, fmt.Errorf("embedded broker: %w", err)
+			return fail(err)
+		}
+	}
+	if o.TLSBind != "" {
+		ln, err := net.Listen("tcp", o.TLSBind)
+		if err != nil {
+			return fail(fmt.Errorf("listen on %s: %w", o.TLSBind, err))
+		}
+		b.tls = ln
+		if err := srv.AddListener(listeners.NewNet("ssl", tls.NewListener(ln, o.TLS))); err != nil {
+			_ = ln.Close()
+			return fail(err)
+		}
+	}
+	if o.WSBind != "" {
+		// mochi's WebSocket listener binds its own address when served and
+		// only logs a failure: try the address first, so a taken port is
+		// an error here.
+		ln, err := net.Listen("tcp", o.WSBind)
+		if err != nil {
+			return fail(fmt.Errorf("listen on %s: %w", o.WSBind, err))
+		}
+		_ = ln.Close()
+		b.ws = listeners.NewWebsocket(listeners.Config{ID: "ws", Address: o.WSBind, TLSConfig: o.WSTLS})
+		if err := srv.AddListener(b.ws); err != nil {
+			return fail(err)
 		}
 	}
 	if err := srv.Serve(); err != nil {
@@ -116,6 +155,22 @@ func (b *Broker) Addr() net.Addr {
 		return nil
 	}
 	return b.tcp.Addr()
+}
+
+// TLSAddr is the bound MQTT-over-TLS address, or nil.
+func (b *Broker) TLSAddr() net.Addr {
+	if b.tls == nil {
+		return nil
+	}
+	return b.tls.Addr()
+}
+
+// WSAddr is the MQTT-over-WebSocket address as configured, or "".
+func (b *Broker) WSAddr() string {
+	if b.ws == nil {
+		return ""
+	}
+	return b.ws.Address()
 }
 
 // RawPublish publishes through mochi's inline client, which skips ACLs.
