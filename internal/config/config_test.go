@@ -167,3 +167,22 @@ func TestListenersSayWhatTheFileSays(t *testing.T) {
 		t.Fatalf("listeners: {} → %v", err)
 	}
 }
+
+// A YAML syntax error names the line where the problem is, counted from 1
+// as editors do (yaml's parser counts from 0).
+func TestYAMLSyntaxErrorLine(t *testing.T) {
+	for _, c := range []struct{ name, body, want string }{
+		{"unclosed flow mapping", "log:\n  level: info\ngateway:\n  exproto: {server: {bind: \"127.0.0.1:1\"}\n", "line 4: did not find expected ',' or '}'"},
+		{"unclosed flow sequence", "log:\n  level: info\n  format: text\n  foo: [1, 2\n", "line 4: did not find expected ',' or ']'"},
+		{"item in a mapping", "log:\n  level: info\n- x\n", "line 3: did not find expected key"},
+		{"bad indentation", "log:\n  level: info\n   format: text\n", "line 3: mapping values are not allowed"},
+		{"tab", "log:\n  level: info\ngateway:\n  exproto:\n\tserver: 1\n", "line 5: found character that cannot start any token"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.body))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want it to contain %q", err, c.want)
+			}
+		})
+	}
+}

@@ -18,13 +18,38 @@ var (
 	typeRE    = regexp.MustCompile("cannot unmarshal (!!\\w+) `([^`]*)` into (\\S+)")
 )
 
+// parserErrRE matches the syntax errors yaml's parser (not its scanner)
+// reports: their line is counted from 0, and for an unclosed flow
+// collection it is the line where the collection opened.
+var parserErrRE = regexp.MustCompile(`^yaml: line (\d+): (did not find expected (key|node content|'-' indicator|',' or '\]'|',' or '\}'|<document start>))$`)
+
+// syntaxLine corrects the line of a parser error and says what it means.
+func syntaxLine(err error) error {
+	m := parserErrRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	n, _ := strconv.Atoi(m[1])
+	n++
+	msg := fmt.Sprintf("line %d: %s", n, m[2])
+	switch m[3] {
+	case "',' or '}'":
+		msg += fmt.Sprintf(" (the { opened on line %d is not closed, or two entries lack a comma)", n)
+	case "',' or ']'":
+		msg += fmt.Sprintf(" (the [ opened on line %d is not closed, or two items lack a comma)", n)
+	case "key":
+		msg += " (wrong indentation on or after this line?)"
+	}
+	return errors.New(msg)
+}
+
 // withPaths rewrites yaml's "line N:" messages to name the key's path too.
 // When several keys share a line (flow style), the one whose value the
 // message quotes, or else the innermost, is named.
 func withPaths(src []byte, err error) error {
 	var root yaml.Node
 	if yaml.Unmarshal(src, &root) != nil {
-		return fmt.Errorf("invalid YAML: %w", err)
+		return fmt.Errorf("invalid YAML: %w", syntaxLine(err))
 	}
 	type spot struct{ path, value string }
 	lines := map[int][]spot{}
