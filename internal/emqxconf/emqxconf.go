@@ -60,11 +60,73 @@ func Import(path string) (*Result, error) {
 		return importV4(b)
 	}
 	abs, _ := filepath.Abs(path)
+	if q := quoteAtValues(b); !bytes.Equal(q, b) {
+		// EMQX's own HOCON reader takes unquoted values with '@'
+		// (node.name = emqx@127.0.0.1) that the HOCON spec, and so this
+		// parser, refuse: parse a quoted copy, beside the original so
+		// that its includes resolve the same.
+		if f, err := os.CreateTemp(filepath.Dir(abs), ".exgate-import-*.conf"); err == nil {
+			defer os.Remove(f.Name())
+			_, werr := f.Write(q)
+			if cerr := f.Close(); werr == nil && cerr == nil {
+				abs = f.Name()
+			}
+		}
+	}
 	cfg, err := hocon.ParseResource(abs)
 	if err != nil {
 		return nil, fmt.Errorf("parse HOCON: %w", err)
 	}
 	return importV5(toNative(cfg.GetRoot()))
+}
+
+// quoteAtValues quotes unquoted words that contain '@' (node names such
+// as emqx@127.0.0.1, as values or in lists), leaving quoted strings and
+// comments alone.
+func quoteAtValues(b []byte) []byte {
+	var out bytes.Buffer
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		inQuote := false
+		for i := 0; i < len(line); {
+			c := line[i]
+			switch {
+			case inQuote:
+				if c == '\\' && i+1 < len(line) {
+					out.WriteString(line[i : i+2])
+					i += 2
+					continue
+				}
+				if c == '"' {
+					inQuote = false
+				}
+			case c == '"':
+				inQuote = true
+			case c == '#' || strings.HasPrefix(line[i:], "//"):
+				out.WriteString(line[i:])
+				i = len(line)
+				continue
+			case isWordByte(c):
+				j := i
+				for j < len(line) && isWordByte(line[j]) {
+					j++
+				}
+				if w := line[i:j]; strings.Contains(w, "@") {
+					out.WriteString(`"` + w + `"`)
+				} else {
+					out.WriteString(w)
+				}
+				i = j
+				continue
+			}
+			out.WriteByte(c)
+			i++
+		}
+	}
+	return out.Bytes()
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || c == '.' || c == '-' || c == '@' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // isEMQX4 reports whether b looks like emqx_exproto.conf: "exproto.x = y" lines.
