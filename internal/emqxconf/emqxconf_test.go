@@ -38,3 +38,36 @@ gateway.exproto {
 		t.Fatalf("the import left files beside the original: %v", entries)
 	}
 }
+
+// An authenticator EMQX had switched off (enable = false) is not imported:
+// it must not become active in exgate.
+func TestImportDisabledAuthenticatorDropped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "emqx.conf")
+	body := `gateway.exproto {
+  server.bind = "127.0.0.1:9100"
+  handler.address = "http://127.0.0.1:9001"
+  authentication = [
+    {mechanism = password_based, backend = http, method = post, url = "http://127.0.0.1:8080/auth", enable = false},
+    {mechanism = jwt, algorithm = hmac-based, secret = s3cret}
+  ]
+  listeners.tcp.default {
+    bind = "0.0.0.0:7993"
+    authentication { mechanism = jwt, algorithm = hmac-based, secret = other, enable = false }
+  }
+}
+`
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Import(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := res.Config.Gateway.ExProto
+	if len(x.Authentication) != 1 || x.Authentication[0].Mechanism != "jwt" {
+		t.Fatalf("gateway chain %+v, want only the enabled jwt", x.Authentication)
+	}
+	if l := x.Listeners.TCP["default"]; len(l.Authentication) != 0 {
+		t.Fatalf("listener chain %+v, want none", l.Authentication)
+	}
+}

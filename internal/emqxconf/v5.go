@@ -2,6 +2,7 @@ package emqxconf
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +17,9 @@ type importer struct {
 	// disabled are TLS blocks with enable = false, dropped at the end
 	// (their other keys may come after "enable").
 	disabled []func()
+	// offAuth are authenticators EMQX had with enable = false, by chain:
+	// dropped at the end, so they never become active.
+	offAuth map[*[]config.Authenticator][]int
 }
 
 func newImporter(format string) *importer {
@@ -344,6 +348,11 @@ func (im *importer) authentication(chain *[]config.Authenticator, key, full stri
 				continue
 			}
 			*chain = append(*chain, config.Authenticator{})
+			if on, ok := m["enable"]; ok {
+				if b, _ := boolean(on); !b {
+					im.dropAuth(chain, len(*chain)-1)
+				}
+			}
 			var leaves []leaf
 			flatten("", m, &leaves)
 			for _, lf := range leaves {
@@ -355,6 +364,11 @@ func (im *importer) authentication(chain *[]config.Authenticator, key, full stri
 	// A single object, flattened: its fields arrive one by one.
 	if len(*chain) == 0 {
 		*chain = append(*chain, config.Authenticator{})
+	}
+	if strings.TrimPrefix(key, ".") == "enable" {
+		if b, _ := boolean(v); !b {
+			im.dropAuth(chain, 0)
+		}
 	}
 	im.authField(&(*chain)[0], strings.TrimPrefix(key, "."), full, v)
 }
@@ -407,7 +421,7 @@ func (im *importer) authField(a *config.Authenticator, key, full string, v any) 
 		a.VerifyClaims[p[1]] = str(v)
 	case key == "enable":
 		if b, _ := boolean(v); !b {
-			im.changed(full, v, "this authenticator was disabled in EMQX; exgate keeps it, remove it if unwanted")
+			im.changed(full, v, "this authenticator was disabled in EMQX: not imported")
 		}
 	case key == "from":
 		if s := str(v); s != "password" {
@@ -419,9 +433,27 @@ func (im *importer) authField(a *config.Authenticator, key, full string, v any) 
 }
 
 // finish fills what EMQX leaves to defaults and drops disabled TLS blocks.
+func (im *importer) dropAuth(chain *[]config.Authenticator, i int) {
+	if im.offAuth == nil {
+		im.offAuth = map[*[]config.Authenticator][]int{}
+	}
+	if !slices.Contains(im.offAuth[chain], i) {
+		im.offAuth[chain] = append(im.offAuth[chain], i)
+	}
+}
+
 func (im *importer) finish() {
 	for _, drop := range im.disabled {
 		drop()
+	}
+	for chain, off := range im.offAuth {
+		slices.Sort(off)
+		for k := len(off) - 1; k >= 0; k-- {
+			*chain = slices.Delete(*chain, off[k], off[k]+1)
+		}
+		if len(*chain) == 0 {
+			*chain = nil
+		}
 	}
 	im.x.Listeners.Each(func(typ, name string, l *config.Listener) {
 		if l.Bind == "" {
