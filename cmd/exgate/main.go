@@ -126,6 +126,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		},
 	})
 	var importOut string
+	var importVerbose bool
 	importCmd := &cobra.Command{
 		Use:   "import FILE",
 		Short: "Convert an EMQX ExProto configuration (emqx.conf 5.x/6.x or emqx_exproto.conf 4.x) to exgate's",
@@ -140,8 +141,18 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 			for _, n := range res.Changed {
 				fmt.Fprintf(stderr, "changed:  %s\n", n)
 			}
+			// Settings outside the ExProto gateway (the node, the cluster,
+			// other gateways) are many and never exgate's: one line unless -v.
+			var elsewhere int
 			for _, n := range res.Unmapped {
+				if !importVerbose && emqxconf.Elsewhere(n) {
+					elsewhere++
+					continue
+				}
 				fmt.Fprintf(stderr, "not mapped: %s\n", n)
+			}
+			if elsewhere > 0 {
+				fmt.Fprintf(stderr, "not mapped: %d settings outside gateway.exproto (node, cluster, listeners, other gateways…): not exgate's business; -v lists them\n", elsewhere)
 			}
 			if _, err := config.Parse(out); err != nil {
 				fmt.Fprintf(stderr, "the result needs editing before it starts:\n%v\n", err)
@@ -158,6 +169,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	importCmd.Flags().StringVarP(&importOut, "output", "o", "", "write the YAML here instead of standard output")
+	importCmd.Flags().BoolVarP(&importVerbose, "verbose", "v", false, "list every setting outside gateway.exproto too")
 	cfgCmd.AddCommand(importCmd)
 	versionCmd := &cobra.Command{
 		Use:   "version",

@@ -688,3 +688,28 @@ func TestConfigCheckLoadsCertificates(t *testing.T) {
 		t.Fatalf("good certificates: %v %q %q", err, out, stderr)
 	}
 }
+
+// config import sums up the settings outside gateway.exproto in one line
+// (a real emqx.conf has dozens); -v lists them.
+func TestConfigImportSummarisesTheRest(t *testing.T) {
+	path := writeFile(t, `node { name = emqx@127.0.0.1, cookie = c00kie }
+cluster.discovery_strategy = manual
+listeners.tcp.default.bind = "0.0.0.0:1883"
+gateway.exproto {
+  server.bind = "127.0.0.1:9100"
+  handler.address = "http://127.0.0.1:9001"
+  listeners.tcp.default.bind = "0.0.0.0:7993"
+}
+`)
+	_, stderr, err := run(t, "config", "import", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "4 settings outside gateway.exproto") || strings.Contains(stderr, "node.name") {
+		t.Fatalf("want one summary line for the 4 settings elsewhere:\n%s", stderr)
+	}
+	_, stderr, err = run(t, "config", "import", "-v", path)
+	if err != nil || !strings.Contains(stderr, "node.name = emqx@127.0.0.1") || strings.Contains(stderr, "c00kie") {
+		t.Fatalf("-v lists them (the cookie redacted): %v\n%s", err, stderr)
+	}
+}

@@ -28,6 +28,17 @@ type Note struct {
 	Key, Value, Why string
 }
 
+// Elsewhere reports a note about a setting outside the ExProto gateway
+// (the node, the cluster, other gateways): never exgate's, and many.
+func Elsewhere(n Note) bool {
+	return n.Why == whyOutside || n.Why == whyOtherGateway
+}
+
+const (
+	whyOutside      = "outside gateway.exproto: not exgate's business"
+	whyOtherGateway = "another EMQX gateway: exgate serves ExProto only"
+)
+
 func (n Note) String() string {
 	k := strings.ToLower(n.Key)
 	for _, secret := range []string{"password", "secret", "token", "cookie"} {

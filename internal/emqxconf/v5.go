@@ -116,9 +116,9 @@ func importV5(root any) (*Result, error) {
 		rest, ok := strings.CutPrefix(lf.key, "gateway.exproto.")
 		if !ok {
 			if top := strings.SplitN(lf.key, ".", 2)[0]; top != "gateway" {
-				im.unmapped(lf.key, lf.val, "outside gateway.exproto: not exgate's business")
+				im.unmapped(lf.key, lf.val, whyOutside)
 			} else {
-				im.unmapped(lf.key, lf.val, "another EMQX gateway: exgate serves ExProto only")
+				im.unmapped(lf.key, lf.val, whyOtherGateway)
 			}
 			continue
 		}
