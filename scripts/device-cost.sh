@@ -8,38 +8,8 @@
 #
 #   scripts/device-cost.sh            # ~2 minutes on 2 cores
 set -euo pipefail
-cd "$(dirname "$0")/.."
-go build -o bin/exgate ./cmd/exgate
-go build -o bin/jsondemo ./examples/jsondemo
-ulimit -n 20000 2>/dev/null || true
-dir=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-
-cat >"$dir/exgate.yaml" <<YAML
-log: {level: warn}
-api: {bind: 127.0.0.1:28083, auth: none}
-broker: {embedded: {listeners: {tcp: {bind: 127.0.0.1:21883}}}}
-gateway:
-  exproto:
-    server: {bind: 127.0.0.1:29100}
-    handler: {address: "http://127.0.0.1:29001"}
-    idle_timeout: 10m
-    listeners:
-      tcp:
-        json: {bind: 127.0.0.1:27993, max_conn_rate: 0}
-        echo: {bind: 127.0.0.1:27994, max_conn_rate: 0, handler: {address: "http://127.0.0.1:29002"}}
-YAML
-
-up() {
-  ./bin/jsondemo -listen 127.0.0.1:29001 -adapter 127.0.0.1:29100 -quiet >"$dir/h1.log" 2>&1 & pids+=($!)
-  ./bin/jsondemo -listen 127.0.0.1:29002 -adapter 127.0.0.1:29100 -echo -quiet >"$dir/h2.log" 2>&1 & pids+=($!)
-  ./bin/exgate -c "$dir/exgate.yaml" >"$dir/gw.log" 2>&1 & gw=$!; pids+=($gw)
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/27993) 2>/dev/null && break; sleep 0.1; done
-  sleep 1 # let the handlers connect
-}
-down() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=(); }
+LISTENER_OPTS="max_conn_rate: 0" # the gateway measures itself, not its limiter
+source "$(dirname "$0")/lib/gateway.sh"
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; } # clock ticks (1/100 s)
 
 for n in 5000 15000; do

@@ -7,43 +7,11 @@
 #   scripts/overload.sh                    # burst + 10 minutes of churn at 500/s
 #   CHURN=60s RATE=2000 scripts/overload.sh   # a shorter, harder run
 set -euo pipefail
-cd "$(dirname "$0")/.."
 CHURN=${CHURN:-10m}
 RATE=${RATE:-500}
-go build -o bin/exgate ./cmd/exgate
-go build -o bin/jsondemo ./examples/jsondemo
-ulimit -n 20000 2>/dev/null || true
-dir=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-
 # The gateway keeps its defaults (max_conn_rate 1000/s, max_mqueue_len 1000,
 # max_messages_per_delivery 1): the run shows what an operator gets.
-cat >"$dir/exgate.yaml" <<YAML
-log: {level: warn}
-api: {bind: 127.0.0.1:28083, auth: none}
-broker: {embedded: {listeners: {tcp: {bind: 127.0.0.1:21883}}}}
-gateway:
-  exproto:
-    server: {bind: 127.0.0.1:29100}
-    handler: {address: "http://127.0.0.1:29001"}
-    idle_timeout: 10m
-    listeners:
-      tcp:
-        json: {bind: 127.0.0.1:27993}
-        echo: {bind: 127.0.0.1:27994, handler: {address: "http://127.0.0.1:29002"}}
-YAML
-
-up() {
-  ./bin/jsondemo -listen 127.0.0.1:29001 -adapter 127.0.0.1:29100 -quiet >"$dir/h1.log" 2>&1 & pids+=($!)
-  ./bin/jsondemo -listen 127.0.0.1:29002 -adapter 127.0.0.1:29100 -echo -quiet >"$dir/h2.log" 2>&1 & pids+=($!)
-  ./bin/exgate -c "$dir/exgate.yaml" >"$dir/gw.log" 2>&1 & gw=$!; pids+=($gw)
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/27993) 2>/dev/null && break; sleep 0.1; done
-  sleep 1 # let the handlers connect
-}
-down() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=(); }
-metrics=http://127.0.0.1:28083/metrics
+source "$(dirname "$0")/lib/gateway.sh"
 
 up
 echo "== QoS 1 burst: 5,000 messages as fast as PUBACKs come, to a topic 20 devices subscribe"

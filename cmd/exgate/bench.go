@@ -26,6 +26,11 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	var holdFor time.Duration
 	cmd.PersistentFlags().DurationVar(&holdFor, "hold", 0, "echo, storm: keep the devices connected this long after the load, before they close (to measure or profile the gateway)")
 	cmd.PersistentFlags().StringVar(&metricsURL, "gateway-metrics", "", "read the gateway's goroutines from this /metrics URL (e.g. http://127.0.0.1:18083/metrics)")
+	printJSON := func(v any) error {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
 	report := func(r bench.Result, w *bench.Watch, devices int) error {
 		if r.Procs == nil { // a run may have read the processes itself
 			w.Done(&r, devices)
@@ -40,9 +45,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 			}
 		}
 		if asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(r)
+			return printJSON(r)
 		}
 		fmt.Fprintf(stdout, "%s: %d devices, %d ops in %.1fs = %.0f/s", r.Scenario, r.Devices, r.Ops, r.Seconds, r.Rate)
 		if r.P50 > 0 {
@@ -225,9 +228,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return printJSON(r)
 			}
 			fmt.Fprintf(stdout, "churn: %d connects in %.0fs = %.0f/s; connect latency p50 %.0fµs p99 %.0fµs\n", r.Ops, r.Seconds, r.Rate, r.P50, r.P99)
 			for c, n := range r.Errors {
@@ -274,9 +275,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return printJSON(r)
 			}
 			fmt.Fprintf(stdout, "burst: %d QoS 1 messages published, %d acknowledged (PUBACK p50 %.0fµs p99 %.0fµs max %.0fµs); %d of %d deliveries reached %d devices in %.1fs\n",
 				r.Published, r.Acked, r.AckP50US, r.AckP99US, r.AckMaxUS, r.Delivered, r.Expected, r.Devices, r.Seconds)

@@ -68,22 +68,11 @@ func Burst(ctx context.Context, o BurstOptions) (BurstResult, error) {
 	}()
 	topic := fmt.Sprintf("bench/burst/%d", time.Now().UnixNano())
 	for i := 0; i < o.Devices; i++ {
-		d, err := connectJSON(ctx, o.Gateway, fmt.Sprintf("bench-burst-%d", i), topic, nil)
+		c, err := countingDevice(ctx, o.Gateway, fmt.Sprintf("bench-burst-%d", i), topic, &got)
 		if err != nil {
 			return res, fmt.Errorf("device %d: %w", i, err)
 		}
-		closers = append(closers, d.c)
-		go func() {
-			for {
-				var f frame
-				if err := d.dec.Decode(&f); err != nil {
-					return
-				}
-				if f.Type == 3 {
-					got.Add(1)
-				}
-			}
-		}()
+		closers = append(closers, c)
 	}
 	before := droppedByReason(o.MetricsURL)
 	pub, err := dialMQTT(o.Broker, fmt.Sprintf("bench-burst-pub-%d", time.Now().UnixNano()))

@@ -238,22 +238,11 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 	}()
 	for i := 0; i < o.Devices; i++ {
 		if o.Gateway != "" {
-			d, err := connectJSON(ctx, o.Gateway, fmt.Sprintf("bench-fan-%d", i), "bench/out", nil)
+			c, err := countingDevice(ctx, o.Gateway, fmt.Sprintf("bench-fan-%d", i), "bench/out", &got)
 			if err != nil {
 				return res, fmt.Errorf("device %d: %w", i, err)
 			}
-			closers = append(closers, d.c)
-			go func() {
-				for {
-					var f frame
-					if err := d.dec.Decode(&f); err != nil {
-						return
-					}
-					if f.Type == 3 {
-						got.Add(1)
-					}
-				}
-			}()
+			closers = append(closers, c)
 		} else {
 			m, err := dialMQTT(o.Broker, fmt.Sprintf("bench-fan-%d", i))
 			if err != nil {
@@ -312,6 +301,27 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 		res.Note = fmt.Sprintf("%d of %d deliveries arrived", res.Ops, want)
 	}
 	return res, nil
+}
+
+// countingDevice connects a JSON-protocol device subscribed to topic at
+// QoS 1 that counts the messages it receives in got.
+func countingDevice(ctx context.Context, gateway, clientID, topic string, got *atomic.Int64) (io.Closer, error) {
+	d, err := connectJSON(ctx, gateway, clientID, topic, nil)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			var f frame
+			if err := d.dec.Decode(&f); err != nil {
+				return
+			}
+			if f.Type == 3 {
+				got.Add(1)
+			}
+		}
+	}()
+	return d.c, nil
 }
 
 // stalled reports whether n did not move for a second.

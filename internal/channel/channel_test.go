@@ -55,6 +55,18 @@ func (h *scriptedHandler) got() []string {
 	return append([]string(nil), h.payloads...)
 }
 
+// holdingFirstDelivery is a handler whose first OnReceivedMessages waits
+// until release is closed; first reports that it started.
+func holdingFirstDelivery() (h *scriptedHandler, first *atomic.Bool, release chan struct{}) {
+	first, release = new(atomic.Bool), make(chan struct{})
+	h = &scriptedHandler{onMessages: func() {
+		if first.CompareAndSwap(false, true) {
+			<-release
+		}
+	}}
+	return h, first, release
+}
+
 func testConfig(h Handler, pool *Pool) *Config {
 	return &Config{
 		Node: "test", Handler: h, IdleTimeout: time.Hour, RequestTimeout: 10 * time.Second, CloseFlushTimeout: 10 * time.Second,
@@ -100,13 +112,7 @@ func TestMqueueDropsQoS0First(t *testing.T) {
 		{"new QoS 1, none at QoS 0: the oldest goes", []string{"b1", "c1", "d1", "f1"}, []string{"c1", "d1", "f1"}, 0, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			release := make(chan struct{})
-			var first atomic.Bool
-			h := &scriptedHandler{onMessages: func() {
-				if first.CompareAndSwap(false, true) {
-					<-release
-				}
-			}}
+			h, first, release := holdingFirstDelivery()
 			pool := NewPool(time.Second)
 			defer pool.Close()
 			cfg := testConfig(h, pool)
@@ -268,13 +274,7 @@ func TestCloseFlushTimeout(t *testing.T) {
 		delivered int
 	}{{"flushed", 10 * time.Second, 4}, {"dropped", 50 * time.Millisecond, 1}} {
 		t.Run(tc.name, func(t *testing.T) {
-			release := make(chan struct{})
-			var first atomic.Bool
-			h := &scriptedHandler{onMessages: func() {
-				if first.CompareAndSwap(false, true) {
-					<-release
-				}
-			}}
+			h, first, release := holdingFirstDelivery()
 			pool := NewPool(time.Second)
 			defer pool.Close()
 			cfg := testConfig(h, pool)
