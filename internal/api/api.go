@@ -5,11 +5,13 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net"
@@ -254,7 +256,14 @@ func (s *Server) setLog(w http.ResponseWriter, r *http.Request) {
 
 // doReload re-reads the configuration file: 200 with what needs a restart,
 // or 400 with why the new configuration was refused (the old one stays).
-func (s *Server) doReload(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) doReload(w http.ResponseWriter, r *http.Request) {
+	// EMQX's PUT takes the gateway's settings in its body; exgate's
+	// re-reads the configuration file. A body would be silently ignored
+	// (an operator's {"enable": false} did nothing): refuse it instead.
+	if body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16)); len(bytes.TrimSpace(body)) > 0 && string(bytes.TrimSpace(body)) != "{}" {
+		fail(w, http.StatusBadRequest, "NOT_SUPPORTED", "PUT /api/v5/gateways/exproto re-reads the configuration file and applies nothing from the request body: edit the file (gateway.exproto…), then PUT with no body")
+		return
+	}
 	if s.reload == nil {
 		fail(w, http.StatusNotImplemented, "NOT_SUPPORTED", "exgate was started without a configuration file")
 		return

@@ -20,13 +20,15 @@ const openapiDoc = `{
         "proto_name": {"type": "string"}, "proto_ver": {"type": "string"}, "ip_address": {"type": "string"}, "port": {"type": "integer"},
         "connected": {"type": "boolean"}, "conn_state": {"type": "string", "enum": ["connecting", "connected"]},
         "created_at": {"type": "string"}, "connected_at": {"type": "string"}, "keepalive": {"type": "integer"},
-        "subscriptions_cnt": {"type": "integer"}, "recv_oct": {"type": "integer"}, "send_oct": {"type": "integer"}}},
+        "subscriptions_cnt": {"type": "integer"}, "recv_oct": {"type": "integer"}, "send_oct": {"type": "integer"},
+        "mqueue_len": {"type": "integer"}, "max_mqueue": {"type": "integer"}, "mqueue_dropped": {"type": "integer"}}},
       "Subscription": {"type": "object", "properties": {"topic": {"type": "string"}, "qos": {"type": "integer"}}}
     }
   },
   "security": [{"basic": []}],
   "paths": {
-    "/api/v5/gateways/exproto": {"get": {"summary": "Gateway status, connections, listeners and counters", "responses": {"200": {"description": "ok"}}}},
+    "/api/v5/gateways/exproto": {"get": {"summary": "Gateway status, connections, listeners and counters", "responses": {"200": {"description": "ok"}}},
+      "put": {"summary": "Re-read the configuration file and apply what can change while running (no request body: a body is refused)", "responses": {"200": {"description": "{reloaded, needs_restart}"}, "400": {"description": "Error: BAD_CONFIG or NOT_SUPPORTED"}, "501": {"description": "started without a configuration file"}}}},
     "/api/v5/gateways/exproto/listeners": {"get": {"summary": "Listeners with their connection counts and refusals", "responses": {"200": {"description": "ok"}}}},
     "/api/v5/gateways/exproto/clients": {"get": {"summary": "Devices, paged and filtered",
       "parameters": [
@@ -45,6 +47,13 @@ const openapiDoc = `{
       "post": {"summary": "Subscribe a device", "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Subscription"}}}}, "responses": {"201": {"description": "Subscription"}}}},
     "/api/v5/gateways/exproto/clients/{clientid}/subscriptions/{topic}": {
       "delete": {"summary": "Unsubscribe a device (topic URL-encoded)", "responses": {"204": {"description": "unsubscribed"}}}},
+    "/api/v5/gateways/exproto/trace": {
+      "get": {"summary": "Traces, running and finished", "responses": {"200": {"description": "[Trace]"}}},
+      "post": {"summary": "Start a trace of a clientid or a topic: {\"name\", \"clientid\"|\"topic\", \"duration\": \"10m\"}", "responses": {"201": {"description": "Trace"}, "400": {"description": "Error"}}}},
+    "/api/v5/gateways/exproto/trace/{name}": {"delete": {"summary": "Stop and remove a trace", "responses": {"204": {"description": "removed"}}}},
+    "/api/v5/gateways/exproto/trace/{name}/download": {"get": {"summary": "The trace's log file", "responses": {"200": {"description": "text"}}}},
+    "/api/v5/banned": {"get": {"summary": "Banned clientids, usernames and peer hosts"}, "post": {"summary": "Ban one: {\"as\": \"clientid\"|\"username\"|\"peerhost\", \"who\", \"reason\", \"until\"}"}},
+    "/api/v5/banned/{as}/{who}": {"delete": {"summary": "Lift a ban"}},
     "/api/v5/log": {"get": {"summary": "The log level"}, "put": {"summary": "Set the log level at runtime: {\"level\": \"debug\"}"}},
     "/metrics": {"get": {"summary": "Prometheus metrics", "security": []}},
     "/healthz": {"get": {"summary": "The process is up", "security": []}},

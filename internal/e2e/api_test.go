@@ -457,3 +457,20 @@ func TestDashboardSession(t *testing.T) {
 		t.Fatalf("after logout: %d", code)
 	}
 }
+
+// PUT on the gateway re-reads the configuration file; EMQX's PUT takes
+// settings in its body. A body is refused with a reason, never accepted
+// and silently ignored ({"enable": false} used to answer 200 and do nothing).
+func TestGatewayPutRefusesABody(t *testing.T) {
+	e := start(t, nil)
+	base := startAPI(t, e, config.API{})
+	gw := base + "/api/v5/gateways/exproto"
+	code, m, body := call(t, "PUT", gw, `{"enable": false}`)
+	if code != 400 || m["code"] != "NOT_SUPPORTED" || !strings.Contains(body, "configuration file") {
+		t.Fatalf("PUT with a body: %d %s", code, body)
+	}
+	if code, m, _ := call(t, "GET", gw, ""); code != 200 || m["status"] != "running" {
+		t.Fatalf("after the refused PUT: %d %v", code, m["status"])
+	}
+	e.dial() // devices still come in
+}
