@@ -2,7 +2,7 @@
 # the whole suite (what CI runs).
 GO ?= go
 
-.PHONY: run build test lint proto bench mutants install dist
+.PHONY: run build test lint proto bench mutants install dist deb
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -56,3 +56,8 @@ bench:
 # one to a copy of the tree; fails if the tests let any of them through.
 mutants:
 	./scripts/mutants.sh
+
+# A .deb (dpkg-deb): binary, completion, /etc/exgate/exgate.yaml and a
+# hardened systemd unit; in dist/.
+deb:
+	./scripts/deb.sh

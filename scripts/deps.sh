@@ -13,6 +13,8 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitt
 command -v chromium >/dev/null || need+=(chromium)
 /usr/bin/python3 -c "import grpc, google.protobuf" 2>/dev/null || need+=(python3-grpcio python3-protobuf)
 command -v node >/dev/null || need+=(nodejs)
+command -v systemd-analyze >/dev/null || need+=(systemd) # verifies the packaged unit
+command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v npm >/dev/null || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then

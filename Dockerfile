@@ -1,0 +1,26 @@
+# exgate in a container: a static binary on an empty base, as a non-root
+# user. Not built by CI here (no container builder on the project's
+# machines); `make deb` and `make dist` are.
+#
+#   docker build -t exgate .
+#   docker run -p 7993:7993 -p 1883:1883 -p 127.0.0.1:18083:18083 -v exgate:/var/lib/exgate exgate
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /exgate ./cmd/exgate \
+ && mkdir -p /state && chown 65532:65532 /state
+
+FROM scratch
+COPY --from=build /exgate /usr/bin/exgate
+COPY --from=build --chown=65532:65532 /state /var/lib/exgate
+COPY packaging/exgate.yaml /etc/exgate/exgate.yaml
+USER 65532:65532
+WORKDIR /var/lib/exgate
+VOLUME ["/var/lib/exgate"]
+# devices, MQTT, MQTT over TLS, the management API (loopback inside the
+# container unless the configuration binds it wider: mount your own file).
+EXPOSE 7993 1883 8883 18083
+ENTRYPOINT ["/usr/bin/exgate", "-c", "/etc/exgate/exgate.yaml"]
