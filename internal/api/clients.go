@@ -15,28 +15,43 @@ import (
 	"github.com/exgate/exgate/internal/channel"
 )
 
-// clientJSON has EMQX's client fields.
+// clientJSON has the fields of EMQX's gateway client object that mean
+// something for an ExProto device (EMQX 5 names; Erlang's mailbox_len,
+// heap_size and reductions are left out). Times are RFC 3339 with
+// milliseconds and the server's offset, as EMQX writes them.
 type clientJSON struct {
+	Node             string `json:"node"`
 	ClientID         string `json:"clientid"`
 	Username         string `json:"username"`
 	ConnID           string `json:"conn_id"`
-	Node             string `json:"node"`
 	ProtoName        string `json:"proto_name"`
 	ProtoVer         string `json:"proto_ver"`
 	IPAddress        string `json:"ip_address"`
 	Port             int    `json:"port"`
+	IsBridge         bool   `json:"is_bridge"`
 	Connected        bool   `json:"connected"`
 	ConnState        string `json:"conn_state"`
 	CreatedAt        string `json:"created_at"`
 	ConnectedAt      string `json:"connected_at,omitempty"`
+	DisconnectedAt   string `json:"disconnected_at,omitempty"`
 	Keepalive        int    `json:"keepalive"`
+	CleanStart       bool   `json:"clean_start"`
+	ExpiryInterval   int    `json:"expiry_interval"`
 	SubscriptionsCnt int    `json:"subscriptions_cnt"`
-	RecvOct          int64  `json:"recv_oct"`
-	SendOct          int64  `json:"send_oct"`
 	MqueueLen        int64  `json:"mqueue_len"`
-	MaxMqueue        int    `json:"max_mqueue"`
+	MqueueMax        int    `json:"mqueue_max"`
 	MqueueDropped    int64  `json:"mqueue_dropped"`
+	RecvOct          int64  `json:"recv_oct"`
+	RecvCnt          int64  `json:"recv_cnt"`
+	RecvMsg          int64  `json:"recv_msg"`
+	SendOct          int64  `json:"send_oct"`
+	SendCnt          int64  `json:"send_cnt"`
+	SendMsg          int64  `json:"send_msg"`
+	EventsQueued     int    `json:"events_queued"` // exgate's: events waiting for the handler
 }
+
+// emqxTime formats t as EMQX does: 2024-05-01T10:00:00.123+00:00.
+func emqxTime(t time.Time) string { return t.Local().Format("2006-01-02T15:04:05.000-07:00") }
 
 func (s *Server) toJSON(in channel.Info) clientJSON {
 	host, port, _ := net.SplitHostPort(in.Peer)
@@ -45,12 +60,18 @@ func (s *Server) toJSON(in channel.Info) clientJSON {
 		ClientID: in.ClientID, Username: in.Username, ConnID: in.ConnID, Node: s.g.Node(),
 		ProtoName: in.ProtoName, ProtoVer: in.ProtoVer, IPAddress: host, Port: p,
 		Connected: in.State == channel.Connected, ConnState: in.State.String(),
-		CreatedAt: in.CreatedAt.UTC().Format(time.RFC3339Nano), Keepalive: int(in.Keepalive / time.Second),
+		CreatedAt: emqxTime(in.CreatedAt), Keepalive: int(in.Keepalive / time.Second),
+		CleanStart:       true, // a device's broker session always starts clean
 		SubscriptionsCnt: len(in.Subscriptions), RecvOct: in.BytesIn, SendOct: in.BytesOut,
-		MqueueLen: in.MqueueLen, MaxMqueue: in.MaxMqueue, MqueueDropped: in.MqueueDropped,
+		MqueueLen: in.MqueueLen, MqueueMax: in.MaxMqueue, MqueueDropped: in.MqueueDropped,
+		RecvCnt: in.Reads, RecvMsg: in.Published, SendCnt: in.Writes, SendMsg: in.Delivered,
+		EventsQueued: in.Queued,
 	}
 	if !in.ConnectedAt.IsZero() {
-		c.ConnectedAt = in.ConnectedAt.UTC().Format(time.RFC3339Nano)
+		c.ConnectedAt = emqxTime(in.ConnectedAt)
+	}
+	if !in.DisconnectedAt.IsZero() {
+		c.DisconnectedAt = emqxTime(in.DisconnectedAt)
 	}
 	return c
 }

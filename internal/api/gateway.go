@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"time"
 )
 
 type listenerJSON struct {
@@ -59,7 +58,7 @@ func (s *Server) gateway(w http.ResponseWriter, _ *http.Request) {
 	st := s.g.Stats
 	writeJSON(w, 200, map[string]any{
 		"name": "exproto", "status": "running", "node": s.g.Node(),
-		"created_at":          s.g.StartedAt().UTC().Format(time.RFC3339),
+		"created_at":          emqxTime(s.g.StartedAt()),
 		"current_connections": s.g.Reg.Len(),
 		"authenticated":       s.g.Reg.Connected(),
 		"max_connections":     maxConns,

@@ -18,10 +18,13 @@ const openapiDoc = `{
       "Client": {"type": "object", "properties": {
         "clientid": {"type": "string"}, "username": {"type": "string"}, "conn_id": {"type": "string"}, "node": {"type": "string"},
         "proto_name": {"type": "string"}, "proto_ver": {"type": "string"}, "ip_address": {"type": "string"}, "port": {"type": "integer"},
-        "connected": {"type": "boolean"}, "conn_state": {"type": "string", "enum": ["connecting", "connected"]},
-        "created_at": {"type": "string"}, "connected_at": {"type": "string"}, "keepalive": {"type": "integer"},
+        "connected": {"type": "boolean"}, "conn_state": {"type": "string", "enum": ["connecting", "connected", "disconnected"]},
+        "created_at": {"type": "string", "description": "2024-05-01T10:00:00.123+00:00"}, "connected_at": {"type": "string"}, "disconnected_at": {"type": "string"},
+        "keepalive": {"type": "integer"}, "is_bridge": {"type": "boolean"}, "clean_start": {"type": "boolean"}, "expiry_interval": {"type": "integer"},
         "subscriptions_cnt": {"type": "integer"}, "recv_oct": {"type": "integer"}, "send_oct": {"type": "integer"},
-        "mqueue_len": {"type": "integer"}, "max_mqueue": {"type": "integer"}, "mqueue_dropped": {"type": "integer"}}},
+        "mqueue_len": {"type": "integer"}, "mqueue_max": {"type": "integer"}, "mqueue_dropped": {"type": "integer"},
+        "recv_cnt": {"type": "integer"}, "recv_msg": {"type": "integer"}, "send_cnt": {"type": "integer"}, "send_msg": {"type": "integer"},
+        "events_queued": {"type": "integer"}}},
       "Subscription": {"type": "object", "properties": {"topic": {"type": "string"}, "qos": {"type": "integer"}}}
     }
   },

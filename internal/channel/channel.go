@@ -156,11 +156,13 @@ type Channel struct {
 	tls  bool
 	log  *slog.Logger
 
-	lastRecv  atomic.Int64 // unix nanos of the last socket read; any goroutine
-	gotBytes  atomic.Bool  // a byte arrived; any goroutine
-	bytesIn   atomic.Int64
-	bytesOut  atomic.Int64
-	createdAt time.Time
+	lastRecv atomic.Int64 // unix nanos of the last socket read; any goroutine
+	gotBytes atomic.Bool  // a byte arrived; any goroutine
+	bytesIn  atomic.Int64
+	bytesOut atomic.Int64
+	// counts for management, EMQX's recv_cnt/recv_msg/send_cnt/send_msg
+	reads, published, writes, delivered atomic.Int64
+	createdAt                           time.Time
 
 	wmu sync.Mutex // serializes writes to conn
 
@@ -183,7 +185,8 @@ type Channel struct {
 	session      broker.Session
 	subs         map[string]byte // filter as the handler gave it → qos
 	reason       string          // why it closed; the first cause wins
-	flushUntil   time.Time       // after close, queued events older than this are dropped
+	closedAt     time.Time
+	flushUntil   time.Time // after close, queued events older than this are dropped
 	keepalive    time.Duration
 	kaTimer      *time.Timer
 	idleTimer    *time.Timer
@@ -278,6 +281,13 @@ type Info struct {
 	// dropped since the device connected (queue full or closed).
 	MqueueLen, MqueueDropped int64
 	MaxMqueue                int
+	// Reads and Writes are socket reads (datagrams) and Sends; Published
+	// the device's publishes the broker took; Delivered the messages the
+	// handler accepted for it; Queued the events waiting for the handler.
+	Reads, Writes, Published, Delivered int64
+	Queued                              int
+	// DisconnectedAt is when the device closed; zero while it is open.
+	DisconnectedAt time.Time
 }
 
 // Snapshot returns a copy of the channel's public state.
@@ -295,6 +305,8 @@ func (c *Channel) Snapshot() Info {
 		CreatedAt: c.createdAt, ConnectedAt: c.connectedAt, Keepalive: c.keepalive,
 		Subscriptions: subs, BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 		MqueueLen: int64(c.queuedMsgs), MqueueDropped: c.mqDropped, MaxMqueue: c.cfg.MaxMqueueLen,
+		Reads: c.reads.Load(), Writes: c.writes.Load(), Published: c.published.Load(), Delivered: c.delivered.Load(),
+		Queued: len(c.queue), DisconnectedAt: c.closedAt,
 	}
 }
 
@@ -312,6 +324,7 @@ func (c *Channel) Received(b []byte) bool {
 		c.mu.Unlock()
 	}
 	c.bytesIn.Add(int64(len(b)))
+	c.reads.Add(1)
 	c.cfg.Stats.BytesReceived.Add(int64(len(b)))
 	c.traceSelf("recv", "", b)
 	for {
@@ -421,6 +434,7 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 	}
 	wasConnected := c.state == Connected
 	c.state = Closed
+	c.closedAt = time.Now()
 	c.cfg.Stats.Closing.Add(1)
 	c.reason = reason
 	for _, t := range []*time.Timer{c.kaTimer, c.idleTimer, c.expireTimer, c.authTimer} {
@@ -484,6 +498,7 @@ func (c *Channel) Send(b []byte) error {
 	c.wmu.Unlock()
 	c.traceSelf("send", "", b)
 	c.bytesOut.Add(int64(n))
+	c.writes.Add(1)
 	c.cfg.Stats.BytesSent.Add(int64(n))
 	if err != nil {
 		reason := peerClosedReason(err, c.tls)

@@ -272,6 +272,7 @@ func (c *Channel) Publish(ctx context.Context, topic string, qos uint32, payload
 		return err
 	}
 	c.cfg.Stats.MessagesPublished.Add(1)
+	c.published.Add(1)
 	c.trace(who.ClientID, "publish", topic, payload)
 	return nil
 }

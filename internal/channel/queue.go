@@ -232,6 +232,7 @@ func (c *Channel) call(ev event, msgs []*pb.Message) error {
 		err = h.OnReceivedMessages(ctx, &pb.ReceivedMessagesRequest{Conn: c.id, Messages: msgs})
 		if err == nil {
 			c.cfg.Stats.MessagesDelivered.Add(int64(len(msgs)))
+			c.delivered.Add(int64(len(msgs)))
 		}
 	case evClosed:
 		err = h.OnSocketClosed(ctx, &pb.SocketClosedRequest{Conn: c.id, Reason: ev.reason})

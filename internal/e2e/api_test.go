@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -109,9 +110,27 @@ func TestManagementAPI(t *testing.T) {
 		}
 	}
 	// One client, EMQX's fields.
+	a.send(Frame{Type: testhandler.Publish, Topic: "up/a", Payload: "1"})
+	a.expect(testhandler.Puback, 0)
 	code, m, _ = call(t, "GET", gw+"/clients/dev-a", "")
 	if code != 200 || m["clientid"] != "dev-a" || m["conn_state"] != "connected" || m["keepalive"].(float64) != 30 || m["subscriptions_cnt"].(float64) != 1 || m["proto_name"] != "demo" || m["recv_oct"].(float64) == 0 {
 		t.Fatalf("client: %v", m)
+	}
+	// EMQX's gateway client fields and time format.
+	emqxTime := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$`)
+	for _, k := range []string{"created_at", "connected_at"} {
+		if v, _ := m[k].(string); !emqxTime.MatchString(v) {
+			t.Errorf("%s = %q, want EMQX's 2024-05-01T10:00:00.123+00:00", k, v)
+		}
+	}
+	for k, want := range map[string]any{"is_bridge": false, "clean_start": true, "expiry_interval": 0.0, "mqueue_max": 1000.0,
+		"mqueue_len": 0.0, "mqueue_dropped": 0.0, "recv_msg": 1.0, "send_msg": 0.0} {
+		if m[k] != want {
+			t.Errorf("%s = %v, want %v", k, m[k], want)
+		}
+	}
+	if m["recv_cnt"].(float64) < 3 || m["send_cnt"].(float64) < 3 { // connect, subscribe, publish and their acks
+		t.Errorf("recv_cnt %v, send_cnt %v: want at least 3 each", m["recv_cnt"], m["send_cnt"])
 	}
 	// Subscriptions on the device's behalf.
 	if code, _, body := call(t, "POST", gw+"/clients/dev-b/subscriptions", `{"topic":"ops/+","qos":1}`); code != 201 {

@@ -91,8 +91,8 @@ func TestDeliveryOverflowDroppedAndCounted(t *testing.T) {
 	// the drops by reason in the metrics (a QoS 0 subscription: qos0_msg).
 	base := startAPI(t, e, config.API{})
 	code, c, _ := call(t, "GET", base+"/api/v5/gateways/exproto/clients/slow", "")
-	if code != 200 || c["mqueue_len"] != 5.0 || c["max_mqueue"] != 5.0 || c["mqueue_dropped"] != 24.0 {
-		t.Fatalf("client: %d mqueue_len %v max_mqueue %v mqueue_dropped %v; want 5, 5, 24", code, c["mqueue_len"], c["max_mqueue"], c["mqueue_dropped"])
+	if code != 200 || c["mqueue_len"] != 5.0 || c["mqueue_max"] != 5.0 || c["mqueue_dropped"] != 24.0 {
+		t.Fatalf("client: %d mqueue_len %v mqueue_max %v mqueue_dropped %v; want 5, 5, 24", code, c["mqueue_len"], c["mqueue_max"], c["mqueue_dropped"])
 	}
 	_, _, metrics := call(t, "GET", base+"/metrics", "")
 	if !strings.Contains(metrics, `exgate_delivery_dropped_total{reason="qos0_msg"} 24`) {
