@@ -46,6 +46,22 @@ func (s *Server) listeners(w http.ResponseWriter, _ *http.Request) {
 
 // gateway is EMQX's gateway summary.
 func (s *Server) gateway(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, 200, s.gatewaySummary())
+}
+
+// gateways is EMQX's GET /api/v5/gateways: every gateway of the node,
+// which for exgate is ExProto alone.
+func (s *Server) gateways(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, 200, []map[string]any{s.gatewaySummary()})
+}
+
+// notAtRuntime answers EMQX's calls that change the gateway at run time,
+// which exgate takes from its configuration file instead.
+func (s *Server) notAtRuntime(w http.ResponseWriter, _ *http.Request) {
+	fail(w, http.StatusBadRequest, "NOT_SUPPORTED", "exgate takes the gateway's listeners and enable from its configuration file: edit it, then reload (SIGHUP, systemctl reload, or PUT /api/v5/gateways/exproto with no body)")
+}
+
+func (s *Server) gatewaySummary() map[string]any {
 	ls := s.listenerList()
 	maxConns := 0
 	for _, l := range ls {
@@ -56,7 +72,7 @@ func (s *Server) gateway(w http.ResponseWriter, _ *http.Request) {
 		maxConns += l.MaxConnections
 	}
 	st := s.g.Stats
-	writeJSON(w, 200, map[string]any{
+	return map[string]any{
 		"name": "exproto", "status": "running", "node": s.g.Node(),
 		"created_at":          emqxTime(s.g.StartedAt()),
 		"current_connections": s.g.Reg.Len(),
@@ -71,5 +87,5 @@ func (s *Server) gateway(w http.ResponseWriter, _ *http.Request) {
 			"delivery.dropped": st.DeliveryDropped.Load(), "delivery.dropped.queue_full": st.DroppedQueueFull.Load(),
 			"delivery.dropped.qos0_msg": st.DroppedQoS0.Load(), "delivery.dropped.closed": st.DroppedClosed.Load(),
 		},
-	})
+	}
 }

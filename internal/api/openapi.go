@@ -30,6 +30,8 @@ const openapiDoc = `{
   },
   "security": [{"basic": []}],
   "paths": {
+    "/api/v5/gateways": {"get": {"summary": "The node's gateways (exgate: exproto alone), each as GET /api/v5/gateways/exproto", "responses": {"200": {"description": "[Gateway]"}}}},
+    "/api/v5/gateways/exproto/enable/{enable}": {"put": {"summary": "Not at run time: answers 400 NOT_SUPPORTED (edit the configuration file, then reload)"}},
     "/api/v5/gateways/exproto": {"get": {"summary": "Gateway status, connections, listeners and counters", "responses": {"200": {"description": "ok"}}},
       "put": {"summary": "Re-read the configuration file and apply what can change while running (no request body: a body is refused)", "responses": {"200": {"description": "{reloaded, needs_restart}"}, "400": {"description": "Error: BAD_CONFIG or NOT_SUPPORTED"}, "501": {"description": "started without a configuration file"}}}},
     "/api/v5/gateways/exproto/listeners": {"get": {"summary": "Listeners with their connection counts and refusals", "responses": {"200": {"description": "ok"}}}},

@@ -493,3 +493,35 @@ func TestGatewayPutRefusesABody(t *testing.T) {
 	}
 	e.dial() // devices still come in
 }
+
+// EMQX's gateway list answers with exgate's one gateway; the calls that
+// would change listeners or enable at run time say where that is done
+// instead of pretending.
+func TestGatewaysListAndRuntimeChanges(t *testing.T) {
+	e := start(t, nil)
+	base := startAPI(t, e, config.API{})
+	req, _ := http.NewRequest("GET", base+"/api/v5/gateways", nil)
+	k := testKey.Load()
+	req.SetBasicAuth(k[0], k[1])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if err != nil || len(list) != 1 || list[0]["name"] != "exproto" || list[0]["status"] != "running" {
+		t.Fatalf("gateways: %v %v", list, err)
+	}
+	gw := base + "/api/v5/gateways/exproto"
+	for _, c := range []struct{ method, path, body string }{
+		{"PUT", "/enable/false", ""}, {"POST", "/listeners", `{"type":"tcp","name":"x","bind":"127.0.0.1:0"}`},
+		{"PUT", "/listeners/exproto:tcp:default", `{"max_connections":1}`}, {"DELETE", "/listeners/exproto:tcp:default", ""},
+	} {
+		code, m, body := call(t, c.method, gw+c.path, c.body)
+		if code != 400 || m["code"] != "NOT_SUPPORTED" || !strings.Contains(body, "configuration file") {
+			t.Errorf("%s %s: %d %s", c.method, c.path, code, body)
+		}
+	}
+	e.dial() // nothing changed
+}
