@@ -72,8 +72,12 @@ func (s *Server) gatewaySummary() map[string]any {
 		maxConns += l.MaxConnections
 	}
 	st := s.g.Stats
+	status := "running"
+	if !s.g.Enabled() {
+		status = "stopped" // EMQX's word for a gateway with enable = false
+	}
 	return map[string]any{
-		"name": "exproto", "status": "running", "node": s.g.Node(),
+		"name": "exproto", "status": status, "node": s.g.Node(),
 		"created_at":          emqxTime(s.g.StartedAt()),
 		"current_connections": s.g.Reg.Len(),
 		"authenticated":       s.g.Reg.Connected(),

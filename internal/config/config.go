@@ -202,6 +202,11 @@ type Gateway struct {
 
 // ExProto is EMQX's gateway.exproto block, plus exgate's extensions.
 type ExProto struct {
+	// Enable, false, starts exgate without the gateway: no device
+	// listener opens (the embedded broker and the API run), as EMQX's
+	// gateway.exproto.enable = false. Changing it needs a restart.
+	// Default true.
+	Enable  *bool   `yaml:"enable,omitempty"`
 	Server  Server  `yaml:"server"`
 	Handler Handler `yaml:"handler"`
 	// IdleTimeout closes a connection that sends nothing this long after it was
@@ -580,6 +585,9 @@ func (h Handler) Over(base Handler) Handler {
 
 // AuthnEnabled reports whether this listener authenticates devices.
 func (l *Listener) AuthnEnabled() bool { return l.EnableAuthn == nil || *l.EnableAuthn }
+
+// Enabled reports whether the gateway runs (nil means it does).
+func (x ExProto) Enabled() bool { return x.Enable == nil || *x.Enable }
 
 // Enabled reports whether the MQTT listener is on (nil means on).
 func (l MQTTListener) Enabled() bool { return l.Enable == nil || *l.Enable }

@@ -186,3 +186,11 @@ func TestYAMLSyntaxErrorLine(t *testing.T) {
 		})
 	}
 }
+
+// A disabled gateway needs no device listener.
+func TestDisabledGatewayNeedsNoListener(t *testing.T) {
+	c, err := Parse([]byte("gateway: {exproto: {enable: false, listeners: {}}}\n"))
+	if err != nil || c.Gateway.ExProto.Enabled() {
+		t.Fatalf("disabled gateway without listeners: %v, enabled %v", err, c != nil && c.Gateway.ExProto.Enabled())
+	}
+}

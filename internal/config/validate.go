@@ -189,8 +189,8 @@ func (c *Config) Validate() error {
 			bad(p+"."+e.key, "%s", e.msg)
 		}
 	})
-	if n == 0 {
-		bad(g+"listeners", "no device listener is configured")
+	if n == 0 && x.Enabled() {
+		bad(g+"listeners", "no device listener is configured (gateway.exproto.enable: false runs exgate without the gateway)")
 	}
 	return errors.Join(errs...)
 }

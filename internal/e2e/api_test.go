@@ -525,3 +525,25 @@ func TestGatewaysListAndRuntimeChanges(t *testing.T) {
 	}
 	e.dial() // nothing changed
 }
+
+// gateway.exproto.enable: false (EMQX's enable = false) starts exgate
+// without the gateway: no device listener, the broker and the API run, the
+// gateway reports "stopped", and a reload cannot flip it.
+func TestGatewayDisabled(t *testing.T) {
+	e := start(t, func(c *config.Config) { c.Gateway.ExProto.Enable = new(bool) })
+	if ls := e.g.Listeners(); len(ls) != 0 {
+		t.Fatalf("a disabled gateway opened %d listeners", len(ls))
+	}
+	base := startAPI(t, e, config.API{})
+	if code, m, _ := call(t, "GET", base+"/api/v5/gateways/exproto", ""); code != 200 || m["status"] != "stopped" {
+		t.Fatalf("gateway: %d %v", code, m["status"])
+	}
+	m := e.mqtt("still-a-broker")
+	m.sub("t", 0)
+	m.pub("t", 0, false, "x")
+	m.expect("t", "x")
+	_, err := e.g.Reload(reloaded(t, e, func(c *config.Config) { c.Gateway.ExProto.Enable = nil }))
+	if err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("reload that enables the gateway: %v, want refused (needs a restart)", err)
+	}
+}

@@ -71,3 +71,19 @@ func TestImportDisabledAuthenticatorDropped(t *testing.T) {
 		t.Fatalf("listener chain %+v, want none", l.Authentication)
 	}
 }
+
+// EMQX's gateway.exproto.enable = false stays off in exgate.
+func TestImportDisabledGateway(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "emqx.conf")
+	body := "gateway.exproto {\n  enable = false\n  server.bind = \"127.0.0.1:9100\"\n  handler.address = \"http://127.0.0.1:9001\"\n  listeners.tcp.default.bind = \"0.0.0.0:7993\"\n}\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Import(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Config.Gateway.ExProto.Enabled() {
+		t.Fatal("a gateway EMQX had disabled was imported enabled")
+	}
+}

@@ -168,7 +168,8 @@ func (im *importer) v5(key, full string, v any) {
 		x.Mountpoint = str(v)
 	case key == "enable":
 		if b, _ := boolean(v); !b {
-			im.changed(full, v, "the gateway was disabled in EMQX; exgate runs it when started")
+			x.Enable = &b
+			im.changed(full, v, "the gateway was disabled in EMQX: kept disabled (gateway.exproto.enable: false); no device listener opens until it is true")
 		}
 	case key == "enable_stats":
 		im.unmapped(full, v, "exgate always keeps statistics")

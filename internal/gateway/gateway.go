@@ -149,8 +149,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	}
 
 	var lerr error
+	if !x.Enabled() {
+		log.Warn("gateway.exproto.enable is false: no device listener opens (the broker and the API run)")
+	}
 	x.Listeners.Each(func(typ, name string, l *config.Listener) {
-		if lerr != nil || !l.Enabled() {
+		if lerr != nil || !l.Enabled() || !x.Enabled() {
 			return
 		}
 		var dl *deviceListener
@@ -379,6 +382,13 @@ func (g *Gateway) Ready() bool {
 	h := g.handler
 	g.mu.RUnlock()
 	return g.started.Load() != 0 && h.Ready()
+}
+
+// Enabled reports whether the gateway runs (gateway.exproto.enable).
+func (g *Gateway) Enabled() bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.cfg.Gateway.ExProto.Enabled()
 }
 
 // Node is this gateway's node name.

@@ -24,6 +24,12 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 	if err := nc.Validate(); err != nil {
 		return nil, err
 	}
+	if nc.Gateway.ExProto.Enabled() != g.Enabled() {
+		return nil, fmt.Errorf("refused: gateway.exproto.enable changed; enabling or disabling the gateway needs a restart")
+	}
+	if !nc.Gateway.ExProto.Enabled() {
+		return nil, fmt.Errorf("refused: the gateway is disabled (gateway.exproto.enable: false); enable it and restart")
+	}
 	enabled := 0
 	nc.Gateway.ExProto.Listeners.Each(func(_, _ string, l *config.Listener) {
 		if l.Enabled() {
