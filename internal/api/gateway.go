@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"net/http"
 )
 
@@ -77,7 +78,7 @@ func (s *Server) gatewaySummary() map[string]any {
 		status = "stopped" // EMQX's word for a gateway with enable = false
 	}
 	return map[string]any{
-		"name": "exproto", "status": status, "node": s.g.Node(),
+		"name": "exproto", "status": status, "node": s.g.Node(), "version": cmp.Or(s.g.Version, "dev"),
 		"created_at":          emqxTime(s.g.StartedAt()),
 		"current_connections": s.g.Reg.Len(),
 		"authenticated":       s.g.Reg.Connected(),

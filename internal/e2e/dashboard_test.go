@@ -91,6 +91,13 @@ func TestDashboardInChromium(t *testing.T) {
 	if drawn == 0 {
 		t.Error("the message-rate chart drew nothing")
 	}
+	listeners, err := chromedp.Run(cctx, chromedp.Text("#listeners"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(listeners, "exproto:tcp:default") || !strings.Contains(listeners, e.addr()) {
+		t.Errorf("the listeners panel shows %q", listeners)
+	}
 	cookies, err := chromedp.Call(cctx, network.GetCookies, network.GetCookiesParams{})
 	if err != nil {
 		t.Fatal(err)
