@@ -71,6 +71,6 @@ func Default() *Config {
 
 func (c *Config) fillListeners() {
 	if ls := c.Gateway.ExProto.Listeners; ls.TCP == nil && ls.SSL == nil && ls.UDP == nil && ls.DTLS == nil {
-		c.Gateway.ExProto.Listeners.TCP = map[string]*Listener{"default": {Enable: ptr(true), Bind: "0.0.0.0:7993", EnableAuthn: ptr(true)}}
+		c.Gateway.ExProto.Listeners.TCP = map[string]*Listener{"default": {Enable: ptr(true), Bind: "0.0.0.0:7993", MaxConnRate: ptr(DefaultMaxConnRate), EnableAuthn: ptr(true)}}
 	}
 }
