@@ -37,6 +37,7 @@ type server struct {
 	url  string
 	addr string
 	tls  bool
+	idx  int // its place in the configured list
 }
 
 // Broker is the external broker. It implements broker.Broker.
@@ -74,6 +75,9 @@ var _ broker.Broker = (*Broker)(nil)
 // New prepares the broker; it connects nothing until a device authenticates
 // or a handler raw-publishes, so exgate starts while the upstream is down.
 func New(o Options) (*Broker, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	c := o.Config
 	if c.ProtocolVersion == 0 {
 		c.ProtocolVersion = 5
@@ -90,7 +94,7 @@ func New(o Options) (*Broker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("broker.mqtt.servers: %w", err)
 		}
-		b.servers = append(b.servers, server{url: u, addr: addr, tls: useTLS})
+		b.servers = append(b.servers, server{url: u, addr: addr, tls: useTLS, idx: len(b.servers)})
 		if useTLS && b.tls == nil {
 			if b.tls, err = tlsconfig.Client(c.SSLOptions); err != nil {
 				return nil, fmt.Errorf("broker.mqtt.ssl_options: %w", err)
@@ -134,10 +138,34 @@ func (b *Broker) dialServer(ctx context.Context, s server) (net.Conn, error) {
 }
 
 // Connect opens the device's own session upstream, with its credentials.
+// A server that takes the TCP connection but not the session (no CONNACK,
+// or a CONNACK refusing for a reason other than the credentials) is
+// skipped for the next one, as one that refuses the TCP connection is.
 func (b *Broker) Connect(ctx context.Context, ci broker.ClientInfo, password string, h broker.Handlers) (broker.Session, error) {
+	var errs []error
+	for range b.servers {
+		sess, srv, err := b.connect(ctx, ci, password, h)
+		if err == nil {
+			return sess, nil
+		}
+		if srv.url == "" || errors.Is(err, broker.ErrNotAuthorized) || ctx.Err() != nil || len(b.servers) == 1 {
+			return nil, errors.Join(append(errs, err)...)
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", srv.url, err))
+		next := (srv.idx + 1) % len(b.servers)
+		if b.next.CompareAndSwap(int32(srv.idx), int32(next)) {
+			b.log.Warn("upstream broker failover: the session was refused", "server", srv.url, "next", b.servers[next].url, "error", err)
+		}
+	}
+	return nil, fmt.Errorf("%w: %w", broker.ErrUnavailable, errors.Join(errs...))
+}
+
+// connect opens one session on the first reachable server; srv is that
+// server (zero if none was reachable).
+func (b *Broker) connect(ctx context.Context, ci broker.ClientInfo, password string, h broker.Handlers) (broker.Session, server, error) {
 	conn, srv, err := b.dial(ctx)
 	if err != nil {
-		return nil, err
+		return nil, server{}, err
 	}
 	prefix := b.cfg.ClientIDPrefix
 	up := broker.ClientInfo{ClientID: prefix + ci.ClientID, Username: ci.Username, From: ci.ClientID}
@@ -155,9 +183,9 @@ func (b *Broker) Connect(ctx context.Context, ci broker.ClientInfo, password str
 		sess, err = connectV5(ctx, conn, up, password, ka, h)
 	}
 	if err != nil {
-		return nil, err
+		return nil, srv, err
 	}
-	return &background{Session: sess, wg: &b.closing}, nil
+	return &background{Session: sess, wg: &b.closing}, srv, nil
 }
 
 // background closes a device's session without waiting for the upstream's

@@ -2,10 +2,13 @@ package mqtt
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -82,6 +85,11 @@ func connectV5(ctx context.Context, conn net.Conn, ci broker.ClientInfo, passwor
 		}
 		if ca != nil {
 			return nil, fmt.Errorf("connect: %w: %v", broker.ErrUnavailable, err)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			// RabbitMQ's and NATS's MQTT plugins speak 3.1.1 only and hang
+			// up on an MQTT 5 CONNECT without a word.
+			return nil, fmt.Errorf("connect: %w (the broker hung up on an MQTT 5 CONNECT without a CONNACK: if it speaks MQTT 3.1.1 only, as RabbitMQ and NATS do, set broker.mqtt.protocol_version: 4)", err)
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
