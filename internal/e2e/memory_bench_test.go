@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,18 +15,21 @@ import (
 // BenchmarkDeviceMemory connects 500 devices that authenticate and
 // subscribe, and reports the test process's heap, goroutine stacks and
 // goroutines per device, with the embedded broker and with an external
-// mosquitto. The process also holds the test handler and the devices'
+// mosquitto over MQTT 5 and over MQTT 3.1.1. The process also holds the test handler and the devices'
 // client sockets: `exgate bench storm` measures the gateway process alone.
 // Run with -benchtime=1x:
 //
 //	go test ./internal/e2e -run '^$' -bench DeviceMemory -benchtime=1x
 func BenchmarkDeviceMemory(b *testing.B) {
-	for _, mode := range []string{"tcp", "tcp+mosquitto"} {
-		b.Run(mode, func(b *testing.B) {
+	for _, mode := range []struct{ name, transport string }{{"tcp", "tcp"}, {"tcp+mosquitto-v5", "tcp+mosquitto"}, {"tcp+mosquitto-v3.1.1", "tcp+mosquitto"}} {
+		b.Run(mode.name, func(b *testing.B) {
 			const n = 500
-			e := startWith(b, options{transport: mode}, func(c *config.Config) {
+			e := startWith(b, options{transport: mode.transport}, func(c *config.Config) {
 				c.Gateway.ExProto.IdleTimeout = time.Minute
 				defaultListener(c).MaxConnRate = new(int) // no limit: b.N rounds of 500
+				if strings.HasSuffix(mode.name, "v3.1.1") {
+					c.Broker.MQTT.ProtocolVersion = 4
+				}
 			})
 			for i := 0; i < b.N; i++ {
 				m0 := measureProcess()
