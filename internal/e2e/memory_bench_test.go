@@ -15,8 +15,9 @@ import (
 // BenchmarkDeviceMemory connects 500 devices that authenticate and
 // subscribe, and reports the test process's heap, goroutine stacks and
 // goroutines per device, with the embedded broker and with an external
-// mosquitto over MQTT 5 and over MQTT 3.1.1. The process also holds the test handler and the devices'
-// client sockets: `exgate bench storm` measures the gateway process alone.
+// mosquitto over MQTT 5 and over MQTT 3.1.1. The process also holds the
+// test handler and the devices' client sockets: `exgate bench storm`
+// measures the gateway process alone.
 // Run with -benchtime=1x:
 //
 //	go test ./internal/e2e -run '^$' -bench DeviceMemory -benchtime=1x
