@@ -185,8 +185,7 @@ type Channel struct {
 	session      broker.Session
 	subs         map[string]byte // filter as the handler gave it → qos
 	reason       string          // why it closed; the first cause wins
-	closedAt     time.Time
-	flushUntil   time.Time // after close, queued events older than this are dropped
+	closedAt     time.Time       // queued events are dropped CloseFlushTimeout after it
 	keepalive    time.Duration
 	kaTimer      *time.Timer
 	idleTimer    *time.Timer
@@ -447,7 +446,6 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 	if dropPending {
 		c.dropQueued()
 	}
-	c.flushUntil = time.Now().Add(c.cfg.CloseFlushTimeout)
 	if last != nil {
 		c.push(*last)
 	}

@@ -3,6 +3,7 @@ package channel
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	pb "github.com/exgate/exgate/exprotopb"
@@ -75,12 +76,25 @@ func (c *Channel) dropQueued() {
 
 // droppedClosed counts n deliveries dropped because the device closed.
 // Called with mu held.
-func (c *Channel) droppedClosed(n int) {
+func (c *Channel) droppedClosed(n int) { c.countDropped(&c.cfg.Stats.DroppedClosed, n) }
+
+// countDropped counts n dropped deliveries under their reason, in the
+// gateway's total and the device's own. Called with mu held.
+func (c *Channel) countDropped(reason *atomic.Int64, n int) {
 	if n > 0 {
 		c.mqDropped += int64(n)
-		c.cfg.Stats.DroppedClosed.Add(int64(n))
+		reason.Add(int64(n))
 		c.cfg.Stats.DeliveryDropped.Add(int64(n))
 	}
+}
+
+func qos0Count(msgs []*pb.Message) (n int) {
+	for _, m := range msgs {
+		if m.Qos == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // makeRoom drops one delivery from a full queue to make room for m, in
@@ -106,12 +120,10 @@ func (c *Channel) makeRoom(m *pb.Message) (victim *pb.Message, isNew bool) {
 			}
 		}
 	}
-	c.mqDropped++
-	c.cfg.Stats.DeliveryDropped.Add(1)
 	if victim.Qos == 0 {
-		c.cfg.Stats.DroppedQoS0.Add(1)
+		c.countDropped(&c.cfg.Stats.DroppedQoS0, 1)
 	} else {
-		c.cfg.Stats.DroppedQueueFull.Add(1)
+		c.countDropped(&c.cfg.Stats.DroppedQueueFull, 1)
 	}
 	return victim, isNew
 }
@@ -134,11 +146,7 @@ func (c *Channel) next() (ev event, msgs []*pb.Message) {
 			n++
 		}
 		c.queuedMsgs -= n
-		for _, m := range msgs {
-			if m.Qos == 0 {
-				c.queuedQoS0--
-			}
-		}
+		c.queuedQoS0 -= qos0Count(msgs)
 	} else if ev.kind == evBytes {
 		c.queuedReads--
 	}
@@ -161,7 +169,7 @@ func (c *Channel) dispatch() {
 			return
 		}
 		ev, msgs := c.next()
-		stale := c.state == Closed && ev.kind != evClosed && time.Now().After(c.flushUntil)
+		stale := c.state == Closed && ev.kind != evClosed && time.Since(c.closedAt) > c.cfg.CloseFlushTimeout
 		c.mu.Unlock()
 		if ev.kind == evBytes {
 			select {

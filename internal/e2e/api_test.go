@@ -366,10 +366,7 @@ func TestOperatorSubscriptionsCanFollowACL(t *testing.T) {
 func TestFailedLoginsBan(t *testing.T) {
 	var logs collector
 	e := startWith(t, options{logs: &logs}, func(c *config.Config) {
-		c.Gateway.ExProto.Authentication = []config.Authenticator{{
-			Mechanism: "password_based", Backend: "built_in_database",
-			Users: []config.User{{UserID: "alice", Password: "sha256:salt:bede90386d450cea8b77b822f8887065e4e5abf132c2f9dccfcc7fbd4cba5e35"}},
-		}}
+		c.Gateway.ExProto.Authentication = aliceOnly()
 		c.Gateway.ExProto.LoginFailureBan.MaxFailures = 3
 	})
 	base := startAPI(t, e, config.API{})

@@ -118,10 +118,7 @@ func TestTakeover(t *testing.T) {
 func TestAuthenticate(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr string) {
 		e := startOn(t, tr, func(c *config.Config) {
-			c.Gateway.ExProto.Authentication = []config.Authenticator{{
-				Mechanism: "password_based", Backend: "built_in_database",
-				Users: []config.User{{UserID: "alice", Password: "sha256:salt:bede90386d450cea8b77b822f8887065e4e5abf132c2f9dccfcc7fbd4cba5e35"}},
-			}}
+			c.Gateway.ExProto.Authentication = aliceOnly()
 		})
 		// Wrong password: CONNACK 1 (PERMISSION_DENY), then the demo handler closes.
 		d := e.dial()
@@ -170,10 +167,7 @@ func TestAuthenticate(t *testing.T) {
 func TestFailedLoginIsLogged(t *testing.T) {
 	var logs collector
 	e := startWith(t, options{logs: &logs}, func(c *config.Config) {
-		c.Gateway.ExProto.Authentication = []config.Authenticator{{
-			Mechanism: "password_based", Backend: "built_in_database",
-			Users: []config.User{{UserID: "alice", Password: "sha256:salt:bede90386d450cea8b77b822f8887065e4e5abf132c2f9dccfcc7fbd4cba5e35"}},
-		}}
+		c.Gateway.ExProto.Authentication = aliceOnly()
 	})
 	d := e.dial()
 	d.send(Frame{Type: testhandler.Connect, ClientInfo: &testhandler.ClientInfo{ClientID: "c1", Username: "alice"}, Password: "s3cret-wrong"})
@@ -389,4 +383,13 @@ func TestLifecycleLoggedAtInfo(t *testing.T) {
 			t.Errorf("disconnected line lacks %q: %s", want, disconnected)
 		}
 	}
+}
+
+// aliceOnly is a built-in user database with one user, alice, whose
+// password is "secret".
+func aliceOnly() []config.Authenticator {
+	return []config.Authenticator{{
+		Mechanism: "password_based", Backend: "built_in_database",
+		Users: []config.User{{UserID: "alice", Password: "sha256:salt:bede90386d450cea8b77b822f8887065e4e5abf132c2f9dccfcc7fbd4cba5e35"}},
+	}}
 }

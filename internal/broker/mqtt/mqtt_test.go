@@ -17,23 +17,7 @@ import (
 // up on an MQTT 5 CONNECT without a CONNACK; the error says what to set
 // instead of a bare EOF.
 func TestMQTT5RefusedByA311BrokerSaysWhy(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			buf := make([]byte, 256)
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			_, _ = c.Read(buf) // the CONNECT; protocol level 5: hang up
-			c.Close()
-		}
-	}()
+	ln := hangingUp(t, true)
 	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + ln.Addr().String()}}, Node: "n"})
 	if err != nil {
 		t.Fatal(err)
@@ -50,20 +34,7 @@ func TestMQTT5RefusedByA311BrokerSaysWhy(t *testing.T) {
 // A server that takes the TCP connection but not the session is skipped
 // for the next one, and later sessions start with the one that worked.
 func TestFailoverWhenTheSessionIsRefused(t *testing.T) {
-	hangUp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hangUp.Close()
-	go func() {
-		for {
-			c, err := hangUp.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	hangUp := hangingUp(t, false)
 	good := testbroker.Start(t)
 	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + hangUp.Addr().String(), "tcp://" + good.Addr}}, Node: "n"})
 	if err != nil {
@@ -83,4 +54,30 @@ func TestFailoverWhenTheSessionIsRefused(t *testing.T) {
 	if b.next.Load() != 1 {
 		t.Fatalf("preferred server %d, want 1 (the one that worked)", b.next.Load())
 	}
+}
+
+// hangingUp is a server that accepts TCP connections and closes them,
+// after reading the first packet if readFirst: a broker that will not
+// take the session.
+func hangingUp(t *testing.T, readFirst bool) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if readFirst {
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, _ = c.Read(make([]byte, 256)) // the CONNECT
+			}
+			c.Close()
+		}
+	}()
+	return ln
 }
