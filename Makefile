@@ -39,7 +39,7 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
 
-# Regenerates exprotopb from proto/exproto.proto (needs Debian's protoc).
+# Regenerates exprotopb and nativepb from proto/*.proto (needs Debian's protoc).
 proto:
 	./scripts/gen-proto.sh
 

@@ -7,4 +7,4 @@ command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq p
 export GOBIN="$PWD/bin/tools"
 go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
-PATH="$GOBIN:$PATH" go generate ./exprotopb
+PATH="$GOBIN:$PATH" go generate ./exprotopb ./nativepb

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -134,43 +135,54 @@ type Conn[S any] struct {
 	ID    string
 	Info  *pb.ConnInfo
 	State S
-	c     *Client
+	// ad is where calls go: the adapter, or the native stream the
+	// connection's events come on.
+	ad atomic.Pointer[adapterBox]
+}
+
+type adapterBox struct{ pb.ConnectionAdapterClient }
+
+func (k *Conn[S]) adapter() pb.ConnectionAdapterClient {
+	if b := k.ad.Load(); b != nil {
+		return b.ConnectionAdapterClient
+	}
+	return nil
 }
 
 // Send writes bytes to the device.
 func (k *Conn[S]) Send(ctx context.Context, b []byte) error {
-	return check(k.c.adapter.Send(ctx, &pb.SendBytesRequest{Conn: k.ID, Bytes: b}))
+	return check(k.adapter().Send(ctx, &pb.SendBytesRequest{Conn: k.ID, Bytes: b}))
 }
 
 // Close closes the device's socket; OnSocketClosed follows.
 func (k *Conn[S]) Close(ctx context.Context) error {
-	return check(k.c.adapter.Close(ctx, &pb.CloseSocketRequest{Conn: k.ID}))
+	return check(k.adapter().Close(ctx, &pb.CloseSocketRequest{Conn: k.ID}))
 }
 
 // Authenticate registers the device as a pub/sub client. A failure leaves
 // the socket open: the handler decides what to do.
 func (k *Conn[S]) Authenticate(ctx context.Context, ci ClientInfo, password string) error {
-	return check(k.c.adapter.Authenticate(ctx, &pb.AuthenticateRequest{Conn: k.ID, Password: password,
+	return check(k.adapter().Authenticate(ctx, &pb.AuthenticateRequest{Conn: k.ID, Password: password,
 		Clientinfo: &pb.ClientInfo{Clientid: ci.ClientID, Username: ci.Username, ProtoName: ci.ProtoName, ProtoVer: ci.ProtoVer}}))
 }
 
 // StartKeepalive makes the gateway close the device after 1.5 × seconds
 // without socket data (OnTimerTimeout, then {shutdown,keepalive_timeout}).
 func (k *Conn[S]) StartKeepalive(ctx context.Context, seconds uint32) error {
-	return check(k.c.adapter.StartTimer(ctx, &pb.TimerRequest{Conn: k.ID, Type: pb.TimerType_KEEPALIVE, Interval: seconds}))
+	return check(k.adapter().StartTimer(ctx, &pb.TimerRequest{Conn: k.ID, Type: pb.TimerType_KEEPALIVE, Interval: seconds}))
 }
 
 // Publish publishes as the device.
 func (k *Conn[S]) Publish(ctx context.Context, topic string, qos byte, payload []byte) error {
-	return check(k.c.adapter.Publish(ctx, &pb.PublishRequest{Conn: k.ID, Topic: topic, Qos: uint32(qos), Payload: payload}))
+	return check(k.adapter().Publish(ctx, &pb.PublishRequest{Conn: k.ID, Topic: topic, Qos: uint32(qos), Payload: payload}))
 }
 
 // Subscribe subscribes the device (or updates the QoS).
 func (k *Conn[S]) Subscribe(ctx context.Context, filter string, qos byte) error {
-	return check(k.c.adapter.Subscribe(ctx, &pb.SubscribeRequest{Conn: k.ID, Topic: filter, Qos: uint32(qos)}))
+	return check(k.adapter().Subscribe(ctx, &pb.SubscribeRequest{Conn: k.ID, Topic: filter, Qos: uint32(qos)}))
 }
 
 // Unsubscribe removes a subscription.
 func (k *Conn[S]) Unsubscribe(ctx context.Context, filter string) error {
-	return check(k.c.adapter.Unsubscribe(ctx, &pb.UnsubscribeRequest{Conn: k.ID, Topic: filter}))
+	return check(k.adapter().Unsubscribe(ctx, &pb.UnsubscribeRequest{Conn: k.ID, Topic: filter}))
 }

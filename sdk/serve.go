@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/nativepb"
 )
 
 // Handler is a protocol handler; S is its per-connection state. A returned
@@ -40,6 +41,7 @@ func NewServer[S any](h Handler[S], client *Client, opts ...grpc.ServerOption) *
 	s := &Server[S]{h: h, client: client, srv: grpc.NewServer(opts...), conns: map[string]*Conn[S]{}}
 	pb.RegisterConnectionUnaryHandlerServer(s.srv, unary[S]{s: s})
 	pb.RegisterConnectionHandlerServer(s.srv, streaming[S]{s: s})
+	nativepb.RegisterHandlerServer(s.srv, Native(unary[S]{s: s}))
 	return s
 }
 
@@ -63,14 +65,23 @@ func (s *Server[S]) Shutdown(ctx context.Context) {
 }
 
 // conn returns the Conn of id, making it at OnSocketCreated (or when a
-// handler restarted and sees a connection it never knew).
-func (s *Server[S]) conn(id string, info *pb.ConnInfo) *Conn[S] {
+// handler restarted and sees a connection it never knew). Its calls go
+// where ctx's event came from: the adapter, or a native stream.
+func (s *Server[S]) conn(ctx context.Context, id string, info *pb.ConnInfo) *Conn[S] {
+	var fallback pb.ConnectionAdapterClient
+	if s.client != nil {
+		fallback = s.client.adapter
+	}
+	ad := AdapterFrom(ctx, fallback)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	c, ok := s.conns[id]
 	if !ok {
-		c = &Conn[S]{ID: id, Info: info, c: s.client}
+		c = &Conn[S]{ID: id, Info: info}
 		s.conns[id] = c
+	}
+	s.mu.Unlock()
+	if b := c.ad.Load(); b == nil || b.ConnectionAdapterClient != ad {
+		c.ad.Store(&adapterBox{ad})
 	}
 	return c
 }
@@ -82,24 +93,24 @@ func (s *Server[S]) forget(id string) {
 }
 
 func (s *Server[S]) created(ctx context.Context, r *pb.SocketCreatedRequest) error {
-	return s.h.OnSocketCreated(ctx, s.conn(r.Conn, r.Conninfo))
+	return s.h.OnSocketCreated(ctx, s.conn(ctx, r.Conn, r.Conninfo))
 }
 
 func (s *Server[S]) bytes(ctx context.Context, r *pb.ReceivedBytesRequest) error {
-	return s.h.OnReceivedBytes(ctx, s.conn(r.Conn, nil), r.Bytes)
+	return s.h.OnReceivedBytes(ctx, s.conn(ctx, r.Conn, nil), r.Bytes)
 }
 
 func (s *Server[S]) timeout(ctx context.Context, r *pb.TimerTimeoutRequest) error {
-	return s.h.OnTimerTimeout(ctx, s.conn(r.Conn, nil))
+	return s.h.OnTimerTimeout(ctx, s.conn(ctx, r.Conn, nil))
 }
 
 func (s *Server[S]) messages(ctx context.Context, r *pb.ReceivedMessagesRequest) error {
-	return s.h.OnReceivedMessages(ctx, s.conn(r.Conn, nil), r.Messages)
+	return s.h.OnReceivedMessages(ctx, s.conn(ctx, r.Conn, nil), r.Messages)
 }
 
 func (s *Server[S]) closed(ctx context.Context, r *pb.SocketClosedRequest) error {
 	defer s.forget(r.Conn)
-	return s.h.OnSocketClosed(ctx, s.conn(r.Conn, nil), r.Reason)
+	return s.h.OnSocketClosed(ctx, s.conn(ctx, r.Conn, nil), r.Reason)
 }
 
 type unary[S any] struct {

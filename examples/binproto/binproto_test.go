@@ -9,9 +9,15 @@ import (
 )
 
 // TestTerminal runs the handler against the real gateway and a simulated
-// terminal: login, telemetry to MQTT, a bad checksum, a command back.
+// terminal: login, telemetry to MQTT, a bad checksum, a command back; over
+// ConnectionUnaryHandler and over exgate's native stream, unchanged.
 func TestTerminal(t *testing.T) {
-	h := handlertest.New(t, binproto.Handler{})
+	t.Run("unary", func(t *testing.T) { testTerminal(t, nil) })
+	t.Run("native", func(t *testing.T) { testTerminal(t, handlertest.Native) })
+}
+
+func testTerminal(t *testing.T, mode handlertest.Option) {
+	h := handlertest.New(t, binproto.Handler{}, mode)
 	term, err := binproto.DialTerminal(h.Gateway.ListenerAddr("default").String(), "T000001")
 	if err != nil {
 		t.Fatal(err)

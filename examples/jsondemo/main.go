@@ -11,10 +11,14 @@
 //
 // and every message delivered to the device comes as a 3 PUBLISH frame.
 // With -echo it sends every chunk straight back instead (the load tool's
-// echo scenario). It serves ConnectionUnaryHandler and ConnectionHandler.
-// Run it beside exgate:
+// echo scenario). It serves ConnectionUnaryHandler and ConnectionHandler,
+// calling exgate back on its adapter, and exgate's native stream
+// (exgate.v1.Handler, for handler.service_name: native), calling back over
+// the stream. Run it beside exgate:
 //
 //	go run ./examples/jsondemo -listen 127.0.0.1:9001 -adapter 127.0.0.1:9100
+//
+// With -native it serves only the native stream and needs no adapter.
 package main
 
 import (
@@ -33,6 +37,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/nativepb"
+	"github.com/exgate/exgate/sdk"
 )
 
 type clientInfo struct {
@@ -76,7 +82,7 @@ func (h *handler) OnSocketClosed(_ context.Context, r *pb.SocketClosedRequest) (
 }
 
 func (h *handler) OnTimerTimeout(ctx context.Context, r *pb.TimerTimeoutRequest) (*pb.EmptySuccess, error) {
-	_, _ = h.adapter.Close(ctx, &pb.CloseSocketRequest{Conn: r.Conn})
+	_, _ = h.adapterOf(ctx).Close(ctx, &pb.CloseSocketRequest{Conn: r.Conn})
 	return &pb.EmptySuccess{}, nil
 }
 
@@ -91,7 +97,7 @@ func (h *handler) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessages
 // OnReceivedBytes reassembles frames: a chunk may hold part of a frame or several.
 func (h *handler) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesRequest) (*pb.EmptySuccess, error) {
 	if h.echo {
-		if _, err := h.adapter.Send(ctx, &pb.SendBytesRequest{Conn: r.Conn, Bytes: r.Bytes}); err != nil {
+		if _, err := h.adapterOf(ctx).Send(ctx, &pb.SendBytesRequest{Conn: r.Conn, Bytes: r.Bytes}); err != nil {
 			log.Printf("%s: echo: %v", r.Conn, err)
 		}
 		return &pb.EmptySuccess{}, nil
@@ -126,7 +132,7 @@ func code(resp *pb.CodeResponse, err error) *int {
 }
 
 func (h *handler) handle(ctx context.Context, conn string, f frame) {
-	a := h.adapter
+	a := h.adapterOf(ctx)
 	switch f.Type {
 	case 1:
 		ci := &pb.ClientInfo{}
@@ -158,7 +164,7 @@ func (h *handler) handle(ctx context.Context, conn string, f frame) {
 func (h *handler) send(ctx context.Context, conn string, f frame) {
 	b, _ := json.Marshal(f)
 	b = append(b, '\n')
-	if _, err := h.adapter.Send(ctx, &pb.SendBytesRequest{Conn: conn, Bytes: b}); err != nil {
+	if _, err := h.adapterOf(ctx).Send(ctx, &pb.SendBytesRequest{Conn: conn, Bytes: b}); err != nil {
 		log.Printf("%s: send: %v", conn, err)
 	}
 }
@@ -226,12 +232,19 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 }
 func (bearer) RequireTransportSecurity() bool { return false }
 
+// adapterOf is where a callback calls exgate: back over the native stream
+// its event came on, or the adapter.
+func (h *handler) adapterOf(ctx context.Context) pb.ConnectionAdapterClient {
+	return sdk.AdapterFrom(ctx, h.adapter)
+}
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9001", "address this handler serves ConnectionUnaryHandler on")
 	adapterAddr := flag.String("adapter", "127.0.0.1:9100", "exgate's ConnectionAdapter address")
 	echo := flag.Bool("echo", false, "echo every chunk back to the device instead of speaking the JSON protocol")
 	quiet := flag.Bool("quiet", false, "do not log connections (for load tests)")
 	token := flag.String("token", "", "exgate's server.auth_token, sent as a bearer token")
+	native := flag.Bool("native", false, "serve only exgate's native stream (service_name: native): no adapter connection")
 	flag.Parse()
 	if *quiet {
 		log.SetOutput(io.Discard)
@@ -241,23 +254,33 @@ func main() {
 	if *token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer(*token)))
 	}
-	cc, err := grpc.NewClient(*adapterAddr, opts...)
-	if err != nil {
-		log.Fatal(err)
+	h := &handler{bufs: map[string][]byte{}, echo: *echo}
+	if !*native {
+		cc, err := grpc.NewClient(*adapterAddr, opts...)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer cc.Close()
+		h.adapter = pb.NewConnectionAdapterClient(cc)
 	}
-	defer cc.Close()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	h := &handler{adapter: pb.NewConnectionAdapterClient(cc), bufs: map[string][]byte{}, echo: *echo}
-	pb.RegisterConnectionUnaryHandlerServer(srv, h)
-	pb.RegisterConnectionHandlerServer(srv, streaming{h: h})
+	nativepb.RegisterHandlerServer(srv, sdk.Native(h))
+	if !*native {
+		pb.RegisterConnectionUnaryHandlerServer(srv, h)
+		pb.RegisterConnectionHandlerServer(srv, streaming{h: h})
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	go func() { <-ctx.Done(); srv.GracefulStop() }()
-	log.Printf("jsondemo handler on %s, calling exgate at %s", *listen, *adapterAddr)
+	if *native {
+		log.Printf("jsondemo handler on %s, native stream only", *listen)
+	} else {
+		log.Printf("jsondemo handler on %s, calling exgate at %s", *listen, *adapterAddr)
+	}
 	if err := srv.Serve(ln); err != nil {
 		log.Fatal(err)
 	}

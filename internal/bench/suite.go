@@ -73,7 +73,7 @@ func Suite(ctx context.Context, o SuiteOptions) (*Report, error) {
 	}
 	defer os.RemoveAll(dir)
 	addrs := map[string]string{}
-	for _, k := range []string{"adapter", "mqtt", "echo", "echostream", "json", "h-echo", "h-json", "mosquitto", "api", "ext-adapter", "ext-json", "ext-api", "h-json-ext"} {
+	for _, k := range []string{"adapter", "mqtt", "echo", "echostream", "json", "echonative", "jsonnative", "h-echo", "h-json", "mosquitto", "api", "ext-adapter", "ext-json", "ext-api", "h-json-ext"} {
 		if addrs[k], err = freeAddr(); err != nil {
 			return nil, err
 		}
@@ -116,7 +116,10 @@ gateway:
         echo: {bind: "%s", max_conn_rate: 0, handler: {address: "http://%s"}}
         echostream: {bind: "%s", max_conn_rate: 0, handler: {address: "http://%s", service_name: ConnectionHandler}}
         json: {bind: "%s", max_conn_rate: 0}
-`, addrs["api"], addrs["mqtt"], addrs["adapter"], addrs["h-json"], addrs["echo"], addrs["h-echo"], addrs["echostream"], addrs["h-echo"], addrs["json"])
+        echonative: {bind: "%s", max_conn_rate: 0, handler: {address: "http://%s", service_name: native}}
+        jsonnative: {bind: "%s", max_conn_rate: 0, handler: {service_name: native}}
+`, addrs["api"], addrs["mqtt"], addrs["adapter"], addrs["h-json"], addrs["echo"], addrs["h-echo"], addrs["echostream"], addrs["h-echo"], addrs["json"],
+		addrs["echonative"], addrs["h-echo"], addrs["jsonnative"])
 	cfgPath := filepath.Join(dir, "exgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -125,7 +128,7 @@ gateway:
 	if err != nil {
 		return nil, err
 	}
-	for _, k := range []string{"adapter", "mqtt", "echo", "json", "h-echo", "h-json"} {
+	for _, k := range []string{"adapter", "mqtt", "echo", "json", "echonative", "jsonnative", "h-echo", "h-json"} {
 		if err := waitPort(addrs[k], 10*time.Second); err != nil {
 			return nil, fmt.Errorf("%s: %w (logs in %s)", k, err, dir)
 		}
@@ -279,6 +282,16 @@ gateway:
 	if pw != nil {
 		fmt.Fprintf(pw, "%-22s %-16s %10.0f/s  p50 %7.0fµs  p99 %7.0fµs  %s\n", sr.Scenario, sr.Target, sr.Rate, sr.P50, sr.P99, sr.Note)
 	}
+	// The same storm with the handler on the native stream (rate and CPU;
+	// the memory figure is the first storm's).
+	time.Sleep(2 * time.Second)
+	w = watch("gateway", "handler-json")
+	nr, err := Storm(ctx, StormOptions{Gateway: addrs["jsonnative"], Devices: n(10000), Concurrency: 64, Progress: pw})
+	if err != nil {
+		return nil, err
+	}
+	nr.Note = "handler on the native stream"
+	add(nr, "exgate native", w, 0, &embeddedStorm)
 	time.Sleep(2 * time.Second)
 
 	// Echo: 100 devices, 64-byte frames, as fast as they go.
@@ -293,7 +306,7 @@ gateway:
 	}
 	base.Target = "raw-tcp"
 	add(base, "raw-tcp", nil, 0, nil)
-	for _, t := range []struct{ target, addr, handler string }{{"exgate unary", addrs["echo"], "handler-echo"}, {"exgate streaming", addrs["echostream"], "handler-echo"}} {
+	for _, t := range []struct{ target, addr, handler string }{{"exgate unary", addrs["echo"], "handler-echo"}, {"exgate streaming", addrs["echostream"], "handler-echo"}, {"exgate native", addrs["echonative"], "handler-echo"}} {
 		w := watch("gateway", t.handler)
 		r, err := echo("echo", t.addr, 0, n(100))
 		if err != nil {
@@ -314,14 +327,16 @@ gateway:
 		}
 		b.Target = "raw-tcp"
 		add(b, "raw-tcp", nil, 0, nil)
-		w := watch("gateway", "handler-echo")
-		r, err := echo(l.scn, addrs["echo"], l.rate, l.devices)
-		if err != nil {
-			return nil, err
+		for _, t := range []struct{ target, addr string }{{"exgate unary", addrs["echo"]}, {"exgate native", addrs["echonative"]}} {
+			w := watch("gateway", "handler-echo")
+			r, err := echo(l.scn, t.addr, l.rate, l.devices)
+			if err != nil {
+				return nil, err
+			}
+			// Paced runs: the rate is the same by design; the latencies are the figure.
+			r.Note = fmt.Sprintf("added p50 %.0fµs, p99 %.0fµs over raw-tcp", r.P50-b.P50, r.P99-b.P99)
+			add(r, t.target, w, 0, nil)
 		}
-		// Paced runs: the rate is the same by design; the latencies are the figure.
-		r.Note = fmt.Sprintf("added p50 %.0fµs, p99 %.0fµs over raw-tcp", r.P50-b.P50, r.P99-b.P99)
-		add(r, "exgate unary", w, 0, nil)
 	}
 
 	// Fan-in at QoS 0 and 1: devices publish to one MQTT subscriber. Each
@@ -335,6 +350,7 @@ gateway:
 		rows := []struct{ target, broker, gateway, baseline string }{
 			{"mqtt-embedded", addrs["mqtt"], "", ""},
 			{"exgate (embedded)", addrs["mqtt"], addrs["json"], "mqtt-embedded"},
+			{"exgate native (embedded)", addrs["mqtt"], addrs["jsonnative"], "mqtt-embedded"},
 		}
 		if mosq != nil {
 			rows = append(rows, struct{ target, broker, gateway, baseline string }{"mosquitto", addrs["mosquitto"], "", ""},
@@ -378,13 +394,15 @@ gateway:
 	}
 	fb.Target = "mqtt-embedded"
 	add(fb, "mqtt-embedded", w, 0, nil)
-	fo.Gateway = addrs["json"]
-	w = watch("gateway", "handler-json")
-	fr, err := FanOut(ctx, fo)
-	if err != nil {
-		return nil, err
+	for _, t := range []struct{ target, addr string }{{"exgate (embedded)", addrs["json"]}, {"exgate native (embedded)", addrs["jsonnative"]}} {
+		fo.Gateway = t.addr
+		w = watch("gateway", "handler-json")
+		fr, err := FanOut(ctx, fo)
+		if err != nil {
+			return nil, err
+		}
+		add(fr, t.target, w, 0, &fb)
 	}
-	add(fr, "exgate (embedded)", w, 0, &fb)
 
 	if o.OutDir != "" {
 		if err := rep.Write(o.OutDir); err != nil {

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	pb "github.com/exgate/exgate/exprotopb"
@@ -164,7 +165,8 @@ type Channel struct {
 	reads, published, writes, delivered atomic.Int64
 	createdAt                           time.Time
 
-	wmu sync.Mutex // serializes writes to conn
+	wmu sync.Mutex      // serializes writes to conn
+	raw syscall.RawConn // conn's socket when it is plain TCP (fast writes), else nil
 
 	// space gets a token when a socket-read event leaves the queue; written
 	// by the dispatcher, read by the one socket reader waiting in Received.
@@ -210,6 +212,7 @@ func New(cfg *Config, conn Conn, info *pb.ConnInfo, tls bool) *Channel {
 		id:        newID(cfg.NodeTag),
 		cfg:       cfg,
 		conn:      conn,
+		raw:       rawConnOf(conn),
 		info:      info,
 		tls:       tls,
 		space:     make(chan struct{}, 1),
@@ -485,14 +488,7 @@ func (c *Channel) Send(b []byte) error {
 		return nil
 	}
 	c.wmu.Lock()
-	if d, ok := c.conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
-		to := c.cfg.SendTimeout
-		if to <= 0 {
-			to = 15 * time.Second
-		}
-		_ = d.SetWriteDeadline(time.Now().Add(to))
-	}
-	n, err := c.conn.Write(b)
+	n, err := c.write(b)
 	c.wmu.Unlock()
 	c.traceSelf("send", "", b)
 	c.bytesOut.Add(int64(n))
@@ -507,6 +503,27 @@ func (c *Channel) Send(b []byte) error {
 		return ErrNotAlive
 	}
 	return nil
+}
+
+// write writes b whole, within SendTimeout. Called with wmu held.
+func (c *Channel) write(b []byte) (int, error) {
+	var done int
+	if c.raw != nil {
+		n, err := tryWrite(c.raw, b)
+		if err != nil || n == len(b) {
+			return n, err
+		}
+		done, b = n, b[n:] // the socket is full: wait for room, within the deadline
+	}
+	if d, ok := c.conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		to := c.cfg.SendTimeout
+		if to <= 0 {
+			to = 15 * time.Second
+		}
+		_ = d.SetWriteDeadline(time.Now().Add(to))
+	}
+	n, err := c.conn.Write(b)
+	return done + n, err
 }
 
 func isTimeout(err error) bool {

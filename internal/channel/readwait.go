@@ -9,47 +9,56 @@ import (
 )
 
 // readWaiter reads a plain TCP socket without holding a buffer between
-// reads: it waits until the socket has something to read (data, EOF or an
-// error) without reading it, then reads into a pooled buffer.
+// reads: it reads into a pooled buffer only when the runtime's poller says
+// the socket is readable, and gives the buffer back at once when a read
+// would block, so a parked reader holds none. One read(2) per read, and
+// one more that finds nothing before the reader parks.
 type readWaiter struct {
-	r    io.Reader
 	rc   syscall.RawConn
 	pool *sync.Pool
 }
 
 // readWaiterOf returns a waiter for a plain TCP connection, or nil.
 func readWaiterOf(r io.Reader, size int) *readWaiter {
-	tc, ok := r.(*net.TCPConn)
-	if !ok || !canPeek {
+	rc := rawConnOf(r)
+	if rc == nil {
 		return nil
 	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return &readWaiter{r: r, rc: rc, pool: readBuffers(size)}
+	return &readWaiter{rc: rc, pool: readBuffers(size)}
 }
 
-// read waits, then returns a copy of what one read got.
+// read returns a copy of what one read got; io.EOF when the peer closed.
 func (w *readWaiter) read() ([]byte, error) {
-	if err := w.waitReadable(); err != nil {
+	var b []byte
+	var rerr error
+	err := w.rc.Read(func(fd uintptr) bool {
+		bp := w.pool.Get().(*[]byte)
+		defer w.pool.Put(bp)
+		for {
+			n, err := rawRead(fd, *bp)
+			switch {
+			case errors.Is(err, syscall.EINTR):
+				continue
+			case wouldBlock(err):
+				return false // park in the poller, holding no buffer
+			case err != nil:
+				rerr = err
+			case n == 0:
+				rerr = io.EOF
+			default:
+				b = append([]byte(nil), (*bp)[:n]...)
+			}
+			return true
+		}
+	})
+	if err != nil {
 		return nil, err
 	}
-	bp := w.pool.Get().(*[]byte)
-	n, err := w.r.Read(*bp)
-	b := append([]byte(nil), (*bp)[:n]...)
-	w.pool.Put(bp)
-	return b, err
-}
-
-// waitReadable parks in the runtime's poller until the socket is readable.
-// An error means the connection is closed; the following Read reports it.
-func (w *readWaiter) waitReadable() error {
-	return w.rc.Read(func(fd uintptr) bool { return !wouldBlock(peek(fd)) })
+	return b, rerr
 }
 
 func wouldBlock(err error) bool {
-	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EINTR)
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK)
 }
 
 // readBuffers returns the pool of read buffers of one size; buffers are
@@ -68,3 +77,44 @@ func readBuffers(size int) *sync.Pool {
 // bufPools is a process-wide cache of read buffers by size (a cache, not
 // state: any buffer of the right size will do).
 var bufPools sync.Map // int → *sync.Pool
+
+// rawConnOf returns the raw socket of a plain TCP connection, or nil.
+func rawConnOf(conn any) syscall.RawConn {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok || !canRawRead {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// tryWrite writes what the socket takes at once, without waiting and
+// without a deadline: a write deadline costs a timer update per write,
+// a third of a small write's CPU. It returns how much was written, and an
+// error only for a socket that failed (not for one that is full).
+func tryWrite(rc syscall.RawConn, b []byte) (int, error) {
+	var n int
+	var werr error
+	err := rc.Write(func(fd uintptr) bool {
+		for {
+			m, err := rawWrite(fd, b)
+			switch {
+			case errors.Is(err, syscall.EINTR):
+				continue
+			case wouldBlock(err):
+			case err != nil:
+				werr = err
+			default:
+				n = m
+			}
+			return true // never park here: a full socket is the caller's slow path
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, werr
+}

@@ -272,7 +272,9 @@ type Handler struct {
 	// several (a list, or comma-separated) spread devices over handlers,
 	// each device pinned to one. Default "http://127.0.0.1:9001".
 	Address Addresses `yaml:"address"`
-	// ServiceName is ConnectionUnaryHandler (default) or ConnectionHandler.
+	// ServiceName is ConnectionUnaryHandler (default), ConnectionHandler
+	// (EMQX's ExProto services), or native: exgate.v1.Handler, one batched
+	// stream per handler connection (docs/handlers.md).
 	ServiceName string `yaml:"service_name"`
 	// Streaming applies to ConnectionHandler: per_event (default: one short
 	// client stream per event; keeps per-connection order and works with
@@ -288,6 +290,9 @@ type Handler struct {
 	// SSLOptions call the handler over TLS (also implied by https://).
 	SSLOptions *ClientTLSOptions `yaml:"ssl_options,omitempty"`
 }
+
+// Native is the service_name of exgate's batched handler stream.
+const Native = "native"
 
 // ClientTLSOptions are the TLS settings of a gRPC client.
 type ClientTLSOptions struct {

@@ -264,9 +264,9 @@ func (h *Handler) validate() []keyError {
 		}
 	}
 	switch h.ServiceName {
-	case "ConnectionUnaryHandler", "ConnectionHandler":
+	case "ConnectionUnaryHandler", "ConnectionHandler", Native:
 	default:
-		bad("service_name", "%q is not one of ConnectionUnaryHandler, ConnectionHandler", h.ServiceName)
+		bad("service_name", "%q is not one of ConnectionUnaryHandler, ConnectionHandler, native", h.ServiceName)
 	}
 	switch h.Streaming {
 	case "per_event", "long_lived":

@@ -144,8 +144,12 @@ func TestWrongServiceIsExplainedInEveryMode(t *testing.T) {
 }
 
 func TestSeveralHandlersPinDevices(t *testing.T) {
+	eachHandlerMode(t, testSeveralHandlersPinDevices)
+}
+
+func testSeveralHandlersPinDevices(t *testing.T, tr string) {
 	h1, h2 := testhandler.Start(t), testhandler.Start(t)
-	e := startWith(t, options{handler: h1}, func(c *config.Config) {
+	e := startWith(t, options{handler: h1, transport: tr}, func(c *config.Config) {
 		c.Gateway.ExProto.Handler.Address = config.Addresses{"http://" + h1.Addr, "http://" + h2.Addr}
 	})
 	t.Cleanup(h2.Stop) // before the leak check

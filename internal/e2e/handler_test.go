@@ -17,39 +17,56 @@ import (
 	"github.com/exgate/exgate/internal/testhandler"
 )
 
-func TestHandlerReturnsError(t *testing.T) {
-	e := start(t, nil)
-	e.h.Fail = func(m string) bool { return m == "OnReceivedBytes" }
-	d := e.dial()
-	d.send(Frame{Type: 42})
-	if r := e.h.WaitClosed(t, d.id, 5*time.Second); r != "{shutdown,{error,{on_received_bytes,internal}}}" {
-		t.Fatalf("reason %q", r)
+// eachHandlerMode runs f with the handler served as ConnectionUnaryHandler
+// and over exgate's native stream: what a handler does wrong has the same
+// outcome in both.
+func eachHandlerMode(t *testing.T, f func(t *testing.T, tr string)) {
+	for _, tr := range []string{"tcp", "tcp+native"} {
+		t.Run(tr, func(t *testing.T) { f(t, tr) })
 	}
-	d.expectEOF(2 * time.Second)
+}
+
+func TestHandlerReturnsError(t *testing.T) {
+	eachHandlerMode(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, nil)
+		e.h.Fail = func(m string) bool { return m == "OnReceivedBytes" }
+		d := e.dial()
+		d.send(Frame{Type: 42})
+		if r := e.h.WaitClosed(t, d.id, 5*time.Second); r != "{shutdown,{error,{on_received_bytes,internal}}}" {
+			t.Fatalf("reason %q", r)
+		}
+		d.expectEOF(2 * time.Second)
+	})
 }
 
 func TestHandlerNeverAnswers(t *testing.T) {
-	e := start(t, func(c *config.Config) { c.Gateway.ExProto.Handler.RequestTimeout = 500 * time.Millisecond })
-	e.h.Hang = func(m string) bool { return m == "OnReceivedBytes" }
-	hung := e.dial()
-	other := e.dial()
-	hung.send(Frame{Type: 42})
-	begin := time.Now()
-	if r := e.h.WaitClosed(t, hung.id, 5*time.Second); r != "{shutdown,{error,{on_received_bytes,deadline_exceeded}}}" {
-		t.Fatalf("reason %q", r)
-	}
-	if took := time.Since(begin); took > 4*time.Second {
-		t.Fatalf("deadline took %v", took)
-	}
-	hung.expectEOF(time.Second)
-	// Only that device: the other one still works.
-	e.h.Hang = nil
-	other.connect("fine", 0)
+	eachHandlerMode(t, func(t *testing.T, tr string) {
+		e := startOn(t, tr, func(c *config.Config) { c.Gateway.ExProto.Handler.RequestTimeout = 500 * time.Millisecond })
+		e.h.Hang = func(m string) bool { return m == "OnReceivedBytes" }
+		hung := e.dial()
+		other := e.dial()
+		hung.send(Frame{Type: 42})
+		begin := time.Now()
+		if r := e.h.WaitClosed(t, hung.id, 5*time.Second); r != "{shutdown,{error,{on_received_bytes,deadline_exceeded}}}" {
+			t.Fatalf("reason %q", r)
+		}
+		if took := time.Since(begin); took > 4*time.Second {
+			t.Fatalf("deadline took %v", took)
+		}
+		hung.expectEOF(time.Second)
+		// Only that device: the other one still works.
+		e.h.Hang = nil
+		other.connect("fine", 0)
+	})
 }
 
 func TestHandlerDownAndBack(t *testing.T) {
+	eachHandlerMode(t, testHandlerDownAndBack)
+}
+
+func testHandlerDownAndBack(t *testing.T, tr string) {
 	var logs collector
-	e := startWith(t, options{logs: &logs}, nil)
+	e := startWith(t, options{logs: &logs, transport: tr}, nil)
 	addr := e.h.Addr
 	d := e.dial()
 	d.connect("before", 0)
@@ -69,7 +86,7 @@ func TestHandlerDownAndBack(t *testing.T) {
 	defer c.Close()
 	expectClosedRaw(t, c, 5*time.Second)
 	waitLog(t, &logs, "handler unreachable")
-	if !strings.Contains(logs.String(), addr) || !strings.Contains(logs.String(), "service_name=ConnectionUnaryHandler") {
+	if !strings.Contains(logs.String(), addr) || !strings.Contains(logs.String(), "service_name="+e.cfg.Gateway.ExProto.Handler.ServiceName) {
 		t.Fatalf("the log does not name the handler's address and service:\n%s", logs.String())
 	}
 

@@ -21,6 +21,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"go.uber.org/goleak"
 
+	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/gateway"
 	"github.com/exgate/exgate/internal/testbroker"
@@ -47,14 +48,39 @@ type env struct {
 // transports are the device transports the core suite runs over, as
 // net/http's tests run over HTTP/1 and HTTP/2; "+mosquitto" runs the same
 // test with Debian's mosquitto as the external broker instead of the
-// embedded one.
-var transports = []string{"tcp", "ssl", "udp", "dtls", "tcp+mosquitto"}
+// embedded one, "+native" with the handler served over exgate's batched
+// stream (service_name: native) instead of ConnectionUnaryHandler.
+var transports = []string{"tcp", "ssl", "udp", "dtls", "tcp+mosquitto", "tcp+native"}
 
 // eachMode runs f over TCP with the embedded and with the external broker.
 func eachMode(t *testing.T, f func(t *testing.T, tr string)) {
 	for _, tr := range []string{"tcp", "tcp+mosquitto"} {
 		t.Run(tr, func(t *testing.T) { f(t, tr) })
 	}
+}
+
+// eachModeAndNative is eachMode and TCP with a native handler.
+func eachModeAndNative(t *testing.T, f func(t *testing.T, tr string)) {
+	for _, tr := range []string{"tcp", "tcp+mosquitto", "tcp+native"} {
+		t.Run(tr, func(t *testing.T) { f(t, tr) })
+	}
+}
+
+// native reports whether e's handler is served over exgate's native stream.
+func (e *env) native() bool { return e.cfg.Gateway.ExProto.Handler.ServiceName == config.Native }
+
+// adapter is where the test calls the gateway as the handler would: its
+// ConnectionAdapter, or in native mode the handler's stream (a device must
+// have connected first).
+func (e *env) adapter() pb.ConnectionAdapterClient {
+	if e.native() {
+		a := e.h.NativeAdapter()
+		if a == nil {
+			e.t.Fatalf("no native stream yet: dial a device first")
+		}
+		return a
+	}
+	return e.h.Adapter
 }
 
 // mqttAddr is where MQTT clients connect: the embedded broker or mosquitto.
@@ -127,6 +153,10 @@ func startWith(t testing.TB, o options, mutate func(*config.Config)) *env {
 		tr = "tcp"
 	}
 	var upstream *testbroker.Mosquitto
+	if base, ok := strings.CutSuffix(tr, "+native"); ok {
+		tr = base
+		x.Handler.ServiceName = config.Native
+	}
 	if base, ok := strings.CutSuffix(tr, "+mosquitto"); ok {
 		tr = base
 		upstream = testbroker.Start(t)

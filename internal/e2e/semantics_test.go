@@ -232,15 +232,15 @@ func TestAuthorizationDenyThenAllow(t *testing.T) {
 
 // TestResultCodes walks every row of the spec's result-code table.
 func TestResultCodes(t *testing.T) {
-	eachMode(t, func(t *testing.T, tr string) {
+	eachModeAndNative(t, func(t *testing.T, tr string) {
 		e := startOn(t, tr, func(c *config.Config) {
 			c.Gateway.ExProto.Authorization = config.Authorization{NoMatch: "allow", Rules: []config.Rule{
 				{Permission: "deny", Action: "all", Topics: []string{"deny/#"}},
 			}}
 		})
-		a := e.h.Adapter
 		ctx := ctx5(t)
 		d := e.dial()
+		a := e.adapter()
 		closed := e.dial()
 		closed.send(Frame{Type: testhandler.Disconnect})
 		e.h.WaitClosed(t, closed.id, 5*time.Second)

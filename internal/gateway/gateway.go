@@ -56,6 +56,7 @@ type Gateway struct {
 	gwAuthn   atomic.Pointer[auth.Authenticator] // current, for the embedded broker's clients
 	gwAuthz   atomic.Pointer[auth.Authorizer]
 	handler   *handler.Client // the gateway's handler
+	adapter   *adapter.Server // serves handlers' calls, over gRPC or a native stream
 	grpc      *grpc.Server
 	adapterLn net.Listener
 	serving   sync.WaitGroup
@@ -131,6 +132,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		return nil, err
 	}
 
+	g.adapter = adapter.New(g.Reg, g.broker, g.peers, log.With("component", "adapter"))
 	if g.handler, err = g.parts.handler(x.Handler, g.newHandler); err != nil {
 		return nil, err
 	}
@@ -140,7 +142,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		return nil, fmt.Errorf("adapter server: listen on %s: %w", x.Server.Bind, err)
 	}
 	g.adapterLn = adapter.SniffListener(ln, x.Server.SSLOptions != nil, g.deviceAddrs, log.With("component", "adapter"))
-	g.grpc, err = adapter.NewGRPCServer(adapter.New(g.Reg, g.broker, g.peers, log.With("component", "adapter")), adapter.GRPCOptions{
+	g.grpc, err = adapter.NewGRPCServer(g.adapter, adapter.GRPCOptions{
 		TLS: x.Server.SSLOptions, MaxRecvMessageSize: int(x.Server.MaxRecvMessageSize), AuthToken: x.Server.AuthToken,
 		Observe: g.Metrics.AdapterCall,
 	})
@@ -172,6 +174,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 // newHandler starts a handler client whose lost devices are closed.
 func (g *Gateway) newHandler(h config.Handler) (*handler.Client, error) {
 	c, err := handler.New(handler.Options{Config: h, Logger: g.log.With("component", "handler"), Lost: g.kick,
+		Adapter: g.adapter, Node: g.cfg.Node.Name, Version: func() string { return cmp.Or(g.Version, "dev") },
 		Observe: func(method string, d time.Duration, err error) {
 			code := ""
 			if err != nil {

@@ -44,6 +44,7 @@ import (
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/tlsconfig"
+	"github.com/exgate/exgate/internal/workers"
 )
 
 // Options configure a Client.
@@ -56,13 +57,25 @@ type Options struct {
 	Lost func(connIDs []string, reason string)
 	// Observe, if set, is told every call's callback, duration and error.
 	Observe func(method string, d time.Duration, err error)
+	// Adapter applies a native handler's actions (service_name: native):
+	// the gateway's ConnectionAdapter, called in process.
+	Adapter pb.ConnectionAdapterServer
+	// Node and Version introduce the gateway to a native handler; Version
+	// is asked when a stream opens.
+	Node    string
+	Version func() string
 }
 
 // Client calls the handler. It implements channel.Handler and is safe for
 // concurrent use.
 type Client struct {
-	service  string // ConnectionUnaryHandler or ConnectionHandler
+	service  string // ConnectionUnaryHandler, ConnectionHandler or native
 	longLive bool
+	native   bool
+	adapter  pb.ConnectionAdapterServer // native mode's actions go here
+	timeout  time.Duration              // of one native action
+	node     string
+	version  func() string
 	log      *slog.Logger
 	lost     func([]string, string)
 	observe  func(string, time.Duration, error)
@@ -71,16 +84,22 @@ type Client struct {
 	mu   sync.Mutex
 	pins map[string]*endpoint // conn id → endpoint, from OnSocketCreated to OnSocketClosed
 
-	ctx    context.Context // ends with Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // state watchers
+	// Refused counts native actions refused because too many waited for
+	// their device.
+	Refused atomic.Int64
+
+	ctx     context.Context // ends with Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // state watchers, native streams
+	actions *workers.Pool  // apply native handlers' actions
 }
 
 // endpoint is one handler address.
 type endpoint struct {
-	addr string // as configured, for logs
-	conn *grpc.ClientConn
-	long map[string]*longStream // long_lived: one per method
+	addr   string // as configured, for logs
+	conn   *grpc.ClientConn
+	long   map[string]*longStream // long_lived: one per method
+	native *nativeEndpoint        // native mode's stream
 	// probed is closed once the endpoint's stream shape is known
 	// (long_lived); until then its events wait.
 	probed    chan struct{}
@@ -94,8 +113,15 @@ type endpoint struct {
 func New(o Options) (*Client, error) {
 	h := o.Config
 	c := &Client{service: h.ServiceName, longLive: h.ServiceName == "ConnectionHandler" && h.Streaming == "long_lived",
+		native: h.ServiceName == config.Native, adapter: o.Adapter, timeout: h.RequestTimeout, node: o.Node, version: o.Version,
 		log: o.Logger, lost: o.Lost, observe: o.Observe, pins: map[string]*endpoint{}}
+	if c.native && c.adapter == nil {
+		return nil, errors.New("handler: native mode needs an adapter")
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if c.native {
+		c.actions = workers.New(10*time.Second, maxActionWorkers)
+	}
 	for _, addr := range h.Address {
 		target, https, err := config.HandlerTarget(addr)
 		if err != nil {
@@ -128,6 +154,7 @@ func New(o Options) (*Client, error) {
 		for _, m := range methods {
 			ep.long[m] = &longStream{turn: make(chan struct{}, 1)}
 		}
+		ep.native = c.newNative(ep)
 		c.eps = append(c.eps, ep)
 		conn.Connect()
 		c.wg.Go(func() { c.watch(ep) })
@@ -238,6 +265,9 @@ func (c *Client) Close() error {
 		_ = ep.conn.Close()
 	}
 	c.wg.Wait()
+	if c.actions != nil {
+		c.actions.Close()
+	}
 	return nil
 }
 
@@ -302,6 +332,8 @@ func (c *Client) call(ctx context.Context, ep *endpoint, method, conn string, re
 		defer cancel()
 	}
 	switch {
+	case c.native:
+		err = ep.native.call(ctx, method, conn, req)
 	case c.service != "ConnectionHandler":
 		err = ep.conn.Invoke(ctx, full, req, new(pb.EmptySuccess), callOptions(method)...)
 	case c.longLive:
@@ -604,8 +636,11 @@ func (c *Client) explain(ep *endpoint, method string, err error) error {
 	switch st.Code() {
 	case codes.Unimplemented:
 		other := "ConnectionHandler"
-		if c.service == "ConnectionHandler" {
+		switch c.service {
+		case "ConnectionHandler":
 			other = "ConnectionUnaryHandler"
+		case config.Native:
+			other = "only EMQX's ConnectionUnaryHandler or ConnectionHandler"
 		}
 		ep.unimplemented.Do(func() {
 			c.log.Warn("handler does not implement the configured service; it may implement "+other+": set gateway.exproto.handler.service_name",

@@ -28,6 +28,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/nativepb"
+	"github.com/exgate/exgate/sdk"
 )
 
 // Frame is one JSON demo protocol frame; unused fields are omitted.
@@ -105,9 +107,10 @@ type Handler struct {
 	adapter *grpc.ClientConn
 
 	mu       sync.Mutex
-	Probes   int            // exgate's long_lived probes seen (under mu)
-	inflight map[string]int // callbacks running per conn
-	overlaps int            // times a callback started while another ran
+	native   pb.ConnectionAdapterClient // see NativeAdapter
+	Probes   int                        // exgate's long_lived probes seen (under mu)
+	inflight map[string]int             // callbacks running per conn
+	overlaps int                        // times a callback started while another ran
 	events   map[string][]Event
 	bufs     map[string][]byte
 	order    []string // conn ids in creation order
@@ -141,7 +144,7 @@ func Start(t testing.TB) *Handler {
 // address it had).
 func StartAt(t testing.TB, addr string) *Handler {
 	t.Helper()
-	return StartOnly(t, addr, "ConnectionUnaryHandler", "ConnectionHandler")
+	return StartOnly(t, addr, "ConnectionUnaryHandler", "ConnectionHandler", Native)
 }
 
 // StartOnly serves only the named services on addr.
@@ -150,8 +153,10 @@ func StartOnly(t testing.TB, addr string, services ...string) *Handler {
 	return StartWith(t, Options{Addr: addr, Services: services})
 }
 
-// Service kinds beyond the two real ones, for compatibility tests.
+// Service kinds beyond EMQX's two, for compatibility tests.
 const (
+	// Native is exgate.v1.Handler, exgate's batched stream.
+	Native = "exgate.v1.Handler"
 	// UnaryEraConnectionHandler is ConnectionHandler with unary methods, as
 	// handlers generated from the 2021 proto declare it.
 	UnaryEraConnectionHandler = "UnaryEraConnectionHandler"
@@ -163,7 +168,7 @@ const (
 // Options configure StartWith.
 type Options struct {
 	Addr     string   // default 127.0.0.1:0
-	Services []string // default ConnectionUnaryHandler and ConnectionHandler
+	Services []string // default ConnectionUnaryHandler, ConnectionHandler and Native
 	TLS      *tls.Config
 	// EndStreams makes ConnectionHandler end every stream after its first
 	// message, as some long-lived-era handlers do.
@@ -184,7 +189,7 @@ func StartWith(t testing.TB, o Options) *Handler {
 		o.Addr = "127.0.0.1:0"
 	}
 	if len(o.Services) == 0 {
-		o.Services = []string{"ConnectionUnaryHandler", "ConnectionHandler"}
+		o.Services = []string{"ConnectionUnaryHandler", "ConnectionHandler", Native}
 	}
 	var ln net.Listener
 	var err error
@@ -210,6 +215,8 @@ func StartWith(t testing.TB, o Options) *Handler {
 			pb.RegisterConnectionUnaryHandlerServer(h.srv, h)
 		case "ConnectionHandler":
 			pb.RegisterConnectionHandlerServer(h.srv, &streaming{h: h, endAfterOne: o.EndStreams, noResponse: o.NoResponse})
+		case Native:
+			nativepb.RegisterHandlerServer(h.srv, sdk.Native(h))
 		case UnaryEraConnectionHandler:
 			h.srv.RegisterService(unaryDesc("emqx.exproto.v1.ConnectionHandler", false), h)
 		case OddResponses:
@@ -314,6 +321,21 @@ func (h *Handler) attach(t testing.TB, addr string, creds credentials.TransportC
 	}
 	h.adapter = cc
 	h.Adapter = pb.NewConnectionAdapterClient(cc)
+}
+
+// adapterOf is where a callback's calls go: back over the native stream its
+// event came on, or to the gateway's adapter.
+func (h *Handler) adapterOf(ctx context.Context) pb.ConnectionAdapterClient {
+	return sdk.AdapterFrom(ctx, h.Adapter)
+}
+
+// NativeAdapter is the adapter over the native stream of the last event
+// that came on one (nil if none did): tests call the gateway through it
+// from outside a callback.
+func (h *Handler) NativeAdapter() pb.ConnectionAdapterClient {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.native
 }
 
 // enter marks a callback for conn as running; the returned func ends it.
@@ -445,6 +467,11 @@ func (h *Handler) behave(ctx context.Context, method string, leave func()) error
 func (h *Handler) OnSocketCreated(ctx context.Context, r *pb.SocketCreatedRequest) (*pb.EmptySuccess, error) {
 	leave := h.enter(r.Conn)
 	defer leave()
+	if a := sdk.AdapterFrom(ctx, nil); a != nil {
+		h.mu.Lock()
+		h.native = a
+		h.mu.Unlock()
+	}
 	h.record(r.Conn, Event{Method: "OnSocketCreated", ConnInfo: r.Conninfo})
 	if err := h.behave(ctx, "OnSocketCreated", leave); err != nil {
 		return nil, err
@@ -483,7 +510,7 @@ func (h *Handler) OnTimerTimeout(ctx context.Context, r *pb.TimerTimeoutRequest)
 	if err := h.behave(ctx, "OnTimerTimeout", leave); err != nil {
 		return nil, err
 	}
-	_, _ = h.Adapter.Close(ctx, &pb.CloseSocketRequest{Conn: r.Conn})
+	_, _ = h.adapterOf(ctx).Close(ctx, &pb.CloseSocketRequest{Conn: r.Conn})
 	return &pb.EmptySuccess{}, nil
 }
 
@@ -510,7 +537,7 @@ func (h *Handler) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessages
 
 func (h *Handler) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesRequest) (*pb.EmptySuccess, error) {
 	if h.Echo {
-		_, err := h.Adapter.Send(ctx, &pb.SendBytesRequest{Conn: r.Conn, Bytes: r.Bytes})
+		_, err := h.adapterOf(ctx).Send(ctx, &pb.SendBytesRequest{Conn: r.Conn, Bytes: r.Bytes})
 		return &pb.EmptySuccess{}, err
 	}
 	leave := h.enter(r.Conn)
@@ -556,7 +583,7 @@ func ack(typ int, resp *pb.CodeResponse, err error) Frame {
 
 // frame runs one device frame against the adapter, as EMQX's demo handler did.
 func (h *Handler) frame(ctx context.Context, conn string, f Frame) {
-	a := h.Adapter
+	a := h.adapterOf(ctx)
 	switch f.Type {
 	case Connect:
 		ci := &pb.ClientInfo{}
@@ -590,7 +617,7 @@ func (h *Handler) frame(ctx context.Context, conn string, f Frame) {
 
 func (h *Handler) send(ctx context.Context, conn string, f Frame) {
 	b, _ := json.Marshal(f)
-	_, _ = h.Adapter.Send(ctx, &pb.SendBytesRequest{Conn: conn, Bytes: b})
+	_, _ = h.adapterOf(ctx).Send(ctx, &pb.SendBytesRequest{Conn: conn, Bytes: b})
 }
 
 // recvAll drains a one-message-or-more client stream into fn; with

@@ -49,6 +49,13 @@ type Harness[S any] struct {
 // Option adjusts the gateway's configuration before it starts.
 type Option func(*config.Config)
 
+// Native serves the handler over exgate's batched stream (exgate.v1,
+// handler.service_name: native) instead of ConnectionUnaryHandler; a
+// handler built with sdk needs no change for it. Run a test in both modes:
+//
+//	for _, mode := range []handlertest.Option{nil, handlertest.Native} { … }
+func Native(c *config.Config) { c.Gateway.ExProto.Handler.ServiceName = config.Native }
+
 // New starts a gateway and serves h; everything stops when the test ends.
 func New[S any](t TB, h sdk.Handler[S], opts ...Option) *Harness[S] {
 	t.Helper()
@@ -64,7 +71,9 @@ func New[S any](t TB, h sdk.Handler[S], opts ...Option) *Harness[S] {
 	x.Handler.Address = config.Addresses{"http://" + ln.Addr().String()}
 	x.Listeners.TCP["default"].Bind = "127.0.0.1:0"
 	for _, o := range opts {
-		o(cfg)
+		if o != nil {
+			o(cfg)
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)

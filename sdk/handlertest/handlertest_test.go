@@ -45,7 +45,7 @@ func (probe) OnReceivedMessages(context.Context, *sdk.Conn[int], []*pb.Message) 
 func (probe) OnSocketClosed(context.Context, *sdk.Conn[int], string) error { return nil }
 
 func TestTypedErrors(t *testing.T) {
-	for _, service := range []string{"ConnectionUnaryHandler", "ConnectionHandler"} {
+	for _, service := range []string{"ConnectionUnaryHandler", "ConnectionHandler", config.Native} {
 		t.Run(service, func(t *testing.T) {
 			leaks := goleak.IgnoreCurrent()
 			t.Cleanup(func() { goleak.VerifyNone(t, leaks) }) // after the harness's own cleanup

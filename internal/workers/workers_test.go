@@ -1,4 +1,4 @@
-package channel
+package workers
 
 import (
 	"runtime"
@@ -8,13 +8,12 @@ import (
 	"time"
 )
 
-// Beyond maxWorkers, jobs wait for a free worker instead of becoming
+// Beyond max workers, jobs wait for a free worker instead of becoming
 // goroutines; every job runs, Go never blocks, and the workers go away
 // when idle.
 func TestPoolBounded(t *testing.T) {
 	before := runtime.NumGoroutine()
-	p := NewPool(50 * time.Millisecond)
-	p.maxWorkers = 4
+	p := New(50*time.Millisecond, 4)
 	var running, peak atomic.Int64
 	var ran sync.WaitGroup
 	const jobs = 200
@@ -49,15 +48,20 @@ func TestPoolBounded(t *testing.T) {
 	again.Add(1)
 	p.Go(again.Done)
 	again.Wait()
-	waitUntil(t, "idle workers to exit", func() bool { return runtime.NumGoroutine() <= before })
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle workers did not exit: %d goroutines, %d before", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	p.Close()
 }
 
 // Jobs queued beyond the cap are not stranded when workers park: a job
 // that arrives while every worker is busy runs as soon as one frees up.
 func TestPoolBacklogNotStranded(t *testing.T) {
-	p := NewPool(time.Hour) // parked workers never time out here
-	p.maxWorkers = 1
+	p := New(time.Hour, 1) // parked workers never time out here
 	defer p.Close()
 	for round := 0; round < 1000; round++ {
 		release := make(chan struct{})

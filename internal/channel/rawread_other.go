@@ -1,0 +1,9 @@
+//go:build !(linux || darwin || freebsd)
+
+package channel
+
+const canRawRead = false
+
+func rawRead(uintptr, []byte) (int, error) { panic("unreachable") }
+
+func rawWrite(uintptr, []byte) (int, error) { panic("unreachable") }

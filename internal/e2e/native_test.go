@@ -1,0 +1,242 @@
+package e2e
+
+import (
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/testhandler"
+	"github.com/exgate/exgate/nativepb"
+)
+
+// A handler that serves only exgate.v1.Handler is a complete handler in
+// native mode: no ConnectionAdapter call, no unary service.
+func TestNativeOnlyHandler(t *testing.T) {
+	h := testhandler.StartOnly(t, "127.0.0.1:0", testhandler.Native)
+	var logs collector
+	e := startWith(t, options{handler: h, transport: "tcp+native", logs: &logs}, func(c *config.Config) {
+		c.Gateway.ExProto.Server.AuthToken = "nobody-calls-the-adapter"
+	})
+	d := e.dial()
+	d.connect("native-1", 30)
+	d.subscribe("down/#", 1)
+	m := e.mqtt("app")
+	m.sub("up/#", 1)
+	d.send(Frame{Type: testhandler.Publish, Topic: "up/1", QoS: 1, Payload: "hello"})
+	d.expect(testhandler.Puback, 0)
+	m.expect("up/1", "hello")
+	m.pub("down/1", 1, false, "to device")
+	if f := d.expect(testhandler.Publish, 0); f.Payload != "to device" || f.QoS != 1 {
+		t.Fatalf("device got %+v", f)
+	}
+	d.send(Frame{Type: testhandler.Disconnect})
+	if r := e.h.WaitClosed(t, d.id, 5*time.Second); r != "{shutdown,normal}" {
+		t.Fatalf("reason %q", r)
+	}
+	if !strings.Contains(logs.String(), "native handler stream open") {
+		t.Fatalf("no native stream in the log:\n%s", logs.String())
+	}
+}
+
+// One device whose socket does not drain holds up only its own actions:
+// the handler's actions for other devices on the same stream go on.
+func TestNativeSlowDeviceDoesNotStallOthers(t *testing.T) {
+	e := startOn(t, "tcp+native", func(c *config.Config) {
+		// Longer than any wait below: the stalled callback must not end
+		// before the other device is served.
+		c.Gateway.ExProto.Handler.RequestTimeout = 30 * time.Second
+	})
+	slow := e.dial() // never reads from here on
+	slow.connect("slow", 0)
+	slow.subscribe("big/#", 0)
+	m := e.mqtt("app")
+	big := strings.Repeat("x", 64<<10)
+	for range 300 { // ~19 MiB: more than loopback's socket buffers hold
+		m.pub("big/1", 0, false, big)
+	}
+	c, ok := e.g.Reg.ByClientID("slow")
+	if !ok {
+		t.Fatal("slow device not registered")
+	}
+	// Wait until the gateway's writes to it are stuck: bytes out stop
+	// growing while deliveries still wait.
+	deadline := time.Now().Add(10 * time.Second)
+	last, still := int64(-1), 0
+	for still < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("writes to the slow device never stalled (out %d bytes)", last)
+		}
+		time.Sleep(100 * time.Millisecond)
+		in := c.Snapshot()
+		if in.BytesOut == last && in.BytesOut > 1<<20 {
+			still++
+		} else {
+			still = 0
+		}
+		last = in.BytesOut
+	}
+	// The stalled Send is outstanding (for up to request_timeout); another
+	// device is served at once.
+	begin := time.Now()
+	fast := e.dial()
+	fast.connect("fast", 0)
+	fast.subscribe("small/#", 0)
+	m.pub("small/1", 0, false, "hi")
+	if f := fast.expect(testhandler.Publish, 0); f.Payload != "hi" {
+		t.Fatalf("fast device got %+v", f)
+	}
+	if took := time.Since(begin); took > 2*time.Second {
+		t.Fatalf("another device waited %v for the stalled one", took)
+	}
+}
+
+// rawNative is a handler written against exgate.v1 by hand, so a test sees
+// the wire: every Up it receives, and Down messages it sends when told.
+type rawNative struct {
+	nativepb.UnimplementedHandlerServer
+	ups  chan *nativepb.Up
+	down chan *nativepb.Down
+	// received, not yet returned by next
+	events  []*nativepb.Event
+	results []*nativepb.Result
+}
+
+func (r *rawNative) Connect(s nativepb.Handler_ConnectServer) error {
+	go func() {
+		for {
+			select {
+			case d := <-r.down:
+				if s.Send(d) != nil {
+					return
+				}
+			case <-s.Context().Done():
+				return
+			}
+		}
+	}()
+	for {
+		up, err := s.Recv()
+		if err != nil {
+			return nil
+		}
+		r.ups <- up
+	}
+}
+
+// next returns the next event or result the gateway sent, skipping hellos
+// (nil, nil when none came within).
+func (r *rawNative) next(t *testing.T, within time.Duration) (*nativepb.Event, *nativepb.Result) {
+	t.Helper()
+	deadline := time.After(within)
+	for len(r.events) == 0 && len(r.results) == 0 {
+		select {
+		case up := <-r.ups:
+			r.events = append(r.events, up.Events...)
+			r.results = append(r.results, up.Results...)
+		case <-deadline:
+			return nil, nil
+		}
+	}
+	if len(r.results) > 0 {
+		res := r.results[0]
+		r.results = r.results[1:]
+		return nil, res
+	}
+	ev := r.events[0]
+	r.events = r.events[1:]
+	return ev, nil
+}
+
+func (r *rawNative) act(as ...*nativepb.Action) { r.down <- &nativepb.Down{Actions: as} }
+
+func done(conn string, seq uint64) *nativepb.Action {
+	return &nativepb.Action{Action: &nativepb.Action_Done{Done: &nativepb.Done{Conn: conn, Seq: seq}}}
+}
+
+// The wire rules of exgate.v1, seen by a hand-written handler: a hello
+// first; one event per device outstanding until its Done; a Done for
+// another seq changes nothing; actions apply while an event is
+// outstanding; results answer refs, and ref 0 gets none; a Done with an
+// error closes the device with the callback's reason.
+func TestNativeStaleDone(t *testing.T) {
+	raw := &rawNative{ups: make(chan *nativepb.Up, 100), down: make(chan *nativepb.Down, 100)}
+	srv := grpc.NewServer()
+	nativepb.RegisterHandlerServer(srv, raw)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	e := startOn(t, "tcp+native", func(c *config.Config) {
+		c.Gateway.ExProto.Handler.Address = config.Addresses{"http://" + ln.Addr().String()}
+	})
+	dev, err := e.rawDial(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	select {
+	case up := <-raw.ups:
+		if up.Hello == nil || up.Hello.Node == "" || len(up.Events) > 0 {
+			t.Fatalf("first Up is not a hello: %v", up)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no hello")
+	}
+	ev, _ := raw.next(t, 5*time.Second)
+	created := ev.GetSocketCreated()
+	if created == nil {
+		t.Fatalf("first event %v, want socket_created", ev)
+	}
+	conn := created.Conn
+
+	raw.act(done(conn, ev.Seq+100)) // not the outstanding event: ignored
+	raw.act(&nativepb.Action{Ref: 7, Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn, Bytes: []byte("hi")}}},
+		&nativepb.Action{Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn, Bytes: []byte("!")}}},
+		&nativepb.Action{Ref: 8, Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", Bytes: []byte("x")}}},
+		&nativepb.Action{Ref: 9, Action: &nativepb.Action_Publish{Publish: &pb.PublishRequest{Conn: conn, Topic: "t"}}})
+	got := map[uint64]pb.ResultCode{}
+	for len(got) < 3 {
+		ev, res := raw.next(t, 5*time.Second)
+		if ev != nil {
+			t.Fatalf("event %v while socket_created is outstanding", ev)
+		}
+		if res == nil {
+			t.Fatalf("results so far %v, want refs 7, 8, 9", got)
+		}
+		got[res.Ref] = res.Code
+	}
+	if got[7] != pb.ResultCode_SUCCESS || got[8] != pb.ResultCode_CONN_PROCESS_NOT_ALIVE || got[9] != pb.ResultCode_UNKNOWN {
+		t.Fatalf("results %v: want 7 SUCCESS, 8 CONN_PROCESS_NOT_ALIVE, 9 UNKNOWN (publish before authenticate)", got)
+	}
+	buf := make([]byte, 3)
+	_ = dev.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(dev, buf); err != nil || string(buf) != "hi!" {
+		t.Fatalf("device read %q, %v", buf, err)
+	}
+	if _, err := dev.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if ev, res := raw.next(t, 300*time.Millisecond); ev != nil || res != nil {
+		t.Fatalf("got %v %v before socket_created was done", ev, res)
+	}
+	raw.act(done(conn, ev.Seq))
+	ev, _ = raw.next(t, 5*time.Second)
+	if string(ev.GetReceivedBytes().GetBytes()) != "abc" {
+		t.Fatalf("after done: %v, want received_bytes abc", ev)
+	}
+	raw.act(&nativepb.Action{Action: &nativepb.Action_Done{Done: &nativepb.Done{Conn: conn, Seq: ev.Seq, Error: "bad frame", Code: uint32(codes.InvalidArgument)}}})
+	ev, _ = raw.next(t, 5*time.Second)
+	if r := ev.GetSocketClosed().GetReason(); r != "{shutdown,{error,{on_received_bytes,invalid_argument}}}" {
+		t.Fatalf("after a failed callback: %v", ev)
+	}
+	raw.act(done(conn, ev.Seq))
+}

@@ -1,0 +1,465 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/nativepb"
+)
+
+// Native mode (service_name: native) serves exgate.v1.Handler: one
+// bidirectional stream per endpoint carries the events of all its devices
+// in batches, and brings back the handler's actions, which are applied
+// through the same ConnectionAdapter code that serves EMQX handlers (so
+// results, codes and messages are identical).
+//
+// The channel's rule is unchanged: a device has one event outstanding, and
+// its dispatcher waits for the handler's Done as it waits for a unary
+// call's answer. Actions of one device are applied in the order sent, by a
+// worker of that device's own while it has any, so a device whose socket
+// is slow holds up only itself; Done waits behind the device's earlier
+// actions, as a unary callback returns only after its adapter calls did.
+
+// nativeEndpoint opens an endpoint's stream and reopens it after it ended.
+type nativeEndpoint struct {
+	c  *Client
+	ep *endpoint
+	// turn is held while a stream is opened; waiting for it honours the
+	// caller's deadline.
+	turn       chan struct{}
+	refusedLog rate.Sometimes
+
+	mu  sync.Mutex
+	cur *nativeStream // nil, or the latest stream (perhaps ended)
+}
+
+// nativeStream is one Connect stream.
+type nativeStream struct {
+	ne     *nativeEndpoint
+	s      nativepb.Handler_ConnectClient
+	ctx    context.Context // ends with the stream
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the stream ended
+	wake   chan struct{} // the sender has something to send; room for one
+
+	mu      sync.Mutex
+	err     error // why the stream ended; set before done closes
+	seq     uint64
+	waiting map[string]*waiter // conn → its outstanding event
+	events  []*nativepb.Event  // to send
+	results []*nativepb.Result // to send
+	acts    map[string]*actionQueue
+}
+
+// waiter is a device's outstanding event.
+type waiter struct {
+	seq uint64
+	ch  chan error // room for one
+}
+
+// actionQueue holds a device's actions while its worker applies them.
+type actionQueue struct{ items []*nativepb.Action }
+
+// maxDeviceActions bounds the actions waiting for one device (behind a
+// Send to a socket that does not drain); beyond it actions are refused.
+const maxDeviceActions = 10_000
+
+// maxBatch bounds the events (and results) in one Up message; a short
+// batch waits one scheduler yield for more before it goes.
+const maxBatch = 256
+
+// maxActionWorkers bounds the devices whose actions are applied at once; a
+// device whose socket does not drain holds one for up to its send_timeout,
+// so the bound is far above what a handler keeps busy.
+const maxActionWorkers = 4096
+
+func (c *Client) newNative(ep *endpoint) *nativeEndpoint {
+	return &nativeEndpoint{c: c, ep: ep, turn: make(chan struct{}, 1), refusedLog: rate.Sometimes{Interval: 5 * time.Second}}
+}
+
+// stream returns the open stream, opening one if there is none. wait makes
+// the open wait (within ctx) for a handler that is reconnecting.
+func (ne *nativeEndpoint) stream(ctx context.Context, wait bool) (*nativeStream, error) {
+	ne.mu.Lock()
+	cur := ne.cur
+	ne.mu.Unlock()
+	if cur != nil && !closed(cur.done) {
+		return cur, nil
+	}
+	select {
+	case ne.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	defer func() { <-ne.turn }()
+	ne.mu.Lock()
+	cur = ne.cur
+	ne.mu.Unlock()
+	if cur != nil && !closed(cur.done) {
+		return cur, nil // opened while we waited
+	}
+	sctx, cancel := context.WithCancel(ne.c.ctx)
+	stop := context.AfterFunc(ctx, cancel) // the open itself is bounded by the caller
+	var opts []grpc.CallOption
+	if wait {
+		opts = waitForReady
+	}
+	s, err := nativepb.NewHandlerClient(ne.ep.conn).Connect(sctx, opts...)
+	if err == nil {
+		err = s.Send(&nativepb.Up{Hello: &nativepb.Hello{Node: ne.c.node, Version: ne.c.versionString(), Features: []string{}}})
+	}
+	if !stop() || err != nil {
+		cancel()
+		return nil, cmpErr(context.Cause(ctx), err)
+	}
+	st := &nativeStream{ne: ne, s: s, ctx: sctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
+		waiting: map[string]*waiter{}, acts: map[string]*actionQueue{}}
+	ne.mu.Lock()
+	ne.cur = st
+	ne.mu.Unlock()
+	ne.c.wg.Go(st.sendLoop)
+	ne.c.wg.Go(st.recvLoop)
+	ne.c.log.Info("native handler stream open", "address", ne.ep.addr)
+	return st, nil
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// call sends one event and waits for the handler's Done.
+func (ne *nativeEndpoint) call(ctx context.Context, method, conn string, req proto.Message) error {
+	st, err := ne.stream(ctx, method == "OnSocketCreated")
+	if err != nil {
+		return err
+	}
+	ev := &nativepb.Event{}
+	switch r := req.(type) {
+	case *pb.SocketCreatedRequest:
+		ev.Event = &nativepb.Event_SocketCreated{SocketCreated: r}
+	case *pb.ReceivedBytesRequest:
+		ev.Event = &nativepb.Event_ReceivedBytes{ReceivedBytes: r}
+	case *pb.TimerTimeoutRequest:
+		ev.Event = &nativepb.Event_TimerTimeout{TimerTimeout: r}
+	case *pb.ReceivedMessagesRequest:
+		ev.Event = &nativepb.Event_ReceivedMessages{ReceivedMessages: r}
+	case *pb.SocketClosedRequest:
+		ev.Event = &nativepb.Event_SocketClosed{SocketClosed: r}
+	default:
+		return fmt.Errorf("native: no event for %T", req)
+	}
+	w := &waiter{ch: make(chan error, 1)}
+	st.mu.Lock()
+	if st.err != nil {
+		st.mu.Unlock()
+		return st.err
+	}
+	st.seq++
+	w.seq, ev.Seq = st.seq, st.seq
+	st.waiting[conn] = w
+	st.events = append(st.events, ev)
+	st.mu.Unlock()
+	st.signal()
+	select {
+	case err := <-w.ch:
+		return err
+	case <-ctx.Done():
+		st.mu.Lock()
+		if st.waiting[conn] == w {
+			delete(st.waiting, conn)
+		}
+		st.mu.Unlock()
+		return context.Cause(ctx)
+	}
+}
+
+func (st *nativeStream) signal() {
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sendLoop sends what is ready in one message: at light load a single
+// event goes out at once; under load, what piled up during the last send
+// goes together.
+func (st *nativeStream) sendLoop() {
+	for {
+		select {
+		case <-st.wake:
+		case <-st.done:
+			return
+		}
+		up := st.take(nil)
+		if up == nil {
+			continue
+		}
+		if len(up.Events)+len(up.Results) < maxBatch/8 {
+			// Let the dispatchers and workers that are runnable add theirs:
+			// one yield turned batches of ~1.5 into ~20 in measurements.
+			runtime.Gosched()
+			up = st.take(up)
+		}
+		if err := st.s.Send(up); err != nil {
+			return // the stream broke: recvLoop learns why and ends it
+		}
+	}
+}
+
+// take moves up to maxBatch events and results into up (a new Up if nil);
+// nil when there is nothing.
+func (st *nativeStream) take(up *nativepb.Up) *nativepb.Up {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.events) == 0 && len(st.results) == 0 {
+		return up
+	}
+	if up == nil {
+		up = &nativepb.Up{}
+	}
+	n := min(len(st.events), maxBatch-len(up.Events))
+	up.Events = append(up.Events, st.events[:n]...)
+	st.events = shift(st.events, n)
+	n = min(len(st.results), maxBatch-len(up.Results))
+	up.Results = append(up.Results, st.results[:n]...)
+	st.results = shift(st.results, n)
+	if len(st.events) > 0 || len(st.results) > 0 {
+		st.signal() // more than one batch: go round again
+	}
+	return up
+}
+
+// shift drops the first n items, letting a burst's backing array go once
+// it is empty.
+func shift[T any](s []*T, n int) []*T {
+	clear(s[:n])
+	s = s[n:]
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+// recvLoop applies the handler's actions until the stream ends.
+func (st *nativeStream) recvLoop() {
+	for {
+		down, err := st.s.Recv()
+		if err != nil {
+			st.end(err)
+			return
+		}
+		for _, a := range down.Actions {
+			st.route(a)
+		}
+	}
+}
+
+// actionConn is the device an action is for; "" for RawPublish (one queue
+// of their own, in order) and for an empty action.
+func actionConn(a *nativepb.Action) string {
+	switch x := a.Action.(type) {
+	case *nativepb.Action_Send:
+		return x.Send.GetConn()
+	case *nativepb.Action_Close:
+		return x.Close.GetConn()
+	case *nativepb.Action_Authenticate:
+		return x.Authenticate.GetConn()
+	case *nativepb.Action_StartTimer:
+		return x.StartTimer.GetConn()
+	case *nativepb.Action_Publish:
+		return x.Publish.GetConn()
+	case *nativepb.Action_Subscribe:
+		return x.Subscribe.GetConn()
+	case *nativepb.Action_Unsubscribe:
+		return x.Unsubscribe.GetConn()
+	case *nativepb.Action_Done:
+		return x.Done.GetConn()
+	}
+	return ""
+}
+
+// route queues a for its device's worker, starting one if the device has
+// none. A Done with nothing queued before it is applied at once.
+func (st *nativeStream) route(a *nativepb.Action) {
+	conn := actionConn(a)
+	st.mu.Lock()
+	if q := st.acts[conn]; q != nil {
+		_, done := a.Action.(*nativepb.Action_Done)
+		if len(q.items) >= maxDeviceActions && !done {
+			// A handler flooding one device whose socket is stuck: refuse
+			// rather than queue without bound. Done is never refused, or
+			// the device would wait for it until its deadline.
+			if a.Ref != 0 {
+				st.results = append(st.results, &nativepb.Result{Ref: a.Ref, Code: pb.ResultCode_UNKNOWN,
+					Message: fmt.Sprintf("more than %d actions wait for this connection", maxDeviceActions)})
+			}
+			st.mu.Unlock()
+			st.signal()
+			st.ne.c.Refused.Add(1)
+			st.ne.refusedLog.Do(func() {
+				st.ne.c.log.Warn("native handler sends actions faster than a device takes them: refused", "conn", conn,
+					"max_queued", maxDeviceActions, "refused_total", st.ne.c.Refused.Load())
+			})
+			return
+		}
+		q.items = append(q.items, a)
+		st.mu.Unlock()
+		return
+	}
+	if d, ok := a.Action.(*nativepb.Action_Done); ok {
+		st.mu.Unlock()
+		st.finish(d.Done)
+		return
+	}
+	q := &actionQueue{items: []*nativepb.Action{a}}
+	st.acts[conn] = q
+	st.mu.Unlock()
+	st.ne.c.actions.Go(func() { st.work(conn, q) })
+}
+
+// work applies a device's queued actions in order until none is left.
+func (st *nativeStream) work(conn string, q *actionQueue) {
+	for {
+		st.mu.Lock()
+		if len(q.items) == 0 {
+			delete(st.acts, conn)
+			st.mu.Unlock()
+			return
+		}
+		a := q.items[0]
+		q.items[0] = nil
+		q.items = q.items[1:]
+		st.mu.Unlock()
+		st.apply(a)
+	}
+}
+
+// finish ends the outstanding event d names; a Done for an event that is
+// no longer outstanding (its deadline passed) is ignored.
+func (st *nativeStream) finish(d *nativepb.Done) {
+	st.mu.Lock()
+	w := st.waiting[d.GetConn()]
+	if w == nil || w.seq != d.GetSeq() {
+		st.mu.Unlock()
+		return
+	}
+	delete(st.waiting, d.GetConn())
+	st.mu.Unlock()
+	var err error
+	if d.GetError() != "" {
+		code := codes.Code(d.GetCode())
+		if code == codes.OK {
+			code = codes.Unknown
+		}
+		err = status.Error(code, d.GetError())
+	}
+	w.ch <- err
+}
+
+// apply runs one action through the adapter and queues its result.
+func (st *nativeStream) apply(a *nativepb.Action) {
+	c := st.ne.c
+	if d, ok := a.Action.(*nativepb.Action_Done); ok {
+		st.finish(d.Done)
+		return
+	}
+	// Send, Close and StartTimer never wait on ctx (a write has the
+	// device's send_timeout): only the others pay for a deadline's timer.
+	ctx := st.ctx
+	switch a.Action.(type) {
+	case *nativepb.Action_Send, *nativepb.Action_Close, *nativepb.Action_StartTimer:
+	default:
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(st.ctx, c.timeout)
+		defer cancel()
+	}
+	var r *pb.CodeResponse
+	var err error
+	ad := c.adapter
+	switch x := a.Action.(type) {
+	case *nativepb.Action_Send:
+		r, err = ad.Send(ctx, x.Send)
+	case *nativepb.Action_Close:
+		r, err = ad.Close(ctx, x.Close)
+	case *nativepb.Action_Authenticate:
+		r, err = ad.Authenticate(ctx, x.Authenticate)
+	case *nativepb.Action_StartTimer:
+		r, err = ad.StartTimer(ctx, x.StartTimer)
+	case *nativepb.Action_Publish:
+		r, err = ad.Publish(ctx, x.Publish)
+	case *nativepb.Action_Subscribe:
+		r, err = ad.Subscribe(ctx, x.Subscribe)
+	case *nativepb.Action_Unsubscribe:
+		r, err = ad.Unsubscribe(ctx, x.Unsubscribe)
+	case *nativepb.Action_RawPublish:
+		r, err = ad.RawPublish(ctx, x.RawPublish)
+	default:
+		r = &pb.CodeResponse{Code: pb.ResultCode_UNKNOWN, Message: "unknown action"}
+	}
+	if a.Ref == 0 {
+		return
+	}
+	res := &nativepb.Result{Ref: a.Ref, Code: r.GetCode(), Message: r.GetMessage()}
+	if err != nil {
+		res.Code, res.Message = pb.ResultCode_UNKNOWN, err.Error()
+	}
+	st.mu.Lock()
+	st.results = append(st.results, res)
+	st.mu.Unlock()
+	st.signal()
+}
+
+// end ends the stream once: outstanding events fail, and, unless exgate
+// itself is closing, the endpoint's devices are closed: their state in the
+// handler went with the stream.
+func (st *nativeStream) end(err error) {
+	st.mu.Lock()
+	if st.err != nil {
+		st.mu.Unlock()
+		return
+	}
+	st.err = fmt.Errorf("native handler stream ended: %w", err)
+	waiting := st.waiting
+	st.waiting = nil
+	st.mu.Unlock()
+	close(st.done)
+	st.cancel()
+	c := st.ne.c
+	if c.ctx.Err() == nil {
+		reason := "{shutdown,{error,handler_stream_ended}}"
+		if s := status.Code(err); s == codes.Unavailable || errors.Is(err, context.Canceled) {
+			reason = "{shutdown,{error,handler_connection_lost}}"
+		}
+		ids := c.pinnedTo(st.ne.ep)
+		_ = c.explain(st.ne.ep, "Connect", err)
+		c.log.Warn("native handler stream ended; closing its devices", "address", st.ne.ep.addr, "devices", len(ids), "error", err)
+		if c.lost != nil && len(ids) > 0 {
+			c.lost(ids, reason) // before the events fail: this reason is the one given
+		}
+	}
+	for _, w := range waiting {
+		w.ch <- st.err
+	}
+}
+
+func (c *Client) versionString() string {
+	if c.version == nil {
+		return ""
+	}
+	return c.version()
+}

@@ -1,0 +1,7 @@
+// Package nativepb holds the generated Go code for exgate's native handler
+// service (package exgate.v1, proto/exgate.proto): one batched
+// bidirectional stream instead of a gRPC call per event. It is committed so
+// that a build needs no protoc; `make proto` regenerates it.
+package nativepb
+
+//go:generate protoc --proto_path=../proto --go_out=. --go_opt=paths=source_relative,Mexproto.proto=github.com/exgate/exgate/exprotopb --go-grpc_out=. --go-grpc_opt=paths=source_relative,Mexproto.proto=github.com/exgate/exgate/exprotopb ../proto/exgate.proto

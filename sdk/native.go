@@ -1,0 +1,288 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"io"
+	"runtime"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/workers"
+	"github.com/exgate/exgate/nativepb"
+)
+
+// Native serves exgate's batched stream (exgate.v1.Handler, for a gateway
+// with handler.service_name: native) by calling h, an EMQX-style
+// ConnectionUnaryHandler: each event becomes one call of h, and h's calls to
+// the gateway go back over the stream when h takes its adapter from the
+// call's context with AdapterFrom. Register it beside the EMQX services:
+//
+//	nativepb.RegisterHandlerServer(srv, sdk.Native(h))
+//
+// Events of one connection arrive one at a time (the gateway sends the
+// next after the previous call returned); events of different connections
+// run concurrently. Handlers built with NewServer serve it already.
+func Native(h pb.ConnectionUnaryHandlerServer) nativepb.HandlerServer {
+	return &native{h: h}
+}
+
+// maxCallbacks bounds the callbacks running at once on one stream; more
+// wait their turn (each device has at most one event outstanding).
+const maxCallbacks = 4096
+
+type native struct {
+	nativepb.UnimplementedHandlerServer
+	h pb.ConnectionUnaryHandlerServer
+}
+
+type adapterKey struct{}
+
+// AdapterFrom returns the adapter a callback should call: over the native
+// stream the event came on, or fallback when the event came another way.
+func AdapterFrom(ctx context.Context, fallback pb.ConnectionAdapterClient) pb.ConnectionAdapterClient {
+	if a, ok := ctx.Value(adapterKey{}).(pb.ConnectionAdapterClient); ok {
+		return a
+	}
+	return fallback
+}
+
+// stream is one Connect stream on the handler side.
+type stream struct {
+	s    nativepb.Handler_ConnectServer
+	wake chan struct{} // room for one
+	done chan struct{}
+
+	mu      sync.Mutex
+	err     error // set when the stream ended
+	ref     uint64
+	waiting map[uint64]chan *nativepb.Result
+	actions []*nativepb.Action
+}
+
+func (n *native) Connect(s nativepb.Handler_ConnectServer) error {
+	st := &stream{s: s, wake: make(chan struct{}, 1), done: make(chan struct{}), waiting: map[uint64]chan *nativepb.Result{}}
+	if err := s.Send(&nativepb.Down{Hello: &nativepb.Hello{Features: []string{}}}); err != nil {
+		return err
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- st.sendLoop() }()
+	ctx := context.WithValue(s.Context(), adapterKey{}, pb.ConnectionAdapterClient(streamAdapter{st}))
+	// Callbacks run on reused goroutines: a fresh one per event would grow
+	// its stack on every event.
+	pool := workers.New(10*time.Second, maxCallbacks)
+	err := func() error {
+		for {
+			up, err := s.Recv()
+			if err != nil {
+				return err
+			}
+			for _, r := range up.Results {
+				st.answer(r)
+			}
+			for _, ev := range up.Events {
+				pool.Go(func() { st.handle(ctx, n.h, ev) })
+			}
+		}
+	}()
+	st.fail(err)
+	pool.Close() // callbacks in flight see their actions fail and return
+	close(st.done)
+	<-sent
+	if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+		return nil
+	}
+	return ignoreEOF(err)
+}
+
+func ignoreEOF(err error) error {
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// handle runs one event's callback and says Done.
+func (st *stream) handle(ctx context.Context, h pb.ConnectionUnaryHandlerServer, ev *nativepb.Event) {
+	var conn string
+	var err error
+	switch x := ev.Event.(type) {
+	case *nativepb.Event_SocketCreated:
+		conn = x.SocketCreated.GetConn()
+		_, err = h.OnSocketCreated(ctx, x.SocketCreated)
+	case *nativepb.Event_ReceivedBytes:
+		conn = x.ReceivedBytes.GetConn()
+		_, err = h.OnReceivedBytes(ctx, x.ReceivedBytes)
+	case *nativepb.Event_TimerTimeout:
+		conn = x.TimerTimeout.GetConn()
+		_, err = h.OnTimerTimeout(ctx, x.TimerTimeout)
+	case *nativepb.Event_ReceivedMessages:
+		conn = x.ReceivedMessages.GetConn()
+		_, err = h.OnReceivedMessages(ctx, x.ReceivedMessages)
+	case *nativepb.Event_SocketClosed:
+		conn = x.SocketClosed.GetConn()
+		_, err = h.OnSocketClosed(ctx, x.SocketClosed)
+	default:
+		return // an event this SDK does not know: nothing to answer
+	}
+	d := &nativepb.Done{Conn: conn, Seq: ev.Seq}
+	if err != nil {
+		st := status.Convert(err)
+		d.Error, d.Code = st.Message(), uint32(st.Code())
+		if d.Error == "" {
+			d.Error = "callback failed"
+		}
+	}
+	st.queue(&nativepb.Action{Action: &nativepb.Action_Done{Done: d}})
+}
+
+func (st *stream) queue(a *nativepb.Action) {
+	st.mu.Lock()
+	st.actions = append(st.actions, a)
+	st.mu.Unlock()
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sendLoop sends queued actions in batches: one at once at light load,
+// what piled up meanwhile under load.
+func (st *stream) sendLoop() error {
+	for {
+		select {
+		case <-st.wake:
+		case <-st.done:
+			return nil
+		}
+		down := st.take(nil)
+		if down == nil {
+			continue
+		}
+		if len(down.Actions) < 32 {
+			runtime.Gosched()
+			down = st.take(down)
+		}
+		if err := st.s.Send(down); err != nil {
+			st.fail(err)
+			<-st.done
+			return err
+		}
+	}
+}
+
+func (st *stream) take(down *nativepb.Down) *nativepb.Down {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.actions) == 0 {
+		return down
+	}
+	if down == nil {
+		down = &nativepb.Down{}
+	}
+	down.Actions = append(down.Actions, st.actions...)
+	clear(st.actions)
+	st.actions = st.actions[:0]
+	return down
+}
+
+// answer delivers a result to the action waiting for it.
+func (st *stream) answer(r *nativepb.Result) {
+	st.mu.Lock()
+	ch := st.waiting[r.Ref]
+	delete(st.waiting, r.Ref)
+	st.mu.Unlock()
+	if ch != nil {
+		ch <- r
+	}
+}
+
+// fail ends every action waiting for a result.
+func (st *stream) fail(err error) {
+	if err == nil {
+		err = io.EOF
+	}
+	st.mu.Lock()
+	if st.err != nil {
+		st.mu.Unlock()
+		return
+	}
+	st.err = err
+	waiting := st.waiting
+	st.waiting = nil
+	st.mu.Unlock()
+	for _, ch := range waiting {
+		close(ch)
+	}
+}
+
+// do sends an action and waits for its result.
+func (st *stream) do(ctx context.Context, a *nativepb.Action) (*pb.CodeResponse, error) {
+	ch := make(chan *nativepb.Result, 1)
+	st.mu.Lock()
+	if st.err != nil {
+		st.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, "native stream ended: "+st.err.Error())
+	}
+	st.ref++
+	a.Ref = st.ref
+	st.waiting[a.Ref] = ch
+	st.actions = append(st.actions, a)
+	st.mu.Unlock()
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			return nil, status.Error(codes.Unavailable, "native stream ended")
+		}
+		return &pb.CodeResponse{Code: r.Code, Message: r.Message}, nil
+	case <-ctx.Done():
+		st.mu.Lock()
+		delete(st.waiting, a.Ref)
+		st.mu.Unlock()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// streamAdapter is ConnectionAdapter over a native stream.
+type streamAdapter struct{ st *stream }
+
+func (a streamAdapter) Send(ctx context.Context, r *pb.SendBytesRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Send{Send: r}})
+}
+
+func (a streamAdapter) Close(ctx context.Context, r *pb.CloseSocketRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Close{Close: r}})
+}
+
+func (a streamAdapter) Authenticate(ctx context.Context, r *pb.AuthenticateRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Authenticate{Authenticate: r}})
+}
+
+func (a streamAdapter) StartTimer(ctx context.Context, r *pb.TimerRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_StartTimer{StartTimer: r}})
+}
+
+func (a streamAdapter) Publish(ctx context.Context, r *pb.PublishRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Publish{Publish: r}})
+}
+
+func (a streamAdapter) RawPublish(ctx context.Context, r *pb.RawPublishRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_RawPublish{RawPublish: r}})
+}
+
+func (a streamAdapter) Subscribe(ctx context.Context, r *pb.SubscribeRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Subscribe{Subscribe: r}})
+}
+
+func (a streamAdapter) Unsubscribe(ctx context.Context, r *pb.UnsubscribeRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Unsubscribe{Unsubscribe: r}})
+}
