@@ -185,10 +185,49 @@ func (st *stream) take(down *nativepb.Down) *nativepb.Down {
 	if down == nil {
 		down = &nativepb.Down{}
 	}
-	down.Actions = append(down.Actions, st.actions...)
-	clear(st.actions)
-	st.actions = st.actions[:0]
+	size := 0
+	for _, a := range down.Actions {
+		size += actionSize(a)
+	}
+	n := 0
+	for n < len(st.actions) {
+		as := actionSize(st.actions[n])
+		if size+as > maxBatchBytes && len(down.Actions)+n > 0 {
+			break // a big action goes in a message of its own
+		}
+		size += as
+		n++
+	}
+	down.Actions = append(down.Actions, st.actions[:n]...)
+	clear(st.actions[:n])
+	st.actions = st.actions[n:]
+	if len(st.actions) == 0 {
+		st.actions = nil
+	} else {
+		select { // more than one message's worth: go round again
+		case st.wake <- struct{}{}:
+		default:
+		}
+	}
 	return down
+}
+
+// maxBatchBytes bounds the payload bytes of one Down message (a single
+// larger action goes alone): exgate takes messages up to its
+// server.max_recv_message_size (default 4 MiB) plus 1 MiB.
+const maxBatchBytes = 1 << 20
+
+// actionSize approximates an action's share of a message.
+func actionSize(a *nativepb.Action) int {
+	switch x := a.Action.(type) {
+	case *nativepb.Action_Send:
+		return len(x.Send.GetBytes()) + 64
+	case *nativepb.Action_Publish:
+		return len(x.Publish.GetPayload()) + len(x.Publish.GetTopic()) + 64
+	case *nativepb.Action_RawPublish:
+		return len(x.RawPublish.GetPayload()) + len(x.RawPublish.GetTopic()) + 64
+	}
+	return 64
 }
 
 // answer delivers a result to the action waiting for it.

@@ -713,3 +713,26 @@ gateway.exproto {
 		t.Fatalf("-v lists them (the cookie redacted): %v\n%s", err, stderr)
 	}
 }
+
+// node.gc_percent and node.memory_limit set the Go runtime's GOGC and
+// GOMEMLIMIT; the environment's own variables win, with a warning.
+func TestMemorySettings(t *testing.T) {
+	body := `
+log: {level: info}
+node: {gc_percent: 400, memory_limit: 512MB}
+api: {enable: false}
+broker: {embedded: {listeners: {tcp: {bind: "127.0.0.1:0"}}}}
+gateway: {exproto: {server: {bind: "127.0.0.1:0"}, listeners: {tcp: {default: {bind: "127.0.0.1:0"}}}}}
+`
+	n := startNode(t, body)
+	early := strings.Join(n.early, "\n")
+	if !strings.Contains(early, "gc_percent=400") || !strings.Contains(early, "memory_limit_bytes=536870912") {
+		t.Fatalf("memory settings not applied:\n%s", early)
+	}
+	t.Setenv("GOGC", "50")
+	n = startNode(t, body)
+	early = strings.Join(n.early, "\n")
+	if !strings.Contains(early, "GOGC is set in the environment") || strings.Contains(early, "gc_percent=400 memory") {
+		t.Fatalf("GOGC from the environment did not win:\n%s", early)
+	}
+}

@@ -86,6 +86,26 @@ func (s *Server) Send(ctx context.Context, r *pb.SendBytesRequest) (*pb.CodeResp
 		func(c *channel.Channel) error { return c.Send(r.GetBytes()) })
 }
 
+// TrySend is Send for a caller that must not wait: ok reports that the
+// answer is final. When it is not, n bytes were written (the device's
+// socket is full, or cannot be written without waiting) and the caller
+// Sends the rest.
+func (s *Server) TrySend(r *pb.SendBytesRequest) (resp *pb.CodeResponse, n int, ok bool) {
+	if !channel.ValidID(r.GetConn()) {
+		return nil, 0, false
+	}
+	c, found := s.reg.Get(r.GetConn())
+	if !found {
+		return nil, 0, false // perhaps another node's: Send forwards it
+	}
+	n, complete, err := c.TrySend(r.GetBytes())
+	if !complete {
+		return nil, n, false
+	}
+	resp, _ = result(err)
+	return resp, n, true
+}
+
 func (s *Server) Close(ctx context.Context, r *pb.CloseSocketRequest) (*pb.CodeResponse, error) {
 	return s.on(ctx, r.GetConn(),
 		func(p pb.ConnectionAdapterClient, ctx context.Context) (*pb.CodeResponse, error) {

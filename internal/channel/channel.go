@@ -505,6 +505,38 @@ func (c *Channel) Send(b []byte) error {
 	return nil
 }
 
+// TrySend is Send for a caller that must not wait (a native handler
+// stream's reader): it writes what the socket takes at once. complete is
+// false when it could not write b whole without waiting, with n bytes of b
+// written (0 when the socket is not plain TCP or another write is under
+// way); the caller then Sends b[n:], in order before anything else for
+// this device.
+func (c *Channel) TrySend(b []byte) (n int, complete bool, err error) {
+	if c.raw == nil || len(b) == 0 {
+		return 0, false, nil
+	}
+	if c.State() == Closed {
+		return 0, true, ErrNotAlive
+	}
+	if !c.wmu.TryLock() {
+		return 0, false, nil
+	}
+	n, err = tryWrite(c.raw, b)
+	c.wmu.Unlock()
+	c.bytesOut.Add(int64(n))
+	c.cfg.Stats.BytesSent.Add(int64(n))
+	switch {
+	case err != nil:
+		c.closeWith(peerClosedReason(err, c.tls), false)
+		return n, true, ErrNotAlive
+	case n < len(b):
+		return n, false, nil
+	}
+	c.writes.Add(1)
+	c.traceSelf("send", "", b)
+	return n, true, nil
+}
+
 // write writes b whole, within SendTimeout. Called with wmu held.
 func (c *Channel) write(b []byte) (int, error) {
 	var done int

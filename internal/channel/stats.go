@@ -24,7 +24,10 @@ type Stats struct {
 	AuthzDenied       atomic.Int64
 	Banned            atomic.Int64 // authentications refused for a ban
 	CloseFailed       atomic.Int64 // OnSocketClosed calls that failed or timed out
-	Closing           atomic.Int64 // closed devices whose OnSocketClosed is not answered yet
+	// NativeRefused counts native handlers' actions refused because too
+	// many waited for their device.
+	NativeRefused atomic.Int64
+	Closing       atomic.Int64 // closed devices whose OnSocketClosed is not answered yet
 
 	loginFailed sampler // warnings of failed authentications
 	closeFailed sampler // warnings of failed OnSocketClosed calls

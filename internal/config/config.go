@@ -109,10 +109,21 @@ func Loopback(bind string) bool {
 // Enabled reports whether the API runs (nil means on).
 func (a API) Enabled() bool { return a.Enable == nil || *a.Enable }
 
-// Node names this gateway instance.
+// Node names this gateway instance and sets its Go runtime's memory rules.
 type Node struct {
 	// Name is reported as Message.node in every delivery. Default "exgate@127.0.0.1".
 	Name string `yaml:"name"`
+	// GCPercent is Go's GOGC: the heap may grow this many percent over the
+	// live heap before a collection. Higher costs memory and saves CPU
+	// (400: ~20% less gateway CPU per unary echo, ~7% native, at up to
+	// 5× the live heap). Default 100 (Go's); the GOGC variable, if set,
+	// wins. Read at start.
+	GCPercent int `yaml:"gc_percent"`
+	// MemoryLimit is Go's GOMEMLIMIT, a soft limit on the process's memory:
+	// near it, the collector runs more often whatever gc_percent says. 0
+	// (default) sets none; the GOMEMLIMIT variable, if set, wins. Read at
+	// start.
+	MemoryLimit Size `yaml:"memory_limit"`
 }
 
 // Log sets up log/slog.

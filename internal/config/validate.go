@@ -19,6 +19,12 @@ func (c *Config) Validate() error {
 	if c.Node.Name == "" {
 		bad("node.name", "must not be empty")
 	}
+	if c.Node.GCPercent < 0 {
+		bad("node.gc_percent", "must not be negative (0 means Go's default, 100)")
+	}
+	if c.Node.MemoryLimit < 0 {
+		bad("node.memory_limit", "must not be negative")
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "warning", "error":
 	default:

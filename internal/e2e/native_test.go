@@ -240,3 +240,91 @@ func TestNativeStaleDone(t *testing.T) {
 	}
 	raw.act(done(conn, ev.Seq))
 }
+
+// A handler that floods one device whose socket does not drain gets a
+// clear refusal once 10,000 actions wait for it, counted; the device's
+// Done still goes through, and nothing is buffered without bound.
+func TestNativeActionFloodRefused(t *testing.T) {
+	raw := &rawNative{ups: make(chan *nativepb.Up, 1000), down: make(chan *nativepb.Down, 100)}
+	srv := grpc.NewServer()
+	nativepb.RegisterHandlerServer(srv, raw)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	e := startOn(t, "tcp+native", func(c *config.Config) {
+		c.Gateway.ExProto.Handler.Address = config.Addresses{"http://" + ln.Addr().String()}
+	})
+	dev, err := e.rawDial(false) // never reads
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	var ev *nativepb.Event
+	for ev == nil {
+		if ev, _ = raw.next(t, 5*time.Second); ev == nil {
+			t.Fatal("no socket_created")
+		}
+	}
+	conn := ev.GetSocketCreated().GetConn()
+	send := func(ref uint64, n int) *nativepb.Action {
+		return &nativepb.Action{Ref: ref, Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn, Bytes: make([]byte, n)}}}
+	}
+	// Four 3 MiB Sends fill the socket and hold the device's worker (one
+	// message each: exgate takes messages up to 5 MiB); 10,050 more wait.
+	const big = 4
+	for i := range big {
+		raw.act(send(uint64(1+i), 3<<20))
+	}
+	var tiny []*nativepb.Action
+	for i := range 10_050 {
+		tiny = append(tiny, send(uint64(1+big+i), 1))
+	}
+	raw.act(tiny...)
+	raw.act(done(conn, ev.Seq))
+	// About 50 are refused: the worker may or may not have taken big Sends
+	// off the queue before it blocked.
+	refused := 0
+	for {
+		within := 5 * time.Second
+		if refused >= 50 {
+			within = 300 * time.Millisecond
+		}
+		ev, res := raw.next(t, within)
+		if ev != nil {
+			t.Fatalf("event %v while the device is stuck", ev)
+		}
+		if res == nil {
+			break
+		}
+		if res.Ref <= big && res.Code == pb.ResultCode_SUCCESS {
+			continue // the socket took it before it filled
+		}
+		if res.Code != pb.ResultCode_UNKNOWN || !strings.Contains(res.Message, "actions wait") {
+			t.Fatalf("result %v while the device is stuck", res)
+		}
+		refused++
+	}
+	if refused < 46 || refused > 54 {
+		t.Fatalf("%d refusals, want about 50", refused)
+	}
+	if n := e.g.Stats.NativeRefused.Load(); n != int64(refused) {
+		t.Fatalf("counted %d refusals, saw %d", n, refused)
+	}
+	// The device goes: what waited for it is answered, and its last event
+	// comes.
+	dev.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ev, res := raw.next(t, time.Until(deadline))
+		if ev == nil && res == nil {
+			t.Fatal("no socket_closed after the device closed")
+		}
+		if ev != nil && ev.GetSocketClosed() != nil {
+			raw.act(done(conn, ev.Seq))
+			return
+		}
+	}
+}

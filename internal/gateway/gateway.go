@@ -174,7 +174,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 // newHandler starts a handler client whose lost devices are closed.
 func (g *Gateway) newHandler(h config.Handler) (*handler.Client, error) {
 	c, err := handler.New(handler.Options{Config: h, Logger: g.log.With("component", "handler"), Lost: g.kick,
-		Adapter: g.adapter, Node: g.cfg.Node.Name, Version: func() string { return cmp.Or(g.Version, "dev") },
+		// A native handler's batch may hold one action as large as an
+		// adapter request may be, and 1 MiB of others.
+		Adapter: g.adapter, Refused: &g.Stats.NativeRefused, MaxRecv: int(g.cfg.Gateway.ExProto.Server.MaxRecvMessageSize) + 1<<20, Node: g.cfg.Node.Name, Version: func() string { return cmp.Or(g.Version, "dev") },
 		Observe: func(method string, d time.Duration, err error) {
 			code := ""
 			if err != nil {

@@ -60,6 +60,12 @@ type Options struct {
 	// Adapter applies a native handler's actions (service_name: native):
 	// the gateway's ConnectionAdapter, called in process.
 	Adapter pb.ConnectionAdapterServer
+	// MaxRecv bounds one message from a native handler (a batch of
+	// actions); 0 means 4 MiB + 1 MiB.
+	MaxRecv int
+	// Refused counts native actions refused because too many waited for
+	// their device; nil counts nowhere.
+	Refused *atomic.Int64
 	// Node and Version introduce the gateway to a native handler; Version
 	// is asked when a stream opens.
 	Node    string
@@ -73,7 +79,9 @@ type Client struct {
 	longLive bool
 	native   bool
 	adapter  pb.ConnectionAdapterServer // native mode's actions go here
-	timeout  time.Duration              // of one native action
+	refused  *atomic.Int64
+	maxRecv  int           // of one native Down message
+	timeout  time.Duration // of one native action
 	node     string
 	version  func() string
 	log      *slog.Logger
@@ -83,10 +91,6 @@ type Client struct {
 
 	mu   sync.Mutex
 	pins map[string]*endpoint // conn id → endpoint, from OnSocketCreated to OnSocketClosed
-
-	// Refused counts native actions refused because too many waited for
-	// their device.
-	Refused atomic.Int64
 
 	ctx     context.Context // ends with Close
 	cancel  context.CancelFunc
@@ -113,8 +117,9 @@ type endpoint struct {
 func New(o Options) (*Client, error) {
 	h := o.Config
 	c := &Client{service: h.ServiceName, longLive: h.ServiceName == "ConnectionHandler" && h.Streaming == "long_lived",
-		native: h.ServiceName == config.Native, adapter: o.Adapter, timeout: h.RequestTimeout, node: o.Node, version: o.Version,
-		log: o.Logger, lost: o.Lost, observe: o.Observe, pins: map[string]*endpoint{}}
+		native: h.ServiceName == config.Native, adapter: o.Adapter, timeout: h.RequestTimeout, node: o.Node, version: o.Version, refused: cmp.Or(o.Refused, new(atomic.Int64)),
+		maxRecv: cmp.Or(o.MaxRecv, 5<<20),
+		log:     o.Logger, lost: o.Lost, observe: o.Observe, pins: map[string]*endpoint{}}
 	if c.native && c.adapter == nil {
 		return nil, errors.New("handler: native mode needs an adapter")
 	}

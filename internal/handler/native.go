@@ -114,8 +114,9 @@ func (ne *nativeEndpoint) stream(ctx context.Context, wait bool) (*nativeStream,
 	stop := context.AfterFunc(ctx, cancel) // the open itself is bounded by the caller
 	var opts []grpc.CallOption
 	if wait {
-		opts = waitForReady
+		opts = append(opts, waitForReady...)
 	}
+	opts = append(opts, grpc.MaxCallRecvMsgSize(ne.c.maxRecv))
 	s, err := nativepb.NewHandlerClient(ne.ep.conn).Connect(sctx, opts...)
 	if err == nil {
 		err = s.Send(&nativepb.Up{Hello: &nativepb.Hello{Node: ne.c.node, Version: ne.c.versionString(), Features: []string{}}})
@@ -232,7 +233,19 @@ func (st *nativeStream) take(up *nativepb.Up) *nativepb.Up {
 	if up == nil {
 		up = &nativepb.Up{}
 	}
-	n := min(len(st.events), maxBatch-len(up.Events))
+	size := 0
+	for _, ev := range up.Events {
+		size += eventSize(ev)
+	}
+	n := 0
+	for n < len(st.events) && len(up.Events)+n < maxBatch {
+		es := eventSize(st.events[n])
+		if size+es > maxBatchBytes && len(up.Events)+n > 0 {
+			break // a big event goes in a message of its own
+		}
+		size += es
+		n++
+	}
 	up.Events = append(up.Events, st.events[:n]...)
 	st.events = shift(st.events, n)
 	n = min(len(st.results), maxBatch-len(up.Results))
@@ -242,6 +255,26 @@ func (st *nativeStream) take(up *nativepb.Up) *nativepb.Up {
 		st.signal() // more than one batch: go round again
 	}
 	return up
+}
+
+// maxBatchBytes bounds the payload bytes of one Up message (a single
+// larger event goes alone), well under gRPC's default 4 MiB a handler
+// accepts.
+const maxBatchBytes = 1 << 20
+
+// eventSize approximates an event's share of a message.
+func eventSize(ev *nativepb.Event) int {
+	switch x := ev.Event.(type) {
+	case *nativepb.Event_ReceivedBytes:
+		return len(x.ReceivedBytes.GetBytes()) + 64
+	case *nativepb.Event_ReceivedMessages:
+		n := 64
+		for _, m := range x.ReceivedMessages.GetMessages() {
+			n += len(m.Payload) + len(m.Topic) + len(m.From) + 64
+		}
+		return n
+	}
+	return 256
 }
 
 // shift drops the first n items, letting a burst's backing array go once
@@ -310,10 +343,10 @@ func (st *nativeStream) route(a *nativepb.Action) {
 			}
 			st.mu.Unlock()
 			st.signal()
-			st.ne.c.Refused.Add(1)
+			st.ne.c.refused.Add(1)
 			st.ne.refusedLog.Do(func() {
 				st.ne.c.log.Warn("native handler sends actions faster than a device takes them: refused", "conn", conn,
-					"max_queued", maxDeviceActions, "refused_total", st.ne.c.Refused.Load())
+					"max_queued", maxDeviceActions, "refused_total", st.ne.c.refused.Load())
 			})
 			return
 		}
@@ -321,12 +354,26 @@ func (st *nativeStream) route(a *nativepb.Action) {
 		st.mu.Unlock()
 		return
 	}
+	st.mu.Unlock()
+	// Only this goroutine adds queues: the device has none until it does.
 	if d, ok := a.Action.(*nativepb.Action_Done); ok {
-		st.mu.Unlock()
 		st.finish(d.Done)
 		return
 	}
+	if x, ok := a.Action.(*nativepb.Action_Send); ok {
+		// A device with nothing queued is written to at once when its
+		// socket takes the bytes without waiting (the common case), saving
+		// a hand-over to a worker; the rest of a write that would wait goes
+		// to the device's worker, first in its queue.
+		if resp, n, ok := st.trySend(x.Send); ok {
+			st.answer(a.Ref, resp, nil)
+			return
+		} else if n > 0 {
+			a = &nativepb.Action{Ref: a.Ref, Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn, Bytes: x.Send.Bytes[n:]}}}
+		}
+	}
 	q := &actionQueue{items: []*nativepb.Action{a}}
+	st.mu.Lock()
 	st.acts[conn] = q
 	st.mu.Unlock()
 	st.ne.c.actions.Go(func() { st.work(conn, q) })
@@ -411,10 +458,25 @@ func (st *nativeStream) apply(a *nativepb.Action) {
 	default:
 		r = &pb.CodeResponse{Code: pb.ResultCode_UNKNOWN, Message: "unknown action"}
 	}
-	if a.Ref == 0 {
+	st.answer(a.Ref, r, err)
+}
+
+// trySend is the adapter's TrySend, when it has one: it never waits.
+func (st *nativeStream) trySend(r *pb.SendBytesRequest) (*pb.CodeResponse, int, bool) {
+	if ts, ok := st.ne.c.adapter.(interface {
+		TrySend(*pb.SendBytesRequest) (*pb.CodeResponse, int, bool)
+	}); ok {
+		return ts.TrySend(r)
+	}
+	return nil, 0, false
+}
+
+// answer queues the result of the action ref (none for ref 0).
+func (st *nativeStream) answer(ref uint64, r *pb.CodeResponse, err error) {
+	if ref == 0 {
 		return
 	}
-	res := &nativepb.Result{Ref: a.Ref, Code: r.GetCode(), Message: r.GetMessage()}
+	res := &nativepb.Result{Ref: ref, Code: r.GetCode(), Message: r.GetMessage()}
 	if err != nil {
 		res.Code, res.Message = pb.ResultCode_UNKNOWN, err.Error()
 	}
