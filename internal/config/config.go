@@ -148,9 +148,10 @@ type External struct {
 	// Servers are tried in order, moving on when one cannot be reached:
 	// "tcp://host:1883", "ssl://host:8883" (or "mqtt://", "mqtts://").
 	Servers []string `yaml:"servers,omitempty"`
-	// ProtocolVersion is 5 (default) or 4 (MQTT 3.1.1: no publisher id in
-	// deliveries, no reason codes).
-	ProtocolVersion int `yaml:"protocol_version,omitempty"`
+	// ProtocolVersion is auto (default: MQTT 5, and MQTT 3.1.1 with a server
+	// that refuses MQTT 5, as RabbitMQ and NATS do), 5, or 4 (MQTT 3.1.1:
+	// no publisher id in deliveries, no reason codes).
+	ProtocolVersion MQTTVersion `yaml:"protocol_version,omitempty"`
 	// ClientIDPrefix is put before every device's clientid upstream, and
 	// taken off again; "" by default.
 	ClientIDPrefix string `yaml:"clientid_prefix,omitempty"`

@@ -133,3 +133,30 @@ func ParseAccessRule(s string) (AccessRule, error) {
 	r.Prefix = netip.PrefixFrom(a, a.BitLen())
 	return r, nil
 }
+
+// MQTTVersion is an upstream session's MQTT version: 4 (3.1.1), 5, or
+// auto (0): MQTT 5, falling back to 3.1.1 for a server that refuses it.
+type MQTTVersion int
+
+// UnmarshalYAML reads auto, 4, 5, "3.1.1" or "5.0".
+func (v *MQTTVersion) UnmarshalYAML(n *yaml.Node) error {
+	switch strings.ToLower(strings.TrimSpace(n.Value)) {
+	case "auto", "":
+		*v = 0
+	case "4", "3.1.1":
+		*v = 4
+	case "5", "5.0":
+		*v = 5
+	default:
+		return fmt.Errorf("line %d: protocol_version %q is not one of auto, 4 (MQTT 3.1.1), 5", n.Line, n.Value)
+	}
+	return nil
+}
+
+// MarshalYAML writes auto, 4 or 5.
+func (v MQTTVersion) MarshalYAML() (any, error) {
+	if v == 0 {
+		return "auto", nil
+	}
+	return int(v), nil
+}

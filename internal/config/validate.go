@@ -59,7 +59,7 @@ func (c *Config) Validate() error {
 			}
 		}
 		if m.ProtocolVersion != 0 && m.ProtocolVersion != 4 && m.ProtocolVersion != 5 {
-			bad("broker.mqtt.protocol_version", "%d is not 4 or 5", m.ProtocolVersion)
+			bad("broker.mqtt.protocol_version", "%d is not auto, 4 or 5", m.ProtocolVersion)
 		}
 		if m.Keepalive < 0 || m.ConnectTimeout < 0 {
 			bad("broker.mqtt", "keepalive and connect_timeout must not be negative")

@@ -49,6 +49,9 @@ type Broker struct {
 	tls     *tls.Config
 	next    atomic.Int32 // index of the server that last worked
 	probes  atomic.Uint64
+	// versions holds, per server, the MQTT version learned with
+	// protocol_version auto: 0 until a session succeeded, then 5 or 4.
+	versions []atomic.Int32
 
 	// rawMu guards the gateway's own session, for RawPublish: nil until
 	// needed. It is never held across network I/O: one caller dials
@@ -79,16 +82,13 @@ func New(o Options) (*Broker, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := o.Config
-	if c.ProtocolVersion == 0 {
-		c.ProtocolVersion = 5
-	}
 	if c.Keepalive == 0 {
 		c.Keepalive = 60 * time.Second
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 5 * time.Second
 	}
-	b := &Broker{cfg: c, node: o.Node, log: o.Logger}
+	b := &Broker{cfg: c, node: o.Node, log: o.Logger, versions: make([]atomic.Int32, len(c.Servers))}
 	for _, u := range c.Servers {
 		addr, useTLS, err := config.ServerAddress(u)
 		if err != nil {
@@ -176,16 +176,50 @@ func (b *Broker) connect(ctx context.Context, ci broker.ClientInfo, password str
 	}
 	h.Closed = func(err error) { closed(b.why(err, srv)) }
 	ka := uint16(min(b.cfg.Keepalive/time.Second, 65535))
-	var sess broker.Session
-	if b.cfg.ProtocolVersion == 4 {
-		sess, err = connectV4(ctx, conn, up, password, ka, h)
-	} else {
-		sess, err = connectV5(ctx, conn, up, password, ka, h)
-	}
+	sess, err := b.open(ctx, conn, srv, up, password, ka, h)
 	if err != nil {
 		return nil, srv, err
 	}
 	return &background{Session: sess, wg: &b.closing}, srv, nil
+}
+
+// open starts a session on server srv over conn in the server's MQTT
+// version. With protocol_version auto, a server whose version is not known
+// yet is asked for MQTT 5; one that refuses it (hangs up without a
+// CONNACK, or answers "unsupported version") is dialled again and spoken
+// to in MQTT 3.1.1 from then on, logged once.
+func (b *Broker) open(ctx context.Context, conn net.Conn, srv server, ci broker.ClientInfo, password string, ka uint16, h broker.Handlers) (broker.Session, error) {
+	v := int32(b.cfg.ProtocolVersion)
+	if v == 0 {
+		v = b.versions[srv.idx].Load()
+	}
+	if v == 4 {
+		return connectV4(ctx, conn, ci, password, ka, h)
+	}
+	s, err := connectV5(ctx, conn, ci, password, ka, h)
+	if b.cfg.ProtocolVersion != 0 || v != 0 {
+		return s, err
+	}
+	if err == nil {
+		b.versions[srv.idx].CompareAndSwap(0, 5)
+		return s, nil
+	}
+	if !errors.Is(err, errNoMQTT5) {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
+	conn, derr := b.dialServer(dctx, srv)
+	cancel()
+	if derr != nil {
+		return nil, errors.Join(err, derr)
+	}
+	if s, err = connectV4(ctx, conn, ci, password, ka, h); err != nil {
+		return nil, err
+	}
+	if b.versions[srv.idx].CompareAndSwap(0, 4) {
+		b.log.Warn("upstream broker refused MQTT 5: its sessions use MQTT 3.1.1 (no publisher id in deliveries, takeover inferred)", "server", srv.url)
+	}
+	return s, nil
 }
 
 // background closes a device's session without waiting for the upstream's
@@ -225,12 +259,7 @@ func (b *Broker) probe(ctx context.Context, s server) error {
 	}
 	ci := broker.ClientInfo{ClientID: fmt.Sprintf("%sexgate-probe-%s-%d", b.cfg.ClientIDPrefix, b.node, b.probes.Add(1)), Username: b.cfg.Username}
 	h := broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(error) {}}
-	var sess broker.Session
-	if b.cfg.ProtocolVersion == 4 {
-		sess, err = connectV4(ctx, conn, ci, b.cfg.Password, 0, h)
-	} else {
-		sess, err = connectV5(ctx, conn, ci, b.cfg.Password, 0, h)
-	}
+	sess, err := b.open(ctx, conn, s, ci, b.cfg.Password, 0, h)
 	if err != nil {
 		return err
 	}
@@ -307,19 +336,14 @@ func (b *Broker) rawSession(ctx context.Context) (broker.Session, error) {
 }
 
 func (b *Broker) connectRaw(ctx context.Context) (broker.Session, error) {
-	conn, _, err := b.dial(ctx)
+	conn, srv, err := b.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
 	ci := broker.ClientInfo{ClientID: b.cfg.ClientIDPrefix + "exgate-" + b.node, Username: b.cfg.Username, From: "exproto"}
 	h := broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(error) {}}
 	ka := uint16(min(b.cfg.Keepalive/time.Second, 65535))
-	var s broker.Session
-	if b.cfg.ProtocolVersion == 4 {
-		s, err = connectV4(ctx, conn, ci, b.cfg.Password, ka, h)
-	} else {
-		s, err = connectV5(ctx, conn, ci, b.cfg.Password, ka, h)
-	}
+	s, err := b.open(ctx, conn, srv, ci, b.cfg.Password, ka, h)
 	if err != nil {
 		return nil, fmt.Errorf("raw publish session: %w", err)
 	}

@@ -3,8 +3,12 @@ package mqtt
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,11 +18,11 @@ import (
 )
 
 // A broker that speaks MQTT 3.1.1 only (RabbitMQ's and NATS's MQTT) hangs
-// up on an MQTT 5 CONNECT without a CONNACK; the error says what to set
-// instead of a bare EOF.
+// up on an MQTT 5 CONNECT without a CONNACK; with protocol_version 5 the
+// error says what to set instead of a bare EOF.
 func TestMQTT5RefusedByA311BrokerSaysWhy(t *testing.T) {
 	ln := hangingUp(t, true)
-	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + ln.Addr().String()}}, Node: "n"})
+	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + ln.Addr().String()}, ProtocolVersion: 5}, Node: "n"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +30,7 @@ func TestMQTT5RefusedByA311BrokerSaysWhy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err = b.Connect(ctx, broker.ClientInfo{ClientID: "dev"}, "", broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(error) {}})
-	if err == nil || !strings.Contains(err.Error(), "protocol_version: 4") {
+	if err == nil || !strings.Contains(err.Error(), "protocol_version: auto or 4") {
 		t.Fatalf("connect to a broker that hangs up: %v, want the protocol_version hint", err)
 	}
 }
@@ -80,4 +84,108 @@ func hangingUp(t *testing.T, readFirst bool) net.Listener {
 		}
 	}()
 	return ln
+}
+
+// With protocol_version auto (the default), a server that hangs up on
+// MQTT 5 is spoken to in MQTT 3.1.1: the first session asks once, later
+// ones go straight to 3.1.1, and messages flow.
+func TestAutoFallsBackToMQTT311(t *testing.T) {
+	up := testbroker.Start(t)
+	proxy, v5 := onlyMQTT311(t, up.Addr)
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + proxy}}, Node: "n", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan broker.Message, 1)
+	sub, err := b.Connect(ctx, broker.ClientInfo{ClientID: "sub"}, "", broker.Handlers{Deliver: func(m broker.Message) { got <- m }, Closed: func(error) {}})
+	if err != nil {
+		t.Fatalf("first session: %v", err)
+	}
+	defer sub.Close()
+	if err := sub.Subscribe(ctx, "auto/t", 1); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := b.Connect(ctx, broker.ClientInfo{ClientID: "pub"}, "", broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(error) {}})
+	if err != nil {
+		t.Fatalf("second session: %v", err)
+	}
+	defer pub.Close()
+	if err := pub.Publish(ctx, "auto/t", 1, []byte("over 3.1.1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if string(m.Payload) != "over 3.1.1" {
+			t.Fatalf("got %q", m.Payload)
+		}
+	case <-ctx.Done():
+		t.Fatal("no delivery")
+	}
+	if n := v5.Load(); n != 1 {
+		t.Fatalf("%d MQTT 5 CONNECTs reached the 3.1.1-only server, want 1 (then it is known)", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "refused MQTT 5") {
+		t.Fatalf("the fallback was not logged:\n%s", logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// onlyMQTT311 is a proxy to upstream that hangs up on MQTT 5 CONNECTs, as
+// RabbitMQ's and NATS's MQTT do; v5 counts them.
+func onlyMQTT311(t *testing.T, upstream string) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v5 := new(atomic.Int64)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				// CONNECT: fixed header, remaining length (short here), then
+				// the protocol name "MQTT" (2+4 bytes) and the level.
+				head := make([]byte, 9)
+				if _, err := io.ReadFull(c, head); err != nil {
+					return
+				}
+				if head[8] == 5 {
+					v5.Add(1)
+					return
+				}
+				u, err := net.Dial("tcp", upstream)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				if _, err := u.Write(head); err != nil {
+					return
+				}
+				go func() { _, _ = io.Copy(u, c); u.Close() }()
+				_, _ = io.Copy(c, u)
+			})
+		}
+	})
+	return ln.Addr().String(), v5
 }

@@ -24,7 +24,15 @@ const (
 	rcSessionTakenOver    = 0x8E
 	rcAdministrativeClose = 0x98
 	rcBanned              = 0x8A
+	rcUnsupportedVersion  = 0x84
+	// rcV3BadVersion is a 3.1.1 server's CONNACK "unacceptable protocol
+	// version", read as a v5 CONNACK.
+	rcV3BadVersion = 0x01
 )
+
+// errNoMQTT5 marks a server that refused an MQTT 5 CONNECT as such: it hung
+// up without a CONNACK, or said the version is not supported.
+var errNoMQTT5 = errors.New("the server does not speak MQTT 5")
 
 // receiveMaximum bounds how many QoS>0 deliveries the broker keeps in flight
 // to one session; paho sizes a channel by it, so the default 65535 would cost
@@ -83,13 +91,16 @@ func connectV5(ctx context.Context, conn net.Conn, ci broker.ClientInfo, passwor
 		if ca != nil && (ca.ReasonCode == rcNotAuthorized || ca.ReasonCode == rcBadUserPass || ca.ReasonCode == rcBanned) {
 			return nil, fmt.Errorf("connect: %w (reason code 0x%02x)", broker.ErrNotAuthorized, ca.ReasonCode)
 		}
+		if ca != nil && (ca.ReasonCode == rcUnsupportedVersion || ca.ReasonCode == rcV3BadVersion) {
+			return nil, fmt.Errorf("connect: %w: %w (reason code 0x%02x)", errNoMQTT5, broker.ErrUnavailable, ca.ReasonCode)
+		}
 		if ca != nil {
 			return nil, fmt.Errorf("connect: %w: %v", broker.ErrUnavailable, err)
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 			// RabbitMQ's and NATS's MQTT plugins speak 3.1.1 only and hang
 			// up on an MQTT 5 CONNECT without a word.
-			return nil, fmt.Errorf("connect: %w (the broker hung up on an MQTT 5 CONNECT without a CONNACK: if it speaks MQTT 3.1.1 only, as RabbitMQ and NATS do, set broker.mqtt.protocol_version: 4)", err)
+			return nil, fmt.Errorf("connect: %w: %w (the broker hung up on an MQTT 5 CONNECT without a CONNACK: if it speaks MQTT 3.1.1 only, as RabbitMQ and NATS do, set broker.mqtt.protocol_version: auto or 4)", errNoMQTT5, err)
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
