@@ -176,7 +176,12 @@ func (b *Broker) connect(ctx context.Context, ci broker.ClientInfo, password str
 	}
 	h.Closed = func(err error) { closed(b.why(err, srv)) }
 	ka := uint16(min(b.cfg.Keepalive/time.Second, 65535))
-	sess, err := b.open(ctx, conn, srv, up, password, ka, h)
+	// A server that takes the TCP connection and then never answers (hung,
+	// or stopped) gets connect_timeout for the session too, so the device
+	// fails over to the next server within its own deadline.
+	cctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
+	sess, err := b.open(cctx, conn, srv, up, password, ka, h)
+	cancel()
 	if err != nil {
 		return nil, srv, err
 	}

@@ -1,7 +1,10 @@
 package mqtt
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/exgate/exgate/internal/broker"
 	"github.com/exgate/exgate/internal/config"
@@ -188,4 +193,125 @@ func onlyMQTT311(t *testing.T, upstream string) (string, *atomic.Int64) {
 		}
 	})
 	return ln.Addr().String(), v5
+}
+
+// The close reason tells the truth (#19's repro): a device's server stops
+// answering, a new device fails over to the next server, then the first
+// server dies. The first device's session is lost, not taken over: the
+// takeover check asks the server the session was on, not the one
+// preferred now. A hung server also costs a new device connect_timeout,
+// not its whole deadline.
+func TestLostServerIsNotATakeover(t *testing.T) {
+	m1, m2 := testbroker.Start(t), testbroker.Start(t)
+	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + m1.Addr, "tcp://" + m2.Addr}, ConnectTimeout: time.Second}, Node: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	closed := make(chan error, 1)
+	a, err := b.Connect(ctx, broker.ClientInfo{ClientID: "a"}, "", broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(err error) { closed <- err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	m1.Pause() // takes TCP connections, answers nothing
+	begin := time.Now()
+	second, err := b.Connect(ctx, broker.ClientInfo{ClientID: "b"}, "", broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(error) {}})
+	if err != nil {
+		t.Fatalf("new device with its first server hung: %v", err)
+	}
+	defer second.Close()
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Fatalf("failover from a hung server took %v (connect_timeout 1s)", took)
+	}
+	m1.Terminate()
+	select {
+	case err := <-closed:
+		t.Logf("session on the server that went: %v", err)
+		if errors.Is(err, broker.ErrTakenOver) || errors.Is(err, broker.ErrKicked) {
+			t.Fatalf("a session whose server shut down reported as taken over or kicked: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the session on the dead server was not reported closed")
+	}
+}
+
+// A server's DISCONNECT says what happened only with 0x8E (taken over) and
+// 0x98 (administrative action: a kick); shutting down (0x8B) or any other
+// code is a lost session.
+func TestServerDisconnectReasons(t *testing.T) {
+	for _, c := range []struct {
+		code             byte
+		takeover, kicked bool
+	}{{0x8E, true, false}, {0x98, false, true}, {0x8B, false, false}, {0x9C, false, false}} {
+		t.Run(fmt.Sprintf("0x%02X", c.code), func(t *testing.T) {
+			addr := disconnecting(t, c.code)
+			b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + addr}, ProtocolVersion: 5}, Node: "n"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			closed := make(chan error, 1)
+			s, err := b.Connect(ctx, broker.ClientInfo{ClientID: "d"}, "", broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(err error) { closed <- err }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			select {
+			case err := <-closed:
+				if errors.Is(err, broker.ErrTakenOver) != c.takeover || errors.Is(err, broker.ErrKicked) != c.kicked {
+					t.Fatalf("DISCONNECT 0x%02X: %v", c.code, err)
+				}
+			case <-ctx.Done():
+				t.Fatal("no close")
+			}
+		})
+	}
+}
+
+// disconnecting is an MQTT 5 server that accepts one session and then
+// sends DISCONNECT with code.
+func disconnecting(t *testing.T, code byte) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fh := packets.FixedHeader{}
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err != nil {
+			return
+		}
+		if err := fh.Decode(b[0]); err != nil {
+			return
+		}
+		r := bufio.NewReader(c)
+		n, _, err := packets.DecodeLength(r)
+		if err != nil {
+			return
+		}
+		if _, err := io.ReadFull(r, make([]byte, n)); err != nil {
+			return
+		}
+		var out bytes.Buffer
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ProtocolVersion: 5}
+		_ = ack.ConnackEncode(&out)
+		bye := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: 5, ReasonCode: code}
+		_ = bye.DisconnectEncode(&out)
+		_, _ = c.Write(out.Bytes())
+		_, _ = io.Copy(io.Discard, c)
+	})
+	return ln.Addr().String()
 }

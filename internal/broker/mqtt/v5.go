@@ -64,9 +64,17 @@ func connectV5(ctx context.Context, conn net.Conn, ci broker.ClientInfo, passwor
 			return true, nil
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) {
-			err := broker.ErrKicked
-			if d.ReasonCode == rcSessionTakenOver {
+			// Only these two say what happened to the session itself; a
+			// server shutting down (0x8B), busy, or sending clients
+			// elsewhere ended the connection, not the session's right to be.
+			var err error
+			switch d.ReasonCode {
+			case rcSessionTakenOver:
 				err = broker.ErrTakenOver
+			case rcAdministrativeClose:
+				err = broker.ErrKicked
+			default:
+				err = fmt.Errorf("broker connection lost: the broker sent DISCONNECT (reason code 0x%02x)", d.ReasonCode)
 			}
 			s.ended(h, err)
 		},
