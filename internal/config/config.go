@@ -159,6 +159,19 @@ type External struct {
 	Keepalive time.Duration `yaml:"keepalive,omitempty"`
 	// ConnectTimeout bounds one connection attempt to one server. Default 5s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout,omitempty"`
+	// Reconnect keeps a device whose upstream connection is lost (a broker
+	// node dies or restarts): its session is opened again on the
+	// configured servers and its subscriptions renewed, while its socket
+	// stays open. false closes the device with broker_session_lost at once.
+	// Default true. A takeover or a kick always closes the device.
+	Reconnect *bool `yaml:"reconnect,omitempty"`
+	// ReconnectTimeout is how long a device's session is tried again before
+	// the device is closed. Default 30s.
+	ReconnectTimeout time.Duration `yaml:"reconnect_timeout,omitempty"`
+	// ReconnectsPerSecond caps the sessions opened again per second for
+	// the whole gateway, so the devices of a lost node do not stampede the
+	// survivors. Default 200.
+	ReconnectsPerSecond int `yaml:"reconnects_per_second,omitempty"`
 	// Username and Password of the gateway's own session, used for RawPublish.
 	Username string `yaml:"username,omitempty"`
 	Password string `yaml:"password,omitempty"`
@@ -168,6 +181,10 @@ type External struct {
 
 // Enabled reports whether an upstream broker replaces the embedded one.
 func (e External) Enabled() bool { return len(e.Servers) > 0 }
+
+// Reconnects reports whether lost device sessions are opened again (nil
+// means yes).
+func (e External) Reconnects() bool { return e.Reconnect == nil || *e.Reconnect }
 
 // Cluster lets several exgate nodes serve one handler fleet.
 type Cluster struct {

@@ -58,6 +58,9 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("broker.mqtt.servers[%d]", i), "%v", err)
 			}
 		}
+		if m.ReconnectTimeout < 0 || m.ReconnectsPerSecond < 0 {
+			bad("broker.mqtt", "reconnect_timeout and reconnects_per_second must not be negative")
+		}
 		if m.ProtocolVersion != 0 && m.ProtocolVersion != 4 && m.ProtocolVersion != 5 {
 			bad("broker.mqtt.protocol_version", "%d is not auto, 4 or 5", m.ProtocolVersion)
 		}

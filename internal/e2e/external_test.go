@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	pb "github.com/exgate/exgate/exprotopb"
+
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testbroker"
 	"github.com/exgate/exgate/internal/testhandler"
@@ -31,14 +34,28 @@ func startUpstream(t *testing.T, m *testbroker.Mosquitto, mutate func(*config.Co
 }
 
 func TestUpstreamDown(t *testing.T) {
+	for _, keep := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reconnect=%v", keep), func(t *testing.T) { testUpstreamDown(t, keep) })
+	}
+}
+
+func testUpstreamDown(t *testing.T, keep bool) {
 	m := testbroker.Start(t)
-	e := startUpstream(t, m, nil)
+	e := startUpstream(t, m, func(c *config.Config) {
+		c.Broker.MQTT.Reconnect = &keep
+		c.Broker.MQTT.ReconnectTimeout = 2 * time.Second
+	})
 	d := e.dial()
 	d.connect("before", 0)
 	m.Stop()
-	// Its session is gone with the broker: the device is closed.
+	// Its session is gone with the broker, and no other server takes it:
+	// the device is closed, at once or after reconnect_timeout.
+	begin := time.Now()
 	if r := e.h.WaitClosed(t, d.id, 10*time.Second); r != "{shutdown,{error,broker_session_lost}}" {
 		t.Fatalf("reason %q", r)
+	}
+	if took := time.Since(begin); keep && took < 2*time.Second {
+		t.Fatalf("closed after %v, before reconnect_timeout (2s)", took)
 	}
 	// A clear error, never a silent drop.
 	d2 := e.dial()
@@ -265,4 +282,39 @@ func (p *stallProxy) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// A device keeps its socket when its broker node goes (#19): its session
+// is opened again on the next server with its subscription renewed, and
+// deliveries resume.
+func TestUpstreamNodeLossKeepsDevices(t *testing.T) {
+	m1, m2 := testbroker.Start(t), testbroker.Start(t)
+	e := startUpstream(t, m1, func(c *config.Config) {
+		c.Broker.MQTT.Servers = []string{"tcp://" + m1.Addr, "tcp://" + m2.Addr}
+		c.Broker.MQTT.ConnectTimeout = time.Second
+	})
+	d := e.dial()
+	d.connect("kept", 0)
+	d.subscribe("keep/me", 1)
+	m1.Terminate()
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + m2.Addr).SetClientID("app2").SetAutoReconnect(false)
+	app := mqtt.NewClient(opts)
+	if tok := app.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("mqtt connect: %v", tok.Error())
+	}
+	defer app.Disconnect(50)
+	// Retained: it reaches the device whether its session is back before
+	// or after the publish.
+	if tok := app.Publish("keep/me", 1, true, "after the loss"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	if f := d.expect(testhandler.Publish, 0); f.Payload != "after the loss" {
+		t.Fatalf("device got %+v", f)
+	}
+	if _, closed := e.h.Closed(d.id); closed {
+		t.Fatal("the device was closed")
+	}
+	d.send(Frame{Type: testhandler.Publish, Topic: "from/kept", QoS: 1, Payload: "still here"})
+	d.expect(testhandler.Puback, 0)
+	app.Publish("keep/me", 1, true, "").WaitTimeout(time.Second) // clear the retained message
 }

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/exgate/exgate/internal/broker"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/tlsconfig"
@@ -49,6 +51,8 @@ type Broker struct {
 	tls     *tls.Config
 	next    atomic.Int32 // index of the server that last worked
 	probes  atomic.Uint64
+	// reconnects paces the sessions opened again after a lost connection.
+	reconnects *rate.Limiter
 	// versions holds, per server, the MQTT version learned with
 	// protocol_version auto: 0 until a session succeeded, then 5 or 4.
 	versions []atomic.Int32
@@ -88,7 +92,14 @@ func New(o Options) (*Broker, error) {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 5 * time.Second
 	}
-	b := &Broker{cfg: c, node: o.Node, log: o.Logger, versions: make([]atomic.Int32, len(c.Servers))}
+	if c.ReconnectTimeout == 0 {
+		c.ReconnectTimeout = 30 * time.Second
+	}
+	if c.ReconnectsPerSecond == 0 {
+		c.ReconnectsPerSecond = 200
+	}
+	b := &Broker{cfg: c, node: o.Node, log: o.Logger, versions: make([]atomic.Int32, len(c.Servers)),
+		reconnects: rate.NewLimiter(rate.Limit(c.ReconnectsPerSecond), c.ReconnectsPerSecond)}
 	for _, u := range c.Servers {
 		addr, useTLS, err := config.ServerAddress(u)
 		if err != nil {
@@ -142,6 +153,14 @@ func (b *Broker) dialServer(ctx context.Context, s server) (net.Conn, error) {
 // or a CONNACK refusing for a reason other than the credentials) is
 // skipped for the next one, as one that refuses the TCP connection is.
 func (b *Broker) Connect(ctx context.Context, ci broker.ClientInfo, password string, h broker.Handlers) (broker.Session, error) {
+	if b.cfg.Reconnects() {
+		return b.connectKept(ctx, ci, password, h)
+	}
+	return b.connectAny(ctx, ci, password, h)
+}
+
+// connectAny opens one upstream session on the first server that takes it.
+func (b *Broker) connectAny(ctx context.Context, ci broker.ClientInfo, password string, h broker.Handlers) (broker.Session, error) {
 	var errs []error
 	for range b.servers {
 		sess, srv, err := b.connect(ctx, ci, password, h)

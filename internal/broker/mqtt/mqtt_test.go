@@ -199,11 +199,11 @@ func onlyMQTT311(t *testing.T, upstream string) (string, *atomic.Int64) {
 // answering, a new device fails over to the next server, then the first
 // server dies. The first device's session is lost, not taken over: the
 // takeover check asks the server the session was on, not the one
-// preferred now. A hung server also costs a new device connect_timeout,
-// not its whole deadline.
+// preferred now (reconnect off, so the loss is reported). A hung server
+// also costs a new device connect_timeout, not its whole deadline.
 func TestLostServerIsNotATakeover(t *testing.T) {
 	m1, m2 := testbroker.Start(t), testbroker.Start(t)
-	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + m1.Addr, "tcp://" + m2.Addr}, ConnectTimeout: time.Second}, Node: "n"})
+	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + m1.Addr, "tcp://" + m2.Addr}, ConnectTimeout: time.Second, Reconnect: new(bool)}, Node: "n"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestLostServerIsNotATakeover(t *testing.T) {
 
 // A server's DISCONNECT says what happened only with 0x8E (taken over) and
 // 0x98 (administrative action: a kick); shutting down (0x8B) or any other
-// code is a lost session.
+// code is a lost session (seen as such with reconnect off).
 func TestServerDisconnectReasons(t *testing.T) {
 	for _, c := range []struct {
 		code             byte
@@ -248,7 +248,7 @@ func TestServerDisconnectReasons(t *testing.T) {
 	}{{0x8E, true, false}, {0x98, false, true}, {0x8B, false, false}, {0x9C, false, false}} {
 		t.Run(fmt.Sprintf("0x%02X", c.code), func(t *testing.T) {
 			addr := disconnecting(t, c.code)
-			b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + addr}, ProtocolVersion: 5}, Node: "n"})
+			b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + addr}, ProtocolVersion: 5, Reconnect: new(bool)}, Node: "n"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -314,4 +314,107 @@ func disconnecting(t *testing.T, code byte) string {
 		_, _ = io.Copy(io.Discard, c)
 	})
 	return ln.Addr().String()
+}
+
+// Broker-node loss keeps devices (#19): 50 sessions on the first server
+// publish QoS 1 all along; the server shuts down; every session is opened
+// again on the second server with its subscription renewed, without a
+// Closed callback, and every publish call returns (success, or an error
+// within its deadline).
+func TestSessionsSurviveServerLoss(t *testing.T) {
+	m1, m2 := testbroker.Start(t), testbroker.Start(t)
+	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + m1.Addr, "tcp://" + m2.Addr},
+		ConnectTimeout: time.Second, ReconnectTimeout: 20 * time.Second}, Node: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 50
+	var closedCalls atomic.Int64
+	got := make([]chan struct{}, n)
+	sessions := make([]broker.Session, n)
+	for i := range n {
+		got[i] = make(chan struct{}, 100)
+		s, err := b.Connect(ctx, broker.ClientInfo{ClientID: fmt.Sprintf("keep-%d", i)}, "", broker.Handlers{
+			Deliver: func(broker.Message) { got[i] <- struct{}{} },
+			Closed:  func(error) { closedCalls.Add(1) },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.Subscribe(ctx, fmt.Sprintf("keep/%d", i), 1); err != nil {
+			t.Fatal(err)
+		}
+		sessions[i] = s
+	}
+	var ok, failed atomic.Int64
+	stop := make(chan struct{})
+	var pubs sync.WaitGroup
+	for _, s := range sessions {
+		pubs.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+				if s.Publish(pctx, "up/x", 1, []byte("x")) == nil {
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+				}
+				pcancel()
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	before := ok.Load()
+	m1.Terminate()
+
+	// An MQTT client of the second server reaches every device.
+	obs, err := New(Options{Config: config.External{Servers: []string{"tcp://" + m2.Addr}}, Node: "obs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Close()
+	o, err := obs.Connect(ctx, broker.ClientInfo{ClientID: "observer"}, "", broker.Handlers{Deliver: func(broker.Message) {}, Closed: func(error) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	for i := range n {
+		for reached := false; !reached; {
+			if err := o.Publish(ctx, fmt.Sprintf("keep/%d", i), 1, []byte("hi")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-got[i]:
+				reached = true
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+				t.Fatalf("device %d not reached on the second server", i)
+			}
+		}
+	}
+	after := ok.Load()
+	close(stop)
+	done := make(chan struct{})
+	go func() { pubs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a publish call did not return")
+	}
+	t.Logf("publishes acknowledged: %d before the loss, %d in all; %d answered with an error", before, ok.Load(), failed.Load())
+	if n := closedCalls.Load(); n != 0 {
+		t.Fatalf("%d devices were told their session closed", n)
+	}
+	if ok.Load() <= after && after <= before {
+		t.Fatal("no publish succeeded after the loss")
+	}
 }
