@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/banned"
 	"github.com/exgate/exgate/internal/broker"
@@ -36,6 +38,17 @@ type Handler interface {
 	OnTimerTimeout(context.Context, *pb.TimerTimeoutRequest) error
 	OnReceivedMessages(context.Context, *pb.ReceivedMessagesRequest) error
 	OnSocketClosed(context.Context, *pb.SocketClosedRequest) error
+}
+
+// AsyncHandler is a Handler that can also start a callback without waiting
+// for its answer (exgate's native stream): the channel then needs no
+// goroutine waiting per event, and the next event goes out from whichever
+// goroutine learns the answer. Start returns at once and never calls done
+// itself; done is called at most once, from any goroutine, when the handler
+// answered or the call failed. cancel forgets the call (its deadline
+// passed); done may still come.
+type AsyncHandler interface {
+	Start(req proto.Message, done func(error)) (cancel func())
 }
 
 // Credentials are what a device presents in Authenticate.
@@ -66,6 +79,9 @@ type Config struct {
 	NodeTag NodeTag // TagOf(Node), stamped on conn ids
 	Broker  broker.Broker
 	Handler Handler
+	// Async, if set, starts the events of Handler without waiting
+	// (OnSocketClosed still goes through Handler).
+	Async AsyncHandler
 	// Authenticate checks credentials; nil allows everyone. A non-nil error
 	// is the reason given to the handler.
 	Authenticate func(context.Context, Credentials) (AuthResult, error)
@@ -336,8 +352,11 @@ func (c *Channel) Received(b []byte) bool {
 			return false
 		}
 		if c.queuedReads < c.cfg.EventQueue {
-			c.push(event{kind: evBytes, bytes: b})
+			start := c.enqueue(event{kind: evBytes, bytes: b})
 			c.mu.Unlock()
+			if start {
+				c.startDispatch(true)
+			}
 			return true
 		}
 		c.mu.Unlock()

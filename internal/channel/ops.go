@@ -385,11 +385,15 @@ func (c *Channel) deliver(m broker.Message) {
 		}
 	}
 	clientID := c.client.ClientID
+	start := false
 	if msg != nil {
 		msg.Id = c.ids.next()
-		c.push(event{kind: evMessage, msg: msg})
+		start = c.enqueue(event{kind: evMessage, msg: msg})
 	}
 	c.mu.Unlock()
+	if start {
+		c.startDispatch(true) // never blocks: safe inside the broker's delivery
+	}
 	if msg != nil {
 		c.trace(clientID, "deliver", m.Topic, m.Payload)
 	}

@@ -3,8 +3,11 @@ package channel
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/exgate/exgate/exprotopb"
 )
@@ -40,6 +43,14 @@ var errDeadline = errors.New("handler did not answer within request_timeout")
 
 // push appends ev and makes sure a dispatcher runs. Called with mu held.
 func (c *Channel) push(ev event) {
+	if c.enqueue(ev) {
+		c.startDispatch(false)
+	}
+}
+
+// enqueue appends ev and reports whether the caller must start a
+// dispatcher (startDispatch), none running. Called with mu held.
+func (c *Channel) enqueue(ev event) (start bool) {
 	c.queue = append(c.queue, ev)
 	switch ev.kind {
 	case evMessage:
@@ -50,13 +61,25 @@ func (c *Channel) push(ev event) {
 	case evBytes:
 		c.queuedReads++
 	}
-	if !c.dispatching {
-		c.dispatching = true
-		if c.cfg.Pool != nil {
-			c.cfg.Pool.Go(c.dispatch)
-		} else {
-			go c.dispatch()
-		}
+	if c.dispatching {
+		return false
+	}
+	c.dispatching = true
+	return true
+}
+
+// startDispatch runs the dispatcher for an event just queued. With an
+// async handler and inline (a caller without mu that may do a little
+// work: the socket reader), the event is started right here, saving a
+// hand-over; otherwise a worker runs it. Never blocks.
+func (c *Channel) startDispatch(inline bool) {
+	switch {
+	case inline && c.cfg.Async != nil:
+		c.run(true)
+	case c.cfg.Pool != nil:
+		c.cfg.Pool.Go(c.dispatch)
+	default:
+		go c.dispatch()
 	}
 }
 
@@ -160,7 +183,13 @@ func (c *Channel) next() (ev event, msgs []*pb.Message) {
 
 // dispatch sends queued events one at a time, each only after the previous
 // one was answered, and exits when the queue is empty.
-func (c *Channel) dispatch() {
+func (c *Channel) dispatch() { c.run(false) }
+
+// run sends queued events until the queue is empty or an event was started
+// on the async handler (its answer continues from there). inline says the
+// caller must not block (an async answer, the socket reader): only async
+// starts and hand-overs happen then.
+func (c *Channel) run(inline bool) {
 	for {
 		c.mu.Lock()
 		if len(c.queue) == 0 {
@@ -189,19 +218,89 @@ func (c *Channel) dispatch() {
 			// The queue stays empty from here on (nothing is queued after
 			// OnSocketClosed) and dispatching stays true: no other
 			// dispatcher starts for this channel.
-			if p := c.cfg.Pool; p != nil {
+			switch p := c.cfg.Pool; {
+			case p != nil:
 				p.closeLater(c)
-			} else {
+			case inline:
+				go c.sayClosed()
+			default:
 				c.sayClosed()
 			}
 			return
 		}
-		err := c.call(ev, msgs)
-		if err != nil {
-			c.log.Warn("handler call failed; closing the device", "clientid", c.ClientID(), "callback", callbackNames[ev.kind], "error", err)
-			c.closeWith(handlerFailedReason(callbackNames[ev.kind], err), true)
+		if a := c.cfg.Async; a != nil {
+			c.start(a, ev, msgs)
+			return
 		}
+		c.answered(ev, msgs, c.call(ev, msgs))
 	}
+}
+
+// answered finishes an event the handler answered with err: a failure
+// closes the device.
+func (c *Channel) answered(ev event, msgs []*pb.Message, err error) {
+	if err == nil {
+		if ev.kind == evMessage {
+			c.cfg.Stats.MessagesDelivered.Add(int64(len(msgs)))
+			c.delivered.Add(int64(len(msgs)))
+		}
+		return
+	}
+	c.log.Warn("handler call failed; closing the device", "clientid", c.ClientID(), "callback", callbackNames[ev.kind], "error", err)
+	c.closeWith(handlerFailedReason(callbackNames[ev.kind], err), true)
+}
+
+// asyncCall is one event started on an async handler: its answer or its
+// deadline, whichever comes first, finishes it and sends the next event.
+type asyncCall struct {
+	c        *Channel
+	ev       event
+	msgs     []*pb.Message
+	finished atomic.Bool
+
+	mu     sync.Mutex
+	cancel func()
+	timer  *time.Timer
+}
+
+// start starts ev on a and returns at once.
+func (c *Channel) start(a AsyncHandler, ev event, msgs []*pb.Message) {
+	call := &asyncCall{c: c, ev: ev, msgs: msgs}
+	cancel := a.Start(c.request(ev, msgs), call.done)
+	call.mu.Lock()
+	call.cancel = cancel
+	if !call.finished.Load() { // an early answer needs no deadline
+		call.timer = time.AfterFunc(c.cfg.RequestTimeout, call.expired)
+	}
+	call.mu.Unlock()
+}
+
+func (call *asyncCall) done(err error) {
+	if !call.finished.CompareAndSwap(false, true) {
+		return
+	}
+	call.mu.Lock()
+	t := call.timer
+	call.mu.Unlock()
+	if t != nil {
+		t.Stop()
+	}
+	call.c.answered(call.ev, call.msgs, err)
+	call.c.run(true)
+}
+
+func (call *asyncCall) expired() {
+	if !call.finished.CompareAndSwap(false, true) {
+		return
+	}
+	call.mu.Lock()
+	cancel := call.cancel
+	call.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	call.c.answered(call.ev, call.msgs, errDeadline)
+	call.c.run(true)
 }
 
 // sayClosed makes the channel's last call, OnSocketClosed, and lets the
@@ -223,27 +322,38 @@ func (c *Channel) sayClosed() {
 	c.finish()
 }
 
+// request is the handler request of ev.
+func (c *Channel) request(ev event, msgs []*pb.Message) proto.Message {
+	switch ev.kind {
+	case evCreated:
+		return &pb.SocketCreatedRequest{Conn: c.id, Conninfo: c.info}
+	case evBytes:
+		return &pb.ReceivedBytesRequest{Conn: c.id, Bytes: ev.bytes}
+	case evTimeout:
+		return &pb.TimerTimeoutRequest{Conn: c.id, Type: pb.TimerType_KEEPALIVE}
+	case evMessage:
+		return &pb.ReceivedMessagesRequest{Conn: c.id, Messages: msgs}
+	}
+	return &pb.SocketClosedRequest{Conn: c.id, Reason: ev.reason}
+}
+
 // call makes one handler call with the configured deadline.
 func (c *Channel) call(ev event, msgs []*pb.Message) error {
 	ctx, cancel := context.WithTimeoutCause(context.Background(), c.cfg.RequestTimeout, errDeadline)
 	defer cancel()
 	h := c.cfg.Handler
 	var err error
-	switch ev.kind {
-	case evCreated:
-		err = h.OnSocketCreated(ctx, &pb.SocketCreatedRequest{Conn: c.id, Conninfo: c.info})
-	case evBytes:
-		err = h.OnReceivedBytes(ctx, &pb.ReceivedBytesRequest{Conn: c.id, Bytes: ev.bytes})
-	case evTimeout:
-		err = h.OnTimerTimeout(ctx, &pb.TimerTimeoutRequest{Conn: c.id, Type: pb.TimerType_KEEPALIVE})
-	case evMessage:
-		err = h.OnReceivedMessages(ctx, &pb.ReceivedMessagesRequest{Conn: c.id, Messages: msgs})
-		if err == nil {
-			c.cfg.Stats.MessagesDelivered.Add(int64(len(msgs)))
-			c.delivered.Add(int64(len(msgs)))
-		}
-	case evClosed:
-		err = h.OnSocketClosed(ctx, &pb.SocketClosedRequest{Conn: c.id, Reason: ev.reason})
+	switch r := c.request(ev, msgs).(type) {
+	case *pb.SocketCreatedRequest:
+		err = h.OnSocketCreated(ctx, r)
+	case *pb.ReceivedBytesRequest:
+		err = h.OnReceivedBytes(ctx, r)
+	case *pb.TimerTimeoutRequest:
+		err = h.OnTimerTimeout(ctx, r)
+	case *pb.ReceivedMessagesRequest:
+		err = h.OnReceivedMessages(ctx, r)
+	case *pb.SocketClosedRequest:
+		err = h.OnSocketClosed(ctx, r)
 	}
 	if err != nil && errors.Is(context.Cause(ctx), errDeadline) {
 		err = errors.Join(errDeadline, err)

@@ -105,6 +105,9 @@ func (g *Gateway) deviceConfig(cfg *config.Config, kind listener.Kind, name stri
 	}
 	cc := g.channelConfig(cfg, kind, name, l, authn, authz)
 	cc.Handler, cc.RequestTimeout, cc.MaxRequestBytes = h, hc.RequestTimeout, int(hc.MaxRequestBytes)
+	if h.Native() {
+		cc.Async = h // events go out without a goroutine waiting for each
+	}
 	return cc, nil
 }
 

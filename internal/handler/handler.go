@@ -108,6 +108,11 @@ type endpoint struct {
 	// (long_lived); until then its events wait.
 	probed    chan struct{}
 	probeOnce sync.Once
+	// lost is set when the endpoint's connection, once ready, was lost, and
+	// cleared when it is ready again: new devices avoid it meanwhile (gRPC
+	// reports such a channel idle or connecting for a moment before it
+	// fails to reconnect).
+	lost atomic.Bool
 	// Each hint is logged at most every 5 s: a dead handler fails every
 	// device's every event, and the log must stay readable.
 	unreachable, unimplemented rate.Sometimes
@@ -185,6 +190,7 @@ func (c *Client) watch(ep *endpoint) {
 		}
 		switch {
 		case state == connectivity.Ready && next != connectivity.Ready && next != connectivity.Shutdown:
+			ep.lost.Store(true)
 			ids := c.pinnedTo(ep)
 			if len(ids) > 0 {
 				c.log.Warn("handler connection lost; closing its devices", "address", ep.addr, "devices", len(ids))
@@ -196,6 +202,7 @@ func (c *Client) watch(ep *endpoint) {
 			}
 			ep.resetStreams()
 		case next == connectivity.Ready:
+			ep.lost.Store(false)
 			c.log.Info("handler connected", "address", ep.addr, "service_name", c.service)
 			if c.longLive {
 				c.probeLong(ep)
@@ -222,11 +229,11 @@ func (c *Client) pinnedTo(ep *endpoint) []string {
 }
 
 // pin chooses the endpoint of a new device: by its conn id, among the
-// endpoints that are not failing.
+// endpoints that are not failing and did not just lose their connection.
 func (c *Client) pin(conn string) *endpoint {
 	cands := make([]*endpoint, 0, len(c.eps))
 	for _, ep := range c.eps {
-		if s := ep.conn.GetState(); s != connectivity.TransientFailure && s != connectivity.Shutdown {
+		if s := ep.conn.GetState(); s != connectivity.TransientFailure && s != connectivity.Shutdown && !ep.lost.Load() {
 			cands = append(cands, ep)
 		}
 	}
@@ -274,6 +281,47 @@ func (c *Client) Close() error {
 		c.actions.Close()
 	}
 	return nil
+}
+
+// Native reports whether the client serves exgate's native stream, and so
+// can Start events without waiting.
+func (c *Client) Native() bool { return c.native }
+
+// Start sends an event over the native stream without waiting; done gets
+// the handler's answer (channel.AsyncHandler). Only in native mode.
+func (c *Client) Start(req proto.Message, done func(error)) (cancel func()) {
+	var method, conn string
+	var ep *endpoint
+	switch r := req.(type) {
+	case *pb.SocketCreatedRequest:
+		method, conn, ep = "OnSocketCreated", r.Conn, c.pin(r.Conn)
+	case *pb.ReceivedBytesRequest:
+		method, conn = "OnReceivedBytes", r.Conn
+	case *pb.TimerTimeoutRequest:
+		method, conn = "OnTimerTimeout", r.Conn
+	case *pb.ReceivedMessagesRequest:
+		method, conn = "OnReceivedMessages", r.Conn
+	case *pb.SocketClosedRequest:
+		method, conn = "OnSocketClosed", r.Conn
+	}
+	if ep == nil {
+		ep = c.pinned(conn)
+	}
+	begin := time.Now()
+	return ep.native.start(method, conn, req, func(err error) {
+		if c.observe != nil {
+			c.observe(method, time.Since(begin), err)
+		}
+		if err != nil {
+			err = c.explain(ep, method, err)
+		}
+		if method == "OnSocketClosed" {
+			c.mu.Lock()
+			delete(c.pins, conn)
+			c.mu.Unlock()
+		}
+		done(err)
+	})
 }
 
 func (c *Client) OnSocketCreated(ctx context.Context, r *pb.SocketCreatedRequest) error {

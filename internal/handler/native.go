@@ -63,10 +63,21 @@ type nativeStream struct {
 	acts    map[string]*actionQueue
 }
 
-// waiter is a device's outstanding event.
+// waiter is a device's outstanding event: a caller waiting on ch (call),
+// or a done func (Start).
 type waiter struct {
-	seq uint64
-	ch  chan error // room for one
+	seq  uint64
+	ch   chan error // room for one
+	done func(error)
+}
+
+// answer hands the event's outcome to whoever waits for it.
+func (w *waiter) answer(err error) {
+	if w.done != nil {
+		w.done(err)
+		return
+	}
+	w.ch <- err
 }
 
 // actionQueue holds a device's actions while its worker applies them.
@@ -130,6 +141,7 @@ func (ne *nativeEndpoint) stream(ctx context.Context, wait bool) (*nativeStream,
 	ne.mu.Lock()
 	ne.cur = st
 	ne.mu.Unlock()
+	ne.ep.lost.Store(false)
 	ne.c.wg.Go(st.sendLoop)
 	ne.c.wg.Go(st.recvLoop)
 	ne.c.log.Info("native handler stream open", "address", ne.ep.addr)
@@ -149,6 +161,67 @@ func (ne *nativeEndpoint) call(ctx context.Context, method, conn string, req pro
 	if err != nil {
 		return err
 	}
+	w := &waiter{ch: make(chan error, 1)}
+	if err := st.send(conn, req, w); err != nil {
+		return err
+	}
+	select {
+	case err := <-w.ch:
+		return err
+	case <-ctx.Done():
+		st.forget(conn, w)
+		return context.Cause(ctx)
+	}
+}
+
+// start sends one event and returns; done gets the handler's Done. When
+// no stream is open, one is opened in the background (a new device waits
+// up to holdWhileReconnecting for a handler that is reconnecting).
+func (ne *nativeEndpoint) start(method, conn string, req proto.Message, done func(error)) (cancel func()) {
+	w := &waiter{done: done}
+	ne.mu.Lock()
+	st := ne.cur
+	ne.mu.Unlock()
+	if st != nil && !closed(st.done) {
+		if err := st.send(conn, req, w); err != nil {
+			go done(err) // never from inside Start
+			return func() {}
+		}
+		return func() { st.forget(conn, w) }
+	}
+	var mu sync.Mutex
+	var sent *nativeStream
+	cancelled := false
+	go func() {
+		ctx, cancel := context.WithTimeout(ne.c.ctx, holdWhileReconnecting)
+		defer cancel()
+		st, err := ne.stream(ctx, method == "OnSocketCreated")
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case cancelled:
+		case err != nil:
+			go done(err)
+		default:
+			if err := st.send(conn, req, w); err != nil {
+				go done(err)
+			} else {
+				sent = st
+			}
+		}
+	}()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		cancelled = true
+		if sent != nil {
+			sent.forget(conn, w)
+		}
+	}
+}
+
+// send queues req as the device's outstanding event, answered to w.
+func (st *nativeStream) send(conn string, req proto.Message, w *waiter) error {
 	ev := &nativepb.Event{}
 	switch r := req.(type) {
 	case *pb.SocketCreatedRequest:
@@ -164,7 +237,6 @@ func (ne *nativeEndpoint) call(ctx context.Context, method, conn string, req pro
 	default:
 		return fmt.Errorf("native: no event for %T", req)
 	}
-	w := &waiter{ch: make(chan error, 1)}
 	st.mu.Lock()
 	if st.err != nil {
 		st.mu.Unlock()
@@ -176,17 +248,16 @@ func (ne *nativeEndpoint) call(ctx context.Context, method, conn string, req pro
 	st.events = append(st.events, ev)
 	st.mu.Unlock()
 	st.signal()
-	select {
-	case err := <-w.ch:
-		return err
-	case <-ctx.Done():
-		st.mu.Lock()
-		if st.waiting[conn] == w {
-			delete(st.waiting, conn)
-		}
-		st.mu.Unlock()
-		return context.Cause(ctx)
+	return nil
+}
+
+// forget drops w if it is still the device's outstanding event.
+func (st *nativeStream) forget(conn string, w *waiter) {
+	st.mu.Lock()
+	if st.waiting[conn] == w {
+		delete(st.waiting, conn)
 	}
+	st.mu.Unlock()
 }
 
 func (st *nativeStream) signal() {
@@ -415,7 +486,7 @@ func (st *nativeStream) finish(d *nativepb.Done) {
 		}
 		err = status.Error(code, d.GetError())
 	}
-	w.ch <- err
+	w.answer(err)
 }
 
 // apply runs one action through the adapter and queues its result.
@@ -506,6 +577,7 @@ func (st *nativeStream) end(err error) {
 		reason := "{shutdown,{error,handler_stream_ended}}"
 		if s := status.Code(err); s == codes.Unavailable || errors.Is(err, context.Canceled) {
 			reason = "{shutdown,{error,handler_connection_lost}}"
+			st.ne.ep.lost.Store(true) // new devices go elsewhere until it is back
 		}
 		ids := c.pinnedTo(st.ne.ep)
 		_ = c.explain(st.ne.ep, "Connect", err)
@@ -515,7 +587,7 @@ func (st *nativeStream) end(err error) {
 		}
 	}
 	for _, w := range waiting {
-		w.ch <- st.err
+		w.answer(st.err)
 	}
 }
 
