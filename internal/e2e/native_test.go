@@ -108,6 +108,25 @@ type rawNative struct {
 	results []*nativepb.Result
 }
 
+// startRawNative serves a rawNative handler (room for ups messages) and a
+// gateway in native mode that calls it.
+func startRawNative(t *testing.T, ups int) (*rawNative, *env) {
+	t.Helper()
+	raw := &rawNative{ups: make(chan *nativepb.Up, ups), down: make(chan *nativepb.Down, 100)}
+	srv := grpc.NewServer()
+	nativepb.RegisterHandlerServer(srv, raw)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	e := startOn(t, "tcp+native", func(c *config.Config) {
+		c.Gateway.ExProto.Handler.Address = config.Addresses{"http://" + ln.Addr().String()}
+	})
+	return raw, e
+}
+
 func (r *rawNative) Connect(s nativepb.Handler_ConnectServer) error {
 	go func() {
 		for {
@@ -166,18 +185,7 @@ func done(conn string, seq uint64) *nativepb.Action {
 // outstanding; results answer refs, and ref 0 gets none; a Done with an
 // error closes the device with the callback's reason.
 func TestNativeStaleDone(t *testing.T) {
-	raw := &rawNative{ups: make(chan *nativepb.Up, 100), down: make(chan *nativepb.Down, 100)}
-	srv := grpc.NewServer()
-	nativepb.RegisterHandlerServer(srv, raw)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	e := startOn(t, "tcp+native", func(c *config.Config) {
-		c.Gateway.ExProto.Handler.Address = config.Addresses{"http://" + ln.Addr().String()}
-	})
+	raw, e := startRawNative(t, 100)
 	dev, err := e.rawDial(false)
 	if err != nil {
 		t.Fatal(err)
@@ -245,18 +253,7 @@ func TestNativeStaleDone(t *testing.T) {
 // clear refusal once 10,000 actions wait for it, counted; the device's
 // Done still goes through, and nothing is buffered without bound.
 func TestNativeActionFloodRefused(t *testing.T) {
-	raw := &rawNative{ups: make(chan *nativepb.Up, 1000), down: make(chan *nativepb.Down, 100)}
-	srv := grpc.NewServer()
-	nativepb.RegisterHandlerServer(srv, raw)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	e := startOn(t, "tcp+native", func(c *config.Config) {
-		c.Gateway.ExProto.Handler.Address = config.Addresses{"http://" + ln.Addr().String()}
-	})
+	raw, e := startRawNative(t, 1000)
 	dev, err := e.rawDial(false) // never reads
 	if err != nil {
 		t.Fatal(err)

@@ -91,21 +91,28 @@ func (k *kept) gap(err error) {
 	k.b.closing.Go(func() { k.reconnect(err) })
 }
 
-// giveUp ends the device's session for good and tells the device why.
-func (k *kept) giveUp(err error) {
+// end marks k closed, stops a reconnect, releases callers waiting for a
+// session, and returns the current upstream session; ok is false if k was
+// closed already.
+func (k *kept) end() (cur broker.Session, ok bool) {
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	if k.closed {
-		k.mu.Unlock()
-		return
+		return nil, false
 	}
 	k.closed = true
 	close(k.stop)
 	if k.cur == nil {
 		close(k.ready)
 	}
+	cur = k.cur
 	k.cur, k.curTok = nil, nil
-	k.mu.Unlock()
-	if k.h.Closed != nil {
+	return cur, true
+}
+
+// giveUp ends the device's session for good and tells the device why.
+func (k *kept) giveUp(err error) {
+	if _, ok := k.end(); ok && k.h.Closed != nil {
 		k.h.Closed(err)
 	}
 }
@@ -266,20 +273,7 @@ func (k *kept) Unsubscribe(ctx context.Context, filter string) error {
 }
 
 func (k *kept) Close() {
-	k.mu.Lock()
-	if k.closed {
-		k.mu.Unlock()
-		return
-	}
-	k.closed = true
-	close(k.stop)
-	s := k.cur
-	if s == nil {
-		close(k.ready)
-	}
-	k.cur = nil
-	k.mu.Unlock()
-	if s != nil {
+	if s, _ := k.end(); s != nil {
 		s.Close()
 	}
 }
