@@ -35,6 +35,7 @@ var forbidden = map[string][]string{
 	"internal/adapter":         {"internal/gateway", "internal/api", "internal/listener", "internal/handler"},
 	"internal/auth":            {"internal/channel", "internal/gateway", "internal/api"},
 	"internal/config":          {"internal/"}, // the leaf everyone reads
+	"internal/workers":         {"internal/"}, // a leaf: goroutines for anyone
 	"internal/gateway":         {"internal/api", "cmd/"},
 	"sdk":                      {"internal/gateway", "internal/api", "cmd/"},
 	"sdk/framing":              {"internal/", "sdk"},
