@@ -145,6 +145,11 @@ func (st *stream) queue(a *nativepb.Action) {
 	st.mu.Lock()
 	st.actions = append(st.actions, a)
 	st.mu.Unlock()
+	st.signal()
+}
+
+// signal wakes the sender; never blocks.
+func (st *stream) signal() {
 	select {
 	case st.wake <- struct{}{}:
 	default:
@@ -204,10 +209,7 @@ func (st *stream) take(down *nativepb.Down) *nativepb.Down {
 	if len(st.actions) == 0 {
 		st.actions = nil
 	} else {
-		select { // more than one message's worth: go round again
-		case st.wake <- struct{}{}:
-		default:
-		}
+		st.signal() // more than one message's worth: go round again
 	}
 	return down
 }
@@ -273,10 +275,7 @@ func (st *stream) do(ctx context.Context, a *nativepb.Action) (*pb.CodeResponse,
 	st.waiting[a.Ref] = ch
 	st.actions = append(st.actions, a)
 	st.mu.Unlock()
-	select {
-	case st.wake <- struct{}{}:
-	default:
-	}
+	st.signal()
 	select {
 	case r, ok := <-ch:
 		if !ok {

@@ -290,21 +290,12 @@ func (c *Client) Native() bool { return c.native }
 // Start sends an event over the native stream without waiting; done gets
 // the handler's answer (channel.AsyncHandler). Only in native mode.
 func (c *Client) Start(req proto.Message, done func(error)) (cancel func()) {
-	var method, conn string
+	_, method := eventOf(req)
+	conn := req.(interface{ GetConn() string }).GetConn()
 	var ep *endpoint
-	switch r := req.(type) {
-	case *pb.SocketCreatedRequest:
-		method, conn, ep = "OnSocketCreated", r.Conn, c.pin(r.Conn)
-	case *pb.ReceivedBytesRequest:
-		method, conn = "OnReceivedBytes", r.Conn
-	case *pb.TimerTimeoutRequest:
-		method, conn = "OnTimerTimeout", r.Conn
-	case *pb.ReceivedMessagesRequest:
-		method, conn = "OnReceivedMessages", r.Conn
-	case *pb.SocketClosedRequest:
-		method, conn = "OnSocketClosed", r.Conn
-	}
-	if ep == nil {
+	if method == "OnSocketCreated" {
+		ep = c.pin(conn) // a new device
+	} else {
 		ep = c.pinned(conn)
 	}
 	begin := time.Now()

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,8 +27,9 @@ import (
 // results, codes and messages are identical).
 //
 // The channel's rule is unchanged: a device has one event outstanding, and
-// its dispatcher waits for the handler's Done as it waits for a unary
-// call's answer. Actions of one device are applied in the order sent, by a
+// its next one goes out after the handler's Done, as after a unary call's
+// answer (Start hands Done to the channel; call, used for OnSocketClosed,
+// waits for it). Actions of one device are applied in the order sent, by a
 // worker of that device's own while it has any, so a device whose socket
 // is slow holds up only itself; Done waits behind the device's earlier
 // actions, as a unary callback returns only after its adapter calls did.
@@ -100,14 +102,22 @@ func (c *Client) newNative(ep *endpoint) *nativeEndpoint {
 	return &nativeEndpoint{c: c, ep: ep, turn: make(chan struct{}, 1), refusedLog: rate.Sometimes{Interval: 5 * time.Second}}
 }
 
-// stream returns the open stream, opening one if there is none. wait makes
-// the open wait (within ctx) for a handler that is reconnecting.
-func (ne *nativeEndpoint) stream(ctx context.Context, wait bool) (*nativeStream, error) {
+// open returns the endpoint's stream if one is open, else nil.
+func (ne *nativeEndpoint) open() *nativeStream {
 	ne.mu.Lock()
 	cur := ne.cur
 	ne.mu.Unlock()
 	if cur != nil && !closed(cur.done) {
-		return cur, nil
+		return cur
+	}
+	return nil
+}
+
+// stream returns the open stream, opening one if there is none. wait makes
+// the open wait (within ctx) for a handler that is reconnecting.
+func (ne *nativeEndpoint) stream(ctx context.Context, wait bool) (*nativeStream, error) {
+	if st := ne.open(); st != nil {
+		return st, nil
 	}
 	select {
 	case ne.turn <- struct{}{}:
@@ -115,11 +125,8 @@ func (ne *nativeEndpoint) stream(ctx context.Context, wait bool) (*nativeStream,
 		return nil, context.Cause(ctx)
 	}
 	defer func() { <-ne.turn }()
-	ne.mu.Lock()
-	cur = ne.cur
-	ne.mu.Unlock()
-	if cur != nil && !closed(cur.done) {
-		return cur, nil // opened while we waited
+	if st := ne.open(); st != nil {
+		return st, nil // opened while we waited
 	}
 	sctx, cancel := context.WithCancel(ne.c.ctx)
 	stop := context.AfterFunc(ctx, cancel) // the open itself is bounded by the caller
@@ -134,7 +141,7 @@ func (ne *nativeEndpoint) stream(ctx context.Context, wait bool) (*nativeStream,
 	}
 	if !stop() || err != nil {
 		cancel()
-		return nil, cmpErr(context.Cause(ctx), err)
+		return nil, cmp.Or(context.Cause(ctx), err)
 	}
 	st := &nativeStream{ne: ne, s: s, ctx: sctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1),
 		waiting: map[string]*waiter{}, acts: map[string]*actionQueue{}}
@@ -146,13 +153,6 @@ func (ne *nativeEndpoint) stream(ctx context.Context, wait bool) (*nativeStream,
 	ne.c.wg.Go(st.recvLoop)
 	ne.c.log.Info("native handler stream open", "address", ne.ep.addr)
 	return st, nil
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // call sends one event and waits for the handler's Done.
@@ -179,10 +179,7 @@ func (ne *nativeEndpoint) call(ctx context.Context, method, conn string, req pro
 // up to holdWhileReconnecting for a handler that is reconnecting).
 func (ne *nativeEndpoint) start(method, conn string, req proto.Message, done func(error)) (cancel func()) {
 	w := &waiter{done: done}
-	ne.mu.Lock()
-	st := ne.cur
-	ne.mu.Unlock()
-	if st != nil && !closed(st.done) {
+	if st := ne.open(); st != nil {
 		if err := st.send(conn, req, w); err != nil {
 			go done(err) // never from inside Start
 			return func() {}
@@ -222,19 +219,8 @@ func (ne *nativeEndpoint) start(method, conn string, req proto.Message, done fun
 
 // send queues req as the device's outstanding event, answered to w.
 func (st *nativeStream) send(conn string, req proto.Message, w *waiter) error {
-	ev := &nativepb.Event{}
-	switch r := req.(type) {
-	case *pb.SocketCreatedRequest:
-		ev.Event = &nativepb.Event_SocketCreated{SocketCreated: r}
-	case *pb.ReceivedBytesRequest:
-		ev.Event = &nativepb.Event_ReceivedBytes{ReceivedBytes: r}
-	case *pb.TimerTimeoutRequest:
-		ev.Event = &nativepb.Event_TimerTimeout{TimerTimeout: r}
-	case *pb.ReceivedMessagesRequest:
-		ev.Event = &nativepb.Event_ReceivedMessages{ReceivedMessages: r}
-	case *pb.SocketClosedRequest:
-		ev.Event = &nativepb.Event_SocketClosed{SocketClosed: r}
-	default:
+	ev, _ := eventOf(req)
+	if ev == nil {
 		return fmt.Errorf("native: no event for %T", req)
 	}
 	st.mu.Lock()
@@ -249,6 +235,24 @@ func (st *nativeStream) send(conn string, req proto.Message, w *waiter) error {
 	st.mu.Unlock()
 	st.signal()
 	return nil
+}
+
+// eventOf wraps a ConnectionHandler request as a native event, and names
+// its callback; nil for anything else.
+func eventOf(req proto.Message) (*nativepb.Event, string) {
+	switch r := req.(type) {
+	case *pb.SocketCreatedRequest:
+		return &nativepb.Event{Event: &nativepb.Event_SocketCreated{SocketCreated: r}}, "OnSocketCreated"
+	case *pb.ReceivedBytesRequest:
+		return &nativepb.Event{Event: &nativepb.Event_ReceivedBytes{ReceivedBytes: r}}, "OnReceivedBytes"
+	case *pb.TimerTimeoutRequest:
+		return &nativepb.Event{Event: &nativepb.Event_TimerTimeout{TimerTimeout: r}}, "OnTimerTimeout"
+	case *pb.ReceivedMessagesRequest:
+		return &nativepb.Event{Event: &nativepb.Event_ReceivedMessages{ReceivedMessages: r}}, "OnReceivedMessages"
+	case *pb.SocketClosedRequest:
+		return &nativepb.Event{Event: &nativepb.Event_SocketClosed{SocketClosed: r}}, "OnSocketClosed"
+	}
+	return nil, ""
 }
 
 // forget drops w if it is still the device's outstanding event.

@@ -23,7 +23,10 @@ type kept struct {
 	ci       broker.ClientInfo
 	password string
 	h        broker.Handlers // the device's
-	stop     chan struct{}   // closed by Close
+	// stopped ends with the device (Close, or giving up): a reconnect
+	// under way stops with it.
+	stopped context.Context
+	stop    context.CancelFunc
 
 	mu     sync.Mutex
 	cur    broker.Session  // nil during a gap
@@ -38,7 +41,8 @@ var _ broker.Session = (*kept)(nil)
 
 // connectKept opens a device's session that reconnects when lost.
 func (b *Broker) connectKept(ctx context.Context, ci broker.ClientInfo, password string, h broker.Handlers) (broker.Session, error) {
-	k := &kept{b: b, ci: ci, password: password, h: h, stop: make(chan struct{}), ready: make(chan struct{}), subs: map[string]byte{}}
+	k := &kept{b: b, ci: ci, password: password, h: h, ready: make(chan struct{}), subs: map[string]byte{}}
+	k.stopped, k.stop = context.WithCancel(context.Background())
 	tok := new(byte)
 	s, err := b.connectAny(ctx, ci, password, k.inner(tok))
 	if err != nil {
@@ -101,7 +105,7 @@ func (k *kept) end() (cur broker.Session, ok bool) {
 		return nil, false
 	}
 	k.closed = true
-	close(k.stop)
+	k.stop()
 	if k.cur == nil {
 		close(k.ready)
 	}
@@ -122,15 +126,8 @@ func (k *kept) giveUp(err error) {
 func (k *kept) reconnect(cause error) {
 	b := k.b
 	deadline := time.Now().Add(b.cfg.ReconnectTimeout)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(k.stopped, deadline)
 	defer cancel()
-	go func() {
-		select {
-		case <-k.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	backoff := 100 * time.Millisecond
 	last := cause
 	for attempt := 0; ; attempt++ {
@@ -165,10 +162,8 @@ func (k *kept) reconnect(cause error) {
 				}
 			}
 		}
-		select {
-		case <-k.stop:
+		if k.stopped.Err() != nil {
 			return // the device closed
-		default:
 		}
 		if ctx.Err() != nil {
 			k.giveUp(fmt.Errorf("broker connection lost: no session within reconnect_timeout %v: %w", b.cfg.ReconnectTimeout, last))
