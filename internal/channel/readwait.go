@@ -79,12 +79,16 @@ func readBuffers(size int) *sync.Pool {
 var bufPools sync.Map // int → *sync.Pool
 
 // rawConnOf returns the raw socket of a plain TCP connection, or nil.
+// Other connections say so by failing SyscallConn (the listener's do).
 func rawConnOf(conn any) syscall.RawConn {
-	tc, ok := conn.(*net.TCPConn)
+	sc, ok := conn.(syscall.Conn)
 	if !ok || !canRawRead {
 		return nil
 	}
-	rc, err := tc.SyscallConn()
+	if _, udp := conn.(*net.UDPConn); udp {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return nil
 	}

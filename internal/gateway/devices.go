@@ -204,7 +204,7 @@ func (g *Gateway) startDevice(cfg *channel.Config, conn *listener.Conn) func() {
 	if c := conn.PeerCert; c != nil {
 		info.Peercert = &pb.CertificateInfo{Cn: c.Subject.CommonName, Dn: c.Subject.String()}
 	}
-	ch := channel.New(cfg, conn.Conn, info, conn.Kind == listener.SSL || conn.Kind == listener.DTLS)
+	ch := channel.New(cfg, conn, info, conn.Kind == listener.SSL || conn.Kind == listener.DTLS)
 	return ch.Reader(conn.Conn)
 }
 

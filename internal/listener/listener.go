@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pion/dtls/v3"
@@ -66,6 +67,35 @@ type Conn struct {
 	Peer net.Addr
 	// PeerCert is the device's certificate, when it presented one (SSL, DTLS).
 	PeerCert *x509.Certificate
+
+	slot  *atomic.Int64 // the listener's Stats.Current
+	freed atomic.Bool
+}
+
+// Close closes the connection and frees its max_connections slot at once:
+// a device is counted while its socket is open, not while the goroutine
+// that read it is still winding down, so a new device may take the slot
+// as soon as the handler hears that the old one closed.
+func (c *Conn) Close() error {
+	err := c.Conn.Close()
+	c.free()
+	return err
+}
+
+func (c *Conn) free() {
+	if c.slot != nil && c.freed.CompareAndSwap(false, true) {
+		c.slot.Add(-1)
+	}
+}
+
+// SyscallConn returns the socket of a plain TCP connection (no TLS, PROXY
+// header or rate limit between it and the device), which may then be read
+// and written directly; for any other connection it fails.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		return tc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 // Stats are a listener's counters; safe for concurrent use.
@@ -215,9 +245,10 @@ func (l *Listener) Serve(start func(*Conn) (run func())) error {
 				return
 			}
 			l.Stats.Accepted.Add(1)
+			c.slot = &l.Stats.Current
 			run := start(c)
 			l.wg.Go(func() {
-				defer l.Stats.Current.Add(-1)
+				defer c.free()
 				run()
 			})
 		})

@@ -86,3 +86,56 @@ func TestOverloadedRefusedAtAccept(t *testing.T) {
 		t.Fatal("the refused connection was served too")
 	}
 }
+
+// A connection's max_connections slot is freed when the connection is
+// closed, while the function serving it may still be running; freeing it
+// again when that function returns does not count twice. Its raw socket is
+// offered only for plain TCP.
+func TestSlotFreedAtClose(t *testing.T) {
+	l, err := Listen(Options{Name: "t", Kind: TCP, Bind: "127.0.0.1:0", MaxConnections: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *Conn, 2)
+	finish := make(chan struct{})
+	go func() {
+		_ = l.Serve(func(c *Conn) func() {
+			got <- c
+			return func() { <-finish }
+		})
+	}()
+	defer func() { close(finish); l.Close(); l.Wait() }()
+	next := func() *Conn {
+		t.Helper()
+		d, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		select {
+		case c := <-got:
+			return c
+		case <-time.After(5 * time.Second):
+			t.Fatalf("not served (refused over the limit: %d)", l.Stats.RefusedLimit.Load())
+			return nil
+		}
+	}
+	a := next()
+	if _, err := a.SyscallConn(); err != nil {
+		t.Fatalf("plain TCP: SyscallConn: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Close()
+	if n := l.Stats.Current.Load(); n != 0 {
+		t.Fatalf("current after Close: %d, want 0", n)
+	}
+	next() // the slot is free although a's serve function has not returned
+	if n := l.Stats.Current.Load(); n != 1 {
+		t.Fatalf("current: %d, want 1", n)
+	}
+	if _, err := (&Conn{Conn: &net.UnixConn{}}).SyscallConn(); err == nil {
+		t.Fatal("SyscallConn of a connection that is not plain TCP succeeded")
+	}
+}

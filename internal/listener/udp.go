@@ -80,8 +80,9 @@ func (u *udpListener) serve(start func(*Conn) func()) error {
 			u.l.Stats.Current.Add(1)
 			u.l.Stats.Accepted.Add(1)
 			u.wg.Go(func() {
-				defer u.l.Stats.Current.Add(-1)
-				start(&Conn{Conn: p, Kind: UDP, Peer: p.RemoteAddr()})()
+				c := &Conn{Conn: p, Kind: UDP, Peer: p.RemoteAddr(), slot: &u.l.Stats.Current}
+				defer c.free()
+				start(c)()
 				p.Close()
 			})
 		}
