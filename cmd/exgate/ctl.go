@@ -251,7 +251,11 @@ func addAPICommands(root *cobra.Command, stdout io.Writer, cfgPath *string) {
 				rows := [][]string{{"gateway", field(v, "status"), field(v, "current_connections"), field(v, "max_connections")}}
 				ls, _ := v.(map[string]any)["listeners"].([]any)
 				for _, l := range ls {
-					rows = append(rows, []string{field(l, "id"), field(l, "bind"), field(l, "current_connections"), field(l, "max_connections")})
+					addr := field(l, "address")
+					if addr == "" {
+						addr = field(l, "bind") + " (stopped)"
+					}
+					rows = append(rows, []string{field(l, "id"), addr, field(l, "current_connections"), field(l, "max_connections")})
 				}
 				return rows
 			}, "NAME", "STATUS/BIND", "CONNECTIONS", "MAX")

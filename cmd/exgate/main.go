@@ -194,6 +194,26 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
 
+// withChanges puts the changes made through the API (api.changes_file)
+// over c, and says which settings of the file they replace.
+func withChanges(c *config.Config) (notes []string, err error) {
+	ch, err := config.LoadChanges(c.API.Changes())
+	if err != nil {
+		return nil, err
+	}
+	notes = ch.Apply(c)
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("with the changes made through the API (%s): %w", c.API.Changes(), err)
+	}
+	return notes, nil
+}
+
+func logChanges(log *slog.Logger, file string, notes []string) {
+	for _, n := range notes {
+		log.Info(n, "kept_in", file)
+	}
+}
+
 // newLogger returns the logger and its level, which the API can change.
 func newLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	level := new(slog.LevelVar)
@@ -224,7 +244,12 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
+	changed, err := withChanges(cfg)
+	if err != nil {
+		return err
+	}
 	log, level := newLogger(cfg.Log, logw)
+	logChanges(log, cfg.API.Changes(), changed)
 	if addr := os.Getenv("EXGATE_PPROF"); addr != "" {
 		startProfiler(addr, log)
 	}
@@ -241,11 +266,16 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	var reload func() ([]string, error)
 	if cfgPath != "" {
 		reload = func() ([]string, error) {
+			var notes []string
 			nc, err := config.LoadForReload(cfgPath)
+			if err == nil {
+				notes, err = withChanges(nc)
+			}
 			if err != nil {
 				log.Error("reload refused: the old configuration stays", "error", err)
 				return nil, err
 			}
+			logChanges(log, nc.API.Changes(), notes)
 			needs, err := g.Reload(nc)
 			if err != nil {
 				log.Error("reload refused: the old configuration stays", "error", err)
@@ -267,15 +297,17 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 			}
 		}()
 	}
-	g.Start()
-	if mgmt != nil {
-		log.Info("management API", "api", mgmt.Addr().String())
-	}
+	// Signals are ours before the start line says exgate runs: a SIGHUP
+	// sent as soon as it is logged would otherwise end the process.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	g.Start()
+	if mgmt != nil {
+		log.Info("management API", "api", mgmt.Addr().String())
+	}
 	for running := true; running; {
 		select {
 		case <-ctx.Done():

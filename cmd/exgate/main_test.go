@@ -736,3 +736,78 @@ gateway: {exproto: {server: {bind: "127.0.0.1:0"}, listeners: {tcp: {default: {b
 		t.Fatalf("GOGC from the environment did not win:\n%s", early)
 	}
 }
+
+// Changes made through the API outlive a restart and a reload: they are
+// kept in api_changes.yaml beside the API keys, put over the configuration
+// file at every start (each one logged), and deleting that file (then
+// reloading) goes back to the file alone.
+func TestAPIChangesSurviveRestart(t *testing.T) {
+	h := testhandler.Start(t)
+	adapter, extra := freePort(t), freePort(t)
+	path := writeFile(t, `
+api: {bind: "127.0.0.1:0"}
+broker: {embedded: {listeners: {tcp: {bind: "127.0.0.1:0"}}}}
+gateway:
+  exproto:
+    server: {bind: "`+adapter+`"}
+    handler: {address: "http://`+h.Addr+`"}
+    listeners: {tcp: {default: {bind: "127.0.0.1:0"}}}
+`)
+	n := startNodeFile(t, path)
+	apiURL := "http://" + regexp.MustCompile(`api=(\S+)`).FindStringSubmatch(n.waitLine(t, "management API"))[1]
+	cred, err := os.ReadFile(filepath.Join(filepath.Dir(path), "api_keys.bootstrap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, secret, _ := strings.Cut(strings.TrimSpace(string(cred)), ":")
+	call := func(method, p, body string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, apiURL+"/api/v5/gateways/exproto"+p, strings.NewReader(body))
+		req.SetBasicAuth(key, secret)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := call("POST", "/listeners", `{"type": "tcp", "name": "extra", "bind": "`+extra+`"}`); code != 201 {
+		t.Fatalf("POST listener: %d", code)
+	}
+	if code := call("DELETE", "/listeners/exproto:tcp:default", ""); code != 204 {
+		t.Fatalf("DELETE listener: %d", code)
+	}
+	if fi, err := os.Stat(filepath.Join(filepath.Dir(path), "api_changes.yaml")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("api_changes.yaml: %v %v", fi, err)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	n.waitLine(t, "stopped")
+
+	n = startNodeFile(t, path)
+	n.waitLine(t, "listener tcp:default was deleted through the API")
+	n.waitLine(t, "listener tcp:extra was created through the API")
+	if strings.Contains(n.start, "tcp:default=") || !strings.Contains(n.start, "tcp:extra="+extra) {
+		t.Fatalf("after a restart the listeners are not the API's: %s", n.start)
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGHUP)
+	n.waitLine(t, "configuration reloaded")
+	if c, err := net.Dial("tcp", extra); err != nil {
+		t.Fatalf("after a reload the API's listener is gone: %v", err)
+	} else {
+		c.Close()
+	}
+	if err := os.Remove(filepath.Join(filepath.Dir(path), "api_changes.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGHUP)
+	n.waitLine(t, "configuration reloaded")
+	if c, err := net.Dial("tcp", extra); err == nil {
+		c.Close()
+		t.Fatal("without the changes file the API's listener still accepts")
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -39,6 +40,7 @@ type Server struct {
 	srv      *http.Server
 	keys     *apikey.Store // nil with api.auth: none
 	sessions sessions      // the dashboard's logins
+	changeMu sync.Mutex    // one change through the API at a time
 }
 
 // New binds the API port; Serve starts answering. reload, if set, re-reads
@@ -69,10 +71,11 @@ func New(g *gateway.Gateway, cfg config.API, level *slog.LevelVar, reload func()
 	const gw = "/api/v5/gateways/exproto"
 	mux.HandleFunc("GET "+gw, s.gateway)
 	mux.HandleFunc("GET /api/v5/gateways", s.gateways)
-	mux.HandleFunc("PUT "+gw+"/enable/{enable}", s.notAtRuntime)
-	mux.HandleFunc("POST "+gw+"/listeners", s.notAtRuntime)
-	mux.HandleFunc("PUT "+gw+"/listeners/{id}", s.notAtRuntime)
-	mux.HandleFunc("DELETE "+gw+"/listeners/{id}", s.notAtRuntime)
+	mux.HandleFunc("PUT "+gw+"/enable/{enable}", s.setEnable)
+	mux.HandleFunc("POST "+gw+"/listeners", s.addListener)
+	mux.HandleFunc("GET "+gw+"/listeners/{id}", s.getListener)
+	mux.HandleFunc("PUT "+gw+"/listeners/{id}", s.updateListener)
+	mux.HandleFunc("DELETE "+gw+"/listeners/{id}", s.deleteListener)
 	mux.HandleFunc("PUT "+gw, s.doReload)
 	mux.HandleFunc("GET "+gw+"/listeners", s.listeners)
 	mux.HandleFunc("GET "+gw+"/clients", s.clients)
@@ -259,21 +262,26 @@ func (s *Server) setLog(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, map[string]string{"level": l.String()})
 }
 
-// doReload re-reads the configuration file: 200 with what needs a restart,
-// or 400 with why the new configuration was refused (the old one stays).
+// doReload, a PUT with no body, re-reads the configuration file: 200 with
+// what needs a restart, or 400 with why the new configuration was refused
+// (the old one stays). With a body it is EMQX's update (updateGateway).
 func (s *Server) doReload(w http.ResponseWriter, r *http.Request) {
-	// EMQX's PUT takes the gateway's settings in its body; exgate's
-	// re-reads the configuration file. A body would be silently ignored
-	// (an operator's {"enable": false} did nothing): refuse it instead.
-	if body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16)); len(bytes.TrimSpace(body)) > 0 && string(bytes.TrimSpace(body)) != "{}" {
-		fail(w, http.StatusBadRequest, "NOT_SUPPORTED", "PUT /api/v5/gateways/exproto re-reads the configuration file and applies nothing from the request body: edit the file (gateway.exproto…), then PUT with no body")
+	if body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20)); len(bytes.TrimSpace(body)) > 0 && string(bytes.TrimSpace(body)) != "{}" {
+		var m map[string]any
+		if err := json.Unmarshal(body, &m); err != nil || m == nil {
+			fail(w, http.StatusBadRequest, "BAD_REQUEST", "the body must be a JSON object of gateway settings, e.g. {\"enable\": false}")
+			return
+		}
+		s.updateGateway(w, r, m)
 		return
 	}
 	if s.reload == nil {
 		fail(w, http.StatusNotImplemented, "NOT_SUPPORTED", "exgate was started without a configuration file")
 		return
 	}
+	s.changeMu.Lock() // the reload reads the API's changes too
 	needs, err := s.reload()
+	s.changeMu.Unlock()
 	if err != nil {
 		fail(w, http.StatusBadRequest, "BAD_CONFIG", err.Error())
 		return

@@ -5,42 +5,6 @@ import (
 	"net/http"
 )
 
-type listenerJSON struct {
-	ID                 string           `json:"id"`
-	Type               string           `json:"type"`
-	Name               string           `json:"name"`
-	Bind               string           `json:"bind"`
-	Running            bool             `json:"running"`
-	CurrentConnections int64            `json:"current_connections"`
-	MaxConnections     int              `json:"max_connections"`
-	Accepted           int64            `json:"accepted"`
-	Refused            map[string]int64 `json:"refused"`
-	DatagramsDropped   int64            `json:"datagrams_dropped"`
-	KernelDrops        *int64           `json:"kernel_drops,omitempty"` // UDP on Linux
-}
-
-func (s *Server) listenerList() []listenerJSON {
-	var out []listenerJSON
-	for _, l := range s.g.Listeners() {
-		st := &l.Stats
-		lj := listenerJSON{
-			ID: "exproto:" + l.Name(), Type: l.Kind().String(), Name: l.Name()[len(l.Kind().String())+1:],
-			Bind: l.Addr().String(), Running: true, CurrentConnections: st.Current.Load(), Accepted: st.Accepted.Load(),
-			Refused: map[string]int64{"max_connections": st.RefusedLimit.Load(), "max_conn_rate": st.RefusedRate.Load(), "overload": st.RefusedOverload.Load(),
-				"access_rules": st.RefusedACL.Load(), "handshake": st.HandshakeFailed.Load()},
-			DatagramsDropped: st.DatagramsDropped.Load(),
-		}
-		if k, ok := l.KernelDrops(); ok {
-			lj.KernelDrops = &k
-		}
-		if c := s.g.ListenerConfig(l.Name()); c != nil {
-			lj.MaxConnections = c.MaxConnections
-		}
-		out = append(out, lj)
-	}
-	return out
-}
-
 func (s *Server) listeners(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, 200, s.listenerList())
 }
@@ -56,21 +20,18 @@ func (s *Server) gateways(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, 200, []map[string]any{s.gatewaySummary()})
 }
 
-// notAtRuntime answers EMQX's calls that change the gateway at run time,
-// which exgate takes from its configuration file instead.
-func (s *Server) notAtRuntime(w http.ResponseWriter, _ *http.Request) {
-	fail(w, http.StatusBadRequest, "NOT_SUPPORTED", "exgate takes the gateway's listeners and enable from its configuration file: edit it, then reload (SIGHUP, systemctl reload, or PUT /api/v5/gateways/exproto with no body)")
-}
-
 func (s *Server) gatewaySummary() map[string]any {
 	ls := s.listenerList()
 	maxConns := 0
 	for _, l := range ls {
-		if l.MaxConnections == 0 {
-			maxConns = -1 // unlimited
-			break
+		if l["running"] != true {
+			continue
 		}
-		maxConns += l.MaxConnections
+		if m, _ := l["max_connections"].(int); m > 0 && maxConns >= 0 {
+			maxConns += m
+		} else {
+			maxConns = -1 // unlimited
+		}
 	}
 	st := s.g.Stats
 	status := "running"

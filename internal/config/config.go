@@ -58,6 +58,10 @@ type API struct {
 	// one. With no key in it, the first start creates one and leaves its
 	// credentials in KeysFile + ".bootstrap", readable only by exgate's user.
 	KeysFile string `yaml:"keys_file,omitempty"`
+	// ChangesFile keeps what was changed through the API (the gateway's
+	// enable, its listeners), applied over this file at every start and
+	// reload. Default: api_changes.yaml beside KeysFile.
+	ChangesFile string `yaml:"changes_file,omitempty"`
 	// MetricsPublic serves /metrics without credentials (for a Prometheus
 	// that cannot send basic auth).
 	MetricsPublic bool `yaml:"metrics_public,omitempty"`
@@ -233,7 +237,8 @@ type Gateway struct {
 type ExProto struct {
 	// Enable, false, starts exgate without the gateway: no device
 	// listener opens (the embedded broker and the API run), as EMQX's
-	// gateway.exproto.enable = false. Changing it needs a restart.
+	// gateway.exproto.enable = false. A reload or the API
+	// (PUT …/enable/{bool}) changes it.
 	// Default true.
 	Enable  *bool   `yaml:"enable,omitempty"`
 	Server  Server  `yaml:"server"`

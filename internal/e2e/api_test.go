@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -188,6 +189,16 @@ func TestManagementAPI(t *testing.T) {
 		if code, _, _ := call(t, "GET", base+p, ""); code != 200 {
 			t.Errorf("%s: %d", p, code)
 		}
+	}
+	_, doc, body := call(t, "GET", base+"/api/v5/openapi.json", "")
+	paths, _ := doc["paths"].(map[string]any)
+	for _, p := range []string{"/api/v5/gateways/exproto/listeners/{id}", "/api/v5/gateways/exproto/enable/{enable}", "/api/v5/gateways/exproto/clients"} {
+		if paths[p] == nil {
+			t.Errorf("openapi.json (valid JSON: %v) lacks %s", doc != nil, p)
+		}
+	}
+	if t.Failed() {
+		t.Log(body[:min(len(body), 300)])
 	}
 }
 
@@ -474,58 +485,156 @@ func TestDashboardSession(t *testing.T) {
 	}
 }
 
-// PUT on the gateway re-reads the configuration file; EMQX's PUT takes
-// settings in its body. A body is refused with a reason, never accepted
-// and silently ignored ({"enable": false} used to answer 200 and do nothing).
-func TestGatewayPutRefusesABody(t *testing.T) {
+// The gateway is disabled and enabled through the API, as in EMQX: every
+// listener closes and every device is disconnected with gateway_stopped,
+// then the listeners open again. The change is kept in api.changes_file.
+// A body that tries to change what only the file sets is refused, not
+// answered 200 and ignored.
+func TestGatewayEnableThroughAPI(t *testing.T) {
 	e := start(t, nil)
-	base := startAPI(t, e, config.API{})
+	dir := t.TempDir()
+	base := startAPI(t, e, config.API{KeysFile: filepath.Join(dir, "api_keys")})
 	gw := base + "/api/v5/gateways/exproto"
-	code, m, body := call(t, "PUT", gw, `{"enable": false}`)
-	if code != 400 || m["code"] != "NOT_SUPPORTED" || !strings.Contains(body, "configuration file") {
-		t.Fatalf("PUT with a body: %d %s", code, body)
+	d := e.dial()
+	d.connect("here", 0)
+	if code, _, body := call(t, "PUT", gw+"/enable/false", ""); code != 204 {
+		t.Fatalf("PUT enable/false: %d %s", code, body)
+	}
+	d.expectEOF(5 * time.Second)
+	e.h.WaitFor(t, 5*time.Second, "OnSocketClosed of the connected device", func() bool {
+		r, ok := e.h.Closed(d.id)
+		return ok && r == "{shutdown,gateway_stopped}"
+	})
+	if code, m, _ := call(t, "GET", gw, ""); code != 200 || m["status"] != "stopped" {
+		t.Fatalf("after disabling: %d %v", code, m["status"])
+	}
+	if ls := e.g.Listeners(); len(ls) != 0 {
+		t.Fatalf("%d listeners still open", len(ls))
+	}
+	kept, err := config.LoadChanges(filepath.Join(dir, "api_changes.yaml"))
+	if err != nil || kept.Enable == nil || *kept.Enable {
+		t.Fatalf("changes file: %+v %v, want enable: false", kept, err)
+	}
+	for _, c := range []struct{ body, code, says string }{
+		{`{"enable": "no"}`, "BAD_REQUEST", "true or false"},
+		{`{"enable": true, "mountpoint": "m/"}`, "NOT_SUPPORTED", "gateway.exproto.mountpoint in the configuration file"},
+		{`{"listeners": []}`, "NOT_SUPPORTED", "/listeners"},
+		{`[1]`, "BAD_REQUEST", "JSON object"},
+	} {
+		if code, m, body := call(t, "PUT", gw, c.body); code != 400 || m["code"] != c.code || !strings.Contains(body, c.says) {
+			t.Errorf("PUT %s: %d %s", c.body, code, body)
+		}
+	}
+	if code, _, _ := call(t, "PUT", gw+"/enable/maybe", ""); code != 400 {
+		t.Errorf("PUT enable/maybe: %d, want 400", code)
+	}
+	if code, m, _ := call(t, "GET", gw, ""); m["status"] != "stopped" {
+		t.Fatalf("a refused PUT changed the gateway: %d %v", code, m["status"])
+	}
+	// EMQX's update: the body of GET with enable changed.
+	if code, _, body := call(t, "PUT", gw, `{"name": "exproto", "status": "stopped", "enable": true}`); code != 204 {
+		t.Fatalf("PUT {enable: true}: %d %s", code, body)
 	}
 	if code, m, _ := call(t, "GET", gw, ""); code != 200 || m["status"] != "running" {
-		t.Fatalf("after the refused PUT: %d %v", code, m["status"])
+		t.Fatalf("after enabling: %d %v", code, m["status"])
 	}
-	e.dial() // devices still come in
+	e.dial().connect("back", 0)
 }
 
-// EMQX's gateway list answers with exgate's one gateway; the calls that
-// would change listeners or enable at run time say where that is done
-// instead of pretending.
-func TestGatewaysListAndRuntimeChanges(t *testing.T) {
+// Listeners are created, read, changed and deleted through the API (EMQX's
+// calls and shapes); each change applies at once, a bad one is refused
+// whole with the reason, and what was changed is kept in api.changes_file.
+func TestListenersThroughAPI(t *testing.T) {
 	e := start(t, nil)
-	base := startAPI(t, e, config.API{})
-	req, _ := http.NewRequest("GET", base+"/api/v5/gateways", nil)
-	k := testKey.Load()
-	req.SetBasicAuth(k[0], k[1])
-	resp, err := http.DefaultClient.Do(req)
+	dir := t.TempDir()
+	changes := filepath.Join(dir, "api_changes.yaml")
+	base := startAPI(t, e, config.API{KeysFile: filepath.Join(dir, "api_keys")})
+	ls := base + "/api/v5/gateways/exproto/listeners"
+
+	code, m, body := call(t, "POST", ls, `{"type": "tcp", "name": "extra", "bind": "127.0.0.1:0", "max_connections": 5}`)
+	if code != 201 || m["id"] != "exproto:tcp:extra" || m["running"] != true || m["max_connections"] != 5.0 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	addr, _ := m["address"].(string)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("the new listener at %q: %v", addr, err)
+	}
+	c.Close()
+	e.h.WaitFor(t, 5*time.Second, "a device of the new listener", func() bool { return len(e.h.Conns()) == 1 })
+
+	for _, c := range []struct{ body, says string }{
+		{`{"type": "tcp", "name": "extra", "bind": "127.0.0.1:0"}`, "exists already"},
+		{`{"type": "tcp", "name": "bad", "bind": "127.0.0.1:0", "max_conections": 1}`, "max_conections"},
+		{`{"type": "tcp", "name": "bad", "bind": "nowhere"}`, "bind"},
+		{`{"type": "carrier-pigeon", "name": "bad", "bind": "127.0.0.1:0"}`, "type"},
+		{`{"type": "tcp", "name": "bad", "bind": "` + addr + `"}`, "address already in use"},
+	} {
+		if code, m, body := call(t, "POST", ls, c.body); code != 400 || m["code"] != "BAD_REQUEST" || !strings.Contains(body, c.says) {
+			t.Errorf("POST %s: %d %s, want 400 saying %q", c.body, code, body, c.says)
+		}
+	}
+	if e.g.ListenerConfig("tcp:bad") != nil {
+		t.Fatal("a refused listener was added")
+	}
+
+	// GET, then PUT back what GET said with one key changed.
+	code, m, body = call(t, "GET", ls+"/exproto:tcp:extra", "")
+	if code != 200 || m["bind"] != "127.0.0.1:0" || m["current_connections"] == nil {
+		t.Fatalf("GET: %d %s", code, body)
+	}
+	m["access_rules"] = []string{"deny all"}
+	put, _ := json.Marshal(m)
+	if code, m, body := call(t, "PUT", ls+"/exproto%3Atcp%3Aextra", string(put)); code != 200 || m["address"] != addr {
+		t.Fatalf("PUT (the socket is kept): %d %s", code, body)
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Read(make([]byte, 1))
+		c.Close()
+	}
+	if n := e.g.Listener("tcp:extra").Stats.RefusedACL.Load(); n != 1 {
+		t.Fatalf("refused by access rules after the PUT: %d, want 1", n)
+	}
+	if code, _, body := call(t, "PUT", ls+"/exproto:tcp:extra", `{"bind": ["127.0.0.1:0"]}`); code != 400 || !strings.Contains(body, "bind") {
+		t.Fatalf("PUT with a wrong type: %d %s", code, body)
+	}
+
+	if code, _, body := call(t, "DELETE", ls+"/exproto:tcp:extra", ""); code != 204 {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatal("the deleted listener still accepts")
+	}
+	for _, p := range []string{"/exproto:tcp:extra", "/exproto:tcp:none", "/garbage"} {
+		if code, _, _ := call(t, "GET", ls+p, ""); code != 404 {
+			t.Errorf("GET %s: %d, want 404", p, code)
+		}
+		if code, _, _ := call(t, "DELETE", ls+p, ""); code != 404 {
+			t.Errorf("DELETE %s: %d, want 404", p, code)
+		}
+	}
+	if code, _, body := call(t, "DELETE", ls+"/exproto:tcp:default", ""); code != 400 || !strings.Contains(body, "no device listener") {
+		t.Fatalf("DELETE of the last listener: %d %s, want refused", code, body)
+	}
+	e.dial() // the default listener is untouched
+
+	kept, err := config.LoadChanges(changes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list []map[string]any
-	err = json.NewDecoder(resp.Body).Decode(&list)
-	resp.Body.Close()
-	if err != nil || len(list) != 1 || list[0]["name"] != "exproto" || list[0]["status"] != "running" {
-		t.Fatalf("gateways: %v %v", list, err)
+	if l, ok := kept.Listeners["tcp"]["extra"]; !ok || l != nil {
+		t.Fatalf("changes file: tcp:extra = %+v (present %v), want deleted (null)", l, ok)
 	}
-	gw := base + "/api/v5/gateways/exproto"
-	for _, c := range []struct{ method, path, body string }{
-		{"PUT", "/enable/false", ""}, {"POST", "/listeners", `{"type":"tcp","name":"x","bind":"127.0.0.1:0"}`},
-		{"PUT", "/listeners/exproto:tcp:default", `{"max_connections":1}`}, {"DELETE", "/listeners/exproto:tcp:default", ""},
-	} {
-		code, m, body := call(t, c.method, gw+c.path, c.body)
-		if code != 400 || m["code"] != "NOT_SUPPORTED" || !strings.Contains(body, "configuration file") {
-			t.Errorf("%s %s: %d %s", c.method, c.path, code, body)
-		}
+	if len(kept.Listeners["tcp"]) != 1 || kept.Enable != nil {
+		t.Fatalf("changes file holds more than the deletion: %+v", kept)
 	}
-	e.dial() // nothing changed
 }
 
 // gateway.exproto.enable: false (EMQX's enable = false) starts exgate
 // without the gateway: no device listener, the broker and the API run, the
-// gateway reports "stopped", and a reload cannot flip it.
+// gateway reports "stopped"; a reload that enables it opens the listeners.
 func TestGatewayDisabled(t *testing.T) {
 	e := start(t, func(c *config.Config) { c.Gateway.ExProto.Enable = new(bool) })
 	if ls := e.g.Listeners(); len(ls) != 0 {
@@ -539,8 +648,8 @@ func TestGatewayDisabled(t *testing.T) {
 	m.sub("t", 0)
 	m.pub("t", 0, false, "x")
 	m.expect("t", "x")
-	_, err := e.g.Reload(reloaded(t, e, func(c *config.Config) { c.Gateway.ExProto.Enable = nil }))
-	if err == nil || !strings.Contains(err.Error(), "restart") {
-		t.Fatalf("reload that enables the gateway: %v, want refused (needs a restart)", err)
+	if _, err := e.g.Reload(reloaded(t, e, func(c *config.Config) { c.Gateway.ExProto.Enable = nil })); err != nil {
+		t.Fatalf("reload that enables the gateway: %v", err)
 	}
+	e.dial().connect("enabled", 0)
 }

@@ -309,25 +309,7 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 		_ = l.Close()
 	}
 	var err error
-	all := g.Reg.All()
-	// Kicks run side by side. A kick is quick (a device's broker session
-	// says goodbye in the background), but a TLS close may wait for a
-	// device that does not read; ten thousand of those in a row would
-	// outlast any deadline.
-	kicks := make(chan *channel.Channel)
-	var kickers sync.WaitGroup
-	for range min(len(all), 256) {
-		kickers.Go(func() {
-			for c := range kicks {
-				c.Kick(channel.ReasonGatewayStopped)
-			}
-		})
-	}
-	for _, c := range all {
-		kicks <- c
-	}
-	close(kicks)
-	kickers.Wait()
+	all := g.kickAll(channel.ReasonGatewayStopped)
 	for _, c := range all {
 		select {
 		case <-c.Done():
@@ -360,6 +342,29 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	g.serving.Wait()
 	g.closeAll()
 	return err
+}
+
+// kickAll closes every device with reason and returns them. Kicks run
+// side by side: a kick is quick (a device's broker session says goodbye in
+// the background), but a TLS close may wait for a device that does not
+// read; ten thousand of those in a row would outlast any deadline.
+func (g *Gateway) kickAll(reason string) []*channel.Channel {
+	all := g.Reg.All()
+	kicks := make(chan *channel.Channel)
+	var kickers sync.WaitGroup
+	for range min(len(all), 256) {
+		kickers.Go(func() {
+			for c := range kicks {
+				c.Kick(reason)
+			}
+		})
+	}
+	for _, c := range all {
+		kicks <- c
+	}
+	close(kicks)
+	kickers.Wait()
+	return all
 }
 
 func (g *Gateway) closeAll() {
@@ -420,6 +425,14 @@ func (g *Gateway) Listeners() []*listener.Listener {
 		out[i] = l.Listener
 	}
 	return out
+}
+
+// Config is the configuration the gateway runs with. It is shared: copy
+// what you change (config.Changes.Apply does).
+func (g *Gateway) Config() config.Config {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return *g.cfg
 }
 
 // ListenerConfig returns the configuration of listener "type:name".

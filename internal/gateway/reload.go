@@ -1,10 +1,7 @@
 package gateway
 
 import (
-	"bytes"
 	"fmt"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/exgate/exgate/internal/channel"
 	"github.com/exgate/exgate/internal/config"
@@ -16,19 +13,16 @@ import (
 // authorization and the handler address apply to new connections at once;
 // connected devices keep what they started with. A listener whose bind or
 // TLS settings changed is rebound alone (its TCP devices stay connected; a
-// UDP listener's peers start again). Everything new is built before
-// anything old is touched: if any part fails, nothing changes and the error
-// says why. Parts that need a restart (node, broker, cluster, api, the
-// adapter server) are kept as they were and listed in the result.
+// UDP listener's peers start again); a listener removed stops accepting,
+// its devices stay. Disabling the gateway (gateway.exproto.enable: false)
+// closes every listener and device, as EMQX's does; enabling it opens the
+// listeners again. Everything new is built before anything old is touched:
+// if any part fails, nothing changes and the error says why. Parts that
+// need a restart (node, broker, cluster, api, the adapter server) are kept
+// as they were and listed in the result.
 func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 	if err := nc.Validate(); err != nil {
 		return nil, err
-	}
-	if nc.Gateway.ExProto.Enabled() != g.Enabled() {
-		return nil, fmt.Errorf("refused: gateway.exproto.enable changed; enabling or disabling the gateway needs a restart")
-	}
-	if !nc.Gateway.ExProto.Enabled() {
-		return nil, fmt.Errorf("refused: the gateway is disabled (gateway.exproto.enable: false); enable it and restart")
 	}
 	enabled := 0
 	nc.Gateway.ExProto.Listeners.Each(func(_, _ string, l *config.Listener) {
@@ -36,8 +30,8 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 			enabled++
 		}
 	})
-	if enabled == 0 {
-		return nil, fmt.Errorf("refused: the new configuration has no enabled listener, which would disconnect every device (stop exgate instead)")
+	if enabled == 0 && nc.Gateway.ExProto.Enabled() {
+		return nil, fmt.Errorf("refused: the new configuration has no enabled listener, which would disconnect every device (disable the gateway instead: gateway.exproto.enable: false)")
 	}
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
@@ -51,7 +45,7 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 		a, b any
 	}{{"node", old.Node, nc.Node}, {"log", old.Log, nc.Log}, {"broker", old.Broker, nc.Broker}, {"cluster", old.Cluster, nc.Cluster},
 		{"api", old.API, nc.API}, {"gateway.exproto.server", old.Gateway.ExProto.Server, nc.Gateway.ExProto.Server}} {
-		if !same(part.a, part.b) {
+		if !config.Same(part.a, part.b) {
 			needsRestart = append(needsRestart, part.name)
 		}
 	}
@@ -94,7 +88,7 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 		byName[l.typ+":"+l.name] = l
 	}
 	x.Listeners.Each(func(typ, name string, l *config.Listener) {
-		if err != nil || !l.Enabled() {
+		if err != nil || !l.Enabled() || !x.Enabled() {
 			return
 		}
 		prev := byName[typ+":"+name]
@@ -162,21 +156,18 @@ func (g *Gateway) Reload(nc *config.Config) (needsRestart []string, err error) {
 	for _, l := range fresh {
 		g.serve(l)
 	}
-	g.log.Info("configuration reloaded", "listeners", len(next), "rebound", len(fresh), "needs_restart", needsRestart)
+	if old.Gateway.ExProto.Enabled() && !x.Enabled() {
+		g.log.Warn("gateway disabled: every listener closed, every device disconnected")
+		g.kickAll(channel.ReasonGatewayStopped)
+	}
+	g.log.Info("configuration reloaded", "gateway_enabled", x.Enabled(), "listeners", len(next), "rebound", len(fresh), "needs_restart", needsRestart)
 	return needsRestart, nil
-}
-
-// same compares two configuration parts by their YAML.
-func same(a, b any) bool {
-	ya, erra := yaml.Marshal(a)
-	yb, errb := yaml.Marshal(b)
-	return erra == nil && errb == nil && bytes.Equal(ya, yb)
 }
 
 // sameSocket reports whether a listener can keep its socket: the same
 // bind, TLS/DTLS settings, PROXY protocol and socket options.
 func sameSocket(a, b *config.Listener) bool {
-	return a.Bind == b.Bind && same(a.SSLOptions, b.SSLOptions) && same(a.DTLSOptions, b.DTLSOptions) &&
+	return a.Bind == b.Bind && config.Same(a.SSLOptions, b.SSLOptions) && config.Same(a.DTLSOptions, b.DTLSOptions) &&
 		a.ProxyProtocol == b.ProxyProtocol && a.ProxyProtocolTimeout == b.ProxyProtocolTimeout &&
-		same(a.TCPOptions, b.TCPOptions) && same(a.UDPOptions, b.UDPOptions)
+		config.Same(a.TCPOptions, b.TCPOptions) && config.Same(a.UDPOptions, b.UDPOptions)
 }
