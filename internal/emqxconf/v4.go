@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/exgate/exgate/internal/config"
@@ -17,6 +18,10 @@ import (
 //	exproto.listener.protoname = tcp://0.0.0.0:7993
 //	exproto.listener.protoname.connection_handler_url = http://127.0.0.1:9001
 //	exproto.listener.protoname.max_connections = 1024000
+//
+// EMQX 4.2 named the handler's keys proto_handler_url, proto_handler_certfile…;
+// the plugin's first releases ran handlers inside EMQX (driver = python3 |
+// java), which have no gRPC service to call: reported, never guessed.
 func importV4(b []byte) (*Result, error) {
 	im := newImporter("emqx4")
 	kv := map[string]string{}
@@ -44,20 +49,23 @@ func importV4(b []byte) (*Result, error) {
 		if !ok || strings.Contains(name, ".") {
 			continue
 		}
-		u, err := url.Parse(kv[k])
-		if err != nil || u.Host == "" {
-			im.unmapped(k, kv[k], "expected tcp|ssl|udp|dtls://host:port")
-			continue
+		typ, bind := "tcp", "0.0.0.0:"+kv[k] // a bare port is TCP on all interfaces
+		if _, err := strconv.Atoi(kv[k]); err != nil {
+			u, err := url.Parse(kv[k])
+			if err != nil || u.Host == "" {
+				im.unmapped(k, kv[k], "expected tcp|ssl|udp|dtls://host:port")
+				continue
+			}
+			typ, bind = u.Scheme, u.Host
 		}
-		typ := u.Scheme
 		if l := im.listener(typ, name); l != nil {
-			l.Bind = u.Host
+			l.Bind = bind
 			types[name] = typ
 		} else {
 			im.unmapped(k, kv[k], "unknown listener scheme "+typ)
 		}
 	}
-	handlers := map[string]string{} // listener → handler URL
+	handlers := map[string]*v4Handler{} // by listener
 	for _, k := range order {
 		v := kv[k]
 		switch {
@@ -85,22 +93,30 @@ func importV4(b []byte) (*Result, error) {
 	}
 	// One handler for all listeners becomes the gateway's; otherwise each
 	// listener gets its own, as EMQX 4 had.
-	distinct := map[string]bool{}
+	distinct := map[v4Handler]bool{}
 	for _, h := range handlers {
-		distinct[h] = true
+		distinct[*h] = true
+	}
+	names := make([]string, 0, len(handlers))
+	for n := range handlers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		h := handlers[n]
+		if h.url == "" {
+			im.unmapped("exproto.listener."+n+".connection_handler_url", "", "not given: set handler.address to the listener's ConnectionHandler")
+		}
 	}
 	if len(distinct) == 1 {
 		for h := range distinct {
-			im.x.Handler.Address = config.Addresses{h}
+			im.x.Handler.Address, im.x.Handler.SSLOptions = h.config()
 		}
 	} else {
-		names := make([]string, 0, len(handlers))
-		for n := range handlers {
-			names = append(names, n)
-		}
-		sort.Strings(names)
 		for _, n := range names {
-			im.listener(types[n], n).Handler = &config.Handler{Address: config.Addresses{handlers[n]}}
+			c := &config.Handler{}
+			c.Address, c.SSLOptions = handlers[n].config()
+			im.listener(types[n], n).Handler = c
 		}
 	}
 	if len(distinct) > 0 {
@@ -111,8 +127,22 @@ func importV4(b []byte) (*Result, error) {
 	return im.r, nil
 }
 
+// v4Handler is what EMQX 4 said of a listener's handler.
+type v4Handler struct{ url, certfile, keyfile, cacertfile string }
+
+func (h v4Handler) config() (config.Addresses, *config.ClientTLSOptions) {
+	var addr config.Addresses
+	if h.url != "" {
+		addr = config.Addresses{h.url}
+	}
+	if h.certfile == "" && h.keyfile == "" && h.cacertfile == "" {
+		return addr, nil
+	}
+	return addr, &config.ClientTLSOptions{Certfile: h.certfile, Keyfile: h.keyfile, Cacertfile: h.cacertfile}
+}
+
 // v4Listener maps one exproto.listener.<name>.<field> setting.
-func (im *importer) v4Listener(l *config.Listener, typ, name, field, key, v string, handlers map[string]string) {
+func (im *importer) v4Listener(l *config.Listener, typ, name, field, key, v string, handlers map[string]*v4Handler) {
 	// EMQX 4 names that differ from EMQX 5's.
 	rename := map[string]string{
 		"connection_handler_url": "", "access": "", "rate_limit": "",
@@ -128,9 +158,27 @@ func (im *importer) v4Listener(l *config.Listener, typ, name, field, key, v stri
 	if r, ok := rename[strings.SplitN(field, ".", 2)[0]]; ok {
 		f = r
 	}
+	handler := func() *v4Handler {
+		if handlers[name] == nil {
+			handlers[name] = &v4Handler{}
+		}
+		return handlers[name]
+	}
+	if old, ok := strings.CutPrefix(field, "proto_handler_"); ok {
+		field = "connection_handler_" + old
+		im.changed(key, v, "EMQX 4.2's name: read as connection_handler_"+old)
+	}
 	switch {
 	case field == "connection_handler_url":
-		handlers[name] = v
+		handler().url = v
+	case field == "connection_handler_certfile":
+		handler().certfile = v
+	case field == "connection_handler_keyfile":
+		handler().keyfile = v
+	case field == "connection_handler_cacertfile":
+		handler().cacertfile = v
+	case field == "driver" || field == "driver_search_path" || field == "driver_callback_module":
+		im.unmapped(key, v, "the plugin's first releases ran the handler inside EMQX (python3/java drivers): exgate calls a gRPC ConnectionHandler; port the handler to it (see docs/handlers.md)")
 	case strings.HasPrefix(field, "access."):
 		l.AccessRules = append(l.AccessRules, v)
 	case field == "rate_limit":

@@ -109,6 +109,13 @@ func (im *importer) listener(typ, name string) *config.Listener {
 
 func importV5(root any) (*Result, error) {
 	im := newImporter("emqx5")
+	if top, ok := root.(map[string]any); ok {
+		if gw, ok := top["gateway"].(map[string]any); ok {
+			if x, ok := gw["exproto"].(map[string]any); ok {
+				im.pre50(x)
+			}
+		}
+	}
 	var leaves []leaf
 	flatten("", root, &leaves)
 	found := false
@@ -130,6 +137,90 @@ func importV5(root any) (*Result, error) {
 	}
 	im.finish()
 	return im.r, nil
+}
+
+// pre50 rewrites the layout of EMQX 5.0's pre-releases (its
+// emqx_gateway.conf) into the released one, noting each rewrite:
+// listener.<type>.<name> is listeners.<type>.<name>, server.ssl and
+// handler.ssl are ssl_options, and authentication {enable, authenticators:
+// [...]} is the list of authenticators, or none when enable is false.
+func (im *importer) pre50(x map[string]any) {
+	const at = "gateway.exproto."
+	if old, ok := x["listener"].(map[string]any); ok {
+		delete(x, "listener")
+		ls, _ := x["listeners"].(map[string]any)
+		if ls == nil {
+			ls = map[string]any{}
+			x["listeners"] = ls
+		}
+		for _, typ := range sortedKeys(old) {
+			names, _ := old[typ].(map[string]any)
+			byName, _ := ls[typ].(map[string]any)
+			if byName == nil {
+				byName = map[string]any{}
+				ls[typ] = byName
+			}
+			for _, name := range sortedKeys(names) {
+				if _, taken := byName[name]; taken {
+					im.unmapped(at+"listener."+typ+"."+name, "", "listeners."+typ+"."+name+" is given too: kept that one")
+					continue
+				}
+				byName[name] = names[name]
+				im.changed(at+"listener."+typ+"."+name, "", "EMQX 5.0 pre-release layout: read as listeners."+typ+"."+name)
+			}
+		}
+	}
+	for _, part := range []string{"server", "handler"} {
+		m, _ := x[part].(map[string]any)
+		if s, ok := m["ssl"]; ok {
+			if _, both := m["ssl_options"]; !both {
+				m["ssl_options"] = s
+				delete(m, "ssl")
+				im.changed(at+part+".ssl", "", "EMQX 5.0 pre-release layout: read as "+part+".ssl_options")
+			}
+		}
+	}
+	im.pre50Auth(x, at)
+	if ls, ok := x["listeners"].(map[string]any); ok {
+		for typ, names := range ls {
+			if byName, ok := names.(map[string]any); ok {
+				for name, l := range byName {
+					if lm, ok := l.(map[string]any); ok {
+						im.pre50Auth(lm, at+"listeners."+typ+"."+name+".")
+					}
+				}
+			}
+		}
+	}
+}
+
+// pre50Auth rewrites a pre-release authentication block of holder.
+func (im *importer) pre50Auth(holder map[string]any, at string) {
+	a, ok := holder["authentication"].(map[string]any)
+	if !ok {
+		return
+	}
+	list, hasList := a["authenticators"]
+	if on, ok := a["enable"]; ok && (hasList || len(a) == 1) {
+		if b, _ := boolean(on); !b {
+			delete(holder, "authentication")
+			im.changed(at+"authentication.enable", on, "authentication was off in EMQX: none imported")
+			return
+		}
+	}
+	if hasList {
+		holder["authentication"] = list
+		im.changed(at+"authentication.authenticators", "", "EMQX 5.0 pre-release layout: read as the authentication list")
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // v5 maps one key under gateway.exproto.
@@ -378,9 +469,9 @@ func (im *importer) authField(a *config.Authenticator, key, full string, v any) 
 	p := strings.Split(key, ".")
 	switch {
 	case key == "mechanism":
-		a.Mechanism = str(v)
-	case key == "backend":
-		a.Backend = str(v)
+		a.Mechanism = strings.ReplaceAll(str(v), "-", "_") // pre-5.0: password-based
+	case key == "backend" || key == "server_type": // server_type: pre-5.0
+		a.Backend = strings.ReplaceAll(str(v), "-", "_")
 		if a.Backend == "built_in_database" {
 			im.changed(full, v, "EMQX kept these users in its own database: export them and add them with `exgate users add` to the users_file")
 			a.UsersFile = "users.yaml"
@@ -424,6 +515,8 @@ func (im *importer) authField(a *config.Authenticator, key, full string, v any) 
 		if b, _ := boolean(v); !b {
 			im.changed(full, v, "this authenticator was disabled in EMQX: not imported")
 		}
+	case key == "name":
+		im.unmapped(full, v, "a label (EMQX 5.0 pre-release); exgate's authenticators have none")
 	case key == "from":
 		if s := str(v); s != "password" {
 			im.unmapped(full, v, "exgate reads JWTs from the password only")
@@ -433,7 +526,8 @@ func (im *importer) authField(a *config.Authenticator, key, full string, v any) 
 	}
 }
 
-// finish fills what EMQX leaves to defaults and drops disabled TLS blocks.
+// dropAuth marks authenticator i of chain as disabled in EMQX: finish
+// drops it, so it never becomes active.
 func (im *importer) dropAuth(chain *[]config.Authenticator, i int) {
 	if im.offAuth == nil {
 		im.offAuth = map[*[]config.Authenticator][]int{}
@@ -443,9 +537,17 @@ func (im *importer) dropAuth(chain *[]config.Authenticator, i int) {
 	}
 }
 
+// finish fills what EMQX leaves to defaults and drops disabled TLS blocks
+// and authenticators.
 func (im *importer) finish() {
 	for _, drop := range im.disabled {
 		drop()
+	}
+	if o := im.x.Server.SSLOptions; o != nil && o.Certfile == "" && o.Keyfile == "" {
+		// EMQX's shipped gateway.exproto.conf.example has ssl_options
+		// {verify = verify_none} alone: a config check would refuse it.
+		im.x.Server.SSLOptions = nil
+		im.changed("gateway.exproto.server.ssl_options", "", "no certfile or keyfile, and TLS needs a certificate: imported WITHOUT TLS on the adapter; give certfile and keyfile to serve TLS, or set server.auth_token")
 	}
 	for chain, off := range im.offAuth {
 		slices.Sort(off)
