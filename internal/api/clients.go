@@ -38,16 +38,24 @@ type clientJSON struct {
 	CleanStart       bool   `json:"clean_start"`
 	ExpiryInterval   int    `json:"expiry_interval"`
 	SubscriptionsCnt int    `json:"subscriptions_cnt"`
-	MqueueLen        int64  `json:"mqueue_len"`
-	MqueueMax        int    `json:"mqueue_max"`
-	MqueueDropped    int64  `json:"mqueue_dropped"`
-	RecvOct          int64  `json:"recv_oct"`
-	RecvCnt          int64  `json:"recv_cnt"`
-	RecvMsg          int64  `json:"recv_msg"`
-	SendOct          int64  `json:"send_oct"`
-	SendCnt          int64  `json:"send_cnt"`
-	SendMsg          int64  `json:"send_msg"`
-	EventsQueued     int    `json:"events_queued"` // exgate's: events waiting for the handler
+	// EMQX's ExProto channel reports these as 0: a device has no
+	// subscription cap, no MQTT inflight window and no QoS 2 awaiting
+	// PUBREL (exgate's neither); scripts that read them find them.
+	SubscriptionsMax int   `json:"subscriptions_max"`
+	InflightCnt      int   `json:"inflight_cnt"`
+	InflightMax      int   `json:"inflight_max"`
+	AwaitingRelCnt   int   `json:"awaiting_rel_cnt"`
+	AwaitingRelMax   int   `json:"awaiting_rel_max"`
+	MqueueLen        int64 `json:"mqueue_len"`
+	MqueueMax        int   `json:"mqueue_max"`
+	MqueueDropped    int64 `json:"mqueue_dropped"`
+	RecvOct          int64 `json:"recv_oct"`
+	RecvCnt          int64 `json:"recv_cnt"`
+	RecvMsg          int64 `json:"recv_msg"`
+	SendOct          int64 `json:"send_oct"`
+	SendCnt          int64 `json:"send_cnt"`
+	SendMsg          int64 `json:"send_msg"`
+	EventsQueued     int   `json:"events_queued"` // exgate's: events waiting for the handler
 }
 
 // emqxTime formats t as EMQX does: 2024-05-01T10:00:00.123+00:00.

@@ -125,7 +125,8 @@ func TestManagementAPI(t *testing.T) {
 		}
 	}
 	for k, want := range map[string]any{"is_bridge": false, "clean_start": true, "expiry_interval": 0.0, "mqueue_max": 1000.0,
-		"mqueue_len": 0.0, "mqueue_dropped": 0.0, "recv_msg": 1.0, "send_msg": 0.0} {
+		"mqueue_len": 0.0, "mqueue_dropped": 0.0, "recv_msg": 1.0, "send_msg": 0.0,
+		"subscriptions_max": 0.0, "inflight_cnt": 0.0, "inflight_max": 0.0, "awaiting_rel_cnt": 0.0, "awaiting_rel_max": 0.0} {
 		if m[k] != want {
 			t.Errorf("%s = %v, want %v", k, m[k], want)
 		}
