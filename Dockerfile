@@ -1,6 +1,8 @@
 # exgate in a container: a static binary on an empty base, as a non-root
-# user. Not built by CI here (no container builder on the project's
-# machines); `make deb` and `make dist` are.
+# user. Not built by CI here (the project's machines reach no container
+# registry to pull golang:1.26 from); cmd/exgate's TestDockerfile checks it
+# instead: the final image's shape, the files it copies, and its build
+# command run as written (a static, version-stamped binary).
 #
 #   docker build -t exgate .
 #   docker run -p 7993:7993 -p 1883:1883 -p 127.0.0.1:18083:18083 -v exgate:/var/lib/exgate exgate
