@@ -176,6 +176,16 @@ type External struct {
 	// the whole gateway, so the devices of a lost node do not stampede the
 	// survivors. Default 200.
 	ReconnectsPerSecond int `yaml:"reconnects_per_second,omitempty"`
+	// MaxQoS is the highest QoS the upstream takes from a publisher: a
+	// device's publish above it goes at MaxQoS, as an MQTT 5 client does
+	// with a server's Maximum QoS. NATS 2.9 closes a session that
+	// publishes QoS 2: set 1 there. Default 2.
+	MaxQoS *int `yaml:"max_qos,omitempty"`
+	// SharedSubscriptions false answers a device's $share/… subscription
+	// with PARAMS_TYPE_ERROR, instead of passing it to a broker that takes
+	// it for an ordinary topic and delivers nothing (RabbitMQ 3.x, NATS
+	// 2.9). Default true.
+	SharedSubscriptions *bool `yaml:"shared_subscriptions,omitempty"`
 	// Username and Password of the gateway's own session, used for RawPublish.
 	Username string `yaml:"username,omitempty"`
 	Password string `yaml:"password,omitempty"`
@@ -185,6 +195,17 @@ type External struct {
 
 // Enabled reports whether an upstream broker replaces the embedded one.
 func (e External) Enabled() bool { return len(e.Servers) > 0 }
+
+// MaxPublishQoS is MaxQoS, 2 when not set.
+func (e External) MaxPublishQoS() byte {
+	if e.MaxQoS == nil {
+		return 2
+	}
+	return byte(*e.MaxQoS)
+}
+
+// Shared reports whether the upstream has shared subscriptions (nil means yes).
+func (e External) Shared() bool { return e.SharedSubscriptions == nil || *e.SharedSubscriptions }
 
 // Reconnects reports whether lost device sessions are opened again (nil
 // means yes).

@@ -61,6 +61,9 @@ func (c *Config) Validate() error {
 		if m.ReconnectTimeout < 0 || m.ReconnectsPerSecond < 0 {
 			bad("broker.mqtt", "reconnect_timeout and reconnects_per_second must not be negative")
 		}
+		if q := m.MaxQoS; q != nil && (*q < 0 || *q > 2) {
+			bad("broker.mqtt.max_qos", "%d: must be 0, 1 or 2", *q)
+		}
 		if m.ProtocolVersion != 0 && m.ProtocolVersion != 4 && m.ProtocolVersion != 5 {
 			bad("broker.mqtt.protocol_version", "%d is not auto, 4 or 5", m.ProtocolVersion)
 		}

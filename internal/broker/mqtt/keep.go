@@ -187,7 +187,12 @@ func (k *kept) open(ctx context.Context, tok *byte) (broker.Session, error) {
 	for f, q := range subs {
 		if err := s.Subscribe(ctx, f, q); err != nil {
 			s.Close()
-			return nil, fmt.Errorf("renew subscription %q: %w", f, err)
+			// Not wrapped: the server granted this subscription before, so
+			// a refusal now is taken for a server that is not ready yet
+			// (a NATS cluster answers 0x80 while JetStream recovers from a
+			// lost node), tried again within reconnect_timeout, not a
+			// reason to give the device up at once.
+			return nil, fmt.Errorf("renew subscription %q: %v", f, err)
 		}
 	}
 	return s, nil

@@ -112,6 +112,12 @@ func New(o Options) (*Broker, error) {
 			}
 		}
 	}
+	if q := c.MaxPublishQoS(); q < 2 {
+		b.log.Info("upstream broker takes publishes up to this QoS: higher ones are sent at it (broker.mqtt.max_qos)", "max_qos", q)
+	}
+	if !c.Shared() {
+		b.log.Info("upstream broker has no shared subscriptions: $share/… subscriptions are refused (broker.mqtt.shared_subscriptions: false)")
+	}
 	return b, nil
 }
 
@@ -152,11 +158,36 @@ func (b *Broker) dialServer(ctx context.Context, s server) (net.Conn, error) {
 // A server that takes the TCP connection but not the session (no CONNACK,
 // or a CONNACK refusing for a reason other than the credentials) is
 // skipped for the next one, as one that refuses the TCP connection is.
-func (b *Broker) Connect(ctx context.Context, ci broker.ClientInfo, password string, h broker.Handlers) (broker.Session, error) {
+func (b *Broker) Connect(ctx context.Context, ci broker.ClientInfo, password string, h broker.Handlers) (sess broker.Session, err error) {
 	if b.cfg.Reconnects() {
-		return b.connectKept(ctx, ci, password, h)
+		sess, err = b.connectKept(ctx, ci, password, h)
+	} else {
+		sess, err = b.connectAny(ctx, ci, password, h)
 	}
-	return b.connectAny(ctx, ci, password, h)
+	if err != nil || (b.cfg.MaxPublishQoS() == 2 && b.cfg.Shared()) {
+		return sess, err
+	}
+	return &capped{Session: sess, maxQoS: b.cfg.MaxPublishQoS(), shared: b.cfg.Shared()}, nil
+}
+
+// capped holds a session to what the upstream can do (broker.mqtt.max_qos,
+// shared_subscriptions): publishes above its QoS go at its QoS, and a
+// shared subscription it would take for a plain topic is refused.
+type capped struct {
+	broker.Session
+	maxQoS byte
+	shared bool
+}
+
+func (s *capped) Publish(ctx context.Context, topic string, qos byte, payload []byte) error {
+	return s.Session.Publish(ctx, topic, min(qos, s.maxQoS), payload)
+}
+
+func (s *capped) Subscribe(ctx context.Context, filter string, qos byte) error {
+	if !s.shared && strings.HasPrefix(filter, "$share/") {
+		return fmt.Errorf("%w: %s: the upstream broker has no shared subscriptions (broker.mqtt.shared_subscriptions: false)", broker.ErrBadRequest, filter)
+	}
+	return s.Session.Subscribe(ctx, filter, qos)
 }
 
 // connectAny opens one upstream session on the first server that takes it.
@@ -297,6 +328,7 @@ func (b *Broker) RawPublish(ctx context.Context, topic string, qos byte, payload
 	if qos > 2 {
 		return fmt.Errorf("raw publish: qos %d: %w", qos, broker.ErrBadRequest)
 	}
+	qos = min(qos, b.cfg.MaxPublishQoS())
 	for attempt := 0; ; attempt++ {
 		sess, err := b.rawSession(ctx)
 		if err != nil {

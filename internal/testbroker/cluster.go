@@ -1,0 +1,226 @@
+package testbroker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Cluster is a broker cluster of another engine than mosquitto, every node
+// serving MQTT on a loopback port: Debian's nats-server (MQTT over
+// JetStream) or rabbitmq-server (its MQTT plugin). Both speak MQTT 3.1.1
+// only.
+type Cluster struct {
+	Engine string // "nats" or "rabbitmq"
+	Nodes  []*Node
+	dir    string
+	epmd   int                      // RabbitMQ: the Erlang port mapper's port, to stop it
+	env    func(...string) []string // RabbitMQ: the environment of its commands
+}
+
+// Node is one broker of a cluster.
+type Node struct {
+	Name   string
+	Addr   string // MQTT, 127.0.0.1:port
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *syncBuffer
+}
+
+// Kill ends the node at once (SIGKILL to its process group): a broker
+// node lost, its clients' connections cut.
+func (n *Node) Kill() {
+	if n.cmd.Process != nil {
+		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	<-n.exited
+}
+
+// needBinary finds a broker binary: skip without it, except under CI
+// (scripts/deps.sh installs it), where that is a failure.
+func needBinary(t testing.TB, pkg string, paths ...string) string {
+	t.Helper()
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	err := fmt.Errorf("%s not found (Debian package %s; scripts/deps.sh installs it)", paths[0], pkg)
+	if os.Getenv("CI") != "" {
+		t.Fatal(err)
+	}
+	t.Skip(err)
+	return ""
+}
+
+// StartNATS runs an n-node NATS cluster with JetStream and MQTT; it stops
+// when the test ends. Up in about a second.
+func StartNATS(t testing.TB, n int) *Cluster {
+	t.Helper()
+	bin := needBinary(t, "nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server")
+	c := &Cluster{Engine: "nats", dir: t.TempDir()}
+	t.Cleanup(c.stop)
+	routes := make([]string, n)
+	routePorts := make([]int, n)
+	for i := range n {
+		routePorts[i] = freePort(t)
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", routePorts[i])
+	}
+	for i := range n {
+		name := fmt.Sprintf("n%d", i+1)
+		conf := filepath.Join(c.dir, name+".conf")
+		body := fmt.Sprintf(`server_name: %s
+listen: 127.0.0.1:%d
+cluster { name: exgate-test, listen: 127.0.0.1:%d, routes: [%s] }
+jetstream { store_dir: %q }
+mqtt { listen: 127.0.0.1:%d }
+`, name, freePort(t), routePorts[i], strings.Join(routes, ", "), filepath.Join(c.dir, name), freePort(t))
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		node := c.start(t, name, exec.Command(bin, "-c", conf))
+		node.Addr = strings.Fields(strings.SplitN(body, "mqtt { listen: ", 2)[1])[0]
+	}
+	c.waitReady(t, 30*time.Second)
+	return c
+}
+
+// StartRabbitMQ runs an n-node RabbitMQ cluster with the MQTT plugin; it
+// stops when the test ends. Erlang is slow to start: 15–20 s here.
+func StartRabbitMQ(t testing.TB, n int) *Cluster {
+	t.Helper()
+	server := needBinary(t, "rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server")
+	ctl := filepath.Join(filepath.Dir(server), "rabbitmqctl")
+	c := &Cluster{Engine: "rabbitmq", dir: t.TempDir(), epmd: freePort(t)}
+	t.Cleanup(c.stop)
+	if err := os.WriteFile(filepath.Join(c.dir, ".erlang.cookie"), []byte("exgate-test-cookie"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	plugins := filepath.Join(c.dir, "enabled_plugins")
+	if err := os.WriteFile(plugins, []byte("[rabbitmq_mqtt].\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Every process (each node, each rabbitmqctl) needs a port of its own
+	// for Erlang distribution: rabbitmqctl takes one from a range.
+	ctlMin := freePort(t)
+	c.env = func(extra ...string) []string {
+		return append(append(os.Environ(), "HOME="+c.dir, fmt.Sprintf("ERL_EPMD_PORT=%d", c.epmd),
+			fmt.Sprintf("RABBITMQ_CTL_DIST_PORT_MIN=%d", ctlMin), fmt.Sprintf("RABBITMQ_CTL_DIST_PORT_MAX=%d", ctlMin)), extra...)
+	}
+	for i := range n {
+		name := fmt.Sprintf("rabbit%d@localhost", i+1)
+		dir := filepath.Join(c.dir, fmt.Sprintf("n%d", i+1))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		conf := fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\nmqtt.listeners.tcp.default = %s\nmqtt.allow_anonymous = true\nloopback_users = none\n", freePort(t), mqttAddr)
+		if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(server)
+		cmd.Env = c.env("RABBITMQ_NODENAME="+name, fmt.Sprintf("RABBITMQ_DIST_PORT=%d", freePort(t)),
+			"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"), "RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
+			"RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq"), "RABBITMQ_ENABLED_PLUGINS_FILE="+plugins)
+		c.start(t, name, cmd).Addr = mqttAddr
+	}
+	for _, node := range c.Nodes {
+		if !waitListening(node.Addr, node.exited, 90*time.Second) {
+			t.Fatalf("RabbitMQ node %s did not start: %s", node.Name, node.log.String())
+		}
+	}
+	first := c.Nodes[0].Name
+	for _, node := range c.Nodes[1:] {
+		for _, args := range [][]string{{"stop_app"}, {"join_cluster", first}, {"start_app"}} {
+			cmd := exec.Command(ctl, append([]string{"-n", node.Name}, args...)...)
+			cmd.Env = c.env()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("rabbitmqctl -n %s %s: %v\n%s", node.Name, strings.Join(args, " "), err, out)
+			}
+		}
+	}
+	c.waitReady(t, 60*time.Second)
+	return c
+}
+
+func (c *Cluster) start(t testing.TB, name string, cmd *exec.Cmd) *Node {
+	t.Helper()
+	node := &Node{Name: name, cmd: cmd, exited: make(chan struct{}), log: &syncBuffer{}}
+	cmd.Stdout, cmd.Stderr = node.log, node.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(node.exited) }()
+	c.Nodes = append(c.Nodes, node)
+	return node
+}
+
+// waitReady waits until every node accepts an MQTT 3.1.1 session: a NATS
+// node only does once JetStream has a leader, a RabbitMQ node once it
+// runs in the cluster.
+func (c *Cluster) waitReady(t testing.TB, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for _, node := range c.Nodes {
+		for {
+			err := probe(node.Addr)
+			if err == nil {
+				break
+			}
+			select {
+			case <-node.exited:
+				t.Fatalf("%s node %s exited: %s", c.Engine, node.Name, node.log.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s node %s accepts no MQTT session after %v: %v\n%s", c.Engine, node.Name, d, err, node.log.String())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
+func probe(addr string) error {
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(fmt.Sprintf("probe-%d", time.Now().UnixNano())).
+		SetProtocolVersion(4).SetConnectTimeout(2 * time.Second).SetAutoReconnect(false).SetConnectRetry(false)
+	cl := mqtt.NewClient(o)
+	tok := cl.Connect()
+	if !tok.WaitTimeout(3 * time.Second) {
+		return errors.New("no CONNACK")
+	}
+	if tok.Error() != nil {
+		return tok.Error()
+	}
+	cl.Disconnect(0)
+	return nil
+}
+
+// stop ends every node and, for RabbitMQ, the Erlang port mapper the
+// nodes started, so nothing outlives the test.
+func (c *Cluster) stop() {
+	for _, node := range c.Nodes {
+		if node.cmd.Process != nil {
+			_ = syscall.Kill(-node.cmd.Process.Pid, syscall.SIGKILL)
+			<-node.exited
+		}
+	}
+	if c.epmd != 0 {
+		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.epmd), time.Second); err == nil {
+			// epmd's "kill" request: length 1, code 'k'.
+			_, _ = conn.Write([]byte{0, 1, 'k'})
+			_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+			_, _ = conn.Read(make([]byte, 2))
+			conn.Close()
+		}
+	}
+}
