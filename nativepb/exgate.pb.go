@@ -30,6 +30,42 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type NodeInfoRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfoRequest) Reset() {
+	*x = NodeInfoRequest{}
+	mi := &file_exgate_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfoRequest) ProtoMessage() {}
+
+func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_exgate_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
+func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
+	return file_exgate_proto_rawDescGZIP(), []int{0}
+}
+
 // Up is what exgate sends: events for devices, and the results of the
 // handler's actions. The first Up of a stream carries hello.
 type Up struct {
@@ -43,7 +79,7 @@ type Up struct {
 
 func (x *Up) Reset() {
 	*x = Up{}
-	mi := &file_exgate_proto_msgTypes[0]
+	mi := &file_exgate_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -55,7 +91,7 @@ func (x *Up) String() string {
 func (*Up) ProtoMessage() {}
 
 func (x *Up) ProtoReflect() protoreflect.Message {
-	mi := &file_exgate_proto_msgTypes[0]
+	mi := &file_exgate_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -68,7 +104,7 @@ func (x *Up) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Up.ProtoReflect.Descriptor instead.
 func (*Up) Descriptor() ([]byte, []int) {
-	return file_exgate_proto_rawDescGZIP(), []int{0}
+	return file_exgate_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Up) GetHello() *Hello {
@@ -104,7 +140,7 @@ type Down struct {
 
 func (x *Down) Reset() {
 	*x = Down{}
-	mi := &file_exgate_proto_msgTypes[1]
+	mi := &file_exgate_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -116,7 +152,7 @@ func (x *Down) String() string {
 func (*Down) ProtoMessage() {}
 
 func (x *Down) ProtoReflect() protoreflect.Message {
-	mi := &file_exgate_proto_msgTypes[1]
+	mi := &file_exgate_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -129,7 +165,7 @@ func (x *Down) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Down.ProtoReflect.Descriptor instead.
 func (*Down) Descriptor() ([]byte, []int) {
-	return file_exgate_proto_rawDescGZIP(), []int{1}
+	return file_exgate_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Down) GetHello() *Hello {
@@ -158,7 +194,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_exgate_proto_msgTypes[2]
+	mi := &file_exgate_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +206,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_exgate_proto_msgTypes[2]
+	mi := &file_exgate_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +219,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_exgate_proto_rawDescGZIP(), []int{2}
+	return file_exgate_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hello) GetNode() string {
@@ -228,7 +264,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_exgate_proto_msgTypes[3]
+	mi := &file_exgate_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +276,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_exgate_proto_msgTypes[3]
+	mi := &file_exgate_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +289,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_exgate_proto_rawDescGZIP(), []int{3}
+	return file_exgate_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -375,7 +411,7 @@ type Action struct {
 
 func (x *Action) Reset() {
 	*x = Action{}
-	mi := &file_exgate_proto_msgTypes[4]
+	mi := &file_exgate_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +423,7 @@ func (x *Action) String() string {
 func (*Action) ProtoMessage() {}
 
 func (x *Action) ProtoReflect() protoreflect.Message {
-	mi := &file_exgate_proto_msgTypes[4]
+	mi := &file_exgate_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +436,7 @@ func (x *Action) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Action.ProtoReflect.Descriptor instead.
 func (*Action) Descriptor() ([]byte, []int) {
-	return file_exgate_proto_rawDescGZIP(), []int{4}
+	return file_exgate_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Action) GetRef() uint64 {
@@ -572,7 +608,7 @@ type Done struct {
 
 func (x *Done) Reset() {
 	*x = Done{}
-	mi := &file_exgate_proto_msgTypes[5]
+	mi := &file_exgate_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +620,7 @@ func (x *Done) String() string {
 func (*Done) ProtoMessage() {}
 
 func (x *Done) ProtoReflect() protoreflect.Message {
-	mi := &file_exgate_proto_msgTypes[5]
+	mi := &file_exgate_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +633,7 @@ func (x *Done) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Done.ProtoReflect.Descriptor instead.
 func (*Done) Descriptor() ([]byte, []int) {
-	return file_exgate_proto_rawDescGZIP(), []int{5}
+	return file_exgate_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Done) GetConn() string {
@@ -641,7 +677,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_exgate_proto_msgTypes[6]
+	mi := &file_exgate_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +689,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_exgate_proto_msgTypes[6]
+	mi := &file_exgate_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +702,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_exgate_proto_rawDescGZIP(), []int{6}
+	return file_exgate_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Result) GetRef() uint64 {
@@ -694,7 +730,8 @@ var File_exgate_proto protoreflect.FileDescriptor
 
 const file_exgate_proto_rawDesc = "" +
 	"\n" +
-	"\fexgate.proto\x12\texgate.v1\x1a\rexproto.proto\"\x83\x01\n" +
+	"\fexgate.proto\x12\texgate.v1\x1a\rexproto.proto\"\x11\n" +
+	"\x0fNodeInfoRequest\"\x83\x01\n" +
 	"\x02Up\x12&\n" +
 	"\x05hello\x18\x01 \x01(\v2\x10.exgate.v1.HelloR\x05hello\x12(\n" +
 	"\x06events\x18\x02 \x03(\v2\x10.exgate.v1.EventR\x06events\x12+\n" +
@@ -739,7 +776,9 @@ const file_exgate_proto_rawDesc = "" +
 	"\x04code\x18\x02 \x01(\x0e2\x1b.emqx.exproto.v1.ResultCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage2:\n" +
 	"\aHandler\x12/\n" +
-	"\aConnect\x12\r.exgate.v1.Up\x1a\x0f.exgate.v1.Down\"\x00(\x010\x01B#Z!github.com/exgate/exgate/nativepbb\x06proto3"
+	"\aConnect\x12\r.exgate.v1.Up\x1a\x0f.exgate.v1.Down\"\x00(\x010\x012>\n" +
+	"\x04Node\x126\n" +
+	"\x04Info\x12\x1a.exgate.v1.NodeInfoRequest\x1a\x10.exgate.v1.Hello\"\x00B#Z!github.com/exgate/exgate/nativepbb\x06proto3"
 
 var (
 	file_exgate_proto_rawDescOnce sync.Once
@@ -753,55 +792,58 @@ func file_exgate_proto_rawDescGZIP() []byte {
 	return file_exgate_proto_rawDescData
 }
 
-var file_exgate_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_exgate_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_exgate_proto_goTypes = []any{
-	(*Up)(nil),                                // 0: exgate.v1.Up
-	(*Down)(nil),                              // 1: exgate.v1.Down
-	(*Hello)(nil),                             // 2: exgate.v1.Hello
-	(*Event)(nil),                             // 3: exgate.v1.Event
-	(*Action)(nil),                            // 4: exgate.v1.Action
-	(*Done)(nil),                              // 5: exgate.v1.Done
-	(*Result)(nil),                            // 6: exgate.v1.Result
-	(*exprotopb.SocketCreatedRequest)(nil),    // 7: emqx.exproto.v1.SocketCreatedRequest
-	(*exprotopb.ReceivedBytesRequest)(nil),    // 8: emqx.exproto.v1.ReceivedBytesRequest
-	(*exprotopb.TimerTimeoutRequest)(nil),     // 9: emqx.exproto.v1.TimerTimeoutRequest
-	(*exprotopb.ReceivedMessagesRequest)(nil), // 10: emqx.exproto.v1.ReceivedMessagesRequest
-	(*exprotopb.SocketClosedRequest)(nil),     // 11: emqx.exproto.v1.SocketClosedRequest
-	(*exprotopb.SendBytesRequest)(nil),        // 12: emqx.exproto.v1.SendBytesRequest
-	(*exprotopb.CloseSocketRequest)(nil),      // 13: emqx.exproto.v1.CloseSocketRequest
-	(*exprotopb.AuthenticateRequest)(nil),     // 14: emqx.exproto.v1.AuthenticateRequest
-	(*exprotopb.TimerRequest)(nil),            // 15: emqx.exproto.v1.TimerRequest
-	(*exprotopb.PublishRequest)(nil),          // 16: emqx.exproto.v1.PublishRequest
-	(*exprotopb.SubscribeRequest)(nil),        // 17: emqx.exproto.v1.SubscribeRequest
-	(*exprotopb.UnsubscribeRequest)(nil),      // 18: emqx.exproto.v1.UnsubscribeRequest
-	(*exprotopb.RawPublishRequest)(nil),       // 19: emqx.exproto.v1.RawPublishRequest
-	(exprotopb.ResultCode)(0),                 // 20: emqx.exproto.v1.ResultCode
+	(*NodeInfoRequest)(nil),                   // 0: exgate.v1.NodeInfoRequest
+	(*Up)(nil),                                // 1: exgate.v1.Up
+	(*Down)(nil),                              // 2: exgate.v1.Down
+	(*Hello)(nil),                             // 3: exgate.v1.Hello
+	(*Event)(nil),                             // 4: exgate.v1.Event
+	(*Action)(nil),                            // 5: exgate.v1.Action
+	(*Done)(nil),                              // 6: exgate.v1.Done
+	(*Result)(nil),                            // 7: exgate.v1.Result
+	(*exprotopb.SocketCreatedRequest)(nil),    // 8: emqx.exproto.v1.SocketCreatedRequest
+	(*exprotopb.ReceivedBytesRequest)(nil),    // 9: emqx.exproto.v1.ReceivedBytesRequest
+	(*exprotopb.TimerTimeoutRequest)(nil),     // 10: emqx.exproto.v1.TimerTimeoutRequest
+	(*exprotopb.ReceivedMessagesRequest)(nil), // 11: emqx.exproto.v1.ReceivedMessagesRequest
+	(*exprotopb.SocketClosedRequest)(nil),     // 12: emqx.exproto.v1.SocketClosedRequest
+	(*exprotopb.SendBytesRequest)(nil),        // 13: emqx.exproto.v1.SendBytesRequest
+	(*exprotopb.CloseSocketRequest)(nil),      // 14: emqx.exproto.v1.CloseSocketRequest
+	(*exprotopb.AuthenticateRequest)(nil),     // 15: emqx.exproto.v1.AuthenticateRequest
+	(*exprotopb.TimerRequest)(nil),            // 16: emqx.exproto.v1.TimerRequest
+	(*exprotopb.PublishRequest)(nil),          // 17: emqx.exproto.v1.PublishRequest
+	(*exprotopb.SubscribeRequest)(nil),        // 18: emqx.exproto.v1.SubscribeRequest
+	(*exprotopb.UnsubscribeRequest)(nil),      // 19: emqx.exproto.v1.UnsubscribeRequest
+	(*exprotopb.RawPublishRequest)(nil),       // 20: emqx.exproto.v1.RawPublishRequest
+	(exprotopb.ResultCode)(0),                 // 21: emqx.exproto.v1.ResultCode
 }
 var file_exgate_proto_depIdxs = []int32{
-	2,  // 0: exgate.v1.Up.hello:type_name -> exgate.v1.Hello
-	3,  // 1: exgate.v1.Up.events:type_name -> exgate.v1.Event
-	6,  // 2: exgate.v1.Up.results:type_name -> exgate.v1.Result
-	2,  // 3: exgate.v1.Down.hello:type_name -> exgate.v1.Hello
-	4,  // 4: exgate.v1.Down.actions:type_name -> exgate.v1.Action
-	7,  // 5: exgate.v1.Event.socket_created:type_name -> emqx.exproto.v1.SocketCreatedRequest
-	8,  // 6: exgate.v1.Event.received_bytes:type_name -> emqx.exproto.v1.ReceivedBytesRequest
-	9,  // 7: exgate.v1.Event.timer_timeout:type_name -> emqx.exproto.v1.TimerTimeoutRequest
-	10, // 8: exgate.v1.Event.received_messages:type_name -> emqx.exproto.v1.ReceivedMessagesRequest
-	11, // 9: exgate.v1.Event.socket_closed:type_name -> emqx.exproto.v1.SocketClosedRequest
-	12, // 10: exgate.v1.Action.send:type_name -> emqx.exproto.v1.SendBytesRequest
-	13, // 11: exgate.v1.Action.close:type_name -> emqx.exproto.v1.CloseSocketRequest
-	14, // 12: exgate.v1.Action.authenticate:type_name -> emqx.exproto.v1.AuthenticateRequest
-	15, // 13: exgate.v1.Action.start_timer:type_name -> emqx.exproto.v1.TimerRequest
-	16, // 14: exgate.v1.Action.publish:type_name -> emqx.exproto.v1.PublishRequest
-	17, // 15: exgate.v1.Action.subscribe:type_name -> emqx.exproto.v1.SubscribeRequest
-	18, // 16: exgate.v1.Action.unsubscribe:type_name -> emqx.exproto.v1.UnsubscribeRequest
-	19, // 17: exgate.v1.Action.raw_publish:type_name -> emqx.exproto.v1.RawPublishRequest
-	5,  // 18: exgate.v1.Action.done:type_name -> exgate.v1.Done
-	20, // 19: exgate.v1.Result.code:type_name -> emqx.exproto.v1.ResultCode
-	0,  // 20: exgate.v1.Handler.Connect:input_type -> exgate.v1.Up
-	1,  // 21: exgate.v1.Handler.Connect:output_type -> exgate.v1.Down
-	21, // [21:22] is the sub-list for method output_type
-	20, // [20:21] is the sub-list for method input_type
+	3,  // 0: exgate.v1.Up.hello:type_name -> exgate.v1.Hello
+	4,  // 1: exgate.v1.Up.events:type_name -> exgate.v1.Event
+	7,  // 2: exgate.v1.Up.results:type_name -> exgate.v1.Result
+	3,  // 3: exgate.v1.Down.hello:type_name -> exgate.v1.Hello
+	5,  // 4: exgate.v1.Down.actions:type_name -> exgate.v1.Action
+	8,  // 5: exgate.v1.Event.socket_created:type_name -> emqx.exproto.v1.SocketCreatedRequest
+	9,  // 6: exgate.v1.Event.received_bytes:type_name -> emqx.exproto.v1.ReceivedBytesRequest
+	10, // 7: exgate.v1.Event.timer_timeout:type_name -> emqx.exproto.v1.TimerTimeoutRequest
+	11, // 8: exgate.v1.Event.received_messages:type_name -> emqx.exproto.v1.ReceivedMessagesRequest
+	12, // 9: exgate.v1.Event.socket_closed:type_name -> emqx.exproto.v1.SocketClosedRequest
+	13, // 10: exgate.v1.Action.send:type_name -> emqx.exproto.v1.SendBytesRequest
+	14, // 11: exgate.v1.Action.close:type_name -> emqx.exproto.v1.CloseSocketRequest
+	15, // 12: exgate.v1.Action.authenticate:type_name -> emqx.exproto.v1.AuthenticateRequest
+	16, // 13: exgate.v1.Action.start_timer:type_name -> emqx.exproto.v1.TimerRequest
+	17, // 14: exgate.v1.Action.publish:type_name -> emqx.exproto.v1.PublishRequest
+	18, // 15: exgate.v1.Action.subscribe:type_name -> emqx.exproto.v1.SubscribeRequest
+	19, // 16: exgate.v1.Action.unsubscribe:type_name -> emqx.exproto.v1.UnsubscribeRequest
+	20, // 17: exgate.v1.Action.raw_publish:type_name -> emqx.exproto.v1.RawPublishRequest
+	6,  // 18: exgate.v1.Action.done:type_name -> exgate.v1.Done
+	21, // 19: exgate.v1.Result.code:type_name -> emqx.exproto.v1.ResultCode
+	1,  // 20: exgate.v1.Handler.Connect:input_type -> exgate.v1.Up
+	0,  // 21: exgate.v1.Node.Info:input_type -> exgate.v1.NodeInfoRequest
+	2,  // 22: exgate.v1.Handler.Connect:output_type -> exgate.v1.Down
+	3,  // 23: exgate.v1.Node.Info:output_type -> exgate.v1.Hello
+	22, // [22:24] is the sub-list for method output_type
+	20, // [20:22] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name
@@ -812,14 +854,14 @@ func file_exgate_proto_init() {
 	if File_exgate_proto != nil {
 		return
 	}
-	file_exgate_proto_msgTypes[3].OneofWrappers = []any{
+	file_exgate_proto_msgTypes[4].OneofWrappers = []any{
 		(*Event_SocketCreated)(nil),
 		(*Event_ReceivedBytes)(nil),
 		(*Event_TimerTimeout)(nil),
 		(*Event_ReceivedMessages)(nil),
 		(*Event_SocketClosed)(nil),
 	}
-	file_exgate_proto_msgTypes[4].OneofWrappers = []any{
+	file_exgate_proto_msgTypes[5].OneofWrappers = []any{
 		(*Action_Send)(nil),
 		(*Action_Close)(nil),
 		(*Action_Authenticate)(nil),
@@ -836,9 +878,9 @@ func file_exgate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_exgate_proto_rawDesc), len(file_exgate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_exgate_proto_goTypes,
 		DependencyIndexes: file_exgate_proto_depIdxs,

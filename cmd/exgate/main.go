@@ -194,6 +194,19 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
 
+// fromEnv applies the settings the environment gives: EXGATE_NODE_NAME is
+// node.name, so that the pods of one StatefulSet share a configuration
+// file and still have names of their own.
+func fromEnv(c *config.Config) error {
+	if n := os.Getenv("EXGATE_NODE_NAME"); n != "" {
+		c.Node.Name = n
+		if err := c.Validate(); err != nil {
+			return fmt.Errorf("EXGATE_NODE_NAME: %w", err)
+		}
+	}
+	return nil
+}
+
 // withChanges puts the changes made through the API (api.changes_file)
 // over c, and says which settings of the file they replace.
 func withChanges(c *config.Config) (notes []string, err error) {
@@ -244,6 +257,9 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := fromEnv(cfg); err != nil {
+		return err
+	}
 	changed, err := withChanges(cfg)
 	if err != nil {
 		return err
@@ -268,6 +284,9 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 		reload = func() ([]string, error) {
 			var notes []string
 			nc, err := config.LoadForReload(cfgPath)
+			if err == nil {
+				err = fromEnv(nc)
+			}
 			if err == nil {
 				notes, err = withChanges(nc)
 			}

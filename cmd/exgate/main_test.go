@@ -20,6 +20,7 @@ import (
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testbroker"
 	"github.com/exgate/exgate/internal/testcert"
+	"github.com/exgate/exgate/internal/testdns"
 	"github.com/exgate/exgate/internal/testhandler"
 )
 
@@ -130,10 +131,12 @@ func startNode(t *testing.T, body string) *node {
 	return startNodeFile(t, writeFile(t, body))
 }
 
-// startNodeFile runs exgate with the config file at path.
-func startNodeFile(t *testing.T, path string) *node {
+// startNodeFile runs exgate with the config file at path, with env
+// ("KEY=value") added to its environment.
+func startNodeFile(t *testing.T, path string, env ...string) *node {
 	t.Helper()
 	n := &node{path: path, cmd: exec.Command(binary, "-c", path), lines: make(chan string, 1000), done: make(chan error, 1)}
+	n.cmd.Env = append(os.Environ(), env...)
 	stderr, err := n.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -232,15 +235,33 @@ func (d *jsonDevice) read(want int) testhandler.Frame {
 // TestTwoNodesOneUpstream runs two exgate processes on one mosquitto with
 // one handler that only knows node A's adapter.
 func TestTwoNodesOneUpstream(t *testing.T) {
+	t.Run("static peers", func(t *testing.T) { twoNodesOneUpstream(t, false) })
+	t.Run("peers by DNS", func(t *testing.T) { twoNodesOneUpstream(t, true) })
+}
+
+// twoNodesOneUpstream: the nodes know each other from cluster.peers, or
+// find each other in DNS SRV records (the same records for both, each
+// skipping itself).
+func twoNodesOneUpstream(t *testing.T, byDNS bool) {
 	m := testbroker.Start(t)
 	h := testhandler.Start(t)
 	adapterA, adapterB := freePort(t), freePort(t)
+	clusterConf := func(peerName, peer string) string { return `{peers: {"` + peerName + `": "` + peer + `"}}` }
+	if byDNS {
+		port := func(a string) string { _, p, _ := net.SplitHostPort(a); return p }
+		d := testdns.Start(t, "nodes.test. 1 IN A 127.0.0.1",
+			"_exgate._tcp.test. 1 IN SRV 0 0 "+port(adapterA)+" nodes.test.",
+			"_exgate._tcp.test. 1 IN SRV 0 0 "+port(adapterB)+" nodes.test.")
+		clusterConf = func(string, string) string {
+			return `{discovery: {dns: "_exgate._tcp.test", srv: true, interval: 200ms, resolver: "` + d.Addr + `"}}`
+		}
+	}
 	conf := func(name, self, peerName, peer string) string {
 		return `
 node: {name: ` + name + `}
 api: {bind: "127.0.0.1:0"}
 broker: {mqtt: {servers: ["tcp://` + m.Addr + `"]}}
-cluster: {peers: {"` + peerName + `": "` + peer + `"}}
+cluster: ` + clusterConf(peerName, peer) + `
 gateway:
   exproto:
     server: {bind: "` + self + `"}
@@ -251,6 +272,9 @@ gateway:
 	a := startNode(t, conf("a@test", adapterA, "b@test", adapterB))
 	b := startNode(t, conf("b@test", adapterB, "a@test", adapterA))
 	h.Attach(t, a.addr(t, "adapter")) // the handler knows node A only
+	if byDNS {
+		a.waitLine(t, "peer=b@test") // "cluster discovery: peer found"
+	}
 
 	// A device on each node; the one on B is served through A's adapter.
 	onA := dialDevice(t, a.addr(t, "tcp:default"))
@@ -809,5 +833,24 @@ gateway:
 	if c, err := net.Dial("tcp", extra); err == nil {
 		c.Close()
 		t.Fatal("without the changes file the API's listener still accepts")
+	}
+}
+
+// EXGATE_NODE_NAME names the node (the pods of a StatefulSet share one
+// configuration file), on the start line and in a reload alike.
+func TestNodeNameFromEnvironment(t *testing.T) {
+	path := writeFile(t, `
+node: {name: from-file@test}
+api: {bind: "127.0.0.1:0"}
+broker: {embedded: {listeners: {tcp: {bind: "127.0.0.1:0"}}}}
+gateway: {exproto: {server: {bind: "127.0.0.1:0"}, listeners: {tcp: {default: {bind: "127.0.0.1:0"}}}}}
+`)
+	n := startNodeFile(t, path, "EXGATE_NODE_NAME=exgate-3@pods")
+	if !strings.Contains(n.start, "node=exgate-3@pods") {
+		t.Fatalf("start line: %s", n.start)
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGHUP)
+	if l := n.waitLine(t, "configuration reloaded"); strings.Contains(l, "node") {
+		t.Fatalf("a reload took the file's node name for a change: %s", l)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -219,6 +220,38 @@ type Cluster struct {
 	Peers map[string]string `yaml:"peers,omitempty"`
 	// SSLOptions are used to call peers whose adapters serve TLS.
 	SSLOptions *ClientTLSOptions `yaml:"ssl_options,omitempty"`
+	// Discovery finds peers by DNS as well: nodes that come and go (a
+	// Kubernetes StatefulSet behind a headless Service) need no list.
+	Discovery Discovery `yaml:"discovery,omitempty"`
+}
+
+// Port is the port of Bind, 0 if none is fixed.
+func (s Server) Port() int {
+	_, port, err := net.SplitHostPort(BindAddress(s.Bind))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
+// Discovery finds the other nodes' adapters by DNS, again every Interval;
+// each address found is asked its node name (exgate.v1.Node, on the
+// adapter port, behind server.auth_token), and this node's own is skipped.
+type Discovery struct {
+	// DNS is the name to resolve; "" turns discovery off. Its A/AAAA
+	// records are the nodes' addresses, on Port.
+	DNS string `yaml:"dns,omitempty"`
+	// SRV reads the name's SRV records instead: each target's addresses,
+	// on the target's port.
+	SRV bool `yaml:"srv,omitempty"`
+	// Port of the peers' adapters with A/AAAA records. Default: the port of
+	// gateway.exproto.server.bind.
+	Port int `yaml:"port,omitempty"`
+	// Interval between lookups. Default 30s.
+	Interval time.Duration `yaml:"interval,omitempty"`
+	// Resolver is a DNS server's host:port; default: the system's.
+	Resolver string `yaml:"resolver,omitempty"`
 }
 
 // Embedded configures the in-process MQTT broker.

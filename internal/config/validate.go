@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,6 +80,23 @@ func (c *Config) Validate() error {
 		}
 		if err := checkBind(addr); err != nil {
 			bad("cluster.peers."+name, "%v", err)
+		}
+	}
+	if d := c.Cluster.Discovery; d != (Discovery{}) {
+		switch {
+		case d.DNS == "":
+			bad("cluster.discovery.dns", "must name what to resolve when cluster.discovery is configured")
+		case d.Port < 0 || d.Port > 65535:
+			bad("cluster.discovery.port", "%d is not a port", d.Port)
+		case d.Interval < 0:
+			bad("cluster.discovery.interval", "must not be negative")
+		case !d.SRV && d.Port == 0 && c.Gateway.ExProto.Server.Port() == 0:
+			bad("cluster.discovery.port", "needed: gateway.exproto.server.bind has no fixed port to assume for the peers")
+		}
+		if d.Resolver != "" {
+			if _, _, err := net.SplitHostPort(d.Resolver); err != nil {
+				bad("cluster.discovery.resolver", "%q: want host:port", d.Resolver)
+			}
 		}
 	}
 	if l := c.Broker.Embedded.Listeners.TCP; l.Enabled() && !c.Broker.MQTT.Enabled() {

@@ -33,6 +33,7 @@ import (
 	"github.com/exgate/exgate/internal/metrics"
 	"github.com/exgate/exgate/internal/tlsconfig"
 	"github.com/exgate/exgate/internal/trace"
+	"github.com/exgate/exgate/nativepb"
 )
 
 // Gateway is one running exgate.
@@ -128,7 +129,8 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 		}
 		g.broker = g.embedded
 	}
-	if g.peers, err = cluster.New(cfg.Cluster, x.Server.AuthToken); err != nil {
+	if g.peers, err = cluster.New(cluster.Options{Config: cfg.Cluster, Token: x.Server.AuthToken, Self: cfg.Node.Name,
+		AdapterPort: x.Server.Port(), Logger: log.With("component", "cluster")}); err != nil {
 		return nil, err
 	}
 
@@ -149,6 +151,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
+	nativepb.RegisterNodeServer(g.grpc, &cluster.NodeServer{Name: cfg.Node.Name, Version: func() string { return cmp.Or(g.Version, "dev") }})
 
 	var lerr error
 	if !x.Enabled() {
@@ -221,7 +224,7 @@ func (g *Gateway) Start() {
 		g.serve(l)
 	}
 	g.mu.RUnlock()
-	attrs := []any{"version", cmp.Or(g.Version, "dev"), "adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address.String()}
+	attrs := []any{"version", cmp.Or(g.Version, "dev"), "node", g.cfg.Node.Name, "adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address.String()}
 	if a := g.MQTTAddr(); a != nil {
 		attrs = append(attrs, "mqtt", a.String())
 	}
