@@ -249,9 +249,9 @@ func (b *Broker) open(ctx context.Context, conn net.Conn, srv server, ci broker.
 		v = b.versions[srv.idx].Load()
 	}
 	if v == 4 {
-		return connectV4(ctx, conn, ci, password, ka, h)
+		return dial(ctx, conn, 4, ci, password, ka, h)
 	}
-	s, err := connectV5(ctx, conn, ci, password, ka, h)
+	s, err := dial(ctx, conn, 5, ci, password, ka, h)
 	if b.cfg.ProtocolVersion != 0 || v != 0 {
 		return s, err
 	}
@@ -268,7 +268,7 @@ func (b *Broker) open(ctx context.Context, conn net.Conn, srv server, ci broker.
 	if derr != nil {
 		return nil, errors.Join(err, derr)
 	}
-	if s, err = connectV4(ctx, conn, ci, password, ka, h); err != nil {
+	if s, err = dial(ctx, conn, 4, ci, password, ka, h); err != nil {
 		return nil, err
 	}
 	if b.versions[srv.idx].CompareAndSwap(0, 4) {

@@ -1,0 +1,527 @@
+package mqtt
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/exgate/exgate/internal/broker"
+)
+
+// MQTT 5 reason codes the gateway maps.
+const (
+	rcNoMatchingSubscribers = 0x10
+	rcNoSubscriptionExisted = 0x11
+	rcBadUserPass           = 0x86
+	rcNotAuthorized         = 0x87
+	rcBanned                = 0x8A
+	rcUnsupportedVersion    = 0x84
+	rcSessionTakenOver      = 0x8E
+	rcAdministrativeClose   = 0x98
+	// rcV3BadVersion is a 3.1.1 server's CONNACK "unacceptable protocol
+	// version"; rcV3BadUserPass and rcV3NotAuthorized its refusals.
+	rcV3BadVersion    = 0x01
+	rcV3BadUserPass   = 0x04
+	rcV3NotAuthorized = 0x05
+)
+
+// errNoMQTT5 marks a server that refused an MQTT 5 CONNECT as such: it hung
+// up without a CONNACK, or said the version is not supported.
+var errNoMQTT5 = errors.New("the server does not speak MQTT 5")
+
+// receiveMaximum bounds how many QoS>0 deliveries the broker keeps in
+// flight to one session (MQTT 5).
+const receiveMaximum = 128
+
+// maxPacket bounds a packet from the upstream, so a broken server cannot
+// make a session allocate without limit.
+const maxPacket = 64 << 20
+
+// writeTimeout bounds one write to the upstream.
+const writeTimeout = 15 * time.Second
+
+// conn is one device's session upstream, in MQTT 5 or 3.1.1, on
+// mochi-mqtt's packet codec (the embedded broker's). Its only goroutine is
+// its reader: calls write from their own goroutine under a lock and wait
+// for their acknowledgement, and keepalive pings come from a timer. (paho's
+// clients held 4 goroutines per device with MQTT 5 and 11 with 3.1.1.)
+// MQTT 3.1.1 has no user properties and no reason codes: deliveries carry
+// no publisher id, and a denied publish is not reported by every broker.
+type conn struct {
+	nc   net.Conn
+	v    byte   // 4 or 5
+	from string // publisher id stamped on every publish (MQTT 5)
+	h    broker.Handlers
+	ka   time.Duration
+	done chan struct{} // the reader returned
+	last atomic.Int64  // unix nanos of the last packet read
+
+	wmu sync.Mutex // one write at a time
+
+	mu      sync.Mutex
+	id      uint16
+	waiting map[uint16]chan *packets.Packet // acknowledgements awaited, by packet id
+	qos2    map[uint16]struct{}             // QoS 2 deliveries awaiting PUBREL
+	closed  bool                            // by Close, or the connection ended
+	ping    *time.Timer
+}
+
+var _ broker.Session = (*conn)(nil)
+
+// dial opens an MQTT session over nc in version v (4 or 5): CONNECT with a
+// clean start, CONNACK within ctx, then the reader runs. It takes ownership
+// of nc.
+func dial(ctx context.Context, nc net.Conn, v byte, ci broker.ClientInfo, password string, keepalive uint16, h broker.Handlers) (broker.Session, error) {
+	// The maps are made on first use: an idle device holds none.
+	c := &conn{nc: nc, v: v, from: ci.From, h: h, ka: time.Duration(keepalive) * time.Second, done: make(chan struct{})}
+	if c.from == "" {
+		c.from = ci.ClientID
+	}
+	pk := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+		ProtocolName: []byte("MQTT"), ClientIdentifier: ci.ClientID, Clean: true, Keepalive: keepalive}}
+	if ci.Username != "" {
+		pk.Connect.Username, pk.Connect.UsernameFlag = []byte(ci.Username), true
+	}
+	if password != "" {
+		pk.Connect.Password, pk.Connect.PasswordFlag = []byte(password), true
+	}
+	if v == 5 {
+		pk.Properties.ReceiveMaximum = receiveMaximum
+		pk.Properties.RequestProblemInfo, pk.Properties.RequestProblemInfoFlag = 1, true
+	}
+	// The CONNACK is awaited within ctx: its end breaks the read.
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
+	r := bufio.NewReaderSize(nc, 512)
+	ack, err := c.connect(pk, r)
+	if !stop() && err != nil {
+		err = fmt.Errorf("connect: %w: no CONNACK: %w", broker.ErrUnavailable, ctx.Err())
+	}
+	if err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	if v == 5 && ack.Properties.ServerKeepAliveFlag {
+		c.ka = time.Duration(ack.Properties.ServerKeepAlive) * time.Second
+	}
+	c.last.Store(time.Now().UnixNano())
+	if c.ka > 0 {
+		c.ping = time.AfterFunc(c.ka, c.keepalive)
+	}
+	go c.read(r)
+	return c, nil
+}
+
+// connect sends CONNECT and reads CONNACK, mapping a refusal.
+func (c *conn) connect(pk *packets.Packet, r *bufio.Reader) (*packets.Packet, error) {
+	if err := c.write(pk); err != nil {
+		return nil, fmt.Errorf("connect: %w: %w", broker.ErrUnavailable, err)
+	}
+	ack, err := readPacket(r, c.v)
+	if err != nil {
+		if c.v == 5 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			// RabbitMQ's and NATS's MQTT speak 3.1.1 only and hang up on
+			// an MQTT 5 CONNECT without a word.
+			return nil, fmt.Errorf("connect: %w: %w (the broker hung up on an MQTT 5 CONNECT without a CONNACK: if it speaks MQTT 3.1.1 only, as RabbitMQ and NATS do, set broker.mqtt.protocol_version: auto or 4)", errNoMQTT5, err)
+		}
+		var v3 v3Connack
+		if errors.As(err, &v3) {
+			ack = &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: byte(v3)}
+		} else {
+			return nil, fmt.Errorf("connect: %w: %w", broker.ErrUnavailable, err)
+		}
+	}
+	if ack.FixedHeader.Type != packets.Connack {
+		return nil, fmt.Errorf("connect: %w: the broker answered CONNECT with packet type %d", broker.ErrUnavailable, ack.FixedHeader.Type)
+	}
+	rc := ack.ReasonCode
+	switch {
+	case rc == 0:
+		return ack, nil
+	case c.v == 5 && (rc == rcNotAuthorized || rc == rcBadUserPass || rc == rcBanned), c.v == 4 && (rc == rcV3BadUserPass || rc == rcV3NotAuthorized):
+		return nil, fmt.Errorf("connect: %w (reason code 0x%02x)", broker.ErrNotAuthorized, rc)
+	case c.v == 5 && (rc == rcUnsupportedVersion || rc == rcV3BadVersion):
+		return nil, fmt.Errorf("connect: %w: %w (reason code 0x%02x)", errNoMQTT5, broker.ErrUnavailable, rc)
+	}
+	return nil, fmt.Errorf("connect: %w: refused (reason code 0x%02x)", broker.ErrUnavailable, rc)
+}
+
+// v3Connack is a 3.1.1 CONNACK read while speaking MQTT 5 (it has no
+// properties): its return code.
+type v3Connack byte
+
+func (e v3Connack) Error() string { return fmt.Sprintf("an MQTT 3.1.1 CONNACK (return code %d)", byte(e)) }
+
+var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// write encodes and sends one packet.
+func (c *conn) write(pk *packets.Packet) error {
+	pk.ProtocolVersion = c.v
+	b := bufs.Get().(*bytes.Buffer)
+	defer func() {
+		if b.Cap() <= 64<<10 {
+			b.Reset()
+			bufs.Put(b)
+		}
+	}()
+	if err := encode(pk, b); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := c.nc.Write(b.Bytes())
+	return err
+}
+
+func encode(pk *packets.Packet, b *bytes.Buffer) error {
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		return pk.ConnectEncode(b)
+	case packets.Publish:
+		return pk.PublishEncode(b)
+	case packets.Puback:
+		return pk.PubackEncode(b)
+	case packets.Pubrec:
+		return pk.PubrecEncode(b)
+	case packets.Pubrel:
+		return pk.PubrelEncode(b)
+	case packets.Pubcomp:
+		return pk.PubcompEncode(b)
+	case packets.Subscribe:
+		return pk.SubscribeEncode(b)
+	case packets.Unsubscribe:
+		return pk.UnsubscribeEncode(b)
+	case packets.Pingreq:
+		return pk.PingreqEncode(b)
+	case packets.Disconnect:
+		return pk.DisconnectEncode(b)
+	}
+	return fmt.Errorf("cannot encode packet type %d", pk.FixedHeader.Type)
+}
+
+// readPacket reads one packet of protocol version v.
+func readPacket(r *bufio.Reader, v byte) (*packets.Packet, error) {
+	pk := &packets.Packet{ProtocolVersion: v}
+	hb, err := r.ReadByte()
+	if err != nil {
+		return nil, err
+	}
+	if err := pk.FixedHeader.Decode(hb); err != nil {
+		return nil, err
+	}
+	n, _, err := packets.DecodeLength(r)
+	if err != nil {
+		return nil, err
+	}
+	if n > maxPacket {
+		return nil, fmt.Errorf("a packet of %d bytes from the broker (at most %d)", n, maxPacket)
+	}
+	pk.FixedHeader.Remaining = n // the decoders tell optional fields by it
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		if v == 5 && n == 2 {
+			return nil, v3Connack(body[1])
+		}
+		err = pk.ConnackDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubrel:
+		err = pk.PubrelDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
+	case packets.Suback:
+		err = pk.SubackDecode(body)
+	case packets.Unsuback:
+		err = pk.UnsubackDecode(body)
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	case packets.Pingresp:
+	default:
+		err = fmt.Errorf("unexpected packet type %d from the broker", pk.FixedHeader.Type)
+	}
+	return pk, err
+}
+
+// read handles what the broker sends until the connection ends.
+func (c *conn) read(r *bufio.Reader) {
+	defer close(c.done)
+	for {
+		pk, err := readPacket(r, c.v)
+		if err != nil {
+			c.end(fmt.Errorf("broker connection lost: %w", err))
+			return
+		}
+		c.last.Store(time.Now().UnixNano())
+		switch pk.FixedHeader.Type {
+		case packets.Publish:
+			c.deliver(pk)
+		case packets.Pubrec:
+			if pk.ReasonCode < 0x80 {
+				// QoS 2, second step: the caller waits for PUBCOMP.
+				_ = c.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID})
+				continue
+			}
+			c.acked(pk)
+		case packets.Puback, packets.Pubcomp, packets.Suback, packets.Unsuback:
+			c.acked(pk)
+		case packets.Pubrel:
+			c.mu.Lock()
+			delete(c.qos2, pk.PacketID)
+			c.mu.Unlock()
+			_ = c.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID})
+		case packets.Disconnect:
+			// Only these two say what happened to the session itself; a
+			// server shutting down (0x8B), busy, or sending clients
+			// elsewhere ended the connection, not the session's right to be.
+			switch pk.ReasonCode {
+			case rcSessionTakenOver:
+				err = broker.ErrTakenOver
+			case rcAdministrativeClose:
+				err = broker.ErrKicked
+			default:
+				err = fmt.Errorf("broker connection lost: the broker sent DISCONNECT (reason code 0x%02x)", pk.ReasonCode)
+			}
+			c.end(err)
+			return
+		}
+	}
+}
+
+// deliver hands a message to the device and acknowledges it. A QoS 2
+// message sent again before its PUBREL is acknowledged, not delivered twice.
+func (c *conn) deliver(pk *packets.Packet) {
+	switch pk.FixedHeader.Qos {
+	case 1:
+		c.h.Deliver(toMessage(pk))
+		_ = c.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+		return
+	case 2:
+		c.mu.Lock()
+		_, dup := c.qos2[pk.PacketID]
+		if c.qos2 == nil {
+			c.qos2 = map[uint16]struct{}{}
+		}
+		c.qos2[pk.PacketID] = struct{}{}
+		c.mu.Unlock()
+		if !dup {
+			c.h.Deliver(toMessage(pk))
+		}
+		_ = c.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID})
+		return
+	}
+	c.h.Deliver(toMessage(pk))
+}
+
+func toMessage(pk *packets.Packet) broker.Message {
+	m := broker.Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos}
+	for _, up := range pk.Properties.User {
+		m.Stamp(up.Key, up.Val)
+	}
+	if m.Time.IsZero() {
+		m.Time = time.Now()
+	}
+	return m
+}
+
+// acked hands an acknowledgement to the call waiting for it.
+func (c *conn) acked(pk *packets.Packet) {
+	c.mu.Lock()
+	ch := c.waiting[pk.PacketID]
+	delete(c.waiting, pk.PacketID)
+	c.mu.Unlock()
+	if ch != nil {
+		ch <- pk
+	}
+}
+
+// keepalive pings the broker every keepalive, and ends a connection that
+// sent nothing for one and a half of them.
+func (c *conn) keepalive() {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return
+	}
+	if time.Since(time.Unix(0, c.last.Load())) > c.ka*3/2 {
+		c.end(errors.New("broker connection lost: no answer within 1.5 × keepalive"))
+		return
+	}
+	_ = c.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+	c.ping.Reset(c.ka)
+}
+
+// end closes the connection, releases the calls waiting on it, and tells
+// the device, unless the gateway closed the session itself.
+func (c *conn) end(err error) {
+	if c.shut() {
+		_ = c.nc.Close()
+		if c.h.Closed != nil {
+			c.h.Closed(err)
+		}
+	}
+}
+
+// shut marks the session closed and releases the calls waiting on it;
+// false if it was closed already.
+func (c *conn) shut() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.closed = true
+	if c.ping != nil {
+		c.ping.Stop()
+	}
+	for id, ch := range c.waiting {
+		close(ch)
+		delete(c.waiting, id)
+	}
+	return true
+}
+
+// request sends pk with a fresh packet id and waits for its
+// acknowledgement within ctx.
+func (c *conn) request(ctx context.Context, pk *packets.Packet) (*packets.Packet, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, broker.ErrClosed
+	}
+	for {
+		c.id++
+		if _, used := c.waiting[c.id]; c.id != 0 && !used {
+			break
+		}
+	}
+	pk.PacketID = c.id
+	ch := make(chan *packets.Packet, 1)
+	if c.waiting == nil {
+		c.waiting = map[uint16]chan *packets.Packet{}
+	}
+	c.waiting[pk.PacketID] = ch
+	c.mu.Unlock()
+	if err := c.write(pk); err != nil {
+		c.end(fmt.Errorf("broker connection lost: %w", err))
+		return nil, fmt.Errorf("broker connection lost: %w", err)
+	}
+	select {
+	case ack, ok := <-ch:
+		if !ok {
+			return nil, errors.New("broker connection lost before the broker acknowledged")
+		}
+		return ack, nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.waiting, pk.PacketID)
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+func (c *conn) Publish(ctx context.Context, topic string, qos byte, payload []byte) error {
+	pk := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, TopicName: topic, Payload: payload}
+	if c.v == 5 {
+		// MQTT carries no publisher id: the stamps let other exgate nodes
+		// (and the embedded broker, which replaces them) report
+		// Message.from and Message.timestamp.
+		pk.Properties.User = []packets.UserProperty{{Key: broker.PropFrom, Val: c.from}, {Key: broker.PropTime, Val: strconv.FormatInt(time.Now().UnixMilli(), 10)}}
+	}
+	if qos == 0 {
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			return broker.ErrClosed
+		}
+		if err := c.write(pk); err != nil {
+			return fmt.Errorf("publish %q: %w", topic, err)
+		}
+		return nil
+	}
+	ack, err := c.request(ctx, pk)
+	if err != nil {
+		return fmt.Errorf("publish %q: %w", topic, err)
+	}
+	switch rc := ack.ReasonCode; {
+	case rc == rcNotAuthorized:
+		return fmt.Errorf("publish %q: %w", topic, broker.ErrNotAuthorized)
+	case rc >= 0x80:
+		return fmt.Errorf("publish %q: refused (reason code 0x%02x)", topic, rc)
+	}
+	return nil
+}
+
+func (c *conn) Subscribe(ctx context.Context, filter string, qos byte) error {
+	ack, err := c.request(ctx, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+		Filters: packets.Subscriptions{{Filter: filter, Qos: qos}}})
+	if err != nil {
+		return fmt.Errorf("subscribe %q: %w", filter, err)
+	}
+	if len(ack.ReasonCodes) != 1 {
+		return fmt.Errorf("subscribe %q: %w: a SUBACK with %d reason codes", filter, broker.ErrBadRequest, len(ack.ReasonCodes))
+	}
+	switch rc := ack.ReasonCodes[0]; {
+	case rc == rcNotAuthorized || (c.v == 4 && rc == 0x80):
+		return fmt.Errorf("subscribe %q: %w", filter, broker.ErrNotAuthorized)
+	case rc >= 0x80:
+		return fmt.Errorf("subscribe %q: %w: refused (reason code 0x%02x)", filter, broker.ErrBadRequest, rc)
+	}
+	return nil
+}
+
+func (c *conn) Unsubscribe(ctx context.Context, filter string) error {
+	ack, err := c.request(ctx, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1},
+		Filters: packets.Subscriptions{{Filter: filter}}})
+	if err != nil {
+		return fmt.Errorf("unsubscribe %q: %w", filter, err)
+	}
+	// An unknown filter gets 0x11 "no subscription existed": SUCCESS for
+	// ExProto (spec §2).
+	for _, rc := range ack.ReasonCodes {
+		if rc >= 0x80 {
+			return fmt.Errorf("unsubscribe %q: refused (reason code 0x%02x)", filter, rc)
+		}
+	}
+	return nil
+}
+
+// Close says goodbye (DISCONNECT) and closes the connection, waiting for
+// the reader to return. A write under way (to a broker that stopped
+// reading) is not waited for: closing the connection ends it.
+func (c *conn) Close() {
+	if c.shut() {
+		if c.wmu.TryLock() {
+			var b bytes.Buffer
+			pk := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: c.v}
+			if pk.DisconnectEncode(&b) == nil {
+				_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+				_, _ = c.nc.Write(b.Bytes())
+			}
+			c.wmu.Unlock()
+		}
+		_ = c.nc.Close()
+	}
+	<-c.done
+}
