@@ -161,7 +161,9 @@ func (c *conn) connect(pk *packets.Packet, r *bufio.Reader) (*packets.Packet, er
 // properties): its return code.
 type v3Connack byte
 
-func (e v3Connack) Error() string { return fmt.Sprintf("an MQTT 3.1.1 CONNACK (return code %d)", byte(e)) }
+func (e v3Connack) Error() string {
+	return fmt.Sprintf("an MQTT 3.1.1 CONNACK (return code %d)", byte(e))
+}
 
 var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
