@@ -117,7 +117,9 @@ func dial(ctx context.Context, nc net.Conn, v byte, ci broker.ClientInfo, passwo
 	}
 	c.last.Store(time.Now().UnixNano())
 	if c.ka > 0 {
+		c.mu.Lock() // keepalive reads ping under mu
 		c.ping = time.AfterFunc(c.ka, c.keepalive)
+		c.mu.Unlock()
 	}
 	go c.read(r)
 	return c, nil
@@ -360,7 +362,7 @@ func (c *conn) acked(pk *packets.Packet) {
 // sent nothing for one and a half of them.
 func (c *conn) keepalive() {
 	c.mu.Lock()
-	closed := c.closed
+	closed, ping := c.closed, c.ping
 	c.mu.Unlock()
 	if closed {
 		return
@@ -370,7 +372,7 @@ func (c *conn) keepalive() {
 		return
 	}
 	_ = c.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
-	c.ping.Reset(c.ka)
+	ping.Reset(c.ka)
 }
 
 // end closes the connection, releases the calls waiting on it, and tells
