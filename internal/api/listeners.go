@@ -234,19 +234,24 @@ func (s *Server) updateListener(w http.ResponseWriter, r *http.Request) {
 		failWith(w, err)
 		return
 	}
-	err = s.change(func(ch *config.Changes, running *config.Config) error {
+	if err := s.replaceListener(typ, name, l); err != nil {
+		failWith(w, err)
+		return
+	}
+	s.log.Info("listener changed through the API", "listener", typ+":"+name, "by", caller(r))
+	writeJSON(w, 200, s.listenerView(typ, name))
+}
+
+// replaceListener changes the existing listener typ:name to l, or deletes
+// it when l is nil.
+func (s *Server) replaceListener(typ, name string, l *config.Listener) error {
+	return s.change(func(ch *config.Changes, running *config.Config) error {
 		if running.Gateway.ExProto.Listeners.Find(typ, name) == nil {
 			return notFound("no listener %s:%s", typ, name)
 		}
 		ch.SetListener(typ, name, l)
 		return nil
 	})
-	if err != nil {
-		failWith(w, err)
-		return
-	}
-	s.log.Info("listener changed through the API", "listener", typ+":"+name, "by", caller(r))
-	writeJSON(w, 200, s.listenerView(typ, name))
 }
 
 // deleteListener is EMQX's DELETE /gateways/exproto/listeners/{id}: the
@@ -258,14 +263,7 @@ func (s *Server) deleteListener(w http.ResponseWriter, r *http.Request) {
 		failWith(w, err)
 		return
 	}
-	err = s.change(func(ch *config.Changes, running *config.Config) error {
-		if running.Gateway.ExProto.Listeners.Find(typ, name) == nil {
-			return notFound("no listener %s:%s", typ, name)
-		}
-		ch.SetListener(typ, name, nil)
-		return nil
-	})
-	if err != nil {
+	if err := s.replaceListener(typ, name, nil); err != nil {
 		failWith(w, err)
 		return
 	}
