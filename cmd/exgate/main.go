@@ -327,6 +327,15 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	if mgmt != nil {
 		log.Info("management API", "api", mgmt.Addr().String())
 	}
+	if cfg.Node.ReleasesIdleMemory() {
+		st := g.Stats
+		activity := func() int64 {
+			return st.BytesReceived.Load() + st.BytesSent.Load() + st.ClientConnect.Load() + st.Disconnected.Load() + st.MessagesDelivered.Load()
+		}
+		go releaseWhenIdle(ctx, 10*time.Second, time.Second, activity, func(n uint64) {
+			log.Debug("idle: free heap memory handed back to the OS", "bytes", n)
+		})
+	}
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
@@ -352,30 +361,4 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// applyMemory sets the Go runtime's collection target and soft memory
-// limit from node.gc_percent and node.memory_limit. GOGC and GOMEMLIMIT in
-// the environment win, as they do for any Go program.
-func applyMemory(n config.Node, log *slog.Logger) {
-	var attrs []any
-	if n.GCPercent > 0 {
-		if env := os.Getenv("GOGC"); env != "" {
-			log.Warn("GOGC is set in the environment: node.gc_percent is ignored", "GOGC", env, "gc_percent", n.GCPercent)
-		} else {
-			debug.SetGCPercent(n.GCPercent)
-			attrs = append(attrs, "gc_percent", n.GCPercent)
-		}
-	}
-	if n.MemoryLimit > 0 {
-		if env := os.Getenv("GOMEMLIMIT"); env != "" {
-			log.Warn("GOMEMLIMIT is set in the environment: node.memory_limit is ignored", "GOMEMLIMIT", env, "memory_limit", int64(n.MemoryLimit))
-		} else {
-			debug.SetMemoryLimit(int64(n.MemoryLimit))
-			attrs = append(attrs, "memory_limit_bytes", int64(n.MemoryLimit))
-		}
-	}
-	if len(attrs) > 0 {
-		log.Info("Go runtime memory settings", attrs...)
-	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -12,7 +13,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -852,5 +855,48 @@ gateway: {exproto: {server: {bind: "127.0.0.1:0"}, listeners: {tcp: {default: {b
 	_ = n.cmd.Process.Signal(syscall.SIGHUP)
 	if l := n.waitLine(t, "configuration reloaded"); strings.Contains(l, "node") {
 		t.Fatalf("a reload took the file's node name for a change: %s", l)
+	}
+}
+
+// An idle process hands the heap's free memory back to the OS; a busy one
+// does not (its activity keeps changing).
+func TestReleaseWhenIdle(t *testing.T) {
+	garbage := make([][]byte, 0, 64)
+	for range 64 {
+		garbage = append(garbage, make([]byte, 1<<20))
+	}
+	garbage = nil
+	runtime.GC()
+	if freeHeap() < 16<<20 {
+		t.Skip("the runtime gave the garbage back by itself: nothing to test")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var busy atomic.Int64
+	var releases atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		releaseWhenIdle(ctx, 50*time.Millisecond, 5*time.Millisecond, func() int64 { return busy.Add(1) }, func(uint64) { releases.Add(1) })
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if n := releases.Load(); n != 0 {
+		t.Fatalf("released %d times while busy", n)
+	}
+	cancel()
+	<-done
+
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go releaseWhenIdle(ctx, 50*time.Millisecond, 5*time.Millisecond, func() int64 { return 0 }, func(uint64) { releases.Add(1) })
+	deadline := time.Now().Add(5 * time.Second)
+	for releases.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("an idle process did not release its free heap")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if free := freeHeap(); free >= 16<<20 {
+		t.Fatalf("after the release %d bytes of free heap are still held", free)
 	}
 }

@@ -129,7 +129,15 @@ type Node struct {
 	// (default) sets none; the GOMEMLIMIT variable, if set, wins. Read at
 	// start.
 	MemoryLimit Size `yaml:"memory_limit"`
+	// ReleaseIdleMemory hands the heap's free memory back to the OS after
+	// 10 s without device traffic, connects or closes (at most once a
+	// minute): after a connect storm the heap holds up to twice its live
+	// size, which idle devices do not need. Default true.
+	ReleaseIdleMemory *bool `yaml:"release_idle_memory,omitempty"`
 }
+
+// ReleasesIdleMemory reports whether idle memory goes back to the OS (nil means yes).
+func (n Node) ReleasesIdleMemory() bool { return n.ReleaseIdleMemory == nil || *n.ReleaseIdleMemory }
 
 // Log sets up log/slog.
 type Log struct {
