@@ -60,6 +60,9 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 			if p.RSSPerDevice != 0 {
 				fmt.Fprintf(stdout, "; with the devices connected: RSS +%.1f KiB per device", p.RSSPerDevice/1024)
 			}
+			if p.SettledRSSPerDevice != 0 {
+				fmt.Fprintf(stdout, ", +%.1f KiB after they idled %v", p.SettledRSSPerDevice/1024, holdFor)
+			}
 			fmt.Fprintln(stdout)
 		}
 		if r.Note != "" {
@@ -91,6 +94,16 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 			select {
 			case <-time.After(holdFor):
 			case <-ctx.Done():
+				return
+			}
+			if holdFor > 0 { // and again once the devices idled that long
+				var settled bench.Result
+				w.Done(&settled, devices)
+				for name, p := range settled.Procs {
+					q := held.Procs[name]
+					q.SettledRSSPerDevice = p.RSSPerDevice
+					held.Procs[name] = q
+				}
 			}
 		}
 	}

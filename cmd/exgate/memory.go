@@ -66,21 +66,33 @@ func releaseWhenIdle(ctx context.Context, idle, check time.Duration, activity fu
 			if now.Sub(quiet) < idle || (!done.IsZero() && now.Sub(done) < every) {
 				continue
 			}
-			if free := freeHeap(); free >= worth {
+			if spare := spareHeap(); spare >= worth {
 				debug.FreeOSMemory()
 				done = now
-				released(free)
+				released(spare)
 			}
 		}
 	}
 }
 
-// freeHeap is the heap memory that is free and still held from the OS.
-func freeHeap() uint64 {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+// spareHeap is the heap memory held from the OS beyond what was live at
+// the last collection: garbage not collected yet, and free pages.
+func spareHeap() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
+	var held uint64
+	for _, x := range s[:3] {
+		if x.Value.Kind() == metrics.KindUint64 {
+			held += x.Value.Uint64()
+		}
+	}
+	var live uint64
+	if s[3].Value.Kind() == metrics.KindUint64 {
+		live = s[3].Value.Uint64()
+	}
+	if held < live {
 		return 0
 	}
-	return s[0].Value.Uint64()
+	return held - live
 }

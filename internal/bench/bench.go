@@ -48,6 +48,9 @@ type ProcUsage struct {
 	// RSSPerDevice is the RSS growth over the run divided by devices
 	// (connect storm).
 	RSSPerDevice float64 `json:"rss_per_device_bytes,omitempty"`
+	// SettledRSSPerDevice is the same at the end of a hold: the devices
+	// idle, the gateway settled.
+	SettledRSSPerDevice float64 `json:"settled_rss_per_device_bytes,omitempty"`
 	// Goroutines of the gateway, from its /metrics (go_goroutines).
 	Goroutines int `json:"goroutines,omitempty"`
 }
@@ -58,7 +61,7 @@ type ProcUsage struct {
 func (r *Result) KeepMemory(held Result) {
 	for name, p := range held.Procs {
 		q := r.Procs[name]
-		q.RSSBytes, q.RSSPerDevice = p.RSSBytes, p.RSSPerDevice
+		q.RSSBytes, q.RSSPerDevice, q.SettledRSSPerDevice = p.RSSBytes, p.RSSPerDevice, p.SettledRSSPerDevice
 		if p.Goroutines > 0 {
 			q.Goroutines = p.Goroutines
 		}

@@ -88,6 +88,9 @@ func New(o Options) (*Broker, error) {
 	caps.MaximumClientWritesPending = 1024
 	quiet := slog.New(quietLog{log.Handler()})
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: quiet})
+	if err := slowHousekeeping(srv, housekeeping); err != nil {
+		log.Warn("embedded broker: housekeeping left at once a second", "error", err)
+	}
 	makerCaps := *caps
 	makerCaps.MaximumClientWritesPending = 0
 	maker := mqtt.New(&mqtt.Options{

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"go.uber.org/goleak"
 
 	"github.com/exgate/exgate/internal/broker"
@@ -466,5 +467,15 @@ func TestFilterMatches(t *testing.T) {
 		if got := filterMatches(c.filter, c.topic); got != c.want {
 			t.Errorf("filterMatches(%q, %q) = %v, want %v", c.filter, c.topic, got, c.want)
 		}
+	}
+}
+
+// mochi's housekeeping tickers are unexported fields of v2.7.9; an upgrade
+// that moves them must fail here, not leave an idle gateway walking every
+// client each second.
+func TestHousekeepingSlowed(t *testing.T) {
+	s := mqtt.New(&mqtt.Options{})
+	if err := slowHousekeeping(s, time.Hour); err != nil {
+		t.Fatal(err)
 	}
 }
