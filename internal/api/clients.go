@@ -51,9 +51,11 @@ type clientJSON struct {
 	MqueueDropped    int64 `json:"mqueue_dropped"`
 	RecvOct          int64 `json:"recv_oct"`
 	RecvCnt          int64 `json:"recv_cnt"`
+	RecvPkt          int64 `json:"recv_pkt"` // ExProto has no packets of its own: a socket read (datagram) is one
 	RecvMsg          int64 `json:"recv_msg"`
 	SendOct          int64 `json:"send_oct"`
 	SendCnt          int64 `json:"send_cnt"`
+	SendPkt          int64 `json:"send_pkt"` // a Send is one
 	SendMsg          int64 `json:"send_msg"`
 	EventsQueued     int   `json:"events_queued"` // exgate's: events waiting for the handler
 }
@@ -72,7 +74,7 @@ func (s *Server) toJSON(in channel.Info) clientJSON {
 		CleanStart:       true, // a device's broker session always starts clean
 		SubscriptionsCnt: len(in.Subscriptions), RecvOct: in.BytesIn, SendOct: in.BytesOut,
 		MqueueLen: in.MqueueLen, MqueueMax: in.MaxMqueue, MqueueDropped: in.MqueueDropped,
-		RecvCnt: in.Reads, RecvMsg: in.Published, SendCnt: in.Writes, SendMsg: in.Delivered,
+		RecvCnt: in.Reads, RecvPkt: in.Reads, RecvMsg: in.Published, SendCnt: in.Writes, SendPkt: in.Writes, SendMsg: in.Delivered,
 		EventsQueued: in.Queued,
 	}
 	if !in.ConnectedAt.IsZero() {

@@ -23,7 +23,7 @@ const openapiDoc = `{
         "keepalive": {"type": "integer"}, "is_bridge": {"type": "boolean"}, "clean_start": {"type": "boolean"}, "expiry_interval": {"type": "integer"},
         "subscriptions_cnt": {"type": "integer"}, "recv_oct": {"type": "integer"}, "send_oct": {"type": "integer"},
         "mqueue_len": {"type": "integer"}, "mqueue_max": {"type": "integer"}, "mqueue_dropped": {"type": "integer"},
-        "recv_cnt": {"type": "integer"}, "recv_msg": {"type": "integer"}, "send_cnt": {"type": "integer"}, "send_msg": {"type": "integer"},
+        "recv_cnt": {"type": "integer"}, "recv_pkt": {"type": "integer"}, "recv_msg": {"type": "integer"}, "send_cnt": {"type": "integer"}, "send_pkt": {"type": "integer"}, "send_msg": {"type": "integer"},
         "subscriptions_max": {"type": "integer"}, "inflight_cnt": {"type": "integer"}, "inflight_max": {"type": "integer"}, "awaiting_rel_cnt": {"type": "integer"}, "awaiting_rel_max": {"type": "integer"},
         "events_queued": {"type": "integer"}}},
       "Subscription": {"type": "object", "properties": {"topic": {"type": "string"}, "qos": {"type": "integer"}}}

@@ -133,9 +133,9 @@ func TestManagementAPI(t *testing.T) {
 	}
 	// Connect, subscribe, publish and their acks. A write is counted once
 	// it returned, which may be a moment after the device read it.
-	for deadline := time.Now().Add(5 * time.Second); m["recv_cnt"].(float64) < 3 || m["send_cnt"].(float64) < 3; {
+	for deadline := time.Now().Add(5 * time.Second); m["recv_cnt"].(float64) < 3 || m["send_cnt"].(float64) < 3 || m["send_pkt"] != m["send_cnt"]; {
 		if time.Now().After(deadline) {
-			t.Fatalf("recv_cnt %v, send_cnt %v: want at least 3 each", m["recv_cnt"], m["send_cnt"])
+			t.Fatalf("recv_cnt %v, send_cnt %v (send_pkt %v): want at least 3 each", m["recv_cnt"], m["send_cnt"], m["send_pkt"])
 		}
 		time.Sleep(20 * time.Millisecond)
 		_, m, _ = call(t, "GET", gw+"/clients/dev-a", "")
