@@ -99,15 +99,32 @@ mqtt { listen: 127.0.0.1:%d }
 func StartRabbitMQ(t testing.TB, n int) *Cluster {
 	t.Helper()
 	server := needBinary(t, "rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server")
+	// A node refuses to boot when its distribution port is taken, even
+	// by a connection of another test lingering in TIME_WAIT on the port
+	// just picked: pick others and start again.
+	for attempt := 1; ; attempt++ {
+		c, err := startRabbitMQ(t, server, n)
+		if err == nil {
+			t.Cleanup(c.stop)
+			return c
+		}
+		c.stop()
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("RabbitMQ cluster did not start (attempt %d, trying again on other ports): %v", attempt, err)
+	}
+}
+
+func startRabbitMQ(t testing.TB, server string, n int) (*Cluster, error) {
 	ctl := filepath.Join(filepath.Dir(server), "rabbitmqctl")
 	c := &Cluster{Engine: "rabbitmq", dir: t.TempDir(), epmd: freePort(t)}
-	t.Cleanup(c.stop)
 	if err := os.WriteFile(filepath.Join(c.dir, ".erlang.cookie"), []byte("exgate-test-cookie"), 0o400); err != nil {
-		t.Fatal(err)
+		return c, err
 	}
 	plugins := filepath.Join(c.dir, "enabled_plugins")
 	if err := os.WriteFile(plugins, []byte("[rabbitmq_mqtt].\n"), 0o644); err != nil {
-		t.Fatal(err)
+		return c, err
 	}
 	// Every process (each node, each rabbitmqctl) needs a port of its own
 	// for Erlang distribution: rabbitmqctl takes one from a range.
@@ -120,12 +137,12 @@ func StartRabbitMQ(t testing.TB, n int) *Cluster {
 		name := fmt.Sprintf("rabbit%d@localhost", i+1)
 		dir := filepath.Join(c.dir, fmt.Sprintf("n%d", i+1))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
+			return c, err
 		}
 		mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		conf := fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\nmqtt.listeners.tcp.default = %s\nmqtt.allow_anonymous = true\nloopback_users = none\n", freePort(t), mqttAddr)
 		if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
+			return c, err
 		}
 		cmd := exec.Command(server)
 		cmd.Env = c.env("RABBITMQ_NODENAME="+name, fmt.Sprintf("RABBITMQ_DIST_PORT=%d", freePort(t)),
@@ -135,7 +152,7 @@ func StartRabbitMQ(t testing.TB, n int) *Cluster {
 	}
 	for _, node := range c.Nodes {
 		if !waitListening(node.Addr, node.exited, 90*time.Second) {
-			t.Fatalf("RabbitMQ node %s did not start: %s", node.Name, node.log.String())
+			return c, fmt.Errorf("RabbitMQ node %s did not start: %s", node.Name, node.log.String())
 		}
 	}
 	first := c.Nodes[0].Name
@@ -144,12 +161,12 @@ func StartRabbitMQ(t testing.TB, n int) *Cluster {
 			cmd := exec.Command(ctl, append([]string{"-n", node.Name}, args...)...)
 			cmd.Env = c.env()
 			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("rabbitmqctl -n %s %s: %v\n%s", node.Name, strings.Join(args, " "), err, out)
+				return c, fmt.Errorf("rabbitmqctl -n %s %s: %v\n%s", node.Name, strings.Join(args, " "), err, out)
 			}
 		}
 	}
 	c.waitReady(t, 60*time.Second)
-	return c
+	return c, nil
 }
 
 func (c *Cluster) start(t testing.TB, name string, cmd *exec.Cmd) *Node {
