@@ -67,8 +67,40 @@ func needBinary(t testing.TB, pkg string, paths ...string) string {
 func StartNATS(t testing.TB, n int) *Cluster {
 	t.Helper()
 	bin := needBinary(t, "nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server")
+	return retry(t, func() (*Cluster, error) { return startNATS(t, bin, n) })
+}
+
+// StartRabbitMQ runs an n-node RabbitMQ cluster with the MQTT plugin; it
+// stops when the test ends. Erlang is slow to start: 15–20 s here.
+func StartRabbitMQ(t testing.TB, n int) *Cluster {
+	t.Helper()
+	server := needBinary(t, "rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server")
+	return retry(t, func() (*Cluster, error) { return startRabbitMQ(t, server, n) })
+}
+
+// retry starts a cluster up to three times. The ports are picked free but
+// only bound by the brokers a moment later, and under load another
+// process (an outgoing connection's ephemeral port, a connection of
+// another test in TIME_WAIT) takes one now and then: a node that will not
+// bind ends the attempt, and the next one picks other ports.
+func retry(t testing.TB, start func() (*Cluster, error)) *Cluster {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		c, err := start()
+		if err == nil {
+			t.Cleanup(c.stop)
+			return c
+		}
+		c.stop()
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%s cluster did not start (attempt %d; again on other ports): %v", c.Engine, attempt, err)
+	}
+}
+
+func startNATS(t testing.TB, bin string, n int) (*Cluster, error) {
 	c := &Cluster{Engine: "nats", dir: t.TempDir()}
-	t.Cleanup(c.stop)
 	routes := make([]string, n)
 	routePorts := make([]int, n)
 	for i := range n {
@@ -78,42 +110,19 @@ func StartNATS(t testing.TB, n int) *Cluster {
 	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
 		conf := filepath.Join(c.dir, name+".conf")
+		mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		body := fmt.Sprintf(`server_name: %s
 listen: 127.0.0.1:%d
 cluster { name: exgate-test, listen: 127.0.0.1:%d, routes: [%s] }
 jetstream { store_dir: %q }
-mqtt { listen: 127.0.0.1:%d }
-`, name, freePort(t), routePorts[i], strings.Join(routes, ", "), filepath.Join(c.dir, name), freePort(t))
+mqtt { listen: %s }
+`, name, freePort(t), routePorts[i], strings.Join(routes, ", "), filepath.Join(c.dir, name), mqttAddr)
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
+			return c, err
 		}
-		node := c.start(t, name, exec.Command(bin, "-c", conf))
-		node.Addr = strings.Fields(strings.SplitN(body, "mqtt { listen: ", 2)[1])[0]
+		c.start(t, name, exec.Command(bin, "-c", conf)).Addr = mqttAddr
 	}
-	c.waitReady(t, 30*time.Second)
-	return c
-}
-
-// StartRabbitMQ runs an n-node RabbitMQ cluster with the MQTT plugin; it
-// stops when the test ends. Erlang is slow to start: 15–20 s here.
-func StartRabbitMQ(t testing.TB, n int) *Cluster {
-	t.Helper()
-	server := needBinary(t, "rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server")
-	// A node refuses to boot when its distribution port is taken, even
-	// by a connection of another test lingering in TIME_WAIT on the port
-	// just picked: pick others and start again.
-	for attempt := 1; ; attempt++ {
-		c, err := startRabbitMQ(t, server, n)
-		if err == nil {
-			t.Cleanup(c.stop)
-			return c
-		}
-		c.stop()
-		if attempt == 3 {
-			t.Fatal(err)
-		}
-		t.Logf("RabbitMQ cluster did not start (attempt %d, trying again on other ports): %v", attempt, err)
-	}
+	return c, c.waitReady(30 * time.Second)
 }
 
 func startRabbitMQ(t testing.TB, server string, n int) (*Cluster, error) {
@@ -165,8 +174,7 @@ func startRabbitMQ(t testing.TB, server string, n int) (*Cluster, error) {
 			}
 		}
 	}
-	c.waitReady(t, 60*time.Second)
-	return c, nil
+	return c, c.waitReady(60 * time.Second)
 }
 
 func (c *Cluster) start(t testing.TB, name string, cmd *exec.Cmd) *Node {
@@ -185,8 +193,7 @@ func (c *Cluster) start(t testing.TB, name string, cmd *exec.Cmd) *Node {
 // waitReady waits until every node accepts an MQTT 3.1.1 session: a NATS
 // node only does once JetStream has a leader, a RabbitMQ node once it
 // runs in the cluster.
-func (c *Cluster) waitReady(t testing.TB, d time.Duration) {
-	t.Helper()
+func (c *Cluster) waitReady(d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for _, node := range c.Nodes {
 		for {
@@ -196,15 +203,16 @@ func (c *Cluster) waitReady(t testing.TB, d time.Duration) {
 			}
 			select {
 			case <-node.exited:
-				t.Fatalf("%s node %s exited: %s", c.Engine, node.Name, node.log.String())
+				return fmt.Errorf("%s node %s exited: %s", c.Engine, node.Name, node.log.String())
 			default:
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s node %s accepts no MQTT session after %v: %v\n%s", c.Engine, node.Name, d, err, node.log.String())
+				return fmt.Errorf("%s node %s accepts no MQTT session after %v: %v\n%s", c.Engine, node.Name, d, err, node.log.String())
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+	return nil
 }
 
 func probe(addr string) error {
