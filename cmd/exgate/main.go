@@ -194,29 +194,22 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
 
-// fromEnv applies the settings the environment gives: EXGATE_NODE_NAME is
-// node.name, so that the pods of one StatefulSet share a configuration
-// file and still have names of their own.
-func fromEnv(c *config.Config) error {
+// overFile puts over the file's configuration c what the environment says
+// (EXGATE_NODE_NAME is node.name, so that the pods of one StatefulSet share
+// a configuration file and still have names of their own) and the changes
+// made through the API (api.changes_file), and says which settings of the
+// file those replace.
+func overFile(c *config.Config) (notes []string, err error) {
 	if n := os.Getenv("EXGATE_NODE_NAME"); n != "" {
 		c.Node.Name = n
-		if err := c.Validate(); err != nil {
-			return fmt.Errorf("EXGATE_NODE_NAME: %w", err)
-		}
 	}
-	return nil
-}
-
-// withChanges puts the changes made through the API (api.changes_file)
-// over c, and says which settings of the file they replace.
-func withChanges(c *config.Config) (notes []string, err error) {
 	ch, err := config.LoadChanges(c.API.Changes())
 	if err != nil {
 		return nil, err
 	}
 	notes = ch.Apply(c)
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("with the changes made through the API (%s): %w", c.API.Changes(), err)
+		return nil, fmt.Errorf("with EXGATE_NODE_NAME and the changes made through the API (%s): %w", c.API.Changes(), err)
 	}
 	return notes, nil
 }
@@ -257,10 +250,7 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := fromEnv(cfg); err != nil {
-		return err
-	}
-	changed, err := withChanges(cfg)
+	changed, err := overFile(cfg)
 	if err != nil {
 		return err
 	}
@@ -285,10 +275,7 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 			var notes []string
 			nc, err := config.LoadForReload(cfgPath)
 			if err == nil {
-				err = fromEnv(nc)
-			}
-			if err == nil {
-				notes, err = withChanges(nc)
+				notes, err = overFile(nc)
 			}
 			if err != nil {
 				log.Error("reload refused: the old configuration stays", "error", err)

@@ -27,11 +27,12 @@ func (s *Server) gatewaySummary() map[string]any {
 		if l["running"] != true {
 			continue
 		}
-		if m, _ := l["max_connections"].(int); m > 0 && maxConns >= 0 {
-			maxConns += m
-		} else {
+		m, _ := l["max_connections"].(int)
+		if m == 0 {
 			maxConns = -1 // unlimited
+			break
 		}
+		maxConns += m
 	}
 	st := s.g.Stats
 	status := "running"

@@ -152,36 +152,34 @@ var listenerReadOnly = []string{"id", "type", "name", "running", "address", "cur
 	"refused", "datagrams_dropped", "kernel_drops"}
 
 // readListenerBody decodes a listener's settings from a request, over
-// into. The keys GET answers with that are not settings are taken out
-// first, so what GET returned may be sent back.
-func readListenerBody(r *http.Request, into *config.Listener) (doc map[string]any, err error) {
+// into, and returns the body's type and name (a POST's). The keys GET
+// answers with that are not settings are taken out first, so what GET
+// returned may be sent back.
+func readListenerBody(r *http.Request, into *config.Listener) (typ, name string, err error) {
+	var doc map[string]any
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&doc); err != nil || doc == nil {
-		return nil, badRequest("the body must be a JSON object of listener settings")
+		return "", "", badRequest("the body must be a JSON object of listener settings")
 	}
-	settings := make(map[string]any, len(doc))
-	for k, v := range doc {
-		settings[k] = v
-	}
+	typ, _ = doc["type"].(string)
+	name, _ = doc["name"].(string)
 	for _, k := range listenerReadOnly {
-		delete(settings, k)
+		delete(doc, k)
 	}
-	if err := config.DecodeListener(settings, into); err != nil {
-		return nil, badRequest("listener: %v", err)
+	if err := config.DecodeListener(doc, into); err != nil {
+		return "", "", badRequest("listener: %v", err)
 	}
-	return doc, nil
+	return typ, name, nil
 }
 
 // addListener is EMQX's POST /gateways/exproto/listeners: {"type", "name",
 // "bind", …settings} → 201 with the listener.
 func (s *Server) addListener(w http.ResponseWriter, r *http.Request) {
 	l := &config.Listener{}
-	doc, err := readListenerBody(r, l)
+	typ, name, err := readListenerBody(r, l)
 	if err != nil {
 		failWith(w, err)
 		return
 	}
-	typ, _ := doc["type"].(string)
-	name, _ := doc["name"].(string)
 	if !config.ValidListenerType(typ) || name == "" || strings.Contains(name, ":") {
 		fail(w, http.StatusBadRequest, "BAD_REQUEST", `a new listener needs "type" (tcp, ssl, udp or dtls), "name" (no colon) and "bind"`)
 		return
@@ -210,7 +208,7 @@ func (s *Server) getListener(w http.ResponseWriter, r *http.Request) {
 	}
 	v := s.listenerView(typ, name)
 	if v == nil {
-		fail(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no listener %s:%s", typ, name))
+		failWith(w, notFound("no listener %s:%s", typ, name))
 		return
 	}
 	writeJSON(w, 200, v)
@@ -226,11 +224,11 @@ func (s *Server) updateListener(w http.ResponseWriter, r *http.Request) {
 	}
 	cur := s.g.ListenerConfig(typ + ":" + name)
 	if cur == nil {
-		fail(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no listener %s:%s", typ, name))
+		failWith(w, notFound("no listener %s:%s", typ, name))
 		return
 	}
 	l := cur.Clone()
-	if _, err := readListenerBody(r, l); err != nil {
+	if _, _, err := readListenerBody(r, l); err != nil {
 		failWith(w, err)
 		return
 	}

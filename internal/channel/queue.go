@@ -275,31 +275,26 @@ func (c *Channel) start(a AsyncHandler, ev event, msgs []*pb.Message) {
 	call.mu.Unlock()
 }
 
-func (call *asyncCall) done(err error) {
+func (call *asyncCall) done(err error) { call.finish(err, false) }
+
+func (call *asyncCall) expired() { call.finish(errDeadline, true) }
+
+// finish ends the call once, by its answer or by its deadline (late):
+// the one stops the timer, the other cancels the request.
+func (call *asyncCall) finish(err error, late bool) {
 	if !call.finished.CompareAndSwap(false, true) {
 		return
 	}
 	call.mu.Lock()
-	t := call.timer
+	t, cancel := call.timer, call.cancel
 	call.mu.Unlock()
-	if t != nil {
+	switch {
+	case late && cancel != nil:
+		cancel()
+	case !late && t != nil:
 		t.Stop()
 	}
 	call.c.answered(call.ev, call.msgs, err)
-	call.c.run(true)
-}
-
-func (call *asyncCall) expired() {
-	if !call.finished.CompareAndSwap(false, true) {
-		return
-	}
-	call.mu.Lock()
-	cancel := call.cancel
-	call.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	call.c.answered(call.ev, call.msgs, errDeadline)
 	call.c.run(true)
 }
 

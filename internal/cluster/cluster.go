@@ -149,21 +149,6 @@ func (p *Peers) outgoing(ctx context.Context, forwarded bool) context.Context {
 	return ctx
 }
 
-// Names lists the peers' node names, sorted.
-func (p *Peers) Names() []string {
-	if p == nil {
-		return nil
-	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	var out []string
-	for _, pe := range p.byTag {
-		out = append(out, pe.name)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // Close stops discovery and closes the peer connections.
 func (p *Peers) Close() {
 	if p == nil {

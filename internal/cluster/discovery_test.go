@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"sort"
 	"testing"
 	"time"
 
@@ -29,12 +30,24 @@ func node(t *testing.T, name string) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// names lists the peers' node names, sorted.
+func names(p *Peers) []string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var out []string
+	for _, pe := range p.byTag {
+		out = append(out, pe.name)
+	}
+	sort.Strings(out)
+	return out
+}
+
 func waitNames(t *testing.T, p *Peers, want []string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !reflect.DeepEqual(p.Names(), want) {
+	for !reflect.DeepEqual(names(p), want) {
 		if time.Now().After(deadline) {
-			t.Fatalf("peers %v, want %v", p.Names(), want)
+			t.Fatalf("peers %v, want %v", names(p), want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -440,13 +440,8 @@ func (g *Gateway) Config() config.Config {
 
 // ListenerConfig returns the configuration of listener "type:name".
 func (g *Gateway) ListenerConfig(name string) *config.Listener {
+	typ, n, _ := strings.Cut(name, ":")
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	var found *config.Listener
-	g.cfg.Gateway.ExProto.Listeners.Each(func(typ, n string, l *config.Listener) {
-		if typ+":"+n == name {
-			found = l
-		}
-	})
-	return found
+	return g.cfg.Gateway.ExProto.Listeners.Find(typ, n)
 }

@@ -68,6 +68,7 @@ type conn struct {
 	last atomic.Int64  // unix nanos of the last packet read
 
 	wmu sync.Mutex // one write at a time
+	wdl time.Time  // the connection's write deadline, under wmu
 
 	mu      sync.Mutex
 	id      uint16
@@ -112,6 +113,7 @@ func dial(ctx context.Context, nc net.Conn, v byte, ci broker.ClientInfo, passwo
 		return nil, err
 	}
 	_ = nc.SetDeadline(time.Time{})
+	c.wdl = time.Time{} // the next write sets its deadline again
 	if v == 5 && ack.Properties.ServerKeepAliveFlag {
 		c.ka = time.Duration(ack.Properties.ServerKeepAlive) * time.Second
 	}
@@ -184,7 +186,12 @@ func (c *conn) write(pk *packets.Packet) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	// Moving the deadline costs a timer update: it is moved at most once
+	// a second, so a write that blocks fails after 14 to 15 s.
+	if now := time.Now(); c.wdl.Sub(now) < writeTimeout-time.Second {
+		c.wdl = now.Add(writeTimeout)
+		_ = c.nc.SetWriteDeadline(c.wdl)
+	}
 	_, err := c.nc.Write(b.Bytes())
 	return err
 }
@@ -520,7 +527,8 @@ func (c *conn) Close() {
 			var b bytes.Buffer
 			pk := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: c.v}
 			if pk.DisconnectEncode(&b) == nil {
-				_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+				c.wdl = time.Now().Add(time.Second)
+				_ = c.nc.SetWriteDeadline(c.wdl)
 				_, _ = c.nc.Write(b.Bytes())
 			}
 			c.wmu.Unlock()
