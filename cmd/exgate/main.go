@@ -259,7 +259,7 @@ func serve(ctx context.Context, cfgPath string, logw io.Writer) error {
 	if addr := os.Getenv("EXGATE_PPROF"); addr != "" {
 		startProfiler(addr, log)
 	}
-	applyMemory(cfg.Node, log)
+	defer applyMemory(cfg.Node, log)()
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		return err

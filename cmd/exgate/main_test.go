@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -898,5 +899,47 @@ func TestReleaseWhenIdle(t *testing.T) {
 	}
 	if spare := spareHeap(); spare >= 16<<20 {
 		t.Fatalf("after the release %d bytes of spare heap are still held", spare)
+	}
+}
+
+// The heap floor (node.gc_min_heap) spares a small live heap most of its
+// collections, and stop gives the configured GOGC back.
+func TestHeapFloor(t *testing.T) {
+	gcs := func() uint32 {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.NumGC
+	}
+	// 256 MiB of short-lived garbage over a live heap of a few MiB: Go's
+	// default collects it every few MiB.
+	churn := func() uint32 {
+		runtime.GC()
+		before := gcs()
+		var keep []byte
+		for range 256 * 16 {
+			keep = make([]byte, 64<<10)
+		}
+		runtime.KeepAlive(keep)
+		return gcs() - before
+	}
+	plain := churn()
+	stop := startHeapFloor(128<<20, 100)
+	runtime.GC() // the floor applies from the first collection on
+	runtime.GC()
+	floored := churn()
+	stop()
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC after stop = %d, want the configured 100 back", got)
+	}
+	t.Logf("collections for 256 MiB of garbage: %d with Go's default, %d with a 128 MiB floor", plain, floored)
+	if floored < 1 || floored > 4 || plain < 2*floored+4 {
+		t.Fatalf("collections with a 128 MiB floor = %d, without = %d: the floor did not hold", floored, plain)
+	}
+	if p := floorPercent(200<<20, 400<<20, 100, 32<<20, 100); p != 100 {
+		t.Errorf("a heap above the floor: GOGC %d, want the configured 100", p)
+	}
+	// 6 MiB live, 2 MiB of roots: GOGC 100 made a goal of 14 MiB.
+	if p := floorPercent(6<<20, 14<<20, 100, 32<<20, 100); p != 325 {
+		t.Errorf("6 MiB live and 2 MiB of roots under a 32 MiB floor: GOGC %d, want 325", p)
 	}
 }

@@ -1,20 +1,24 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync/atomic"
 	"time"
 
 	"github.com/exgate/exgate/internal/config"
 )
 
 // applyMemory sets the Go runtime's collection target and soft memory
-// limit from node.gc_percent and node.memory_limit. GOGC and GOMEMLIMIT in
-// the environment win, as they do for any Go program.
-func applyMemory(n config.Node, log *slog.Logger) {
+// limit from node.gc_percent and node.memory_limit, and starts the heap
+// floor (node.gc_min_heap; stop ends it). GOGC and GOMEMLIMIT in the
+// environment win, as they do for any Go program.
+func applyMemory(n config.Node, log *slog.Logger) (stop func()) {
 	var attrs []any
 	if n.GCPercent > 0 {
 		if env := os.Getenv("GOGC"); env != "" {
@@ -22,6 +26,15 @@ func applyMemory(n config.Node, log *slog.Logger) {
 		} else {
 			debug.SetGCPercent(n.GCPercent)
 			attrs = append(attrs, "gc_percent", n.GCPercent)
+		}
+	}
+	stop = func() {}
+	if n.GCMinHeap > 0 {
+		if env := os.Getenv("GOGC"); env != "" {
+			log.Warn("GOGC is set in the environment: node.gc_min_heap is ignored", "GOGC", env)
+		} else {
+			stop = startHeapFloor(uint64(n.GCMinHeap), cmp.Or(n.GCPercent, 100))
+			attrs = append(attrs, "gc_min_heap_bytes", int64(n.GCMinHeap))
 		}
 	}
 	if n.MemoryLimit > 0 {
@@ -35,6 +48,57 @@ func applyMemory(n config.Node, log *slog.Logger) {
 	if len(attrs) > 0 {
 		log.Info("Go runtime memory settings", attrs...)
 	}
+	return stop
+}
+
+// startHeapFloor lets the heap grow to at least floor before a collection:
+// after each collection it raises GOGC for the next one so that its goal
+// is floor, or leaves the configured GOGC when that goal is higher already.
+// A gateway with few devices but much traffic has a small live heap and
+// collects it very often (at 100 devices echoing, GC is ~10% of the
+// gateway's CPU); a floor of a few tens of MiB removes most of that while
+// a large fleet, whose heap is above the floor anyway, collects exactly
+// as before. base is the configured GOGC; stop restores it.
+func startHeapFloor(floor uint64, base int) (stop func()) {
+	var stopped atomic.Bool
+	heap := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/goal:bytes"}}
+	cur := base
+	var arm func()
+	arm = func() {
+		// The sentinel's finalizer runs after the first collection that
+		// finds it unreachable: once per cycle, on the runtime's
+		// finalizer goroutine, and never again once stopped.
+		runtime.SetFinalizer(&struct{ _ [16]byte }{}, func(any) {
+			if stopped.Load() {
+				return
+			}
+			metrics.Read(heap)
+			cur = floorPercent(heap[0].Value.Uint64(), heap[1].Value.Uint64(), cur, floor, base)
+			debug.SetGCPercent(cur)
+			arm()
+		})
+	}
+	arm()
+	return func() {
+		stopped.Store(true)
+		debug.SetGCPercent(base)
+	}
+}
+
+// floorPercent is the GOGC whose heap goal is floor, never below base.
+// Go's goal is live + (live + roots) × GOGC/100, where roots are the
+// goroutine stacks and globals as the pacer counts them; they are read
+// back from the goal the current GOGC (cur) gave.
+func floorPercent(live, goal uint64, cur int, floor uint64, base int) int {
+	const most = 10_000 // a nearly empty heap would otherwise ask for millions
+	if live >= floor || goal <= live || cur <= 0 {
+		return base
+	}
+	scaled := (goal - live) * 100 / uint64(cur) // live + roots
+	if scaled == 0 {
+		return base
+	}
+	return max(base, min(int((floor-live)*100/scaled), most))
 }
 
 // releaseWhenIdle hands the Go heap's free pages back to the operating

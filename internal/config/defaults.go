@@ -35,7 +35,7 @@ func (l *Listener) ConnRate() int {
 // merges into it, and listeners must not merge with a default one.
 func base() *Config {
 	return &Config{
-		Node:   Node{Name: "exgate@127.0.0.1"},
+		Node:   Node{Name: "exgate@127.0.0.1", GCMinHeap: 32 << 20},
 		Log:    Log{Level: "info", Format: "text"},
 		API:    API{Bind: "127.0.0.1:18083", Auth: "api_key"},
 		Trace:  Trace{Dir: "trace"},

@@ -23,6 +23,9 @@ func (c *Config) Validate() error {
 	if c.Node.GCPercent < 0 {
 		bad("node.gc_percent", "must not be negative (0 means Go's default, 100)")
 	}
+	if c.Node.GCMinHeap < 0 {
+		bad("node.gc_min_heap", "must not be negative (0 turns the floor off)")
+	}
 	if c.Node.MemoryLimit < 0 {
 		bad("node.memory_limit", "must not be negative")
 	}

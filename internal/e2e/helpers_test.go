@@ -461,7 +461,8 @@ func jsonDecoder(c net.Conn) *json.Decoder { return json.NewDecoder(c) }
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// sharedCerts are certificates for the gRPC sides (handler and adapter).
+// sharedCerts are certificates for the gRPC sides (handler and adapter),
+// made once for the package; TestMain removes their directory.
 var sharedCerts = func() *testcert.Set {
 	dir, err := os.MkdirTemp("", "exgate-certs")
 	if err != nil {
@@ -469,6 +470,12 @@ var sharedCerts = func() *testcert.Set {
 	}
 	return testcert.NewIn(dir)
 }()
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	os.RemoveAll(sharedCerts.Dir)
+	os.Exit(code)
+}
 
 // handlerTLS is the test handler's server side: it requires exgate's
 // client certificate.
