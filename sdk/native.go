@@ -6,6 +6,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -54,9 +55,9 @@ func AdapterFrom(ctx context.Context, fallback pb.ConnectionAdapterClient) pb.Co
 
 // stream is one Connect stream on the handler side.
 type stream struct {
-	s    nativepb.Handler_ConnectServer
-	wake chan struct{} // room for one
-	done chan struct{}
+	s nativepb.Handler_ConnectServer
+	// sending is held by the goroutine sending on s (SendMsg allows one).
+	sending atomic.Bool
 
 	mu      sync.Mutex
 	err     error // set when the stream ended
@@ -66,12 +67,10 @@ type stream struct {
 }
 
 func (n *native) Connect(s nativepb.Handler_ConnectServer) error {
-	st := &stream{s: s, wake: make(chan struct{}, 1), done: make(chan struct{}), waiting: map[uint64]chan *nativepb.Result{}}
+	st := &stream{s: s, waiting: map[uint64]chan *nativepb.Result{}}
 	if err := s.Send(&nativepb.Down{Hello: &nativepb.Hello{Features: []string{}}}); err != nil {
 		return err
 	}
-	sent := make(chan error, 1)
-	go func() { sent <- st.sendLoop() }()
 	ctx := context.WithValue(s.Context(), adapterKey{}, pb.ConnectionAdapterClient(streamAdapter{st}))
 	// Callbacks run on reused goroutines: a fresh one per event would grow
 	// its stack on every event.
@@ -92,8 +91,6 @@ func (n *native) Connect(s nativepb.Handler_ConnectServer) error {
 	}()
 	st.fail(err)
 	pool.Close() // callbacks in flight see their actions fail and return
-	close(st.done)
-	<-sent
 	if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
 		return nil
 	}
@@ -145,46 +142,49 @@ func (st *stream) queue(a *nativepb.Action) {
 	st.mu.Lock()
 	st.actions = append(st.actions, a)
 	st.mu.Unlock()
-	st.signal()
+	st.flush()
 }
 
-// signal wakes the sender; never blocks.
-func (st *stream) signal() {
-	select {
-	case st.wake <- struct{}{}:
-	default:
-	}
-}
-
-// sendLoop sends queued actions in batches: one at once at light load,
-// what piled up meanwhile under load.
-func (st *stream) sendLoop() error {
-	for {
-		select {
-		case <-st.wake:
-		case <-st.done:
+// flush sends what is queued, unless another goroutine is sending: that
+// one sends what was added meanwhile before it stops. A callback's action
+// goes out from the callback's goroutine at light load, without waking
+// another; under load what piles up during one send goes in the next.
+// Only callbacks and sendLoop call it: the stream's reader never waits on
+// exgate's flow control.
+func (st *stream) flush() error {
+	for st.sending.CompareAndSwap(false, true) {
+		for {
+			down := st.take(nil)
+			if down == nil {
+				break
+			}
+			if len(down.Actions) < 32 {
+				runtime.Gosched() // let runnable callbacks add theirs
+				down = st.take(down)
+			}
+			if err := st.s.Send(down); err != nil {
+				st.sending.Store(false)
+				st.fail(err)
+				return err
+			}
+		}
+		st.sending.Store(false)
+		// What was queued after the last take by a goroutine that found
+		// sending held is this goroutine's to send.
+		st.mu.Lock()
+		more := len(st.actions) > 0 && st.err == nil // as take sees it
+		st.mu.Unlock()
+		if !more {
 			return nil
 		}
-		down := st.take(nil)
-		if down == nil {
-			continue
-		}
-		if len(down.Actions) < 32 {
-			runtime.Gosched()
-			down = st.take(down)
-		}
-		if err := st.s.Send(down); err != nil {
-			st.fail(err)
-			<-st.done
-			return err
-		}
 	}
+	return nil
 }
 
 func (st *stream) take(down *nativepb.Down) *nativepb.Down {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if len(st.actions) == 0 {
+	if len(st.actions) == 0 || st.err != nil {
 		return down
 	}
 	if down == nil {
@@ -208,8 +208,6 @@ func (st *stream) take(down *nativepb.Down) *nativepb.Down {
 	st.actions = st.actions[n:]
 	if len(st.actions) == 0 {
 		st.actions = nil
-	} else {
-		st.signal() // more than one message's worth: go round again
 	}
 	return down
 }
@@ -275,7 +273,7 @@ func (st *stream) do(ctx context.Context, a *nativepb.Action) (*pb.CodeResponse,
 	st.waiting[a.Ref] = ch
 	st.actions = append(st.actions, a)
 	st.mu.Unlock()
-	st.signal()
+	st.flush()
 	select {
 	case r, ok := <-ch:
 		if !ok {
@@ -290,37 +288,81 @@ func (st *stream) do(ctx context.Context, a *nativepb.Action) (*pb.CodeResponse,
 	}
 }
 
+// NoWait makes an adapter call over exgate's native stream return at once
+// instead of waiting for exgate's answer: the action is queued in order
+// with the connection's other actions and goes out with the callback's
+// next message to exgate (at the latest its Done, when the callback
+// returns), and the call returns SUCCESS. exgate sends no result for it
+// and counts a failure in exgate_native_unanswered_failures_total. A
+// callback that echoes or acknowledges with Send saves a round trip of
+// the stream: its Done follows its Send in one message, so the device's
+// next event can go at once. Over any other adapter (an EMQX-style
+// handler's ConnectionAdapter client) the call waits as usual.
+//
+//	a.Send(ctx, &pb.SendBytesRequest{Conn: r.Conn, Bytes: reply}, sdk.NoWait())
+func NoWait() grpc.CallOption { return noWait{} }
+
+type noWait struct{ grpc.EmptyCallOption }
+
+func waits(opts []grpc.CallOption) bool {
+	for _, o := range opts {
+		if _, ok := o.(noWait); ok {
+			return false
+		}
+	}
+	return true
+}
+
+// post queues an action that wants no result; the callback's next flush
+// sends it.
+func (st *stream) post(a *nativepb.Action) (*pb.CodeResponse, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.err != nil {
+		return nil, status.Error(codes.Unavailable, "native stream ended: "+st.err.Error())
+	}
+	st.actions = append(st.actions, a)
+	return &pb.CodeResponse{Code: pb.ResultCode_SUCCESS}, nil
+}
+
 // streamAdapter is ConnectionAdapter over a native stream.
 type streamAdapter struct{ st *stream }
 
-func (a streamAdapter) Send(ctx context.Context, r *pb.SendBytesRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
-	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Send{Send: r}})
+func (a streamAdapter) call(ctx context.Context, act *nativepb.Action, opts []grpc.CallOption) (*pb.CodeResponse, error) {
+	if !waits(opts) {
+		return a.st.post(act)
+	}
+	return a.st.do(ctx, act)
 }
 
-func (a streamAdapter) Close(ctx context.Context, r *pb.CloseSocketRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
-	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Close{Close: r}})
+func (a streamAdapter) Send(ctx context.Context, r *pb.SendBytesRequest, opts ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.call(ctx, &nativepb.Action{Action: &nativepb.Action_Send{Send: r}}, opts)
 }
 
-func (a streamAdapter) Authenticate(ctx context.Context, r *pb.AuthenticateRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
-	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Authenticate{Authenticate: r}})
+func (a streamAdapter) Close(ctx context.Context, r *pb.CloseSocketRequest, opts ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.call(ctx, &nativepb.Action{Action: &nativepb.Action_Close{Close: r}}, opts)
 }
 
-func (a streamAdapter) StartTimer(ctx context.Context, r *pb.TimerRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
-	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_StartTimer{StartTimer: r}})
+func (a streamAdapter) Authenticate(ctx context.Context, r *pb.AuthenticateRequest, opts ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.call(ctx, &nativepb.Action{Action: &nativepb.Action_Authenticate{Authenticate: r}}, opts)
 }
 
-func (a streamAdapter) Publish(ctx context.Context, r *pb.PublishRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
-	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Publish{Publish: r}})
+func (a streamAdapter) StartTimer(ctx context.Context, r *pb.TimerRequest, opts ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.call(ctx, &nativepb.Action{Action: &nativepb.Action_StartTimer{StartTimer: r}}, opts)
 }
 
-func (a streamAdapter) RawPublish(ctx context.Context, r *pb.RawPublishRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
-	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_RawPublish{RawPublish: r}})
+func (a streamAdapter) Publish(ctx context.Context, r *pb.PublishRequest, opts ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.call(ctx, &nativepb.Action{Action: &nativepb.Action_Publish{Publish: r}}, opts)
 }
 
-func (a streamAdapter) Subscribe(ctx context.Context, r *pb.SubscribeRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
-	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Subscribe{Subscribe: r}})
+func (a streamAdapter) RawPublish(ctx context.Context, r *pb.RawPublishRequest, opts ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.call(ctx, &nativepb.Action{Action: &nativepb.Action_RawPublish{RawPublish: r}}, opts)
 }
 
-func (a streamAdapter) Unsubscribe(ctx context.Context, r *pb.UnsubscribeRequest, _ ...grpc.CallOption) (*pb.CodeResponse, error) {
-	return a.st.do(ctx, &nativepb.Action{Action: &nativepb.Action_Unsubscribe{Unsubscribe: r}})
+func (a streamAdapter) Subscribe(ctx context.Context, r *pb.SubscribeRequest, opts ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.call(ctx, &nativepb.Action{Action: &nativepb.Action_Subscribe{Subscribe: r}}, opts)
+}
+
+func (a streamAdapter) Unsubscribe(ctx context.Context, r *pb.UnsubscribeRequest, opts ...grpc.CallOption) (*pb.CodeResponse, error) {
+	return a.call(ctx, &nativepb.Action{Action: &nativepb.Action_Unsubscribe{Unsubscribe: r}}, opts)
 }

@@ -154,6 +154,15 @@ func (k *Conn[S]) Send(ctx context.Context, b []byte) error {
 	return check(k.adapter().Send(ctx, &pb.SendBytesRequest{Conn: k.ID, Bytes: b}))
 }
 
+// SendNoWait writes bytes to the device without waiting for the gateway's
+// answer when the connection's events come over the native stream (see
+// NoWait: the bytes go with the callback's Done at the latest, and the
+// device's next event needs one stream round trip less); otherwise it is
+// Send.
+func (k *Conn[S]) SendNoWait(ctx context.Context, b []byte) error {
+	return check(k.adapter().Send(ctx, &pb.SendBytesRequest{Conn: k.ID, Bytes: b}, NoWait()))
+}
+
 // Close closes the device's socket; OnSocketClosed follows.
 func (k *Conn[S]) Close(ctx context.Context) error {
 	return check(k.adapter().Close(ctx, &pb.CloseSocketRequest{Conn: k.ID}))

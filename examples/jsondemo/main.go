@@ -63,6 +63,7 @@ type handler struct {
 	pb.UnimplementedConnectionUnaryHandlerServer
 	adapter pb.ConnectionAdapterClient
 	echo    bool // send every chunk straight back instead of parsing frames
+	noWait  bool // over the native stream, send without waiting for the result
 
 	mu   sync.Mutex
 	bufs map[string][]byte // partial frames per connection
@@ -97,7 +98,11 @@ func (h *handler) OnReceivedMessages(ctx context.Context, r *pb.ReceivedMessages
 // OnReceivedBytes reassembles frames: a chunk may hold part of a frame or several.
 func (h *handler) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesRequest) (*pb.EmptySuccess, error) {
 	if h.echo {
-		if _, err := h.adapterOf(ctx).Send(ctx, &pb.SendBytesRequest{Conn: r.Conn, Bytes: r.Bytes}); err != nil {
+		var opts []grpc.CallOption
+		if h.noWait {
+			opts = append(opts, sdk.NoWait())
+		}
+		if _, err := h.adapterOf(ctx).Send(ctx, &pb.SendBytesRequest{Conn: r.Conn, Bytes: r.Bytes}, opts...); err != nil {
 			log.Printf("%s: echo: %v", r.Conn, err)
 		}
 		return &pb.EmptySuccess{}, nil
@@ -161,10 +166,13 @@ func (h *handler) handle(ctx context.Context, conn string, f frame) {
 	}
 }
 
+// send writes a frame to the device. Its result would only be logged, so
+// over the native stream it does not wait for it (sdk.NoWait: exgate logs
+// and counts a failure); over the adapter it waits as before.
 func (h *handler) send(ctx context.Context, conn string, f frame) {
 	b, _ := json.Marshal(f)
 	b = append(b, '\n')
-	if _, err := h.adapterOf(ctx).Send(ctx, &pb.SendBytesRequest{Conn: conn, Bytes: b}); err != nil {
+	if _, err := h.adapterOf(ctx).Send(ctx, &pb.SendBytesRequest{Conn: conn, Bytes: b}, sdk.NoWait()); err != nil {
 		log.Printf("%s: send: %v", conn, err)
 	}
 }
@@ -242,6 +250,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:9001", "address this handler serves ConnectionUnaryHandler on")
 	adapterAddr := flag.String("adapter", "127.0.0.1:9100", "exgate's ConnectionAdapter address")
 	echo := flag.Bool("echo", false, "echo every chunk back to the device instead of speaking the JSON protocol")
+	noWait := flag.Bool("nowait", false, "native stream: send the echo without waiting for exgate's answer (sdk.NoWait)")
 	quiet := flag.Bool("quiet", false, "do not log connections (for load tests)")
 	token := flag.String("token", "", "exgate's server.auth_token, sent as a bearer token")
 	native := flag.Bool("native", false, "serve only exgate's native stream (service_name: native): no adapter connection")
@@ -254,7 +263,7 @@ func main() {
 	if *token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer(*token)))
 	}
-	h := &handler{bufs: map[string][]byte{}, echo: *echo}
+	h := &handler{bufs: map[string][]byte{}, echo: *echo, noWait: *noWait}
 	if !*native {
 		cc, err := grpc.NewClient(*adapterAddr, opts...)
 		if err != nil {

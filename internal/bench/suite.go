@@ -73,7 +73,7 @@ func Suite(ctx context.Context, o SuiteOptions) (*Report, error) {
 	}
 	defer os.RemoveAll(dir)
 	addrs := map[string]string{}
-	for _, k := range []string{"adapter", "mqtt", "echo", "echostream", "json", "echonative", "jsonnative", "h-echo", "h-json", "mosquitto", "api", "ext-adapter", "ext-json", "ext-api", "h-json-ext"} {
+	for _, k := range []string{"adapter", "mqtt", "echo", "echostream", "json", "echonative", "echonowait", "jsonnative", "h-echo", "h-echo-nowait", "h-json", "mosquitto", "api", "ext-adapter", "ext-json", "ext-api", "h-json-ext"} {
 		if addrs[k], err = freeAddr(); err != nil {
 			return nil, err
 		}
@@ -99,6 +99,12 @@ func Suite(ctx context.Context, o SuiteOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The same echo handler sending with sdk.NoWait: over the native stream
+	// its Send and Done go in one message.
+	hEchoNoWait, err := start("handler-echo-nowait", o.HandlerBin, "-listen", addrs["h-echo-nowait"], "-adapter", addrs["adapter"], "-echo", "-nowait", "-quiet")
+	if err != nil {
+		return nil, err
+	}
 	hJSON, err := start("handler-json", o.HandlerBin, "-listen", addrs["h-json"], "-adapter", addrs["adapter"], "-quiet")
 	if err != nil {
 		return nil, err
@@ -117,9 +123,10 @@ gateway:
         echostream: {bind: "%s", max_conn_rate: 0, handler: {address: "http://%s", service_name: ConnectionHandler}}
         json: {bind: "%s", max_conn_rate: 0}
         echonative: {bind: "%s", max_conn_rate: 0, handler: {address: "http://%s", service_name: native}}
+        echonowait: {bind: "%s", max_conn_rate: 0, handler: {address: "http://%s", service_name: native}}
         jsonnative: {bind: "%s", max_conn_rate: 0, handler: {service_name: native}}
 `, addrs["api"], addrs["mqtt"], addrs["adapter"], addrs["h-json"], addrs["echo"], addrs["h-echo"], addrs["echostream"], addrs["h-echo"], addrs["json"],
-		addrs["echonative"], addrs["h-echo"], addrs["jsonnative"])
+		addrs["echonative"], addrs["h-echo"], addrs["echonowait"], addrs["h-echo-nowait"], addrs["jsonnative"])
 	cfgPath := filepath.Join(dir, "exgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -128,7 +135,7 @@ gateway:
 	if err != nil {
 		return nil, err
 	}
-	for _, k := range []string{"adapter", "mqtt", "echo", "json", "echonative", "jsonnative", "h-echo", "h-json"} {
+	for _, k := range []string{"adapter", "mqtt", "echo", "json", "echonative", "echonowait", "jsonnative", "h-echo", "h-echo-nowait", "h-json"} {
 		if err := waitPort(addrs[k], 10*time.Second); err != nil {
 			return nil, fmt.Errorf("%s: %w (logs in %s)", k, err, dir)
 		}
@@ -198,6 +205,8 @@ gateway:
 				pids[nm] = gw.Process.Pid
 			case "handler-echo":
 				pids[nm] = hEcho.Process.Pid
+			case "handler-echo-nowait":
+				pids["handler-echo"] = hEchoNoWait.Process.Pid
 			case "handler-json":
 				pids[nm] = hJSON.Process.Pid
 			case "mosquitto":
@@ -306,7 +315,8 @@ gateway:
 	}
 	base.Target = "raw-tcp"
 	add(base, "raw-tcp", nil, 0, nil)
-	for _, t := range []struct{ target, addr, handler string }{{"exgate unary", addrs["echo"], "handler-echo"}, {"exgate streaming", addrs["echostream"], "handler-echo"}, {"exgate native", addrs["echonative"], "handler-echo"}} {
+	for _, t := range []struct{ target, addr, handler string }{{"exgate unary", addrs["echo"], "handler-echo"}, {"exgate streaming", addrs["echostream"], "handler-echo"}, {"exgate native", addrs["echonative"], "handler-echo"},
+		{"exgate native, NoWait", addrs["echonowait"], "handler-echo-nowait"}} {
 		w := watch("gateway", t.handler)
 		r, err := echo("echo", t.addr, 0, n(100))
 		if err != nil {
@@ -327,8 +337,9 @@ gateway:
 		}
 		b.Target = "raw-tcp"
 		add(b, "raw-tcp", nil, 0, nil)
-		for _, t := range []struct{ target, addr string }{{"exgate unary", addrs["echo"]}, {"exgate native", addrs["echonative"]}} {
-			w := watch("gateway", "handler-echo")
+		for _, t := range []struct{ target, addr, handler string }{{"exgate unary", addrs["echo"], "handler-echo"},
+			{"exgate native", addrs["echonative"], "handler-echo"}, {"exgate native, NoWait", addrs["echonowait"], "handler-echo-nowait"}} {
+			w := watch("gateway", t.handler)
 			r, err := echo(l.scn, t.addr, l.rate, l.devices)
 			if err != nil {
 				return nil, err

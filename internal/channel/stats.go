@@ -27,7 +27,10 @@ type Stats struct {
 	// NativeRefused counts native handlers' actions refused because too
 	// many waited for their device.
 	NativeRefused atomic.Int64
-	Closing       atomic.Int64 // closed devices whose OnSocketClosed is not answered yet
+	// NativeUnanswered counts native handlers' actions sent without
+	// asking for a result (ref 0) that failed.
+	NativeUnanswered atomic.Int64
+	Closing          atomic.Int64 // closed devices whose OnSocketClosed is not answered yet
 
 	loginFailed sampler // warnings of failed authentications
 	closeFailed sampler // warnings of failed OnSocketClosed calls

@@ -179,7 +179,7 @@ func (g *Gateway) newHandler(h config.Handler) (*handler.Client, error) {
 	c, err := handler.New(handler.Options{Config: h, Logger: g.log.With("component", "handler"), Lost: g.kick,
 		// A native handler's batch may hold one action as large as an
 		// adapter request may be, and 1 MiB of others.
-		Adapter: g.adapter, Refused: &g.Stats.NativeRefused, MaxRecv: int(g.cfg.Gateway.ExProto.Server.MaxRecvMessageSize) + 1<<20, Node: g.cfg.Node.Name, Version: func() string { return cmp.Or(g.Version, "dev") },
+		Adapter: g.adapter, Refused: &g.Stats.NativeRefused, Unanswered: &g.Stats.NativeUnanswered, MaxRecv: int(g.cfg.Gateway.ExProto.Server.MaxRecvMessageSize) + 1<<20, Node: g.cfg.Node.Name, Version: func() string { return cmp.Or(g.Version, "dev") },
 		Observe: func(method string, d time.Duration, err error) {
 			code := ""
 			if err != nil {

@@ -23,6 +23,7 @@ func (g *Gateway) registerMetrics() {
 	m.Gauge("exgate_connections_closing", "Closed devices whose OnSocketClosed is not answered yet.", nil, f(&st.Closing))
 	m.Counter("exgate_handler_close_failed_total", "OnSocketClosed calls that failed or timed out.", nil, f(&st.CloseFailed))
 	m.Counter("exgate_native_actions_refused_total", "Native handler actions refused because 10,000 already waited for their device.", nil, f(&st.NativeRefused))
+	m.Counter("exgate_native_unanswered_failures_total", "Native handler actions sent without asking for a result (ref 0) that failed.", nil, f(&st.NativeUnanswered))
 	m.Counter("exgate_client_connect_total", "Authenticate calls.", nil, f(&st.ClientConnect))
 	m.Counter("exgate_client_connected_total", "Successful Authenticate calls.", nil, f(&st.ClientConnected))
 	m.Counter("exgate_client_disconnected_total", "Authenticated devices that closed.", nil, f(&st.Disconnected))

@@ -66,6 +66,9 @@ type Options struct {
 	// Refused counts native actions refused because too many waited for
 	// their device; nil counts nowhere.
 	Refused *atomic.Int64
+	// Unanswered counts native actions sent with ref 0 (no result wanted)
+	// that failed; nil counts nowhere.
+	Unanswered *atomic.Int64
 	// Node and Version introduce the gateway to a native handler; Version
 	// is asked when a stream opens.
 	Node    string
@@ -75,19 +78,20 @@ type Options struct {
 // Client calls the handler. It implements channel.Handler and is safe for
 // concurrent use.
 type Client struct {
-	service  string // ConnectionUnaryHandler, ConnectionHandler or native
-	longLive bool
-	native   bool
-	adapter  pb.ConnectionAdapterServer // native mode's actions go here
-	refused  *atomic.Int64
-	maxRecv  int           // of one native Down message
-	timeout  time.Duration // of one native action
-	node     string
-	version  func() string
-	log      *slog.Logger
-	lost     func([]string, string)
-	observe  func(string, time.Duration, error)
-	eps      []*endpoint
+	service    string // ConnectionUnaryHandler, ConnectionHandler or native
+	longLive   bool
+	native     bool
+	adapter    pb.ConnectionAdapterServer // native mode's actions go here
+	refused    *atomic.Int64
+	unanswered *atomic.Int64
+	maxRecv    int           // of one native Down message
+	timeout    time.Duration // of one native action
+	node       string
+	version    func() string
+	log        *slog.Logger
+	lost       func([]string, string)
+	observe    func(string, time.Duration, error)
+	eps        []*endpoint
 
 	mu   sync.Mutex
 	pins map[string]*endpoint // conn id → endpoint, from OnSocketCreated to OnSocketClosed
@@ -123,8 +127,9 @@ func New(o Options) (*Client, error) {
 	h := o.Config
 	c := &Client{service: h.ServiceName, longLive: h.ServiceName == "ConnectionHandler" && h.Streaming == "long_lived",
 		native: h.ServiceName == config.Native, adapter: o.Adapter, timeout: h.RequestTimeout, node: o.Node, version: o.Version, refused: cmp.Or(o.Refused, new(atomic.Int64)),
-		maxRecv: cmp.Or(o.MaxRecv, 5<<20),
-		log:     o.Logger, lost: o.Lost, observe: o.Observe, pins: map[string]*endpoint{}}
+		unanswered: cmp.Or(o.Unanswered, new(atomic.Int64)),
+		maxRecv:    cmp.Or(o.MaxRecv, 5<<20),
+		log:        o.Logger, lost: o.Lost, observe: o.Observe, pins: map[string]*endpoint{}}
 	if c.native && c.adapter == nil {
 		return nil, errors.New("handler: native mode needs an adapter")
 	}
@@ -290,7 +295,7 @@ func (c *Client) Native() bool { return c.native }
 // Start sends an event over the native stream without waiting; done gets
 // the handler's answer (channel.AsyncHandler). Only in native mode.
 func (c *Client) Start(req proto.Message, done func(error)) (cancel func()) {
-	_, method := eventOf(req)
+	method := methodOf(req)
 	conn := req.(interface{ GetConn() string }).GetConn()
 	var ep *endpoint
 	if method == "OnSocketCreated" {

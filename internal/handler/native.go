@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -40,8 +41,8 @@ type nativeEndpoint struct {
 	ep *endpoint
 	// turn is held while a stream is opened; waiting for it honours the
 	// caller's deadline.
-	turn       chan struct{}
-	refusedLog rate.Sometimes
+	turn                      chan struct{}
+	refusedLog, unansweredLog rate.Sometimes
 
 	mu  sync.Mutex
 	cur *nativeStream // nil, or the latest stream (perhaps ended)
@@ -55,6 +56,14 @@ type nativeStream struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the stream ended
 	wake   chan struct{} // the sender has something to send; room for one
+	// sending is held by the goroutine sending on s (SendMsg allows one).
+	sending atomic.Bool
+	// receiving is set while recvLoop applies a message's actions: an
+	// event started meanwhile (a Done lets the device's next one go) is
+	// left for the sender goroutine, which recvLoop wakes when it is
+	// through, because recvLoop must never wait on the handler's flow
+	// control (the handler may be waiting for it to read).
+	receiving atomic.Bool
 
 	mu      sync.Mutex
 	err     error // why the stream ended; set before done closes
@@ -99,7 +108,8 @@ const maxBatch = 256
 const maxActionWorkers = 4096
 
 func (c *Client) newNative(ep *endpoint) *nativeEndpoint {
-	return &nativeEndpoint{c: c, ep: ep, turn: make(chan struct{}, 1), refusedLog: rate.Sometimes{Interval: 5 * time.Second}}
+	return &nativeEndpoint{c: c, ep: ep, turn: make(chan struct{}, 1), refusedLog: rate.Sometimes{Interval: 5 * time.Second},
+		unansweredLog: rate.Sometimes{Interval: 5 * time.Second}}
 }
 
 // open returns the endpoint's stream if one is open, else nil.
@@ -219,7 +229,7 @@ func (ne *nativeEndpoint) start(method, conn string, req proto.Message, done fun
 
 // send queues req as the device's outstanding event, answered to w.
 func (st *nativeStream) send(conn string, req proto.Message, w *waiter) error {
-	ev, _ := eventOf(req)
+	ev := eventOf(req)
 	if ev == nil {
 		return fmt.Errorf("native: no event for %T", req)
 	}
@@ -233,26 +243,47 @@ func (st *nativeStream) send(conn string, req proto.Message, w *waiter) error {
 	st.waiting[conn] = w
 	st.events = append(st.events, ev)
 	st.mu.Unlock()
-	st.signal()
+	if st.receiving.Load() {
+		return nil // recvLoop wakes the sender when it is through
+	}
+	st.flush()
 	return nil
 }
 
-// eventOf wraps a ConnectionHandler request as a native event, and names
-// its callback; nil for anything else.
-func eventOf(req proto.Message) (*nativepb.Event, string) {
+// methodOf names the callback of a ConnectionHandler request ("" for
+// anything else), without wrapping it as eventOf does.
+func methodOf(req proto.Message) string {
+	switch req.(type) {
+	case *pb.SocketCreatedRequest:
+		return "OnSocketCreated"
+	case *pb.ReceivedBytesRequest:
+		return "OnReceivedBytes"
+	case *pb.TimerTimeoutRequest:
+		return "OnTimerTimeout"
+	case *pb.ReceivedMessagesRequest:
+		return "OnReceivedMessages"
+	case *pb.SocketClosedRequest:
+		return "OnSocketClosed"
+	}
+	return ""
+}
+
+// eventOf wraps a ConnectionHandler request as a native event; nil for
+// anything else.
+func eventOf(req proto.Message) *nativepb.Event {
 	switch r := req.(type) {
 	case *pb.SocketCreatedRequest:
-		return &nativepb.Event{Event: &nativepb.Event_SocketCreated{SocketCreated: r}}, "OnSocketCreated"
+		return &nativepb.Event{Event: &nativepb.Event_SocketCreated{SocketCreated: r}}
 	case *pb.ReceivedBytesRequest:
-		return &nativepb.Event{Event: &nativepb.Event_ReceivedBytes{ReceivedBytes: r}}, "OnReceivedBytes"
+		return &nativepb.Event{Event: &nativepb.Event_ReceivedBytes{ReceivedBytes: r}}
 	case *pb.TimerTimeoutRequest:
-		return &nativepb.Event{Event: &nativepb.Event_TimerTimeout{TimerTimeout: r}}, "OnTimerTimeout"
+		return &nativepb.Event{Event: &nativepb.Event_TimerTimeout{TimerTimeout: r}}
 	case *pb.ReceivedMessagesRequest:
-		return &nativepb.Event{Event: &nativepb.Event_ReceivedMessages{ReceivedMessages: r}}, "OnReceivedMessages"
+		return &nativepb.Event{Event: &nativepb.Event_ReceivedMessages{ReceivedMessages: r}}
 	case *pb.SocketClosedRequest:
-		return &nativepb.Event{Event: &nativepb.Event_SocketClosed{SocketClosed: r}}, "OnSocketClosed"
+		return &nativepb.Event{Event: &nativepb.Event_SocketClosed{SocketClosed: r}}
 	}
-	return nil, ""
+	return nil
 }
 
 // forget drops w if it is still the device's outstanding event.
@@ -271,9 +302,8 @@ func (st *nativeStream) signal() {
 	}
 }
 
-// sendLoop sends what is ready in one message: at light load a single
-// event goes out at once; under load, what piled up during the last send
-// goes together.
+// sendLoop sends what recvLoop and the action workers queued (they only
+// wake it); the goroutines that start events send them themselves (flush).
 func (st *nativeStream) sendLoop() {
 	for {
 		select {
@@ -281,20 +311,46 @@ func (st *nativeStream) sendLoop() {
 		case <-st.done:
 			return
 		}
-		up := st.take(nil)
-		if up == nil {
-			continue
+		st.flush()
+	}
+}
+
+// flush sends what is queued, unless another goroutine is sending: that
+// one sends what was added meanwhile before it stops. So at light load an
+// event goes out from the goroutine that started it, without waking
+// another, and under load what piles up during one send goes in the next.
+func (st *nativeStream) flush() {
+	for st.sending.CompareAndSwap(false, true) {
+		for {
+			up := st.take(nil)
+			if up == nil {
+				break
+			}
+			if len(up.Events)+len(up.Results) < maxBatch/8 {
+				// Let the dispatchers and workers that are runnable add theirs:
+				// one yield turned batches of ~1.5 into ~20 in measurements.
+				runtime.Gosched()
+				up = st.take(up)
+			}
+			if err := st.s.Send(up); err != nil {
+				st.sending.Store(false)
+				return // the stream broke: recvLoop learns why and ends it
+			}
 		}
-		if len(up.Events)+len(up.Results) < maxBatch/8 {
-			// Let the dispatchers and workers that are runnable add theirs:
-			// one yield turned batches of ~1.5 into ~20 in measurements.
-			runtime.Gosched()
-			up = st.take(up)
-		}
-		if err := st.s.Send(up); err != nil {
-			return // the stream broke: recvLoop learns why and ends it
+		st.sending.Store(false)
+		// What was queued after the last take by a goroutine that found
+		// sending held is this goroutine's to send.
+		if !st.queued() {
+			return
 		}
 	}
+}
+
+// queued reports whether anything waits to be sent.
+func (st *nativeStream) queued() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.events) > 0 || len(st.results) > 0
 }
 
 // take moves up to maxBatch events and results into up (a new Up if nil);
@@ -326,9 +382,6 @@ func (st *nativeStream) take(up *nativepb.Up) *nativepb.Up {
 	n = min(len(st.results), maxBatch-len(up.Results))
 	up.Results = append(up.Results, st.results[:n]...)
 	st.results = shift(st.results, n)
-	if len(st.events) > 0 || len(st.results) > 0 {
-		st.signal() // more than one batch: go round again
-	}
 	return up
 }
 
@@ -371,9 +424,12 @@ func (st *nativeStream) recvLoop() {
 			st.end(err)
 			return
 		}
+		st.receiving.Store(true)
 		for _, a := range down.Actions {
 			st.route(a)
 		}
+		st.receiving.Store(false)
+		st.signal() // results, and events started by its Dones
 	}
 }
 
@@ -417,7 +473,6 @@ func (st *nativeStream) route(a *nativepb.Action) {
 					Message: fmt.Sprintf("more than %d actions wait for this connection", maxDeviceActions)})
 			}
 			st.mu.Unlock()
-			st.signal()
 			st.ne.c.refused.Add(1)
 			st.ne.refusedLog.Do(func() {
 				st.ne.c.log.Warn("native handler sends actions faster than a device takes them: refused", "conn", conn,
@@ -546,9 +601,21 @@ func (st *nativeStream) trySend(r *pb.SendBytesRequest) (*pb.CodeResponse, int, 
 	return nil, 0, false
 }
 
-// answer queues the result of the action ref (none for ref 0).
+// answer queues the result of the action ref. An action with ref 0 wants
+// none: its failure is counted and logged instead, never dropped unseen.
 func (st *nativeStream) answer(ref uint64, r *pb.CodeResponse, err error) {
 	if ref == 0 {
+		if err != nil || r.GetCode() != pb.ResultCode_SUCCESS {
+			c := st.ne.c
+			n := c.unanswered.Add(1)
+			st.ne.unansweredLog.Do(func() {
+				msg := r.GetMessage()
+				if err != nil {
+					msg = err.Error()
+				}
+				c.log.Warn("native handler action without a result failed", "code", r.GetCode().String(), "message", msg, "unanswered_failures_total", n)
+			})
+		}
 		return
 	}
 	res := &nativepb.Result{Ref: ref, Code: r.GetCode(), Message: r.GetMessage()}
@@ -558,7 +625,9 @@ func (st *nativeStream) answer(ref uint64, r *pb.CodeResponse, err error) {
 	st.mu.Lock()
 	st.results = append(st.results, res)
 	st.mu.Unlock()
-	st.signal()
+	if !st.receiving.Load() {
+		st.flush() // an action worker's: recvLoop's go when it is through
+	}
 }
 
 // end ends the stream once: outstanding events fail, and, unless exgate

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -74,5 +75,62 @@ func TestRawPublish(t *testing.T) {
 	h.ExpectPublish("raw/t", []byte("r"))
 	if err := h.Client.RawPublish(context.Background(), "raw/#", 0, nil); !errors.Is(err, sdk.ErrUnknown) {
 		t.Fatalf("raw publish to a filter: %v", err)
+	}
+}
+
+// echoNoWait echoes with SendNoWait; after "bye" it closes the device and
+// sends once more, reporting what that late send returned.
+type echoNoWait struct{ late chan error }
+
+func (echoNoWait) OnSocketCreated(context.Context, *sdk.Conn[int]) error { return nil }
+func (e echoNoWait) OnReceivedBytes(ctx context.Context, c *sdk.Conn[int], b []byte) error {
+	if string(b) == "bye" {
+		if err := c.Close(ctx); err != nil {
+			return err
+		}
+		e.late <- c.SendNoWait(ctx, []byte("late"))
+		return nil
+	}
+	return c.SendNoWait(ctx, b)
+}
+func (echoNoWait) OnTimerTimeout(context.Context, *sdk.Conn[int]) error { return nil }
+func (echoNoWait) OnReceivedMessages(context.Context, *sdk.Conn[int], []*pb.Message) error {
+	return nil
+}
+func (echoNoWait) OnSocketClosed(context.Context, *sdk.Conn[int], string) error { return nil }
+
+// SendNoWait delivers in order in both modes. Over the native stream it
+// does not wait for the gateway's answer, so a send to a closed device
+// returns nil there and the gateway counts the failure it could not
+// report; over the EMQX adapter it waits, and the same send fails.
+func TestSendNoWait(t *testing.T) {
+	for _, mode := range []handlertest.Option{nil, handlertest.Native} {
+		native := mode != nil
+		t.Run(map[bool]string{false: "unary", true: "native"}[native], func(t *testing.T) {
+			e := echoNoWait{late: make(chan error, 1)}
+			h := handlertest.New(t, e, mode)
+			dev := h.Dial()
+			for _, s := range []string{"one", "two", "three"} {
+				dev.Write([]byte(s))
+				dev.Expect([]byte(s))
+			}
+			dev.Write([]byte("bye"))
+			dev.ExpectClosed()
+			err := <-e.late
+			if native {
+				if err != nil {
+					t.Fatalf("SendNoWait over the native stream waited: %v", err)
+				}
+				deadline := time.Now().Add(5 * time.Second)
+				for h.Gateway.Stats.NativeUnanswered.Load() != 1 {
+					if time.Now().After(deadline) {
+						t.Fatalf("the gateway counted %d unanswered failures, want 1", h.Gateway.Stats.NativeUnanswered.Load())
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			} else if !errors.Is(err, sdk.ErrNotAlive) {
+				t.Fatalf("SendNoWait over the adapter to a closed device: %v, want ErrNotAlive", err)
+			}
+		})
 	}
 }
