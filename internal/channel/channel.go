@@ -171,7 +171,6 @@ type Channel struct {
 	conn Conn
 	info *pb.ConnInfo
 	tls  bool
-	log  *slog.Logger
 
 	lastRecv atomic.Int64 // unix nanos of the last socket read; any goroutine
 	gotBytes atomic.Bool  // a byte arrived; any goroutine
@@ -184,14 +183,10 @@ type Channel struct {
 	wmu sync.Mutex      // serializes writes to conn
 	raw syscall.RawConn // conn's socket when it is plain TCP (fast writes), else nil
 
-	// space gets a token when a socket-read event leaves the queue; written
-	// by the dispatcher, read by the one socket reader waiting in Received.
+	// space gets a token when a socket-read event leaves the queue (sent
+	// under mu by the dispatcher, read by the one socket reader waiting in
+	// Received), and is closed when the state becomes Closed.
 	space chan struct{}
-	// closedCh is closed when the state becomes Closed.
-	closedCh chan struct{}
-	// done is closed after OnSocketClosed was answered and the channel left
-	// the registry.
-	done chan struct{}
 
 	mu           sync.Mutex // guards everything below; never held across I/O
 	state        State
@@ -218,6 +213,8 @@ type Channel struct {
 	ids          msgIDs
 	closeQueued  bool
 	closeStarted bool
+	finished     bool          // OnSocketClosed was answered
+	done         chan struct{} // made by Done, closed once finished
 }
 
 // New makes a channel for a freshly accepted connection and queues
@@ -232,12 +229,9 @@ func New(cfg *Config, conn Conn, info *pb.ConnInfo, tls bool) *Channel {
 		info:      info,
 		tls:       tls,
 		space:     make(chan struct{}, 1),
-		closedCh:  make(chan struct{}),
-		done:      make(chan struct{}),
 		ids:       newMsgIDs(),
 		createdAt: time.Now(),
 	}
-	c.log = cfg.Logger.With("conn", c.id, "peer", addrString(info.GetPeername()))
 	cfg.Registry.add(c)
 	c.mu.Lock()
 	c.push(event{kind: evCreated})
@@ -248,6 +242,12 @@ func New(cfg *Config, conn Conn, info *pb.ConnInfo, tls bool) *Channel {
 	c.mu.Unlock()
 	c.trace("", "connected "+addrString(info.GetPeername()), "", nil)
 	return c
+}
+
+// logger is the device's logger, made when a line is logged: a logger
+// kept per device would cost each idle device a few hundred bytes.
+func (c *Channel) logger(args ...any) *slog.Logger {
+	return c.cfg.Logger.With(append([]any{"conn", c.id, "peer", addrString(c.info.GetPeername())}, args...)...)
 }
 
 // trace reports an event to the tracer; clientID is passed in because
@@ -269,7 +269,17 @@ func (c *Channel) traceSelf(event, topic string, data []byte) {
 func (c *Channel) ID() string { return c.id }
 
 // Done is closed once OnSocketClosed was answered (or failed).
-func (c *Channel) Done() <-chan struct{} { return c.done }
+func (c *Channel) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil { // made on demand: most devices are never waited for
+		c.done = make(chan struct{})
+		if c.finished {
+			close(c.done)
+		}
+	}
+	return c.done
+}
 
 // State reports where the channel is.
 func (c *Channel) State() State {
@@ -360,11 +370,7 @@ func (c *Channel) Received(b []byte) bool {
 			return true
 		}
 		c.mu.Unlock()
-		select {
-		case <-c.space:
-		case <-c.closedCh:
-			return false
-		}
+		<-c.space // a token, or closed: look again
 	}
 }
 
@@ -473,7 +479,7 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 	}
 	c.closeQueued = true
 	c.push(event{kind: evClosed, reason: reason})
-	close(c.closedCh)
+	close(c.space)
 	c.mu.Unlock()
 
 	_ = c.conn.Close()
@@ -484,9 +490,9 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 		c.cfg.Stats.Disconnected.Add(1)
 	}
 	if wasConnected {
-		c.lifecycle(c.log, "client disconnected", "clientid", c.ClientID(), "reason", reason)
+		c.lifecycle(c.logger(), "client disconnected", "clientid", c.ClientID(), "reason", reason)
 	} else {
-		c.log.Debug("device closed before it authenticated", "reason", reason)
+		c.logger().Debug("device closed before it authenticated", "reason", reason)
 	}
 	c.traceSelf("closed "+reason, "", nil)
 }
@@ -495,7 +501,12 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 func (c *Channel) finish() {
 	c.cfg.Registry.remove(c)
 	c.cfg.Stats.Closing.Add(-1)
-	close(c.done)
+	c.mu.Lock()
+	c.finished = true
+	if c.done != nil {
+		close(c.done)
+	}
+	c.mu.Unlock()
 }
 
 // Send writes bytes to the device verbatim (spec §2 "Bytes").

@@ -40,7 +40,7 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 		ProtoName: ci.GetProtoName(), ProtoVer: ci.GetProtoVer(),
 		Peer: tcpAddr(c.info.GetPeername()),
 	}
-	log := c.log.With("clientid", cred.ClientID, "username", cred.Username)
+	log := c.logger("clientid", cred.ClientID, "username", cred.Username)
 	if ci.GetMountpoint() != "" {
 		log.Warn("ClientInfo.mountpoint is ignored; configure gateway.exproto.mountpoint instead")
 	}
@@ -413,7 +413,7 @@ func (c *Channel) logDropped(clientID string, m *pb.Message) {
 	if m.Qos == 0 {
 		reason = "qos0_msg"
 	}
-	c.log.Warn("delivery dropped: the device's queue is full", "clientid", clientID, "topic", m.Topic, "qos", m.Qos,
+	c.logger().Warn("delivery dropped: the device's queue is full", "clientid", clientID, "topic", m.Topic, "qos", m.Qos,
 		"reason", reason, "max_mqueue_len", c.cfg.MaxMqueueLen, "dropped_since_last_line", suppressed)
 }
 
@@ -426,7 +426,7 @@ func (c *Channel) brokerClosed(err error) {
 	case errors.Is(err, broker.ErrKicked):
 		c.closeWith(ReasonKicked, false)
 	default:
-		c.log.Warn("broker session lost", "clientid", c.ClientID(), "error", err)
+		c.logger().Warn("broker session lost", "clientid", c.ClientID(), "error", err)
 		c.closeWith("{shutdown,{error,broker_session_lost}}", false)
 	}
 }

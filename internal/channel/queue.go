@@ -199,13 +199,13 @@ func (c *Channel) run(inline bool) {
 		}
 		ev, msgs := c.next()
 		stale := c.state == Closed && ev.kind != evClosed && time.Since(c.closedAt) > c.cfg.CloseFlushTimeout
-		c.mu.Unlock()
-		if ev.kind == evBytes {
+		if ev.kind == evBytes && c.state != Closed { // closed, space is too
 			select {
 			case c.space <- struct{}{}:
 			default:
 			}
 		}
+		c.mu.Unlock()
 		if stale {
 			if ev.kind == evMessage {
 				c.mu.Lock()
@@ -246,7 +246,7 @@ func (c *Channel) answered(ev event, msgs []*pb.Message, err error) {
 		}
 		return
 	}
-	c.log.Warn("handler call failed; closing the device", "clientid", c.ClientID(), "callback", callbackNames[ev.kind], "error", err)
+	c.logger().Warn("handler call failed; closing the device", "clientid", c.ClientID(), "callback", callbackNames[ev.kind], "error", err)
 	c.closeWith(handlerFailedReason(callbackNames[ev.kind], err), true)
 }
 
@@ -310,7 +310,7 @@ func (c *Channel) sayClosed() {
 		c.cfg.Stats.CloseFailed.Add(1)
 		if !handlerCaused(reason) {
 			if ok, suppressed := c.cfg.Stats.closeFailed.allow(time.Now(), 1); ok {
-				c.log.Warn("OnSocketClosed failed", "clientid", c.ClientID(), "reason", reason, "error", err, "failed_since_last_line", suppressed)
+				c.logger().Warn("OnSocketClosed failed", "clientid", c.ClientID(), "reason", reason, "error", err, "failed_since_last_line", suppressed)
 			}
 		}
 	}
