@@ -104,8 +104,18 @@ func ignoreEOF(err error) error {
 	return err
 }
 
+// running marks a callback's context while the callback runs: an action
+// posted without waiting (NoWait) from it goes with its Done; one posted
+// after it returned (from a goroutine it started, with its context) or
+// from any other context goes at once. over is guarded by stream.mu.
+type running struct{ over bool }
+
+type runningKey struct{}
+
 // handle runs one event's callback and says Done.
 func (st *stream) handle(ctx context.Context, h pb.ConnectionUnaryHandlerServer, ev *nativepb.Event) {
+	cb := &running{}
+	ctx = context.WithValue(ctx, runningKey{}, cb)
 	var conn string
 	var err error
 	switch x := ev.Event.(type) {
@@ -135,12 +145,9 @@ func (st *stream) handle(ctx context.Context, h pb.ConnectionUnaryHandlerServer,
 			d.Error = "callback failed"
 		}
 	}
-	st.queue(&nativepb.Action{Action: &nativepb.Action_Done{Done: d}})
-}
-
-func (st *stream) queue(a *nativepb.Action) {
 	st.mu.Lock()
-	st.actions = append(st.actions, a)
+	cb.over = true // what it posted is queued before its Done
+	st.actions = append(st.actions, &nativepb.Action{Action: &nativepb.Action_Done{Done: d}})
 	st.mu.Unlock()
 	st.flush()
 }
@@ -292,7 +299,8 @@ func (st *stream) do(ctx context.Context, a *nativepb.Action) (*pb.CodeResponse,
 // instead of waiting for exgate's answer: the action is queued in order
 // with the connection's other actions and goes out with the callback's
 // next message to exgate (at the latest its Done, when the callback
-// returns), and the call returns SUCCESS. exgate sends no result for it
+// returns; made with any other context, or after the callback returned,
+// it goes at once), and the call returns SUCCESS. exgate sends no result for it
 // and counts a failure in exgate_native_unanswered_failures_total. A
 // callback that echoes or acknowledges with Send saves a round trip of
 // the stream: its Done follows its Send in one message, so the device's
@@ -313,15 +321,22 @@ func waits(opts []grpc.CallOption) bool {
 	return true
 }
 
-// post queues an action that wants no result; the callback's next flush
-// sends it.
-func (st *stream) post(a *nativepb.Action) (*pb.CodeResponse, error) {
+// post queues an action that wants no result. From a running callback it
+// goes with the callback's next message (at the latest its Done);
+// otherwise it is sent at once.
+func (st *stream) post(ctx context.Context, a *nativepb.Action) (*pb.CodeResponse, error) {
+	cb, _ := ctx.Value(runningKey{}).(*running)
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.err != nil {
+		st.mu.Unlock()
 		return nil, status.Error(codes.Unavailable, "native stream ended: "+st.err.Error())
 	}
 	st.actions = append(st.actions, a)
+	later := cb != nil && !cb.over
+	st.mu.Unlock()
+	if !later {
+		st.flush()
+	}
 	return &pb.CodeResponse{Code: pb.ResultCode_SUCCESS}, nil
 }
 
@@ -330,7 +345,7 @@ type streamAdapter struct{ st *stream }
 
 func (a streamAdapter) call(ctx context.Context, act *nativepb.Action, opts []grpc.CallOption) (*pb.CodeResponse, error) {
 	if !waits(opts) {
-		return a.st.post(act)
+		return a.st.post(ctx, act)
 	}
 	return a.st.do(ctx, act)
 }

@@ -82,7 +82,17 @@ func TestRawPublish(t *testing.T) {
 // sends once more, reporting what that late send returned.
 type echoNoWait struct{ late chan error }
 
-func (echoNoWait) OnSocketCreated(context.Context, *sdk.Conn[int]) error { return nil }
+// OnSocketCreated greets the device from a goroutine of its own, with the
+// callback's context (its values, not its end) but after the callback
+// returned: no Done follows to carry it, so a NoWait send goes at once.
+func (echoNoWait) OnSocketCreated(ctx context.Context, c *sdk.Conn[int]) error {
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_ = c.SendNoWait(ctx, []byte("hi"))
+	}()
+	return nil
+}
 func (e echoNoWait) OnReceivedBytes(ctx context.Context, c *sdk.Conn[int], b []byte) error {
 	if string(b) == "bye" {
 		if err := c.Close(ctx); err != nil {
@@ -99,7 +109,8 @@ func (echoNoWait) OnReceivedMessages(context.Context, *sdk.Conn[int], []*pb.Mess
 }
 func (echoNoWait) OnSocketClosed(context.Context, *sdk.Conn[int], string) error { return nil }
 
-// SendNoWait delivers in order in both modes. Over the native stream it
+// SendNoWait delivers in order in both modes, from a callback (with its
+// Done) and from elsewhere (at once). Over the native stream it
 // does not wait for the gateway's answer, so a send to a closed device
 // returns nil there and the gateway counts the failure it could not
 // report; over the EMQX adapter it waits, and the same send fails.
@@ -110,6 +121,7 @@ func TestSendNoWait(t *testing.T) {
 			e := echoNoWait{late: make(chan error, 1)}
 			h := handlertest.New(t, e, mode)
 			dev := h.Dial()
+			dev.Expect([]byte("hi")) // no event of the device's carries it
 			for _, s := range []string{"one", "two", "three"} {
 				dev.Write([]byte(s))
 				dev.Expect([]byte(s))
