@@ -156,8 +156,8 @@ func (st *stream) handle(ctx context.Context, h pb.ConnectionUnaryHandlerServer,
 // one sends what was added meanwhile before it stops. A callback's action
 // goes out from the callback's goroutine at light load, without waking
 // another; under load what piles up during one send goes in the next.
-// Only callbacks and sendLoop call it: the stream's reader never waits on
-// exgate's flow control.
+// Callbacks and the goroutines that post outside them call it; the
+// stream's reader never does, so it never waits on exgate's flow control.
 func (st *stream) flush() error {
 	for st.sending.CompareAndSwap(false, true) {
 		for {

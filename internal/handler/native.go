@@ -302,8 +302,9 @@ func (st *nativeStream) signal() {
 	}
 }
 
-// sendLoop sends what recvLoop and the action workers queued (they only
-// wake it); the goroutines that start events send them themselves (flush).
+// sendLoop sends what recvLoop queued (it only wakes the sender); the
+// goroutines that start events or apply actions send theirs themselves
+// (flush).
 func (st *nativeStream) sendLoop() {
 	for {
 		select {
