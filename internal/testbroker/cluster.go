@@ -139,7 +139,10 @@ func startRabbitMQ(t testing.TB, server string, n int) (*Cluster, error) {
 	// for Erlang distribution: rabbitmqctl takes one from a range.
 	ctlMin := freePort(t)
 	c.env = func(extra ...string) []string {
-		return append(append(os.Environ(), "HOME="+c.dir, fmt.Sprintf("ERL_EPMD_PORT=%d", c.epmd),
+		// ERL_CRASH_DUMP: an Erlang VM that dies (a rabbitmqctl that
+		// cannot reach its node) writes its dump here, not into the
+		// test's package directory.
+		return append(append(os.Environ(), "HOME="+c.dir, "ERL_CRASH_DUMP="+filepath.Join(c.dir, "erl_crash.dump"), fmt.Sprintf("ERL_EPMD_PORT=%d", c.epmd),
 			fmt.Sprintf("RABBITMQ_CTL_DIST_PORT_MIN=%d", ctlMin), fmt.Sprintf("RABBITMQ_CTL_DIST_PORT_MAX=%d", ctlMin)), extra...)
 	}
 	for i := range n {
