@@ -5,12 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/exgate/exgate/internal/mqttwire"
 )
 
 // mqttConn is a lean MQTT 3.1.1 client for the load tool: paho tops out
@@ -52,60 +53,22 @@ func dialMQTT(addr, clientID string) (*mqttConn, error) {
 
 func (m *mqttConn) write(pk *packets.Packet) error {
 	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&buf)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&buf)
-	case packets.Disconnect:
-		err = pk.DisconnectEncode(&buf)
-	default:
-		return fmt.Errorf("cannot encode packet type %d", pk.FixedHeader.Type)
-	}
-	if err != nil {
+	if err := mqttwire.Encode(pk, &buf); err != nil {
 		return err
 	}
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
-	_, err = m.c.Write(buf.Bytes())
+	_, err := m.c.Write(buf.Bytes())
 	return err
 }
 
 // read reads one packet.
 func (m *mqttConn) read() (packets.Packet, error) {
-	var pk packets.Packet
-	hb, err := m.r.ReadByte()
-	if err != nil {
-		return pk, err
+	pk, err := mqttwire.Read(m.r, 4)
+	if pk == nil {
+		return packets.Packet{}, err
 	}
-	if err := pk.FixedHeader.Decode(hb); err != nil {
-		return pk, err
-	}
-	n, _, err := packets.DecodeLength(m.r)
-	if err != nil {
-		return pk, err
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(m.r, body); err != nil {
-		return pk, err
-	}
-	pk.ProtocolVersion = 4
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	}
-	return pk, err
+	return *pk, err
 }
 
 func (m *mqttConn) subscribe(filter string, qos byte) error {

@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/exgate/exgate/internal/broker"
+	"github.com/exgate/exgate/internal/mqttwire"
 )
 
 // MQTT 5 reason codes the gateway maps.
@@ -43,10 +44,6 @@ var errNoMQTT5 = errors.New("the server does not speak MQTT 5")
 // receiveMaximum bounds how many QoS>0 deliveries the broker keeps in
 // flight to one session (MQTT 5).
 const receiveMaximum = 128
-
-// maxPacket bounds a packet from the upstream, so a broken server cannot
-// make a session allocate without limit.
-const maxPacket = 64 << 20
 
 // writeTimeout bounds one write to the upstream.
 const writeTimeout = 15 * time.Second
@@ -132,14 +129,14 @@ func (c *conn) connect(pk *packets.Packet, r *bufio.Reader) (*packets.Packet, er
 	if err := c.write(pk); err != nil {
 		return nil, fmt.Errorf("connect: %w: %w", broker.ErrUnavailable, err)
 	}
-	ack, err := readPacket(r, c.v)
+	ack, err := mqttwire.Read(r, c.v)
 	if err != nil {
 		if c.v == 5 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
 			// RabbitMQ's and NATS's MQTT speak 3.1.1 only and hang up on
 			// an MQTT 5 CONNECT without a word.
 			return nil, fmt.Errorf("connect: %w: %w (the broker hung up on an MQTT 5 CONNECT without a CONNACK: if it speaks MQTT 3.1.1 only, as RabbitMQ and NATS do, set broker.mqtt.protocol_version: auto or 4)", errNoMQTT5, err)
 		}
-		var v3 v3Connack
+		var v3 mqttwire.V3Connack
 		if errors.As(err, &v3) {
 			ack = &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: byte(v3)}
 		} else {
@@ -161,14 +158,6 @@ func (c *conn) connect(pk *packets.Packet, r *bufio.Reader) (*packets.Packet, er
 	return nil, fmt.Errorf("connect: %w: refused (reason code 0x%02x)", broker.ErrUnavailable, rc)
 }
 
-// v3Connack is a 3.1.1 CONNACK read while speaking MQTT 5 (it has no
-// properties): its return code.
-type v3Connack byte
-
-func (e v3Connack) Error() string {
-	return fmt.Sprintf("an MQTT 3.1.1 CONNACK (return code %d)", byte(e))
-}
-
 var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // write encodes and sends one packet.
@@ -181,7 +170,7 @@ func (c *conn) write(pk *packets.Packet) error {
 			bufs.Put(b)
 		}
 	}()
-	if err := encode(pk, b); err != nil {
+	if err := mqttwire.Encode(pk, b); err != nil {
 		return err
 	}
 	c.wmu.Lock()
@@ -196,88 +185,11 @@ func (c *conn) write(pk *packets.Packet) error {
 	return err
 }
 
-func encode(pk *packets.Packet, b *bytes.Buffer) error {
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		return pk.ConnectEncode(b)
-	case packets.Publish:
-		return pk.PublishEncode(b)
-	case packets.Puback:
-		return pk.PubackEncode(b)
-	case packets.Pubrec:
-		return pk.PubrecEncode(b)
-	case packets.Pubrel:
-		return pk.PubrelEncode(b)
-	case packets.Pubcomp:
-		return pk.PubcompEncode(b)
-	case packets.Subscribe:
-		return pk.SubscribeEncode(b)
-	case packets.Unsubscribe:
-		return pk.UnsubscribeEncode(b)
-	case packets.Pingreq:
-		return pk.PingreqEncode(b)
-	case packets.Disconnect:
-		return pk.DisconnectEncode(b)
-	}
-	return fmt.Errorf("cannot encode packet type %d", pk.FixedHeader.Type)
-}
-
-// readPacket reads one packet of protocol version v.
-func readPacket(r *bufio.Reader, v byte) (*packets.Packet, error) {
-	pk := &packets.Packet{ProtocolVersion: v}
-	hb, err := r.ReadByte()
-	if err != nil {
-		return nil, err
-	}
-	if err := pk.FixedHeader.Decode(hb); err != nil {
-		return nil, err
-	}
-	n, _, err := packets.DecodeLength(r)
-	if err != nil {
-		return nil, err
-	}
-	if n > maxPacket {
-		return nil, fmt.Errorf("a packet of %d bytes from the broker (at most %d)", n, maxPacket)
-	}
-	pk.FixedHeader.Remaining = n // the decoders tell optional fields by it
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, err
-	}
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		if v == 5 && n == 2 {
-			return nil, v3Connack(body[1])
-		}
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubrel:
-		err = pk.PubrelDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Unsuback:
-		err = pk.UnsubackDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	case packets.Pingresp:
-	default:
-		err = fmt.Errorf("unexpected packet type %d from the broker", pk.FixedHeader.Type)
-	}
-	return pk, err
-}
-
 // read handles what the broker sends until the connection ends.
 func (c *conn) read(r *bufio.Reader) {
 	defer close(c.done)
 	for {
-		pk, err := readPacket(r, c.v)
+		pk, err := mqttwire.Read(r, c.v)
 		if err != nil {
 			c.end(fmt.Errorf("broker connection lost: %w", err))
 			return
@@ -313,6 +225,10 @@ func (c *conn) read(r *bufio.Reader) {
 				err = fmt.Errorf("broker connection lost: the broker sent DISCONNECT (reason code 0x%02x)", pk.ReasonCode)
 			}
 			c.end(err)
+			return
+		case packets.Pingresp, packets.Connack:
+		default: // what only a client sends
+			c.end(fmt.Errorf("broker connection lost: unexpected packet type %d from the broker", pk.FixedHeader.Type))
 			return
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"io"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/exgate/exgate/internal/broker"
+	"github.com/exgate/exgate/internal/mqttwire"
 )
 
 // scripted is a server end of one MQTT 3.1.1 connection driven by a test.
@@ -28,13 +28,7 @@ func (s *scripted) send(pk packets.Packet) {
 	s.t.Helper()
 	pk.ProtocolVersion = 4
 	var b bytes.Buffer
-	var err error
-	if pk.FixedHeader.Type == packets.Connack {
-		err = pk.ConnackEncode(&b) // what only a server sends
-	} else {
-		err = encode(&pk, &b)
-	}
-	if err != nil {
+	if err := mqttwire.Encode(&pk, &b); err != nil {
 		s.t.Fatal(err)
 	}
 	if _, err := s.c.Write(b.Bytes()); err != nil {
@@ -46,7 +40,7 @@ func (s *scripted) expect(typ byte) *packets.Packet {
 	s.t.Helper()
 	_ = s.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
-		pk, err := readServerPacket(s.r)
+		pk, err := mqttwire.Read(s.r, 4)
 		if err != nil {
 			s.t.Fatalf("server read: %v", err)
 		}
@@ -58,42 +52,6 @@ func (s *scripted) expect(typ byte) *packets.Packet {
 		}
 		return pk
 	}
-}
-
-// readServerPacket reads what a client sends (the decoders of the other side).
-func readServerPacket(r *bufio.Reader) (*packets.Packet, error) {
-	pk := &packets.Packet{ProtocolVersion: 4}
-	hb, err := r.ReadByte()
-	if err != nil {
-		return nil, err
-	}
-	if err := pk.FixedHeader.Decode(hb); err != nil {
-		return nil, err
-	}
-	n, _, err := packets.DecodeLength(r)
-	if err != nil {
-		return nil, err
-	}
-	pk.FixedHeader.Remaining = n
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, err
-	}
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubrel:
-		err = pk.PubrelDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	}
-	return pk, err
 }
 
 // session connects a conn (MQTT 3.1.1, keepalive ka seconds) to a
