@@ -6,7 +6,6 @@ import (
 	"io"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -55,9 +54,8 @@ func AdapterFrom(ctx context.Context, fallback pb.ConnectionAdapterClient) pb.Co
 
 // stream is one Connect stream on the handler side.
 type stream struct {
-	s nativepb.Handler_ConnectServer
-	// sending is held by the goroutine sending on s (SendMsg allows one).
-	sending atomic.Bool
+	s      nativepb.Handler_ConnectServer
+	sender workers.Combiner // s's SendMsg allows one goroutine at a time
 
 	mu      sync.Mutex
 	err     error // set when the stream ended
@@ -159,33 +157,29 @@ func (st *stream) handle(ctx context.Context, h pb.ConnectionUnaryHandlerServer,
 // Callbacks and the goroutines that post outside them call it; the
 // stream's reader never does, so it never waits on exgate's flow control.
 func (st *stream) flush() error {
-	for st.sending.CompareAndSwap(false, true) {
+	err := st.sender.Run(func() error {
 		for {
 			down := st.take(nil)
 			if down == nil {
-				break
+				return nil
 			}
 			if len(down.Actions) < 32 {
 				runtime.Gosched() // let runnable callbacks add theirs
 				down = st.take(down)
 			}
 			if err := st.s.Send(down); err != nil {
-				st.sending.Store(false)
-				st.fail(err)
 				return err
 			}
 		}
-		st.sending.Store(false)
-		// What was queued after the last take by a goroutine that found
-		// sending held is this goroutine's to send.
+	}, func() bool {
 		st.mu.Lock()
-		more := len(st.actions) > 0 && st.err == nil // as take sees it
-		st.mu.Unlock()
-		if !more {
-			return nil
-		}
+		defer st.mu.Unlock()
+		return len(st.actions) > 0 && st.err == nil // as take sees it
+	})
+	if err != nil {
+		st.fail(err)
 	}
-	return nil
+	return err
 }
 
 func (st *stream) take(down *nativepb.Down) *nativepb.Down {

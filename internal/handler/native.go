@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/workers"
 	"github.com/exgate/exgate/nativepb"
 )
 
@@ -54,10 +55,9 @@ type nativeStream struct {
 	s      nativepb.Handler_ConnectClient
 	ctx    context.Context // ends with the stream
 	cancel context.CancelFunc
-	done   chan struct{} // closed when the stream ended
-	wake   chan struct{} // the sender has something to send; room for one
-	// sending is held by the goroutine sending on s (SendMsg allows one).
-	sending atomic.Bool
+	done   chan struct{}    // closed when the stream ended
+	wake   chan struct{}    // the sender has something to send; room for one
+	sender workers.Combiner // s's SendMsg allows one goroutine at a time
 	// receiving is set while recvLoop applies a message's actions: an
 	// event started meanwhile (a Done lets the device's next one go) is
 	// left for the sender goroutine, which recvLoop wakes when it is
@@ -321,11 +321,12 @@ func (st *nativeStream) sendLoop() {
 // event goes out from the goroutine that started it, without waking
 // another, and under load what piles up during one send goes in the next.
 func (st *nativeStream) flush() {
-	for st.sending.CompareAndSwap(false, true) {
+	// An error ends the stream: recvLoop learns why and ends it.
+	_ = st.sender.Run(func() error {
 		for {
 			up := st.take(nil)
 			if up == nil {
-				break
+				return nil
 			}
 			if len(up.Events)+len(up.Results) < maxBatch/8 {
 				// Let the dispatchers and workers that are runnable add theirs:
@@ -334,17 +335,10 @@ func (st *nativeStream) flush() {
 				up = st.take(up)
 			}
 			if err := st.s.Send(up); err != nil {
-				st.sending.Store(false)
-				return // the stream broke: recvLoop learns why and ends it
+				return err
 			}
 		}
-		st.sending.Store(false)
-		// What was queued after the last take by a goroutine that found
-		// sending held is this goroutine's to send.
-		if !st.queued() {
-			return
-		}
-	}
+	}, st.queued)
 }
 
 // queued reports whether anything waits to be sent.

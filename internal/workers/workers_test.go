@@ -76,3 +76,61 @@ func TestPoolBacklogNotStranded(t *testing.T) {
 		}
 	}
 }
+
+// Combiner: one job at a time, and nothing queued is left behind however
+// the goroutines interleave.
+func TestCombinerLeavesNothingBehind(t *testing.T) {
+	var c Combiner
+	var mu sync.Mutex
+	queue, done := 0, 0
+	var running, overlaps atomic.Int32
+	job := func() error {
+		if running.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		defer running.Add(-1)
+		for {
+			mu.Lock()
+			n := queue
+			queue = 0
+			done += n
+			mu.Unlock()
+			runtime.Gosched() // others queue meanwhile, also after the last look
+			if n == 0 {
+				return nil
+			}
+		}
+	}
+	queued := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return queue > 0
+	}
+	// Rounds of goroutines that each queue one item and run the job at
+	// once: when all have returned, nothing may be queued.
+	const goroutines, rounds = 4, 3000
+	for r := range rounds {
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range goroutines {
+			wg.Go(func() {
+				<-start
+				mu.Lock()
+				queue++
+				mu.Unlock()
+				_ = c.Run(job, queued)
+			})
+		}
+		close(start)
+		wg.Wait()
+		if queue != 0 {
+			t.Fatalf("round %d: %d items left queued after every goroutine returned", r, queue)
+		}
+	}
+	if overlaps.Load() != 0 {
+		t.Fatalf("the job ran %d times beside itself", overlaps.Load())
+	}
+	if done != goroutines*rounds {
+		t.Fatalf("%d of %d items handled", done, goroutines*rounds)
+	}
+}
