@@ -42,10 +42,9 @@ type Peers struct {
 	self  string // this node's name
 	log   *slog.Logger
 
-	mu     sync.RWMutex
-	byTag  map[channel.NodeTag]*peer
-	static map[channel.NodeTag]bool // from cluster.peers: discovery never replaces them
-	found  map[string]*peer         // by address, from DNS; nil peer: this node itself
+	mu    sync.RWMutex
+	byTag map[channel.NodeTag]*peer
+	found map[string]*peer // by address, from DNS; nil peer: this node itself
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -54,6 +53,7 @@ type Peers struct {
 type peer struct {
 	name   string
 	addr   string
+	static bool // from cluster.peers: discovery never replaces it
 	conn   *grpc.ClientConn
 	client pb.ConnectionAdapterClient
 }
@@ -77,7 +77,7 @@ func New(o Options) (*Peers, error) {
 	}
 	c := o.Config
 	p := &Peers{token: o.Token, self: o.Self, log: o.Logger, creds: insecure.NewCredentials(),
-		byTag: map[channel.NodeTag]*peer{}, static: map[channel.NodeTag]bool{}, found: map[string]*peer{}}
+		byTag: map[channel.NodeTag]*peer{}, found: map[string]*peer{}}
 	if c.SSLOptions != nil {
 		tc, err := tlsconfig.Client(c.SSLOptions)
 		if err != nil {
@@ -96,9 +96,8 @@ func New(o Options) (*Peers, error) {
 			p.Close()
 			return nil, fmt.Errorf("cluster.peers.%s: %w", name, err)
 		}
-		pe.name = name
+		pe.name, pe.static = name, true
 		p.byTag[channel.TagOf(name)] = pe
-		p.static[channel.TagOf(name)] = true
 	}
 	if d := c.Discovery; d.DNS != "" {
 		port := d.Port
@@ -226,11 +225,14 @@ func (p *Peers) refresh(ctx context.Context, r *net.Resolver, d config.Discovery
 		p.found[a] = pe
 		if pe != nil {
 			tag := channel.TagOf(pe.name)
-			if old, ok := p.byTag[tag]; ok && !p.static[tag] && old.addr != a {
-				_ = old.conn.Close()
-				delete(p.found, old.addr)
-			}
-			if !p.static[tag] {
+			switch old := p.byTag[tag]; {
+			case old == nil:
+				p.byTag[tag] = pe
+			case !old.static:
+				if old.addr != a {
+					_ = old.conn.Close()
+					delete(p.found, old.addr)
+				}
 				p.byTag[tag] = pe
 			}
 		}

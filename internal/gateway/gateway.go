@@ -151,7 +151,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
-	nativepb.RegisterNodeServer(g.grpc, &cluster.NodeServer{Name: cfg.Node.Name, Version: func() string { return cmp.Or(g.Version, "dev") }})
+	nativepb.RegisterNodeServer(g.grpc, &cluster.NodeServer{Name: cfg.Node.Name, Version: g.version})
 
 	var lerr error
 	if !x.Enabled() {
@@ -179,7 +179,7 @@ func (g *Gateway) newHandler(h config.Handler) (*handler.Client, error) {
 	c, err := handler.New(handler.Options{Config: h, Logger: g.log.With("component", "handler"), Lost: g.kick,
 		// A native handler's batch may hold one action as large as an
 		// adapter request may be, and 1 MiB of others.
-		Adapter: g.adapter, Refused: &g.Stats.NativeRefused, Unanswered: &g.Stats.NativeUnanswered, MaxRecv: int(g.cfg.Gateway.ExProto.Server.MaxRecvMessageSize) + 1<<20, Node: g.cfg.Node.Name, Version: func() string { return cmp.Or(g.Version, "dev") },
+		Adapter: g.adapter, Refused: &g.Stats.NativeRefused, Unanswered: &g.Stats.NativeUnanswered, MaxRecv: int(g.cfg.Gateway.ExProto.Server.MaxRecvMessageSize) + 1<<20, Node: g.cfg.Node.Name, Version: g.version,
 		Observe: func(method string, d time.Duration, err error) {
 			code := ""
 			if err != nil {
@@ -224,7 +224,7 @@ func (g *Gateway) Start() {
 		g.serve(l)
 	}
 	g.mu.RUnlock()
-	attrs := []any{"version", cmp.Or(g.Version, "dev"), "node", g.cfg.Node.Name, "adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address.String()}
+	attrs := []any{"version", g.version(), "node", g.cfg.Node.Name, "adapter", g.adapterLn.Addr().String(), "handler", g.cfg.Gateway.ExProto.Handler.Address.String()}
 	if a := g.MQTTAddr(); a != nil {
 		attrs = append(attrs, "mqtt", a.String())
 	}
@@ -445,3 +445,7 @@ func (g *Gateway) ListenerConfig(name string) *config.Listener {
 	defer g.mu.RUnlock()
 	return g.cfg.Gateway.ExProto.Listeners.Find(typ, n)
 }
+
+// version is g.Version, or "dev" when main did not set one; read when
+// asked, since main sets it after New.
+func (g *Gateway) version() string { return cmp.Or(g.Version, "dev") }

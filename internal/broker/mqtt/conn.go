@@ -22,14 +22,12 @@ import (
 
 // MQTT 5 reason codes the gateway maps.
 const (
-	rcNoMatchingSubscribers = 0x10
-	rcNoSubscriptionExisted = 0x11
-	rcBadUserPass           = 0x86
-	rcNotAuthorized         = 0x87
-	rcBanned                = 0x8A
-	rcUnsupportedVersion    = 0x84
-	rcSessionTakenOver      = 0x8E
-	rcAdministrativeClose   = 0x98
+	rcBadUserPass         = 0x86
+	rcNotAuthorized       = 0x87
+	rcBanned              = 0x8A
+	rcUnsupportedVersion  = 0x84
+	rcSessionTakenOver    = 0x8E
+	rcAdministrativeClose = 0x98
 	// rcV3BadVersion is a 3.1.1 server's CONNACK "unacceptable protocol
 	// version"; rcV3BadUserPass and rcV3NotAuthorized its refusals.
 	rcV3BadVersion    = 0x01
@@ -350,8 +348,9 @@ func (c *conn) request(ctx context.Context, pk *packets.Packet) (*packets.Packet
 	c.waiting[pk.PacketID] = ch
 	c.mu.Unlock()
 	if err := c.write(pk); err != nil {
-		c.end(fmt.Errorf("broker connection lost: %w", err))
-		return nil, fmt.Errorf("broker connection lost: %w", err)
+		err = fmt.Errorf("broker connection lost: %w", err)
+		c.end(err)
+		return nil, err
 	}
 	select {
 	case ack, ok := <-ch:
