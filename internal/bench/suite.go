@@ -320,9 +320,7 @@ gateway:
 		// A first run on a fresh handler connection was 10-20% slower than
 		// the next (connection windows, pooled goroutines' stacks, the
 		// handler's own warm-up): warm each path up first, unmeasured.
-		warm, cancel := context.WithTimeout(ctx, d/4)
-		_, _ = Echo(warm, EchoOptions{Addr: t.addr, Devices: n(100), Payload: 64, Duration: d / 4})
-		cancel()
+		_, _ = Echo(ctx, EchoOptions{Addr: t.addr, Devices: n(100), Payload: 64, Duration: d / 4})
 		w := watch("gateway", t.handler)
 		r, err := echo("echo", t.addr, 0, n(100))
 		if err != nil {
