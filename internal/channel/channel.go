@@ -8,7 +8,8 @@
 // Publish, …) never wait for the in-flight callback: they take the channel's
 // short lock, which is never held across network I/O or a gRPC call.
 // Events are dispatched by a goroutine that exists only while the queue is
-// non-empty, so an idle device costs its reader and its state only.
+// non-empty, and a plain TCP socket is read by a shared event loop (Watch),
+// so an idle device costs its state and its socket only.
 package channel
 
 import (
@@ -28,6 +29,7 @@ import (
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/banned"
 	"github.com/exgate/exgate/internal/broker"
+	"github.com/exgate/exgate/internal/netpoll"
 )
 
 // Handler is the user's ConnectionHandler as the channel calls it. Each
@@ -203,7 +205,8 @@ type Channel struct {
 	kaTimer      *time.Timer
 	idleTimer    *time.Timer
 	expireTimer  *time.Timer
-	authTimer    *time.Timer // nil unless AuthTimeout is set
+	authTimer    *time.Timer    // nil unless AuthTimeout is set
+	watch        *netpoll.Watch // set when a poller reads the socket (Watch)
 	queue        []event
 	queuedReads  int // socket-read and timer events in queue
 	queuedMsgs   int // deliveries in queue
@@ -343,6 +346,12 @@ func (c *Channel) Snapshot() Info {
 // and TCP pushes back on the device. It reports false once the channel is
 // closed. Only one goroutine may call it at a time.
 func (c *Channel) Received(b []byte) bool {
+	c.countRead(b)
+	return c.queueRead(b, true) == readQueued
+}
+
+// countRead notes one socket read, once, however long it waits for room.
+func (c *Channel) countRead(b []byte) {
 	c.lastRecv.Store(time.Now().UnixNano())
 	if c.gotBytes.CompareAndSwap(false, true) && !c.cfg.Datagram {
 		c.mu.Lock()
@@ -355,11 +364,23 @@ func (c *Channel) Received(b []byte) bool {
 	c.reads.Add(1)
 	c.cfg.Stats.BytesReceived.Add(int64(len(b)))
 	c.traceSelf("recv", "", b)
+}
+
+type readOutcome int
+
+const (
+	readQueued readOutcome = iota
+	readFull               // only when not waiting
+	readClosed
+)
+
+// queueRead queues a counted read, waiting for room if wait says so.
+func (c *Channel) queueRead(b []byte, wait bool) readOutcome {
 	for {
 		c.mu.Lock()
 		if c.state == Closed {
 			c.mu.Unlock()
-			return false
+			return readClosed
 		}
 		if c.queuedReads < c.cfg.EventQueue {
 			start := c.enqueue(event{kind: evBytes, bytes: b})
@@ -367,9 +388,12 @@ func (c *Channel) Received(b []byte) bool {
 			if start {
 				c.startDispatch(true)
 			}
-			return true
+			return readQueued
 		}
 		c.mu.Unlock()
+		if !wait {
+			return readFull
+		}
 		<-c.space // a token, or closed: look again
 	}
 }
@@ -400,10 +424,7 @@ func (c *Channel) ReadLoop(r io.Reader) {
 			}
 		}
 	}
-	size := c.cfg.ReadBufferSize
-	if size <= 0 {
-		size = 4096
-	}
+	size := c.readSize()
 	// The event keeps its bytes until dispatched: each read is copied out.
 	var next func() ([]byte, error)
 	if w := readWaiterOf(r, size); w != nil {
@@ -415,6 +436,11 @@ func (c *Channel) ReadLoop(r io.Reader) {
 			return append([]byte(nil), buf[:n]...), err
 		}
 	}
+	c.readWith(next)
+}
+
+// readWith queues what next reads until it fails, then closes the channel.
+func (c *Channel) readWith(next func() ([]byte, error)) {
 	for {
 		b, err := next()
 		if len(b) > 0 && !c.Received(b) {
@@ -469,7 +495,7 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 			t.Stop()
 		}
 	}
-	sess := c.session
+	sess, watch := c.session, c.watch
 	c.session = nil
 	if dropPending {
 		c.dropQueued()
@@ -482,6 +508,9 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 	close(c.space)
 	c.mu.Unlock()
 
+	if watch != nil {
+		watch.Stop()
+	}
 	_ = c.conn.Close()
 	if sess != nil {
 		sess.Close()

@@ -198,13 +198,16 @@ var socketTypes = map[listener.Kind]pb.SocketType{
 }
 
 // startDevice makes a device's channel and returns what reads its
-// connection until it ends.
+// connection until it ends, or nil when the poller reads it.
 func (g *Gateway) startDevice(cfg *channel.Config, conn *listener.Conn) func() {
 	info := &pb.ConnInfo{Socktype: socketTypes[conn.Kind], Peername: address(conn.Peer), Sockname: address(conn.LocalAddr())}
 	if c := conn.PeerCert; c != nil {
 		info.Peercert = &pb.CertificateInfo{Cn: c.Subject.CommonName, Dn: c.Subject.String()}
 	}
 	ch := channel.New(cfg, conn, info, conn.Kind == listener.SSL || conn.Kind == listener.DTLS)
+	if ch.Watch(g.poller) {
+		return nil
+	}
 	return ch.Reader(conn.Conn)
 }
 

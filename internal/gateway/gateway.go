@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,7 @@ import (
 	"github.com/exgate/exgate/internal/handler"
 	"github.com/exgate/exgate/internal/listener"
 	"github.com/exgate/exgate/internal/metrics"
+	"github.com/exgate/exgate/internal/netpoll"
 	"github.com/exgate/exgate/internal/tlsconfig"
 	"github.com/exgate/exgate/internal/trace"
 	"github.com/exgate/exgate/nativepb"
@@ -47,8 +49,9 @@ type Gateway struct {
 	Banned   *banned.List // refused at authentication, devices and MQTT clients alike
 	Version  string       // logged at start; set before Start
 	pool     *channel.Pool
-	started  atomic.Int64 // unix nanos of Start; 0 before (read by the API's goroutines)
-	shedding atomic.Bool  // listeners refuse connections: too many devices are closing
+	poller   *netpoll.Poller // reads plain TCP devices without a goroutine each; nil where there is none
+	started  atomic.Int64    // unix nanos of Start; 0 before (read by the API's goroutines)
+	shedding atomic.Bool     // listeners refuse connections: too many devices are closing
 
 	broker    broker.Broker
 	embedded  *embedded.Broker // nil with an external broker
@@ -83,6 +86,10 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 			g.closeAll()
 		}
 	}()
+	if g.poller, err = netpoll.New(runtime.GOMAXPROCS(0)); err != nil {
+		log.Info("no event loop here: each plain TCP device gets a reading goroutine", "error", err)
+		g.poller, err = nil, nil
+	}
 
 	authn, authz, err := g.newAuth(x)
 	if err != nil {
@@ -372,6 +379,9 @@ func (g *Gateway) kickAll(reason string) []*channel.Channel {
 
 func (g *Gateway) closeAll() {
 	defer g.pool.Close() // after the handlers: nothing dispatches any more
+	if g.poller != nil {
+		defer g.poller.Close() // after the devices: nothing is watched any more
+	}
 	defer g.Tracer.Close()
 	g.parts.close()
 	for _, l := range g.listeners {

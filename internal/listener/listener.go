@@ -207,6 +207,8 @@ func (l *Listener) Addr() net.Addr {
 // owns the Conn and returns the function that serves it until it ends; that
 // runs on a fresh goroutine. A device's goroutine lives as long as the
 // device, mostly parked, so it should not keep the stack a handshake grew.
+// start returns nil when the connection needs no goroutine (a poller reads
+// it): its max_connections slot is then freed by Conn.Close alone.
 // Serve returns ErrClosed once Close was called.
 func (l *Listener) Serve(start func(*Conn) (run func())) error {
 	if l.udp != nil {
@@ -246,11 +248,12 @@ func (l *Listener) Serve(start func(*Conn) (run func())) error {
 			}
 			l.Stats.Accepted.Add(1)
 			c.slot = &l.Stats.Current
-			run := start(c)
-			l.wg.Go(func() {
-				defer c.free()
-				run()
-			})
+			if run := start(c); run != nil {
+				l.wg.Go(func() {
+					defer c.free()
+					run()
+				})
+			}
 		})
 	}
 }
