@@ -21,7 +21,7 @@ for n in $sizes; do
   up
   echo "== $n devices connect, authenticate and subscribe (fresh gateway)"
   ./bin/exgate bench storm --gateway 127.0.0.1:27993 --devices "$n" --source-ips 4 \
-    --gateway-pid "$gw" --gateway-metrics http://127.0.0.1:28083/metrics --hold 25s 2>/dev/null &
+    --gateway-pid "$gw" --gateway-metrics http://127.0.0.1:28083/metrics --hold 40s 2>/dev/null &
   bench=$!
   sleep $((n / 1000 + 10))
   c0=$(cpu "$gw"); sleep 10; c1=$(cpu "$gw")

@@ -935,11 +935,16 @@ func TestHeapFloor(t *testing.T) {
 	if floored < 1 || floored > 4 || plain < 2*floored+4 {
 		t.Fatalf("collections with a 128 MiB floor = %d, without = %d: the floor did not hold", floored, plain)
 	}
-	if p := floorPercent(200<<20, 400<<20, 100, 32<<20, 100); p != 100 {
+	if p := floorPercent(200<<20, 400<<20, 1<<30, 100, 32<<20, 100); p != 100 {
 		t.Errorf("a heap above the floor: GOGC %d, want the configured 100", p)
 	}
 	// 6 MiB live, 2 MiB of roots: GOGC 100 made a goal of 14 MiB.
-	if p := floorPercent(6<<20, 14<<20, 100, 32<<20, 100); p != 325 {
-		t.Errorf("6 MiB live and 2 MiB of roots under a 32 MiB floor: GOGC %d, want 325", p)
+	if p := floorPercent(6<<20, 14<<20, 100<<20, 100, 32<<20, 100); p != 325 {
+		t.Errorf("6 MiB live and 2 MiB of roots under a 32 MiB floor, 100 MiB/s allocated: GOGC %d, want 325", p)
+	}
+	// The same heap allocating 4 MiB a second: GOGC 100 collects every two
+	// seconds, and a floor would only hold memory.
+	if p := floorPercent(6<<20, 14<<20, 4<<20, 100, 32<<20, 100); p != 100 {
+		t.Errorf("a quiet process under a 32 MiB floor: GOGC %d, want the configured 100", p)
 	}
 }

@@ -51,18 +51,23 @@ func applyMemory(n config.Node, log *slog.Logger) (stop func()) {
 	return stop
 }
 
-// startHeapFloor lets the heap grow to at least floor before a collection:
-// after each collection it raises GOGC for the next one so that its goal
-// is floor, or leaves the configured GOGC when that goal is higher already.
-// A gateway with few devices but much traffic has a small live heap and
-// collects it very often (at 100 devices echoing, GC is ~10% of the
-// gateway's CPU); a floor of a few tens of MiB removes most of that while
-// a large fleet, whose heap is above the floor anyway, collects exactly
-// as before. base is the configured GOGC; stop restores it.
+// startHeapFloor lets the heap grow to at least floor before a collection
+// while the process allocates fast: after each collection it raises GOGC
+// for the next one so that its goal is floor, or leaves the configured
+// GOGC when that goal is higher already or when, at the rate allocated
+// since the previous collection, the configured GOGC would collect less
+// than once a second. A gateway with few devices but much traffic has a
+// small live heap and collects it very often (at 100 devices echoing, GC
+// is ~10% of the gateway's CPU); a floor of a few tens of MiB removes most
+// of that, while a quiet gateway keeps its heap (and RSS) small and a
+// large fleet, whose heap is above the floor anyway, collects exactly as
+// before. base is the configured GOGC; stop restores it.
 func startHeapFloor(floor uint64, base int) (stop func()) {
 	var stopped atomic.Bool
-	heap := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/goal:bytes"}}
+	heap := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/goal:bytes"}, {Name: "/gc/heap/allocs:bytes"}}
 	cur := base
+	var lastAllocs uint64
+	last := time.Now()
 	var arm func()
 	arm = func() {
 		// The sentinel's finalizer runs after the first collection that
@@ -73,7 +78,10 @@ func startHeapFloor(floor uint64, base int) (stop func()) {
 				return
 			}
 			metrics.Read(heap)
-			cur = floorPercent(heap[0].Value.Uint64(), heap[1].Value.Uint64(), cur, floor, base)
+			now, allocs := time.Now(), heap[2].Value.Uint64()
+			perSecond := uint64(float64(allocs-lastAllocs) / max(now.Sub(last).Seconds(), 1e-3))
+			last, lastAllocs = now, allocs
+			cur = floorPercent(heap[0].Value.Uint64(), heap[1].Value.Uint64(), perSecond, cur, floor, base)
 			debug.SetGCPercent(cur)
 			arm()
 		})
@@ -85,17 +93,19 @@ func startHeapFloor(floor uint64, base int) (stop func()) {
 	}
 }
 
-// floorPercent is the GOGC whose heap goal is floor, never below base.
-// Go's goal is live + (live + roots) × GOGC/100, where roots are the
-// goroutine stacks and globals as the pacer counts them; they are read
-// back from the goal the current GOGC (cur) gave.
-func floorPercent(live, goal uint64, cur int, floor uint64, base int) int {
+// floorPercent is the GOGC whose heap goal is floor, never below base, for
+// a process allocating perSecond bytes a second; base when base would
+// collect less than once a second at that rate. Go's goal is
+// live + (live + roots) × GOGC/100, where roots are the goroutine stacks
+// and globals as the pacer counts them; they are read back from the goal
+// the current GOGC (cur) gave.
+func floorPercent(live, goal, perSecond uint64, cur int, floor uint64, base int) int {
 	const most = 10_000 // a nearly empty heap would otherwise ask for millions
 	if live >= floor || goal <= live || cur <= 0 {
 		return base
 	}
 	scaled := (goal - live) * 100 / uint64(cur) // live + roots
-	if scaled == 0 {
+	if scaled == 0 || perSecond < scaled*uint64(base)/100 {
 		return base
 	}
 	return max(base, min(int((floor-live)*100/scaled), most))

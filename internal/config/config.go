@@ -125,12 +125,14 @@ type Node struct {
 	// wins. Read at start.
 	GCPercent int `yaml:"gc_percent"`
 	// GCMinHeap lets the heap grow to this size before a collection
-	// whatever gc_percent says: a gateway with few devices and much
-	// traffic has a small live heap and would collect it very often (GC
-	// was ~10% of the gateway's CPU at 100 devices echoing). Costs up to
-	// this much RSS on a nearly idle gateway; a fleet whose heap is larger
-	// collects as gc_percent says. Default 32MiB; 0 turns it off; ignored
-	// when the GOGC variable is set. Read at start.
+	// whatever gc_percent says, while the process allocates fast enough
+	// that gc_percent would collect more than once a second: a gateway
+	// with few devices and much traffic has a small live heap and would
+	// collect it very often (GC was ~10% of the gateway's CPU at 100
+	// devices echoing). Costs up to this much RSS while busy; a quiet
+	// gateway, and a fleet whose heap is larger, collect as gc_percent
+	// says. Default 32MiB; 0 turns it off; ignored when the GOGC variable
+	// is set. Read at start.
 	GCMinHeap Size `yaml:"gc_min_heap"`
 	// MemoryLimit is Go's GOMEMLIMIT, a soft limit on the process's memory:
 	// near it, the collector runs more often whatever gc_percent says. 0
