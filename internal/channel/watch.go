@@ -1,10 +1,6 @@
 package channel
 
 import (
-	"errors"
-	"io"
-	"syscall"
-
 	"github.com/exgate/exgate/internal/netpoll"
 )
 
@@ -74,35 +70,17 @@ func (c *Channel) waitRoom(w *netpoll.Watch, b []byte) {
 	}
 }
 
-// readNow is one read(2) into a pooled buffer; nil, nil when the socket
-// had nothing after all.
+// readNow is one read into a pooled buffer, copied out; nil, nil when the
+// socket had nothing after all.
 func (c *Channel) readNow() ([]byte, error) {
-	size := c.readSize()
-	var b []byte
-	var rerr error
-	err := c.raw.Read(func(fd uintptr) bool {
-		bp := readBuffers(size).Get().(*[]byte)
-		defer readBuffers(size).Put(bp)
-		for {
-			n, err := rawRead(fd, *bp)
-			switch {
-			case errors.Is(err, syscall.EINTR):
-				continue
-			case wouldBlock(err):
-			case err != nil:
-				rerr = err
-			case n == 0:
-				rerr = io.EOF
-			default:
-				b = append([]byte(nil), (*bp)[:n]...)
-			}
-			return true // never park: the poller says when to look again
-		}
-	})
-	if err != nil {
+	pool := readBuffers(c.readSize())
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
+	n, err := netpoll.ReadNow(c.raw, *bp)
+	if n == 0 {
 		return nil, err
 	}
-	return b, rerr
+	return append([]byte(nil), (*bp)[:n]...), err
 }
 
 func (c *Channel) readSize() int {

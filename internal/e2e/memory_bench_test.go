@@ -36,8 +36,8 @@ func BenchmarkDeviceMemory(b *testing.B) {
 				m0 := measureProcess()
 				conns := connectSubscribed(b, e.addr(), n)
 				m1 := measureProcess()
-				b.ReportMetric(float64(m1.heap-m0.heap)/n, "heap-B/device")
-				b.ReportMetric(float64(m1.stack-m0.stack)/n, "stack-B/device")
+				b.ReportMetric(float64(int64(m1.heap)-int64(m0.heap))/n, "heap-B/device")
+				b.ReportMetric(float64(int64(m1.stack)-int64(m0.stack))/n, "stack-B/device")
 				b.ReportMetric(float64(m1.goroutines-m0.goroutines)/n, "goroutines/device")
 				for _, c := range conns {
 					c.Close()
@@ -68,7 +68,7 @@ func TestDeviceCostGuard(t *testing.T) {
 	}
 	perGoroutines := float64(m1.goroutines-m0.goroutines) / n
 	perHeap := float64(m1.heap-m0.heap) / n
-	t.Logf("per device: %.2f goroutines, %.0f B heap, %.0f B stack", perGoroutines, perHeap, float64(m1.stack-m0.stack)/n)
+	t.Logf("per device: %.2f goroutines, %.0f B heap, %.0f B stack", perGoroutines, perHeap, float64(int64(m1.stack)-int64(m0.stack))/n)
 	maxGoroutines := 1.2
 	if runtime.GOOS == "linux" {
 		maxGoroutines = 0.1

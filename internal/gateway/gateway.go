@@ -102,7 +102,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	}
 
 	if m := cfg.Broker.MQTT; m.Enabled() {
-		if g.broker, err = mqttbroker.New(mqttbroker.Options{Config: m, Node: cfg.Node.Name, Logger: log.With("component", "broker")}); err != nil {
+		if g.broker, err = mqttbroker.New(mqttbroker.Options{Config: m, Node: cfg.Node.Name, Logger: log.With("component", "broker"), Poller: g.poller}); err != nil {
 			return nil, err
 		}
 		log.Info("external broker: devices become sessions upstream; the embedded broker is not started", "servers", strings.Join(m.Servers, ","))

@@ -84,12 +84,56 @@ func Read(r *bufio.Reader, v byte) (*packets.Packet, error) {
 	if _, err := io.ReadFull(r, body); err != nil {
 		return nil, err
 	}
+	return pk, decode(pk, body, v)
+}
+
+// Parse decodes the packet at the start of b, for a reader that is told
+// when bytes arrived instead of waiting for them: n is how many bytes of b
+// it took, 0 (with no error) while b holds only part of a packet. The
+// packet does not keep b.
+func Parse(b []byte, v byte) (pk *packets.Packet, n int, err error) {
+	if len(b) < 2 {
+		return nil, 0, nil
+	}
+	size, i := 0, 1
+	for shift := 0; ; shift += 7 {
+		if i == len(b) {
+			return nil, 0, nil
+		}
+		if i > 4 {
+			return nil, 0, packets.ErrMalformedVariableByteInteger
+		}
+		d := b[i]
+		i++
+		size |= int(d&0x7f) << shift
+		if d&0x80 == 0 {
+			break
+		}
+	}
+	if size > MaxPacket {
+		return nil, 0, fmt.Errorf("a packet of %d bytes (at most %d)", size, MaxPacket)
+	}
+	if len(b) < i+size {
+		return nil, 0, nil
+	}
+	pk = &packets.Packet{ProtocolVersion: v}
+	if err := pk.FixedHeader.Decode(b[0]); err != nil {
+		return nil, 0, err
+	}
+	pk.FixedHeader.Remaining = size
+	// The decoders keep slices of the body (a payload, a topic): their own copy.
+	return pk, i + size, decode(pk, bytes.Clone(b[i:i+size]), v)
+}
+
+// decode decodes a packet's body by its fixed header's type.
+func decode(pk *packets.Packet, body []byte, v byte) error {
+	var err error
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(body)
 	case packets.Connack:
-		if v == 5 && n == 2 {
-			return nil, V3Connack(body[1])
+		if v == 5 && len(body) == 2 {
+			return V3Connack(body[1])
 		}
 		err = pk.ConnackDecode(body)
 	case packets.Publish:
@@ -116,5 +160,5 @@ func Read(r *bufio.Reader, v byte) (*packets.Packet, error) {
 	default:
 		err = fmt.Errorf("unknown packet type %d", pk.FixedHeader.Type)
 	}
-	return pk, err
+	return err
 }

@@ -143,3 +143,11 @@ func (w *Watch) Stopped() bool {
 	defer w.mu.Unlock()
 	return w.stopped
 }
+
+// ReadNow reads once from a watched socket into b, without waiting: 0 and
+// no error when there was nothing after all, io.EOF when the peer closed.
+func ReadNow(rc syscall.RawConn, b []byte) (n int, err error) { return readNow(rc, b) }
+
+// TryWrite writes what the socket takes of b at once, without waiting:
+// a full socket is not an error, just n < len(b).
+func TryWrite(rc syscall.RawConn, b []byte) (n int, err error) { return tryWrite(rc, b) }

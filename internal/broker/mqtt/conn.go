@@ -18,6 +18,7 @@ import (
 
 	"github.com/exgate/exgate/internal/broker"
 	"github.com/exgate/exgate/internal/mqttwire"
+	"github.com/exgate/exgate/internal/netpoll"
 )
 
 // MQTT 5 reason codes the gateway maps.
@@ -59,8 +60,16 @@ type conn struct {
 	from string // publisher id stamped on every publish (MQTT 5)
 	h    broker.Handlers
 	ka   time.Duration
-	done chan struct{} // the reader returned
+	done chan struct{} // the reader goroutine returned; nil when a poller reads
 	last atomic.Int64  // unix nanos of the last packet read
+
+	// When a poller reads the connection (plain TCP on Linux): its watch,
+	// the socket, and the part of a packet read so far. rmu is held while
+	// a read is handled, so Close can wait for the one under way.
+	watch   *netpoll.Watch
+	rc      syscall.RawConn
+	rmu     sync.Mutex
+	partial []byte
 
 	wmu sync.Mutex // one write at a time
 	wdl time.Time  // the connection's write deadline, under wmu
@@ -71,16 +80,21 @@ type conn struct {
 	qos2    map[uint16]struct{}             // QoS 2 deliveries awaiting PUBREL
 	closed  bool                            // by Close, or the connection ended
 	ping    *time.Timer
+	// acks wait here while a goroutine writes them (the socket was full,
+	// or another write held it): a poller's goroutine never waits.
+	acks     []*packets.Packet
+	flushing bool
 }
 
 var _ broker.Session = (*conn)(nil)
 
 // dial opens an MQTT session over nc in version v (4 or 5): CONNECT with a
-// clean start, CONNACK within ctx, then the reader runs. It takes ownership
-// of nc.
-func dial(ctx context.Context, nc net.Conn, v byte, ci broker.ClientInfo, password string, keepalive uint16, h broker.Handlers) (broker.Session, error) {
+// clean start, CONNACK within ctx, then p (if not nil, and nc is plain TCP)
+// or a reader goroutine reads what the broker sends. It takes ownership of
+// nc.
+func dial(ctx context.Context, nc net.Conn, v byte, ci broker.ClientInfo, password string, keepalive uint16, h broker.Handlers, p *netpoll.Poller) (broker.Session, error) {
 	// The maps are made on first use: an idle device holds none.
-	c := &conn{nc: nc, v: v, from: ci.From, h: h, ka: time.Duration(keepalive) * time.Second, done: make(chan struct{})}
+	c := &conn{nc: nc, v: v, from: ci.From, h: h, ka: time.Duration(keepalive) * time.Second}
 	if c.from == "" {
 		c.from = ci.ClientID
 	}
@@ -118,6 +132,24 @@ func dial(ctx context.Context, nc net.Conn, v byte, ci broker.ClientInfo, passwo
 		c.ping = time.AfterFunc(c.ka, c.keepalive)
 		c.mu.Unlock()
 	}
+	if tc, ok := nc.(*net.TCPConn); ok && p != nil {
+		if rc, err := tc.SyscallConn(); err == nil {
+			c.rc = rc
+			c.rmu.Lock() // what came with the CONNACK is handled before the poller's first read
+			if w, err := p.Watch(rc, c.readable); err == nil {
+				c.watch = w
+				if n := r.Buffered(); n > 0 {
+					b, _ := r.Peek(n)
+					c.consume(b)
+				}
+				c.rmu.Unlock()
+				return c, nil
+			}
+			c.rmu.Unlock()
+			c.rc = nil
+		}
+	}
+	c.done = make(chan struct{})
 	go c.read(r)
 	return c, nil
 }
@@ -158,29 +190,46 @@ func (c *conn) connect(pk *packets.Packet, r *bufio.Reader) (*packets.Packet, er
 
 var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// write encodes and sends one packet.
-func (c *conn) write(pk *packets.Packet) error {
+func putBuf(b *bytes.Buffer) {
+	if b.Cap() <= 64<<10 {
+		b.Reset()
+		bufs.Put(b)
+	}
+}
+
+// encode encodes pk into a pooled buffer (putBuf gives it back).
+func (c *conn) encode(pk *packets.Packet) (*bytes.Buffer, error) {
 	pk.ProtocolVersion = c.v
 	b := bufs.Get().(*bytes.Buffer)
-	defer func() {
-		if b.Cap() <= 64<<10 {
-			b.Reset()
-			bufs.Put(b)
-		}
-	}()
 	if err := mqttwire.Encode(pk, b); err != nil {
+		putBuf(b)
+		return nil, err
+	}
+	return b, nil
+}
+
+// write encodes and sends one packet.
+func (c *conn) write(pk *packets.Packet) error {
+	b, err := c.encode(pk)
+	if err != nil {
 		return err
 	}
+	defer putBuf(b)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	_, err = c.writeLocked(b.Bytes())
+	return err
+}
+
+// writeLocked writes b, waiting up to writeTimeout. Called with wmu held.
+func (c *conn) writeLocked(b []byte) (int, error) {
 	// Moving the deadline costs a timer update: it is moved at most once
 	// a second, so a write that blocks fails after 14 to 15 s.
 	if now := time.Now(); c.wdl.Sub(now) < writeTimeout-time.Second {
 		c.wdl = now.Add(writeTimeout)
 		_ = c.nc.SetWriteDeadline(c.wdl)
 	}
-	_, err := c.nc.Write(b.Bytes())
-	return err
+	return c.nc.Write(b)
 }
 
 // read handles what the broker sends until the connection ends.
@@ -193,43 +242,183 @@ func (c *conn) read(r *bufio.Reader) {
 			return
 		}
 		c.last.Store(time.Now().UnixNano())
-		switch pk.FixedHeader.Type {
-		case packets.Publish:
-			c.deliver(pk)
-		case packets.Pubrec:
-			if pk.ReasonCode < 0x80 {
-				// QoS 2, second step: the caller waits for PUBCOMP.
-				_ = c.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID})
-				continue
-			}
-			c.acked(pk)
-		case packets.Puback, packets.Pubcomp, packets.Suback, packets.Unsuback:
-			c.acked(pk)
-		case packets.Pubrel:
-			c.mu.Lock()
-			delete(c.qos2, pk.PacketID)
-			c.mu.Unlock()
-			_ = c.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID})
-		case packets.Disconnect:
-			// Only these two say what happened to the session itself; a
-			// server shutting down (0x8B), busy, or sending clients
-			// elsewhere ended the connection, not the session's right to be.
-			switch pk.ReasonCode {
-			case rcSessionTakenOver:
-				err = broker.ErrTakenOver
-			case rcAdministrativeClose:
-				err = broker.ErrKicked
-			default:
-				err = fmt.Errorf("broker connection lost: the broker sent DISCONNECT (reason code 0x%02x)", pk.ReasonCode)
-			}
-			c.end(err)
-			return
-		case packets.Pingresp, packets.Connack:
-		default: // what only a client sends
-			c.end(fmt.Errorf("broker connection lost: unexpected packet type %d from the broker", pk.FixedHeader.Type))
+		if !c.handle(pk) {
 			return
 		}
 	}
+}
+
+// readable reads what the socket has, on the poller's goroutine.
+func (c *conn) readable(*netpoll.Watch) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.isClosed() { // Close or end came first: nothing more reaches the device
+		return
+	}
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	n, err := netpoll.ReadNow(c.rc, *bp)
+	if n > 0 {
+		c.last.Store(time.Now().UnixNano())
+		if !c.consume((*bp)[:n]) {
+			return
+		}
+	}
+	if err != nil {
+		c.end(fmt.Errorf("broker connection lost: %w", err))
+	}
+}
+
+// readBufs are the poller's read buffers, held for one read.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
+// consume handles the packets in b after what was kept of a packet read
+// in part, and keeps the part of a packet b ends with. Called with rmu
+// held; false once the connection ended.
+func (c *conn) consume(b []byte) bool {
+	if len(c.partial) > 0 {
+		b = append(c.partial, b...)
+	}
+	for {
+		pk, n, err := mqttwire.Parse(b, c.v)
+		if err != nil {
+			c.partial = nil
+			c.end(fmt.Errorf("broker connection lost: %w", err))
+			return false
+		}
+		if n == 0 {
+			break
+		}
+		b = b[n:]
+		if !c.handle(pk) {
+			c.partial = nil
+			return false
+		}
+	}
+	c.partial = nil
+	if len(b) > 0 {
+		c.partial = bytes.Clone(b) // b may be a pooled buffer
+	}
+	return true
+}
+
+// handle acts on one packet from the broker; false once the connection ended.
+func (c *conn) handle(pk *packets.Packet) bool {
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		c.deliver(pk)
+	case packets.Pubrec:
+		if pk.ReasonCode < 0x80 {
+			// QoS 2, second step: the caller waits for PUBCOMP.
+			c.ack(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID})
+			return true
+		}
+		c.acked(pk)
+	case packets.Puback, packets.Pubcomp, packets.Suback, packets.Unsuback:
+		c.acked(pk)
+	case packets.Pubrel:
+		c.mu.Lock()
+		delete(c.qos2, pk.PacketID)
+		c.mu.Unlock()
+		c.ack(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID})
+	case packets.Disconnect:
+		// Only these two say what happened to the session itself; a
+		// server shutting down (0x8B), busy, or sending clients
+		// elsewhere ended the connection, not the session's right to be.
+		var err error
+		switch pk.ReasonCode {
+		case rcSessionTakenOver:
+			err = broker.ErrTakenOver
+		case rcAdministrativeClose:
+			err = broker.ErrKicked
+		default:
+			err = fmt.Errorf("broker connection lost: the broker sent DISCONNECT (reason code 0x%02x)", pk.ReasonCode)
+		}
+		c.end(err)
+		return false
+	case packets.Pingresp, packets.Connack:
+	default: // what only a client sends
+		c.end(fmt.Errorf("broker connection lost: unexpected packet type %d from the broker", pk.FixedHeader.Type))
+		return false
+	}
+	return true
+}
+
+// ack writes an acknowledgement of the reader's. A reader goroutine
+// writes it and waits if it must; a poller's goroutine writes it only if
+// the socket takes it at once, else a goroutine writes it, in order after
+// the acks before it.
+func (c *conn) ack(pk *packets.Packet) {
+	if c.rc == nil {
+		_ = c.write(pk)
+		return
+	}
+	c.mu.Lock()
+	if c.flushing {
+		c.acks = append(c.acks, pk)
+		c.mu.Unlock()
+		return
+	}
+	if !c.wmu.TryLock() { // a device's publish is being written
+		c.flushing = true
+		c.acks = append(c.acks, pk)
+		c.mu.Unlock()
+		go c.flushAcks(nil)
+		return
+	}
+	c.mu.Unlock()
+	b, err := c.encode(pk)
+	if err != nil {
+		c.wmu.Unlock()
+		return
+	}
+	n, err := netpoll.TryWrite(c.rc, b.Bytes())
+	if err != nil || n == b.Len() {
+		c.wmu.Unlock()
+		putBuf(b)
+		if err != nil {
+			c.end(fmt.Errorf("broker connection lost: %w", err))
+		}
+		return
+	}
+	c.mu.Lock()
+	c.flushing = true
+	c.mu.Unlock()
+	go func() { // holding wmu: the rest of this ack goes before anything else
+		_, err := c.writeLocked(b.Bytes()[n:])
+		c.wmu.Unlock()
+		putBuf(b)
+		if err != nil {
+			c.end(fmt.Errorf("broker connection lost: %w", err))
+		}
+		c.flushAcks(err)
+	}()
+}
+
+// flushAcks writes the queued acks until none is left (or a write failed:
+// failed, and the connection ends).
+func (c *conn) flushAcks(failed error) {
+	for {
+		c.mu.Lock()
+		if len(c.acks) == 0 || failed != nil {
+			c.acks, c.flushing = nil, false
+			c.mu.Unlock()
+			return
+		}
+		pk := c.acks[0]
+		c.acks[0] = nil
+		c.acks = c.acks[1:]
+		c.mu.Unlock()
+		if failed = c.write(pk); failed != nil {
+			c.end(fmt.Errorf("broker connection lost: %w", failed))
+		}
+	}
+}
+
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // deliver hands a message to the device and acknowledges it. A QoS 2
@@ -238,7 +427,7 @@ func (c *conn) deliver(pk *packets.Packet) {
 	switch pk.FixedHeader.Qos {
 	case 1:
 		c.h.Deliver(toMessage(pk))
-		_ = c.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+		c.ack(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
 		return
 	case 2:
 		c.mu.Lock()
@@ -251,7 +440,7 @@ func (c *conn) deliver(pk *packets.Packet) {
 		if !dup {
 			c.h.Deliver(toMessage(pk))
 		}
-		_ = c.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID})
+		c.ack(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID})
 		return
 	}
 	c.h.Deliver(toMessage(pk))
@@ -300,6 +489,9 @@ func (c *conn) keepalive() {
 // the device, unless the gateway closed the session itself.
 func (c *conn) end(err error) {
 	if c.shut() {
+		if c.watch != nil {
+			c.watch.Stop()
+		}
 		_ = c.nc.Close()
 		if c.h.Closed != nil {
 			c.h.Closed(err)
@@ -448,7 +640,15 @@ func (c *conn) Close() {
 			}
 			c.wmu.Unlock()
 		}
+		if c.watch != nil {
+			c.watch.Stop()
+		}
 		_ = c.nc.Close()
+	}
+	if c.watch != nil { // wait for a read being handled: no delivery after Close
+		c.rmu.Lock()
+		c.rmu.Unlock()
+		return
 	}
 	<-c.done
 }

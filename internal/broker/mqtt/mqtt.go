@@ -23,6 +23,7 @@ import (
 
 	"github.com/exgate/exgate/internal/broker"
 	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/netpoll"
 	"github.com/exgate/exgate/internal/tlsconfig"
 )
 
@@ -33,6 +34,9 @@ type Options struct {
 	// "<prefix>exgate-<node>".
 	Node   string
 	Logger *slog.Logger
+	// Poller, if set, reads the sessions' plain TCP connections instead of
+	// a goroutine each.
+	Poller *netpoll.Poller
 }
 
 type server struct {
@@ -46,6 +50,7 @@ type server struct {
 type Broker struct {
 	cfg     config.External
 	node    string
+	poller  *netpoll.Poller
 	log     *slog.Logger
 	servers []server
 	tls     *tls.Config
@@ -98,7 +103,7 @@ func New(o Options) (*Broker, error) {
 	if c.ReconnectsPerSecond == 0 {
 		c.ReconnectsPerSecond = 200
 	}
-	b := &Broker{cfg: c, node: o.Node, log: o.Logger, versions: make([]atomic.Int32, len(c.Servers)),
+	b := &Broker{cfg: c, node: o.Node, log: o.Logger, poller: o.Poller, versions: make([]atomic.Int32, len(c.Servers)),
 		reconnects: rate.NewLimiter(rate.Limit(c.ReconnectsPerSecond), c.ReconnectsPerSecond)}
 	for _, u := range c.Servers {
 		addr, useTLS, err := config.ServerAddress(u)
@@ -249,9 +254,9 @@ func (b *Broker) open(ctx context.Context, conn net.Conn, srv server, ci broker.
 		v = b.versions[srv.idx].Load()
 	}
 	if v == 4 {
-		return dial(ctx, conn, 4, ci, password, ka, h)
+		return dial(ctx, conn, 4, ci, password, ka, h, b.poller)
 	}
-	s, err := dial(ctx, conn, 5, ci, password, ka, h)
+	s, err := dial(ctx, conn, 5, ci, password, ka, h, b.poller)
 	if b.cfg.ProtocolVersion != 0 || v != 0 {
 		return s, err
 	}
@@ -268,7 +273,7 @@ func (b *Broker) open(ctx context.Context, conn net.Conn, srv server, ci broker.
 	if derr != nil {
 		return nil, errors.Join(err, derr)
 	}
-	if s, err = dial(ctx, conn, 4, ci, password, ka, h); err != nil {
+	if s, err = dial(ctx, conn, 4, ci, password, ka, h, b.poller); err != nil {
 		return nil, err
 	}
 	if b.versions[srv.idx].CompareAndSwap(0, 4) {
