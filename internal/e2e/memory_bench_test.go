@@ -67,7 +67,7 @@ func TestDeviceCostGuard(t *testing.T) {
 		c.Close()
 	}
 	perGoroutines := float64(m1.goroutines-m0.goroutines) / n
-	perHeap := float64(m1.heap-m0.heap) / n
+	perHeap := float64(int64(m1.heap)-int64(m0.heap)) / n
 	t.Logf("per device: %.2f goroutines, %.0f B heap, %.0f B stack", perGoroutines, perHeap, float64(int64(m1.stack)-int64(m0.stack))/n)
 	maxGoroutines := 1.2
 	if runtime.GOOS == "linux" {
