@@ -33,6 +33,6 @@ done
 [ -n "${UPSTREAM:-}" ] && exit 0 # an unauthenticated device has no upstream session
 up
 echo "== 5000 devices connect and stay unauthenticated (fresh gateway)"
-./bin/exgate bench echo --addr 127.0.0.1:27994 --devices 5000 --rate 500 --duration 15s --source-ips 4 \
+./bin/exgate bench echo --addr 127.0.0.1:27994 --devices 5000 --rate 500 --duration 15s --hold 25s --source-ips 4 \
   --gateway-pid "$gw" --gateway-metrics http://127.0.0.1:28083/metrics 2>/dev/null
 down

@@ -7,7 +7,7 @@
 #   make mutants      # ~3 minutes on 2 cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
-list=scripts/mutants.txt
+list=${MUTANTS:-scripts/mutants.txt}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git ls-files -z | xargs -0 tar cf - | tar xf - -C "$work"
@@ -28,7 +28,7 @@ PY
     echo "ERROR  #$n $file: the mutation no longer applies; update $list" >&2
     exit 2
   fi
-  if (cd "$work" && go test -count=1 -run "$run" "$pkg" >"$work/out.txt" 2>&1); then
+  if (cd "$work" && go test -count=1 -timeout 5m -run "$run" "$pkg" >"$work/out.txt" 2>&1); then
     echo "SURVIVED #$n $file: '$from' -> '$to' (go test -run '$run' $pkg passed)"
     survived=$((survived + 1))
   else

@@ -79,6 +79,8 @@ func TestWatchedDeviceBackPressure(t *testing.T) {
 	}
 	defer p.Close()
 	h := &bytesHandler{hold: map[string]bool{}, release: make(chan struct{}), got: map[string][]byte{}}
+	release := sync.OnceFunc(func() { close(h.release) })
+	defer release() // before the poller closes: a failed test must not leave its loop stuck
 	cfg := testConfig(h, nil)
 	cfg.EventQueue = 2
 	cfg.ReadBufferSize = 1024
@@ -112,7 +114,7 @@ func TestWatchedDeviceBackPressure(t *testing.T) {
 		waitUntil(t, "the other device's bytes", func() bool { return len(h.bytesOf(fast.ID())) == i+1 })
 	}
 
-	close(h.release)
+	release()
 	_ = slowDev.SetWriteDeadline(time.Time{})
 	if _, err := slowDev.Write(flood[n:]); err != nil { // the rest goes through once the handler moves
 		t.Fatal(err)
