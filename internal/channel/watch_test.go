@@ -41,6 +41,20 @@ func (h *bytesHandler) bytesOf(conn string) []byte {
 	return h.got[conn]
 }
 
+// newPoller is a one-loop poller closed with the test (skipped without one).
+func newPoller(t *testing.T) *netpoll.Poller {
+	t.Helper()
+	p, err := netpoll.New(1)
+	if errors.Is(err, errors.ErrUnsupported) {
+		t.Skip("no netpoll here")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
 // watched returns a channel whose socket p reads, and the device's end.
 func watched(t *testing.T, cfg *Config, p *netpoll.Poller) (*Channel, net.Conn) {
 	t.Helper()
@@ -70,14 +84,7 @@ func watched(t *testing.T, cfg *Config, p *netpoll.Poller) (*Channel, net.Conn) 
 // other devices it reads, and when the handler moves again every byte
 // arrives, in order, and the waiting goroutine is gone.
 func TestWatchedDeviceBackPressure(t *testing.T) {
-	p, err := netpoll.New(1) // one loop: a stall would stall the other device too
-	if errors.Is(err, errors.ErrUnsupported) {
-		t.Skip("no netpoll here")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPoller(t) // one loop: a stall would stall the other device too
 	h := &bytesHandler{hold: map[string]bool{}, release: make(chan struct{}), got: map[string][]byte{}}
 	release := sync.OnceFunc(func() { close(h.release) })
 	defer release() // before the poller closes: a failed test must not leave its loop stuck
@@ -136,14 +143,7 @@ func TestWatchedDeviceBackPressure(t *testing.T) {
 // A device that goes away is closed with the peer's reason, and the
 // poller forgets it.
 func TestWatchedDevicePeerClose(t *testing.T) {
-	p, err := netpoll.New(1)
-	if errors.Is(err, errors.ErrUnsupported) {
-		t.Skip("no netpoll here")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPoller(t)
 	h := &bytesHandler{release: make(chan struct{}), got: map[string][]byte{}}
 	c, dev := watched(t, testConfig(h, nil), p)
 	_, _ = dev.Write([]byte("bye"))

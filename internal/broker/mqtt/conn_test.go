@@ -107,17 +107,21 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 // bothReaders runs f with the conn read by its own goroutine and by a poller.
 func bothReaders(t *testing.T, f func(t *testing.T, p *netpoll.Poller)) {
 	t.Run("goroutine", func(t *testing.T) { f(t, nil) })
-	t.Run("poller", func(t *testing.T) {
-		p, err := netpoll.New(1)
-		if errors.Is(err, errors.ErrUnsupported) {
-			t.Skip("no poller here")
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
-		f(t, p)
-	})
+	t.Run("poller", func(t *testing.T) { f(t, newPoller(t)) })
+}
+
+// newPoller is a one-loop poller closed with the test (skipped without one).
+func newPoller(t *testing.T) *netpoll.Poller {
+	t.Helper()
+	p, err := netpoll.New(1)
+	if errors.Is(err, errors.ErrUnsupported) {
+		t.Skip("no poller here")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
 }
 
 // A QoS 2 delivery sent again before its PUBREL reaches the device once;
@@ -192,14 +196,7 @@ func testConnKeepaliveLoss(t *testing.T, p *netpoll.Poller) {
 // every PUBACK arrives, in order. Packets cut anywhere by the network are
 // put together again.
 func TestConnPolledAcksInOrder(t *testing.T) {
-	p, err := netpoll.New(1)
-	if errors.Is(err, errors.ErrUnsupported) {
-		t.Skip("no poller here")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPoller(t)
 	var delivered, other atomic.Int32
 	s := session(t, 0, broker.Handlers{Deliver: func(broker.Message) { delivered.Add(1) }, Closed: func(error) {}}, p)
 	o := session(t, 0, broker.Handlers{Deliver: func(broker.Message) { other.Add(1) }, Closed: func(error) {}}, p)
