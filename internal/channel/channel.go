@@ -580,7 +580,7 @@ func (c *Channel) TrySend(b []byte) (n int, complete bool, err error) {
 	if !c.wmu.TryLock() {
 		return 0, false, nil
 	}
-	n, err = tryWrite(c.raw, b)
+	n, err = netpoll.TryWrite(c.raw, b)
 	c.wmu.Unlock()
 	c.bytesOut.Add(int64(n))
 	c.cfg.Stats.BytesSent.Add(int64(n))
@@ -600,7 +600,7 @@ func (c *Channel) TrySend(b []byte) (n int, complete bool, err error) {
 func (c *Channel) write(b []byte) (int, error) {
 	var done int
 	if c.raw != nil {
-		n, err := tryWrite(c.raw, b)
+		n, err := netpoll.TryWrite(c.raw, b)
 		if err != nil || n == len(b) {
 			return n, err
 		}

@@ -5,5 +5,3 @@ package channel
 const canRawRead = false
 
 func rawRead(uintptr, []byte) (int, error) { panic("unreachable") }
-
-func rawWrite(uintptr, []byte) (int, error) { panic("unreachable") }

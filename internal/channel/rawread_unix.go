@@ -8,6 +8,3 @@ const canRawRead = true
 
 // rawRead is one read(2) on a non-blocking socket.
 func rawRead(fd uintptr, b []byte) (int, error) { return syscall.Read(int(fd), b) }
-
-// rawWrite is one write(2) on a non-blocking socket.
-func rawWrite(fd uintptr, b []byte) (int, error) { return syscall.Write(int(fd), b) }

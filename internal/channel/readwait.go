@@ -94,31 +94,3 @@ func rawConnOf(conn any) syscall.RawConn {
 	}
 	return rc
 }
-
-// tryWrite writes what the socket takes at once, without waiting and
-// without a deadline: a write deadline costs a timer update per write,
-// a third of a small write's CPU. It returns how much was written, and an
-// error only for a socket that failed (not for one that is full).
-func tryWrite(rc syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var werr error
-	err := rc.Write(func(fd uintptr) bool {
-		for {
-			m, err := rawWrite(fd, b)
-			switch {
-			case errors.Is(err, syscall.EINTR):
-				continue
-			case wouldBlock(err):
-			case err != nil:
-				werr = err
-			default:
-				n = m
-			}
-			return true // never park here: a full socket is the caller's slow path
-		}
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, werr
-}

@@ -15,7 +15,7 @@ import (
 // pushes back on the device. Only then does a goroutine exist for it,
 // waiting for room.
 func (c *Channel) Watch(p *netpoll.Poller) bool {
-	if p == nil || c.raw == nil || c.cfg.Datagram || !canRawRead {
+	if p == nil || c.raw == nil || c.cfg.Datagram {
 		return false
 	}
 	w, err := p.Watch(c.raw, c.readable)

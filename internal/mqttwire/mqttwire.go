@@ -7,6 +7,7 @@ package mqttwire
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 
@@ -95,21 +96,14 @@ func Parse(b []byte, v byte) (pk *packets.Packet, n int, err error) {
 	if len(b) < 2 {
 		return nil, 0, nil
 	}
-	size, i := 0, 1
-	for shift := 0; ; shift += 7 {
-		if i == len(b) {
-			return nil, 0, nil
-		}
-		if i > 4 {
-			return nil, 0, packets.ErrMalformedVariableByteInteger
-		}
-		d := b[i]
-		i++
-		size |= int(d&0x7f) << shift
-		if d&0x80 == 0 {
-			break
-		}
+	size, lenBytes, err := packets.DecodeLength(bytes.NewReader(b[1:]))
+	if errors.Is(err, io.EOF) {
+		return nil, 0, nil // the length itself is cut short
 	}
+	if err != nil {
+		return nil, 0, err
+	}
+	i := 1 + lenBytes
 	if size > MaxPacket {
 		return nil, 0, fmt.Errorf("a packet of %d bytes (at most %d)", size, MaxPacket)
 	}

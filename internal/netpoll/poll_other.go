@@ -5,7 +5,6 @@ package netpoll
 import (
 	"errors"
 	"sync"
-	"syscall"
 )
 
 type loop struct {
@@ -19,6 +18,3 @@ func (l *loop) add(*Watch) error       { return errors.ErrUnsupported }
 func (l *loop) ctl(*Watch, bool) error { return errors.ErrUnsupported }
 func (l *loop) forget(*Watch)          {}
 func (l *loop) close()                 {}
-
-func readNow(syscall.RawConn, []byte) (int, error)  { return 0, errors.ErrUnsupported }
-func tryWrite(syscall.RawConn, []byte) (int, error) { return 0, errors.ErrUnsupported }
