@@ -201,7 +201,7 @@ func TestConnPolledAcksInOrder(t *testing.T) {
 	s := session(t, 0, broker.Handlers{Deliver: func(broker.Message) { delivered.Add(1) }, Closed: func(error) {}}, p)
 	o := session(t, 0, broker.Handlers{Deliver: func(broker.Message) { other.Add(1) }, Closed: func(error) {}}, p)
 	_ = s.cl.nc.(*net.TCPConn).SetWriteBuffer(4096)
-	_ = s.c.(*net.TCPConn).SetReadBuffer(4096)
+	_ = s.c.(*net.TCPConn).SetReadBuffer(32 << 10) // not less: a starved receiver drops segments, and their ACKs with them
 
 	const n = 30000 // 120 KB of PUBACKs, far beyond both buffers
 	var stream bytes.Buffer
@@ -211,9 +211,27 @@ func TestConnPolledAcksInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The first packet's first bytes alone: the conn must keep them until
+	// the rest comes (however the later writes happen to be read).
+	if _, err := s.c.Write(stream.Bytes()[:3]); err != nil {
+		t.Fatal(err)
+	}
+	kept := time.Now().Add(5 * time.Second)
+	for {
+		s.cl.rmu.Lock()
+		k := len(s.cl.partial)
+		s.cl.rmu.Unlock()
+		if k == 3 {
+			break
+		}
+		if time.Now().After(kept) {
+			t.Fatalf("the conn kept %d bytes of a packet cut after 3", k)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	sent := make(chan error, 1)
 	go func() { // odd-sized writes: packets cut at every place
-		b := stream.Bytes()
+		b := stream.Bytes()[3:]
 		for len(b) > 0 {
 			k := min(len(b), 1+len(b)%13)
 			if _, err := s.c.Write(b[:k]); err != nil {
