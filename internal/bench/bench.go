@@ -44,7 +44,10 @@ type Result struct {
 type ProcUsage struct {
 	CPUSeconds float64 `json:"cpu_s"`
 	CPUPerOpUS float64 `json:"cpu_per_op_us"`
-	RSSBytes   int64   `json:"rss_bytes"`
+	// HeldCPUPerOpUS is CPU per op until the hold, while every device was
+	// still connected: a storm's connects without their closing.
+	HeldCPUPerOpUS float64 `json:"held_cpu_per_op_us,omitempty"`
+	RSSBytes       int64   `json:"rss_bytes"`
 	// RSSPerDevice is the RSS growth over the run divided by devices
 	// (connect storm).
 	RSSPerDevice float64 `json:"rss_per_device_bytes,omitempty"`
@@ -62,6 +65,9 @@ func (r *Result) KeepMemory(held Result) {
 	for name, p := range held.Procs {
 		q := r.Procs[name]
 		q.RSSBytes, q.RSSPerDevice, q.SettledRSSPerDevice = p.RSSBytes, p.RSSPerDevice, p.SettledRSSPerDevice
+		if r.Ops > 0 {
+			q.HeldCPUPerOpUS = p.CPUSeconds * 1e6 / float64(r.Ops)
+		}
 		if p.Goroutines > 0 {
 			q.Goroutines = p.Goroutines
 		}

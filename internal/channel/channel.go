@@ -519,8 +519,8 @@ func (c *Channel) closeAfter(reason string, dropPending bool, last *event) {
 		c.cfg.Stats.Disconnected.Add(1)
 	}
 	if wasConnected {
-		c.lifecycle(c.logger(), "client disconnected", "clientid", c.ClientID(), "reason", reason)
-	} else {
+		c.lifecycle(func() *slog.Logger { return c.logger() }, "client disconnected", "clientid", c.ClientID(), "reason", reason)
+	} else if c.cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.logger().Debug("device closed before it authenticated", "reason", reason)
 	}
 	c.traceSelf("closed "+reason, "", nil)

@@ -40,12 +40,13 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 		ProtoName: ci.GetProtoName(), ProtoVer: ci.GetProtoVer(),
 		Peer: tcpAddr(c.info.GetPeername()),
 	}
-	log := c.logger("clientid", cred.ClientID, "username", cred.Username)
+	// The logger is made only for a line: With formats its attributes at once.
+	log := func() *slog.Logger { return c.logger("clientid", cred.ClientID, "username", cred.Username) }
 	if ci.GetMountpoint() != "" {
-		log.Warn("ClientInfo.mountpoint is ignored; configure gateway.exproto.mountpoint instead")
+		log().Warn("ClientInfo.mountpoint is ignored; configure gateway.exproto.mountpoint instead")
 	}
 	if cred.ClientID == "" {
-		log.Warn("device authenticates with an empty clientid")
+		log().Warn("device authenticates with an empty clientid")
 	}
 	if b := c.cfg.Banned; b != nil {
 		if e, ok := b.Banned(cred.ClientID, cred.Username, cred.Peer); ok {
@@ -68,7 +69,10 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 		return denied("Authentication failed: credentials expired")
 	}
 
-	mp := strings.NewReplacer("${clientid}", cred.ClientID, "${username}", cred.Username).Replace(c.cfg.Mountpoint)
+	mp := c.cfg.Mountpoint
+	if strings.Contains(mp, "${") {
+		mp = strings.NewReplacer("${clientid}", cred.ClientID, "${username}", cred.Username).Replace(mp)
+	}
 	sess, err := c.cfg.Broker.Connect(ctx, broker.ClientInfo{ClientID: cred.ClientID, Username: cred.Username}, password, broker.Handlers{
 		Deliver: c.deliver,
 		Closed:  c.brokerClosed,
@@ -79,7 +83,7 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 			return denied("Authentication failed: the broker refused the session")
 		}
 		c.cfg.Stats.AuthFailed.Add(1)
-		log.Warn("broker session failed", "error", err)
+		log().Warn("broker session failed", "error", err)
 		return fmt.Errorf("open session: %w", err)
 	}
 
@@ -113,7 +117,10 @@ func (c *Channel) Authenticate(ctx context.Context, ci *pb.ClientInfo, password 
 // lifecycle logs a device's coming or going at info level, as EMQX's
 // client.connected and client.disconnected, at most 50 lines a second for
 // the gateway: in a storm the next line logged says how many were left out.
-func (c *Channel) lifecycle(log *slog.Logger, msg string, attrs ...any) {
+func (c *Channel) lifecycle(log func() *slog.Logger, msg string, attrs ...any) {
+	if !c.cfg.Logger.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	ok, suppressed := c.cfg.Stats.lifecycle.allow(time.Now(), 50)
 	if !ok {
 		return
@@ -121,15 +128,15 @@ func (c *Channel) lifecycle(log *slog.Logger, msg string, attrs ...any) {
 	if suppressed > 0 {
 		attrs = append(attrs, "connects_and_disconnects_not_logged", suppressed)
 	}
-	log.Info(msg, attrs...)
+	log().Info(msg, attrs...)
 }
 
 // loginFailed is a failed authentication: it counts towards a ban of the
 // clientid and the peer host, and is refused.
-func (c *Channel) loginFailed(log *slog.Logger, clientID, reason string) {
+func (c *Channel) loginFailed(log func() *slog.Logger, clientID, reason string) {
 	if b := c.cfg.Banned; b != nil {
 		if e, ok := b.Failed(clientID, tcpAddr(c.info.GetPeername())); ok {
-			log.Warn("client banned after failed authentications", "as", e.As, "who", e.Who, "until", e.Until)
+			log().Warn("client banned after failed authentications", "as", e.As, "who", e.Who, "until", e.Until)
 		}
 	}
 	c.refused(log, reason)
@@ -138,14 +145,14 @@ func (c *Channel) loginFailed(log *slog.Logger, clientID, reason string) {
 // refused counts a refused Authenticate and logs it as EMQX does
 // (client_login_failed, at warning), at most a few lines a second. log
 // carries the clientid, username and peer; the password is never logged.
-func (c *Channel) refused(log *slog.Logger, reason string) {
+func (c *Channel) refused(log func() *slog.Logger, reason string) {
 	c.cfg.Stats.AuthFailed.Add(1)
 	if ok, suppressed := c.cfg.Stats.loginFailed.allow(time.Now(), 10); ok {
 		attrs := []any{"reason", reason}
 		if suppressed > 0 {
 			attrs = append(attrs, "not_logged_since_last", suppressed)
 		}
-		log.Warn("client_login_failed: authentication refused", attrs...)
+		log().Warn("client_login_failed: authentication refused", attrs...)
 	}
 }
 

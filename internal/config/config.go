@@ -548,6 +548,32 @@ type TCPOptions struct {
 	// Recbuf and Sndbuf set the socket buffers; 0 leaves the system's.
 	Recbuf Size `yaml:"recbuf"`
 	Sndbuf Size `yaml:"sndbuf"`
+	// Keepalive is the sockets' TCP keepalive, as EMQX writes it:
+	// "Idle,Interval,Probes" in seconds (e.g. "240,30,5"), or "none", the
+	// default (as EMQX's): a silent device is found by idle_timeout and the
+	// handler's keepalive, which cost no probes and no setsockopt per accept.
+	Keepalive string `yaml:"keepalive,omitempty"`
+}
+
+// TCPKeepalive parses keepalive: enabled false for "" and "none".
+func (o TCPOptions) TCPKeepalive() (net.KeepAliveConfig, error) {
+	if o.Keepalive == "" || o.Keepalive == "none" {
+		return net.KeepAliveConfig{}, nil
+	}
+	parts := strings.Split(o.Keepalive, ",")
+	var n [3]int
+	if len(parts) != 3 {
+		return net.KeepAliveConfig{}, fmt.Errorf("keepalive %q: want \"none\" or \"Idle,Interval,Probes\" in seconds, e.g. \"240,30,5\"", o.Keepalive)
+	}
+	for i, p := range parts {
+		v, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || v <= 0 {
+			return net.KeepAliveConfig{}, fmt.Errorf("keepalive %q: %q is not a positive whole number", o.Keepalive, p)
+		}
+		n[i] = v
+	}
+	return net.KeepAliveConfig{Enable: true, Idle: time.Duration(n[0]) * time.Second,
+		Interval: time.Duration(n[1]) * time.Second, Count: n[2]}, nil
 }
 
 // UDPOptions tune a datagram listener's socket.

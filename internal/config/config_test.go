@@ -85,6 +85,8 @@ func TestListenerValidation(t *testing.T) {
 		{"gateway: {exproto: {listeners: {tcp: {t: {bind: 1, access_rules: [\"allow 10.0.0.300\"]}}}}}", "access_rules[0]"},
 		{"gateway: {exproto: {listeners: {tcp: {t: {bind: 1, bytes_rate: fast}}}}}", "bytes_rate"},
 		{"gateway: {exproto: {listeners: {tcp: {t: {bind: 1, tcp_options: {recbuf: lots}}}}}}", "tcp_options.recbuf (line 1): expected a size"},
+		{"gateway: {exproto: {listeners: {tcp: {t: {bind: 1, tcp_options: {keepalive: \"240,30\"}}}}}}", "Idle,Interval,Probes"},
+		{"gateway: {exproto: {listeners: {tcp: {t: {bind: 1, tcp_options: {keepalive: \"240,0,5\"}}}}}}", "not a positive whole number"},
 		{"gateway: {exproto: {listeners: {dtls: {d: {bind: 1, dtls_options: {certfile: a, keyfile: b, versions: [tlsv1.3]}}}}}}", "dtls_options.versions[0]"},
 		{"gateway: {exproto: {listeners: {ssl: {s: {bind: 1, ssl_options: {certfile: a, keyfile: b, verify: verify_peer}}}}}}", "ssl_options.cacertfile"},
 	} {

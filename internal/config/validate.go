@@ -391,6 +391,11 @@ func (l *Listener) validate(typ string, base Handler) []keyError {
 	if l.TCPOptions != nil && (l.TCPOptions.Backlog < 0 || l.TCPOptions.SendTimeout < 0) {
 		bad("tcp_options", "backlog and send_timeout must not be negative")
 	}
+	if l.TCPOptions != nil {
+		if _, err := l.TCPOptions.TCPKeepalive(); err != nil {
+			bad("tcp_options", "%v", err)
+		}
+	}
 	if typ != "ssl" && l.SSLOptions != nil {
 		bad("ssl_options", "applies to ssl listeners only")
 	}

@@ -64,7 +64,7 @@ func TestImportEMQX5(t *testing.T) {
 	x := cfg.Gateway.ExProto
 	tcp := x.Listeners.TCP["default"]
 	if res.Format != "emqx5" || x.Mountpoint != "ct/" || x.IdleTimeout != 45*time.Second || tcp.Bind != "0.0.0.0:7993" ||
-		tcp.MaxConnections != 1024000 || tcp.ConnRate() != 1000 || tcp.TCPOptions.Backlog != 1024 || x.Listeners.UDP["default"].UDPOptions.Recbuf != 64<<10 ||
+		tcp.MaxConnections != 1024000 || tcp.ConnRate() != 1000 || tcp.TCPOptions.Backlog != 1024 || tcp.TCPOptions.Keepalive != "240,30,5" || x.Listeners.UDP["default"].UDPOptions.Recbuf != 64<<10 ||
 		x.Handler.SSLOptions != nil {
 		t.Fatalf("mapped wrongly:\n%s", cfg.YAML())
 	}

@@ -322,6 +322,8 @@ func (im *importer) listenerKey(l *config.Listener, typ, key, full string, v any
 			im.setSize(full, v, &o.Recbuf)
 		case "sndbuf":
 			im.setSize(full, v, &o.Sndbuf)
+		case "keepalive":
+			o.Keepalive = str(v)
 		case "send_timeout_close":
 			im.unmapped(full, v, "exgate always closes a connection whose send times out")
 		default:

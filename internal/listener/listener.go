@@ -173,7 +173,7 @@ func Listen(o Options) (*Listener, error) {
 	var err error
 	switch o.Kind {
 	case TCP, SSL:
-		l.ln, err = listenTCP(o.Bind, o.TCP.Backlog)
+		l.ln, err = listenTCP(o.Bind, o.TCP)
 	case UDP:
 		l.udp, err = listenUDP(l, o.Bind)
 	case DTLS:
@@ -235,25 +235,34 @@ func (l *Listener) Serve(start func(*Conn) (run func())) error {
 			continue
 		}
 		l.Stats.Current.Add(1)
+		if l.opts.Kind == TCP && !l.opts.ProxyProtocol {
+			// Nothing to wait for from the device: prepared and started on
+			// this goroutine, saving one (and its stack growth) per accept.
+			l.begin(conn, start)
+			continue
+		}
+		l.wg.Go(func() { l.begin(conn, start) })
+	}
+}
+
+// begin prepares an accepted connection and starts it.
+func (l *Listener) begin(conn net.Conn, start func(*Conn) (run func())) {
+	c, err := l.prepare(conn)
+	if err != nil {
+		l.Stats.Current.Add(-1)
+		_ = conn.Close()
+		if err != errRefused {
+			l.Stats.HandshakeFailed.Add(1)
+			l.log.Debug("connection refused before it started", "peer", conn.RemoteAddr().String(), "error", err)
+		}
+		return
+	}
+	l.Stats.Accepted.Add(1)
+	c.slot = &l.Stats.Current
+	if run := start(c); run != nil {
 		l.wg.Go(func() {
-			c, err := l.prepare(conn)
-			if err != nil {
-				l.Stats.Current.Add(-1)
-				_ = conn.Close()
-				if err != errRefused {
-					l.Stats.HandshakeFailed.Add(1)
-					l.log.Debug("connection refused before it started", "peer", conn.RemoteAddr().String(), "error", err)
-				}
-				return
-			}
-			l.Stats.Accepted.Add(1)
-			c.slot = &l.Stats.Current
-			if run := start(c); run != nil {
-				l.wg.Go(func() {
-					defer c.free()
-					run()
-				})
-			}
+			defer c.free()
+			run()
 		})
 	}
 }

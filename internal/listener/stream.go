@@ -8,29 +8,55 @@ import (
 	"net"
 	"time"
 
+	"github.com/exgate/exgate/internal/config"
 	"github.com/pion/dtls/v3"
 	"github.com/pires/go-proxyproto"
 	"golang.org/x/time/rate"
 )
+
+// listenTCP listens with the sockets' options that apply at accept: TCP
+// keepalive (none unless tcp_options.keepalive sets it, where the standard
+// library would set a 15 s one with four setsockopt calls per accept) and
+// the accept backlog.
+func listenTCP(addr string, o config.TCPOptions) (net.Listener, error) {
+	ka, err := o.TCPKeepalive()
+	if err != nil {
+		return nil, err
+	}
+	lc := net.ListenConfig{KeepAlive: -1, KeepAliveConfig: ka}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil || o.Backlog <= 0 {
+		return ln, err
+	}
+	if err := setBacklog(ln.(*net.TCPListener), o.Backlog); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
 
 // prepare turns an accepted stream or DTLS connection into a Conn: the PROXY
 // header, access rules on its address, socket options, the handshake and
 // the throughput limits, in that order.
 func (l *Listener) prepare(raw net.Conn) (*Conn, error) {
 	o := &l.opts
-	// Closing the listener aborts what is still waiting for the device.
-	stop := context.AfterFunc(l.ctx, func() { _ = raw.Close() })
-	defer stop()
 	var conn net.Conn = raw
 	c := &Conn{Kind: o.Kind, Peer: raw.RemoteAddr()}
 	if tc, ok := raw.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(o.TCP.Nodelay == nil || *o.TCP.Nodelay) // nil: the default, on
+		if o.TCP.Nodelay != nil && !*o.TCP.Nodelay { // accepted sockets have it on
+			_ = tc.SetNoDelay(false)
+		}
 		if o.TCP.Recbuf > 0 {
 			_ = tc.SetReadBuffer(int(o.TCP.Recbuf))
 		}
 		if o.TCP.Sndbuf > 0 {
 			_ = tc.SetWriteBuffer(int(o.TCP.Sndbuf))
 		}
+	}
+	if o.Kind != TCP || o.ProxyProtocol {
+		// Closing the listener aborts what is still waiting for the device.
+		stop := context.AfterFunc(l.ctx, func() { _ = raw.Close() })
+		defer stop()
 	}
 	if o.ProxyProtocol {
 		pc := proxyproto.NewConn(raw, proxyproto.SetReadHeaderTimeout(o.ProxyTimeout))
@@ -42,10 +68,10 @@ func (l *Listener) prepare(raw net.Conn) (*Conn, error) {
 			return nil, errRefused
 		}
 	}
-	ctx, cancel := context.WithTimeout(l.ctx, o.HandshakeTimeout)
-	defer cancel()
 	switch o.Kind {
 	case SSL:
+		ctx, cancel := context.WithTimeout(l.ctx, o.HandshakeTimeout)
+		defer cancel()
 		tc := tls.Server(conn, o.TLS)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, fmt.Errorf("TLS handshake: %w", err)
@@ -55,6 +81,8 @@ func (l *Listener) prepare(raw net.Conn) (*Conn, error) {
 		}
 		conn = tc
 	case DTLS:
+		ctx, cancel := context.WithTimeout(l.ctx, o.HandshakeTimeout)
+		defer cancel()
 		dc := conn.(*dtls.Conn)
 		if err := dc.HandshakeContext(ctx); err != nil {
 			return nil, fmt.Errorf("DTLS handshake: %w", err)

@@ -4,5 +4,5 @@ package listener
 
 import "net"
 
-// listenTCP ignores backlog where setting it is not implemented.
-func listenTCP(addr string, _ int) (net.Listener, error) { return net.Listen("tcp", addr) }
+// setBacklog is not implemented here: the system's default stays.
+func setBacklog(*net.TCPListener, int) error { return nil }
