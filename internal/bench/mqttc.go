@@ -26,7 +26,8 @@ type mqttConn struct {
 
 // dialMQTT connects and sends CONNECT with a clean session.
 func dialMQTT(addr, clientID string) (*mqttConn, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1} // as dialDevice
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}

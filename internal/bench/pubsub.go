@@ -36,7 +36,7 @@ func connectJSON(ctx context.Context, addr, clientID, subscribe string, src net.
 	if err != nil {
 		return nil, err
 	}
-	d := &jsonDevice{c: c, dec: json.NewDecoder(bufio.NewReaderSize(c, 16<<10))}
+	d := &jsonDevice{c: c, dec: json.NewDecoder(bufio.NewReaderSize(c, 2<<10))}
 	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
 	if err := d.request(frame{Type: 1, ClientInfo: map[string]any{"clientid": clientID}}, 2); err != nil {
 		c.Close()

@@ -44,7 +44,7 @@ func (h *bytesHandler) bytesOf(conn string) []byte {
 // newPoller is a one-loop poller closed with the test (skipped without one).
 func newPoller(t *testing.T) *netpoll.Poller {
 	t.Helper()
-	p, err := netpoll.New(1)
+	p, err := netpoll.New(1, nil)
 	if errors.Is(err, errors.ErrUnsupported) {
 		t.Skip("no netpoll here")
 	}

@@ -50,6 +50,7 @@ type Gateway struct {
 	Version  string       // logged at start; set before Start
 	pool     *channel.Pool
 	poller   *netpoll.Poller // reads plain TCP devices without a goroutine each; nil where there is none
+	batch    *handler.Batch  // the events of one poller report go to native handlers together
 	started  atomic.Int64    // unix nanos of Start; 0 before (read by the API's goroutines)
 	shedding atomic.Bool     // listeners refuse connections: too many devices are closing
 
@@ -86,7 +87,8 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 			g.closeAll()
 		}
 	}()
-	if g.poller, err = netpoll.New(runtime.GOMAXPROCS(0)); err != nil {
+	g.batch = handler.NewBatch()
+	if g.poller, err = netpoll.New(runtime.GOMAXPROCS(0), g.batch.Run); err != nil {
 		log.Info("no event loop here: each plain TCP device gets a reading goroutine", "error", err)
 		g.poller, err = nil, nil
 	}
@@ -186,7 +188,7 @@ func (g *Gateway) newHandler(h config.Handler) (*handler.Client, error) {
 	c, err := handler.New(handler.Options{Config: h, Logger: g.log.With("component", "handler"), Lost: g.kick,
 		// A native handler's batch may hold one action as large as an
 		// adapter request may be, and 1 MiB of others.
-		Adapter: g.adapter, Refused: &g.Stats.NativeRefused, Unanswered: &g.Stats.NativeUnanswered, MaxRecv: int(g.cfg.Gateway.ExProto.Server.MaxRecvMessageSize) + 1<<20, Node: g.cfg.Node.Name, Version: g.version,
+		Adapter: g.adapter, Refused: &g.Stats.NativeRefused, Unanswered: &g.Stats.NativeUnanswered, MaxRecv: int(g.cfg.Gateway.ExProto.Server.MaxRecvMessageSize) + 1<<20, Node: g.cfg.Node.Name, Version: g.version, Batch: g.batch,
 		Observe: func(method string, d time.Duration, err error) {
 			code := ""
 			if err != nil {

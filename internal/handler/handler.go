@@ -73,6 +73,9 @@ type Options struct {
 	// is asked when a stream opens.
 	Node    string
 	Version func() string
+	// Batch, if set, is shared by the Clients whose native streams hold
+	// their sends while a Batch.Run runs (the event loop's reports).
+	Batch *Batch
 }
 
 // Client calls the handler. It implements channel.Handler and is safe for
@@ -91,6 +94,7 @@ type Client struct {
 	log        *slog.Logger
 	lost       func([]string, string)
 	observe    func(string, time.Duration, error)
+	batch      *Batch
 	eps        []*endpoint
 
 	mu   sync.Mutex
@@ -129,7 +133,7 @@ func New(o Options) (*Client, error) {
 		native: h.ServiceName == config.Native, adapter: o.Adapter, timeout: h.RequestTimeout, node: o.Node, version: o.Version, refused: cmp.Or(o.Refused, new(atomic.Int64)),
 		unanswered: cmp.Or(o.Unanswered, new(atomic.Int64)),
 		maxRecv:    cmp.Or(o.MaxRecv, 5<<20),
-		log:        o.Logger, lost: o.Lost, observe: o.Observe, pins: map[string]*endpoint{}}
+		log:        o.Logger, lost: o.Lost, observe: o.Observe, batch: o.Batch, pins: map[string]*endpoint{}}
 	if c.native && c.adapter == nil {
 		return nil, errors.New("handler: native mode needs an adapter")
 	}

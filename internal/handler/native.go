@@ -64,6 +64,9 @@ type nativeStream struct {
 	// through, because recvLoop must never wait on the handler's flow
 	// control (the handler may be waiting for it to read).
 	receiving atomic.Bool
+	// holds counts the Batch.Runs in progress: while it is above zero,
+	// what is queued is sent when they end.
+	holds atomic.Int32
 
 	mu      sync.Mutex
 	err     error // why the stream ended; set before done closes
@@ -159,6 +162,7 @@ func (ne *nativeEndpoint) stream(ctx context.Context, wait bool) (*nativeStream,
 	ne.cur = st
 	ne.mu.Unlock()
 	ne.ep.lost.Store(false)
+	ne.c.batch.add(st)
 	ne.c.wg.Go(st.sendLoop)
 	ne.c.wg.Go(st.recvLoop)
 	ne.c.log.Info("native handler stream open", "address", ne.ep.addr)
@@ -243,8 +247,8 @@ func (st *nativeStream) send(conn string, req proto.Message, w *waiter) error {
 	st.waiting[conn] = w
 	st.events = append(st.events, ev)
 	st.mu.Unlock()
-	if st.receiving.Load() {
-		return nil // recvLoop wakes the sender when it is through
+	if st.receiving.Load() || st.holds.Load() > 0 {
+		return nil // recvLoop wakes the sender when it is through; a Batch sends at its end
 	}
 	st.flush()
 	return nil
@@ -641,6 +645,7 @@ func (st *nativeStream) end(err error) {
 	close(st.done)
 	st.cancel()
 	c := st.ne.c
+	c.batch.remove(st)
 	if c.ctx.Err() == nil {
 		reason := "{shutdown,{error,handler_stream_ended}}"
 		if s := status.Code(err); s == codes.Unavailable || errors.Is(err, context.Canceled) {

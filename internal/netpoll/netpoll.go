@@ -46,11 +46,15 @@ type Watch struct {
 	stopped bool
 }
 
-// New starts a poller with n loops (at least one).
-func New(n int) (*Poller, error) {
+// New starts a poller with n loops (at least one). batch, when not nil,
+// wraps the callbacks of each readiness report: it calls run once, on its
+// own goroutine. A consumer whose callbacks start work for many sockets in
+// a row (sends to the same peer) holds that work back in batch and sends it
+// together once run returned.
+func New(n int, batch func(run func())) (*Poller, error) {
 	p := &Poller{}
 	for range max(n, 1) {
-		l, err := newLoop()
+		l, err := newLoop(batch)
 		if err != nil {
 			p.Close()
 			return nil, err

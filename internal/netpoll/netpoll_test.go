@@ -17,7 +17,7 @@ import (
 
 func newPoller(t *testing.T, n int) *netpoll.Poller {
 	t.Helper()
-	p, err := netpoll.New(n)
+	p, err := netpoll.New(n, nil)
 	if errors.Is(err, errors.ErrUnsupported) {
 		t.Skip("no netpoll on", runtime.GOOS)
 	}
@@ -213,5 +213,76 @@ func TestCloseEndsGoroutines(t *testing.T) {
 	eventually(t, "the poller's goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 	if _, err := p.Watch(nil, nil); !errors.Is(err, netpoll.ErrStopped) {
 		t.Fatalf("Watch on a closed poller: %v, want ErrStopped", err)
+	}
+}
+
+// The batch hook wraps the callbacks of each report: every callback runs
+// inside it, and the sockets that became ready while a report was handled
+// come in the next one, together.
+func TestBatchWrapsCallbacks(t *testing.T) {
+	var inside atomic.Bool
+	var batches, outside atomic.Int64
+	p, err := netpoll.New(1, func(run func()) {
+		batches.Add(1)
+		inside.Store(true)
+		run()
+		inside.Store(false)
+	})
+	if errors.Is(err, errors.ErrUnsupported) {
+		t.Skip("no netpoll on", runtime.GOOS)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const n = 20
+	var peers []net.Conn
+	var got atomic.Int64
+	first, release := make(chan struct{}), make(chan struct{})
+	for i := range n {
+		local, peer := pair(t)
+		peers = append(peers, peer)
+		rc, err := local.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &reader{rc: rc}
+		if _, err := p.Watch(rc, func(w *netpoll.Watch) {
+			if !inside.Load() {
+				outside.Add(1)
+			}
+			r.ready(w)
+			got.Add(1)
+			if i == 0 { // holds the loop while the others get their data
+				close(first)
+				<-release
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(c net.Conn) {
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(peers[0])
+	<-first
+	for _, peer := range peers[1:] {
+		write(peer)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for got.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got.Load() != n {
+		t.Fatalf("%d of %d sockets read", got.Load(), n)
+	}
+	if outside.Load() != 0 {
+		t.Fatalf("%d callbacks ran outside the batch hook", outside.Load())
+	}
+	if b := batches.Load(); b != 2 {
+		t.Fatalf("%d reports, want 2: the first socket's, then the other %d together", b, n-1)
 	}
 }

@@ -15,13 +15,17 @@ type loop struct {
 	file *os.File // epfd, registered with the runtime's poller
 	done chan struct{}
 
+	batch     func(run func())
+	ready     []*Watch // of the report being handled; the loop's goroutine only
+	callReady func()   // l.runReady, made once
+
 	mu      sync.Mutex
 	closed  bool
 	seq     uint64
 	watches map[uint64]*Watch
 }
 
-func newLoop() (*loop, error) {
+func newLoop(batch func(run func())) (*loop, error) {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("netpoll: epoll_create1: %w", err)
@@ -42,7 +46,8 @@ func newLoop() (*loop, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("netpoll: %w", err)
 	}
-	l := &loop{epfd: fd, file: f, done: make(chan struct{}), watches: make(map[uint64]*Watch)}
+	l := &loop{epfd: fd, file: f, done: make(chan struct{}), watches: make(map[uint64]*Watch), batch: batch}
+	l.callReady = l.runReady
 	go l.run(rc)
 	return l, nil
 }
@@ -53,7 +58,6 @@ func newLoop() (*loop, error) {
 func (l *loop) run(rc syscall.RawConn) {
 	defer close(l.done)
 	events := make([]syscall.EpollEvent, 128)
-	var ready []*Watch
 	_ = rc.Read(func(uintptr) bool {
 		for {
 			n, err := syscall.EpollWait(l.epfd, events, 0)
@@ -73,17 +77,26 @@ func (l *loop) run(rc syscall.RawConn) {
 			}
 			for _, ev := range events[:n] {
 				if w := l.watches[tokenOf(ev)]; w != nil {
-					ready = append(ready, w)
+					l.ready = append(l.ready, w)
 				}
 			}
 			l.mu.Unlock()
-			for _, w := range ready {
-				w.ready(w)
+			if l.batch != nil {
+				l.batch(l.callReady)
+			} else {
+				l.runReady()
 			}
-			clear(ready)
-			ready = ready[:0]
+			clear(l.ready)
+			l.ready = l.ready[:0]
 		}
 	})
+}
+
+// runReady calls the callbacks of the sockets of one report.
+func (l *loop) runReady() {
+	for _, w := range l.ready {
+		w.ready(w)
+	}
 }
 
 func tokenOf(ev syscall.EpollEvent) uint64 { return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32 }

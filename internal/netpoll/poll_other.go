@@ -12,7 +12,7 @@ type loop struct {
 	watches map[uint64]*Watch
 }
 
-func newLoop() (*loop, error) { return nil, errors.ErrUnsupported }
+func newLoop(func(func())) (*loop, error) { return nil, errors.ErrUnsupported }
 
 func (l *loop) add(*Watch) error       { return errors.ErrUnsupported }
 func (l *loop) ctl(*Watch, bool) error { return errors.ErrUnsupported }

@@ -113,7 +113,7 @@ func bothReaders(t *testing.T, f func(t *testing.T, p *netpoll.Poller)) {
 // newPoller is a one-loop poller closed with the test (skipped without one).
 func newPoller(t *testing.T) *netpoll.Poller {
 	t.Helper()
-	p, err := netpoll.New(1)
+	p, err := netpoll.New(1, nil)
 	if errors.Is(err, errors.ErrUnsupported) {
 		t.Skip("no poller here")
 	}
