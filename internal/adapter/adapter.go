@@ -64,18 +64,27 @@ func (s *Server) on(ctx context.Context, conn string, fwd forwardFunc, do func(*
 
 // result maps a channel error to its code.
 func result(err error) (*pb.CodeResponse, error) {
+	if err == nil {
+		return ok()
+	}
+	code, msg := codeOf(err)
+	return fail(code, msg)
+}
+
+// codeOf is a channel error's code and message.
+func codeOf(err error) (pb.ResultCode, string) {
 	switch {
 	case err == nil:
-		return ok()
+		return pb.ResultCode_SUCCESS, ""
 	case errors.Is(err, channel.ErrDenied):
-		return fail(pb.ResultCode_PERMISSION_DENY, err.Error())
+		return pb.ResultCode_PERMISSION_DENY, err.Error()
 	case errors.Is(err, channel.ErrNotAlive):
-		return fail(pb.ResultCode_CONN_PROCESS_NOT_ALIVE, err.Error())
+		return pb.ResultCode_CONN_PROCESS_NOT_ALIVE, err.Error()
 	case errors.Is(err, channel.ErrParamsType):
-		return fail(pb.ResultCode_PARAMS_TYPE_ERROR, err.Error())
+		return pb.ResultCode_PARAMS_TYPE_ERROR, err.Error()
 	}
 	// ErrNotConnected, ErrBadParam and broker failures: UNKNOWN, as EMQX.
-	return fail(pb.ResultCode_UNKNOWN, err.Error())
+	return pb.ResultCode_UNKNOWN, err.Error()
 }
 
 func (s *Server) Send(ctx context.Context, r *pb.SendBytesRequest) (*pb.CodeResponse, error) {
@@ -90,20 +99,20 @@ func (s *Server) Send(ctx context.Context, r *pb.SendBytesRequest) (*pb.CodeResp
 // answer is final. When it is not, n bytes were written (the device's
 // socket is full, or cannot be written without waiting) and the caller
 // Sends the rest.
-func (s *Server) TrySend(r *pb.SendBytesRequest) (resp *pb.CodeResponse, n int, ok bool) {
+func (s *Server) TrySend(r *pb.SendBytesRequest) (code pb.ResultCode, msg string, n int, ok bool) {
 	if !channel.ValidID(r.GetConn()) {
-		return nil, 0, false
+		return 0, "", 0, false
 	}
 	c, found := s.reg.Get(r.GetConn())
 	if !found {
-		return nil, 0, false // perhaps another node's: Send forwards it
+		return 0, "", 0, false // perhaps another node's: Send forwards it
 	}
 	n, complete, err := c.TrySend(r.GetBytes())
 	if !complete {
-		return nil, n, false
+		return 0, "", n, false
 	}
-	resp, _ = result(err)
-	return resp, n, true
+	code, msg = codeOf(err)
+	return code, msg, n, true
 }
 
 func (s *Server) Close(ctx context.Context, r *pb.CloseSocketRequest) (*pb.CodeResponse, error) {

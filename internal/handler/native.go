@@ -494,8 +494,8 @@ func (st *nativeStream) route(a *nativepb.Action) {
 		// socket takes the bytes without waiting (the common case), saving
 		// a hand-over to a worker; the rest of a write that would wait goes
 		// to the device's worker, first in its queue.
-		if resp, n, ok := st.trySend(x.Send); ok {
-			st.answer(a.Ref, resp, nil)
+		if code, msg, n, ok := st.trySend(x.Send); ok {
+			st.answerCode(a.Ref, code, msg)
 			return
 		} else if n > 0 {
 			a = &nativepb.Action{Ref: a.Ref, Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn, Bytes: x.Send.Bytes[n:]}}}
@@ -591,36 +591,39 @@ func (st *nativeStream) apply(a *nativepb.Action) {
 }
 
 // trySend is the adapter's TrySend, when it has one: it never waits.
-func (st *nativeStream) trySend(r *pb.SendBytesRequest) (*pb.CodeResponse, int, bool) {
+func (st *nativeStream) trySend(r *pb.SendBytesRequest) (pb.ResultCode, string, int, bool) {
 	if ts, ok := st.ne.c.adapter.(interface {
-		TrySend(*pb.SendBytesRequest) (*pb.CodeResponse, int, bool)
+		TrySend(*pb.SendBytesRequest) (pb.ResultCode, string, int, bool)
 	}); ok {
 		return ts.TrySend(r)
 	}
-	return nil, 0, false
+	return 0, "", 0, false
 }
 
-// answer queues the result of the action ref. An action with ref 0 wants
-// none: its failure is counted and logged instead, never dropped unseen.
+// answer queues the result of the action ref; an error is UNKNOWN.
 func (st *nativeStream) answer(ref uint64, r *pb.CodeResponse, err error) {
+	if err != nil {
+		st.answerCode(ref, pb.ResultCode_UNKNOWN, err.Error())
+		return
+	}
+	st.answerCode(ref, r.GetCode(), r.GetMessage())
+}
+
+// answerCode queues the result of the action ref. An action with ref 0
+// wants none: its failure is counted and logged instead, never dropped
+// unseen.
+func (st *nativeStream) answerCode(ref uint64, code pb.ResultCode, msg string) {
 	if ref == 0 {
-		if err != nil || r.GetCode() != pb.ResultCode_SUCCESS {
+		if code != pb.ResultCode_SUCCESS {
 			c := st.ne.c
 			n := c.unanswered.Add(1)
 			st.ne.unansweredLog.Do(func() {
-				msg := r.GetMessage()
-				if err != nil {
-					msg = err.Error()
-				}
-				c.log.Warn("native handler action without a result failed", "code", r.GetCode().String(), "message", msg, "unanswered_failures_total", n)
+				c.log.Warn("native handler action without a result failed", "code", code.String(), "message", msg, "unanswered_failures_total", n)
 			})
 		}
 		return
 	}
-	res := &nativepb.Result{Ref: ref, Code: r.GetCode(), Message: r.GetMessage()}
-	if err != nil {
-		res.Code, res.Message = pb.ResultCode_UNKNOWN, err.Error()
-	}
+	res := &nativepb.Result{Ref: ref, Code: code, Message: msg}
 	st.mu.Lock()
 	st.results = append(st.results, res)
 	st.mu.Unlock()

@@ -5,49 +5,77 @@ package netpoll
 import (
 	"cmp"
 	"io"
+	"sync"
 	"syscall"
 )
 
-func readNow(rc syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var rerr error
-	err := rc.Read(func(fd uintptr) bool {
-		for {
-			m, err := syscall.Read(int(fd), b)
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-			case err != nil:
-				rerr = err
-			case m == 0:
-				rerr = io.EOF
-			default:
-				n = m
-			}
-			return true // never park: the poller says when to look again
+// op is one non-blocking read or write through a RawConn. Its callbacks
+// are bound once and the ops reused: a closure per call would cost two or
+// three allocations on every device read and write.
+type op struct {
+	b           []byte
+	n           int
+	err         error
+	read, write func(fd uintptr) bool
+}
+
+// ops is a cache of ops (a cache, not state: any op will do).
+var ops = sync.Pool{New: func() any {
+	o := &op{}
+	o.read, o.write = o.doRead, o.doWrite
+	return o
+}}
+
+func (o *op) doRead(fd uintptr) bool {
+	for {
+		m, err := syscall.Read(int(fd), o.b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+		case err != nil:
+			o.err = err
+		case m == 0:
+			o.err = io.EOF
+		default:
+			o.n = m
 		}
-	})
+		return true // never park: the poller says when to look again
+	}
+}
+
+func (o *op) doWrite(fd uintptr) bool {
+	for {
+		m, err := syscall.Write(int(fd), o.b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+		case err != nil:
+			o.err = err
+		default:
+			o.n = m
+		}
+		return true // never park: a full socket is the caller's slow path
+	}
+}
+
+func readNow(rc syscall.RawConn, b []byte) (int, error) {
+	o := ops.Get().(*op)
+	o.b = b
+	err := rc.Read(o.read)
+	n, rerr := o.n, o.err
+	*o = op{read: o.read, write: o.write}
+	ops.Put(o)
 	return n, cmp.Or(err, rerr)
 }
 
 func tryWrite(rc syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var werr error
-	err := rc.Write(func(fd uintptr) bool {
-		for {
-			m, err := syscall.Write(int(fd), b)
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-			case err != nil:
-				werr = err
-			default:
-				n = m
-			}
-			return true // never park: a full socket is the caller's slow path
-		}
-	})
+	o := ops.Get().(*op)
+	o.b = b
+	err := rc.Write(o.write)
+	n, werr := o.n, o.err
+	*o = op{read: o.read, write: o.write}
+	ops.Put(o)
 	return n, cmp.Or(err, werr)
 }

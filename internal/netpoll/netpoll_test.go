@@ -4,6 +4,7 @@ package netpoll_test
 
 import (
 	"errors"
+	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -284,5 +285,41 @@ func TestBatchWrapsCallbacks(t *testing.T) {
 	}
 	if b := batches.Load(); b != 2 {
 		t.Fatalf("%d reports, want 2: the first socket's, then the other %d together", b, n-1)
+	}
+}
+
+// A device read or write through ReadNow and TryWrite allocates nothing:
+// they run on every event of every device.
+func TestReadWriteAllocateNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes sync.Pool")
+	}
+	local, peer := pair(t)
+	rc, err := local.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, buf := []byte("ping"), make([]byte, 64)
+	sink := make([]byte, 64)
+	allocs := testing.AllocsPerRun(200, func() {
+		if n, err := netpoll.TryWrite(rc, msg); n != len(msg) || err != nil {
+			t.Fatalf("TryWrite: %d, %v", n, err)
+		}
+		if _, err := io.ReadFull(peer, sink[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < len(msg); {
+			n, err := netpoll.ReadNow(rc, buf)
+			if err != nil {
+				t.Fatalf("ReadNow: %v", err)
+			}
+			got += n
+		}
+	})
+	if allocs > 0 {
+		t.Fatalf("%.1f allocations per write and read, want 0", allocs)
 	}
 }
