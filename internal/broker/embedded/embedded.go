@@ -205,6 +205,22 @@ func (b *Broker) Close() error {
 	for _, d := range devs {
 		d.end(broker.ErrKicked)
 	}
+	// mochi closes a listener's clients from Clients.GetByListener, which
+	// takes the clients' read lock twice and deadlocks when a client leaves
+	// in between (mochi-mqtt/server#488, open in v2.7.9): a shutdown while
+	// MQTT clients disconnect hung for good. So the listeners close without
+	// that step and leave mochi's list (its WebSocket listener would take
+	// it on a second Close), the clients are disconnected from a copy of
+	// the client list, and srv.Close then only waits for them to go.
+	for _, id := range []string{"tcp", "ssl", "ws"} {
+		b.srv.Listeners.Close(id, func(string) {})
+		b.srv.Listeners.Delete(id)
+	}
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener != deviceListener && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 	return b.srv.Close()
 }
 

@@ -1,9 +1,12 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -12,6 +15,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/goleak"
 
 	"github.com/exgate/exgate/internal/broker"
@@ -477,5 +481,71 @@ func TestHousekeepingSlowed(t *testing.T) {
 	s := mqtt.New(&mqtt.Options{})
 	if err := slowHousekeeping(s, time.Hour); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Close returns while MQTT clients are leaving: mochi's own closing of a
+// listener's clients deadlocked when one left at the wrong moment
+// (mochi-mqtt/server#488), which left exgate hung at shutdown.
+func TestCloseWhileClientsLeave(t *testing.T) {
+	for round := range 5 {
+		b, err := New(Options{Bind: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conns []net.Conn
+		for i := range 300 {
+			c, err := net.Dial("tcp", b.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+				Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: fmt.Sprintf("c%d-%d", round, i), Clean: true, Keepalive: 60}}
+			var buf bytes.Buffer
+			if err := pk.ConnectEncode(&buf); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write(buf.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		for _, c := range conns { // CONNACKs: every client is in
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Clients leave, and more keep leaving (the clients' write lock
+		// wanted again and again), while Close runs.
+		stop, leaving := make(chan struct{}), make(chan struct{})
+		var looped atomic.Int64
+		go func() {
+			defer close(leaving)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					b.srv.Clients.Delete("nobody")
+					looped.Add(1)
+				}
+			}
+		}()
+		for looped.Load() < 1000 {
+			runtime.Gosched()
+		}
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- b.Close() }()
+		select {
+		case <-closed:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: Close did not return while clients left", round)
+		}
+		close(stop)
+		<-leaving
 	}
 }
