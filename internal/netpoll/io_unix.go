@@ -22,41 +22,29 @@ type op struct {
 // ops is a cache of ops (a cache, not state: any op will do).
 var ops = sync.Pool{New: func() any {
 	o := &op{}
-	o.read, o.write = o.doRead, o.doWrite
+	o.read = func(fd uintptr) bool { return o.do(fd, syscall.Read, true) }
+	o.write = func(fd uintptr) bool { return o.do(fd, syscall.Write, false) }
 	return o
 }}
 
-func (o *op) doRead(fd uintptr) bool {
+// do makes one read or write that never parks: for reads the poller says
+// when to look again, and a full socket is a writer's slow path. A read
+// of nothing is the end of the stream.
+func (o *op) do(fd uintptr, rw func(int, []byte) (int, error), read bool) bool {
 	for {
-		m, err := syscall.Read(int(fd), o.b)
+		m, err := rw(int(fd), o.b)
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
 		case err != nil:
 			o.err = err
-		case m == 0:
+		case m == 0 && read:
 			o.err = io.EOF
 		default:
 			o.n = m
 		}
-		return true // never park: the poller says when to look again
-	}
-}
-
-func (o *op) doWrite(fd uintptr) bool {
-	for {
-		m, err := syscall.Write(int(fd), o.b)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-		case err != nil:
-			o.err = err
-		default:
-			o.n = m
-		}
-		return true // never park: a full socket is the caller's slow path
+		return true
 	}
 }
 
