@@ -211,6 +211,10 @@ func (l *Listener) Addr() net.Addr {
 // it): its max_connections slot is then freed by Conn.Close alone.
 // Serve returns ErrClosed once Close was called.
 func (l *Listener) Serve(start func(*Conn) (run func())) error {
+	// Serve counts in wg itself: it starts connections' goroutines (wg.Go)
+	// from its own, which must not add to a wg at zero while Wait runs.
+	l.wg.Add(1)
+	defer l.wg.Done()
 	if l.udp != nil {
 		return l.udp.serve(start)
 	}
