@@ -48,22 +48,22 @@ func (o *op) do(fd uintptr, rw func(int, []byte) (int, error), read bool) bool {
 	}
 }
 
-func readNow(rc syscall.RawConn, b []byte) (int, error) {
-	o := ops.Get().(*op)
-	o.b = b
-	err := rc.Read(o.read)
-	n, rerr := o.n, o.err
-	*o = op{read: o.read, write: o.write}
-	ops.Put(o)
-	return n, cmp.Or(err, rerr)
-}
+func readNow(rc syscall.RawConn, b []byte) (int, error) { return rw(rc, b, true) }
 
-func tryWrite(rc syscall.RawConn, b []byte) (int, error) {
+func tryWrite(rc syscall.RawConn, b []byte) (int, error) { return rw(rc, b, false) }
+
+// rw reads into b or writes b once, with a reused op.
+func rw(rc syscall.RawConn, b []byte, read bool) (int, error) {
 	o := ops.Get().(*op)
 	o.b = b
-	err := rc.Write(o.write)
-	n, werr := o.n, o.err
+	var err error
+	if read {
+		err = rc.Read(o.read)
+	} else {
+		err = rc.Write(o.write)
+	}
+	n, oerr := o.n, o.err
 	*o = op{read: o.read, write: o.write}
 	ops.Put(o)
-	return n, cmp.Or(err, werr)
+	return n, cmp.Or(err, oerr)
 }
