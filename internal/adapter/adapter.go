@@ -64,11 +64,8 @@ func (s *Server) on(ctx context.Context, conn string, fwd forwardFunc, do func(*
 
 // result maps a channel error to its code.
 func result(err error) (*pb.CodeResponse, error) {
-	if err == nil {
-		return ok()
-	}
 	code, msg := codeOf(err)
-	return fail(code, msg)
+	return &pb.CodeResponse{Code: code, Message: msg}, nil
 }
 
 // codeOf is a channel error's code and message.

@@ -239,15 +239,19 @@ func (l *Listener) Serve(start func(*Conn) (run func())) error {
 			continue
 		}
 		l.Stats.Current.Add(1)
-		if l.opts.Kind == TCP && !l.opts.ProxyProtocol {
-			// Nothing to wait for from the device: prepared and started on
-			// this goroutine, saving one (and its stack growth) per accept.
+		if !l.waitsForDevice() {
+			// Prepared and started on this goroutine, saving one (and its
+			// stack growth) per accept.
 			l.begin(conn, start)
 			continue
 		}
 		l.wg.Go(func() { l.begin(conn, start) })
 	}
 }
+
+// waitsForDevice reports whether preparing a connection waits for the
+// device (a PROXY header, a handshake); plain TCP does not.
+func (l *Listener) waitsForDevice() bool { return l.opts.Kind != TCP || l.opts.ProxyProtocol }
 
 // begin prepares an accepted connection and starts it.
 func (l *Listener) begin(conn net.Conn, start func(*Conn) (run func())) {

@@ -53,7 +53,7 @@ func (l *Listener) prepare(raw net.Conn) (*Conn, error) {
 			_ = tc.SetWriteBuffer(int(o.TCP.Sndbuf))
 		}
 	}
-	if o.Kind != TCP || o.ProxyProtocol {
+	if l.waitsForDevice() {
 		// Closing the listener aborts what is still waiting for the device.
 		stop := context.AfterFunc(l.ctx, func() { _ = raw.Close() })
 		defer stop()

@@ -31,6 +31,13 @@ import (
 // trusts it because the gateway authenticated and authorizes devices itself.
 const deviceListener = "exgate-devices"
 
+// The mochi listener ids of the MQTT listeners (Close closes them by id).
+const (
+	tcpListener = "tcp"
+	tlsListener = "ssl"
+	wsListener  = "ws"
+)
+
 // Options configure a Broker. The zero value runs without a TCP listener
 // and lets every MQTT client in.
 type Options struct {
@@ -116,7 +123,7 @@ func New(o Options) (*Broker, error) {
 			return fail(fmt.Errorf("listen on %s: %w", o.Bind, err))
 		}
 		b.tcp = ln
-		if err := srv.AddListener(listeners.NewNet("tcp", ln)); err != nil {
+		if err := srv.AddListener(listeners.NewNet(tcpListener, ln)); err != nil {
 			_ = ln.Close()
 			return fail(err)
 		}
@@ -127,7 +134,7 @@ func New(o Options) (*Broker, error) {
 			return fail(fmt.Errorf("listen on %s: %w", o.TLSBind, err))
 		}
 		b.tls = ln
-		if err := srv.AddListener(listeners.NewNet("ssl", tls.NewListener(ln, o.TLS))); err != nil {
+		if err := srv.AddListener(listeners.NewNet(tlsListener, tls.NewListener(ln, o.TLS))); err != nil {
 			_ = ln.Close()
 			return fail(err)
 		}
@@ -141,7 +148,7 @@ func New(o Options) (*Broker, error) {
 			return fail(fmt.Errorf("listen on %s: %w", o.WSBind, err))
 		}
 		_ = ln.Close()
-		b.ws = listeners.NewWebsocket(listeners.Config{ID: "ws", Address: o.WSBind, TLSConfig: o.WSTLS})
+		b.ws = listeners.NewWebsocket(listeners.Config{ID: wsListener, Address: o.WSBind, TLSConfig: o.WSTLS})
 		if err := srv.AddListener(b.ws); err != nil {
 			return fail(err)
 		}
@@ -212,7 +219,7 @@ func (b *Broker) Close() error {
 	// that step and leave mochi's list (its WebSocket listener would take
 	// it on a second Close), the clients are disconnected from a copy of
 	// the client list, and srv.Close then only waits for them to go.
-	for _, id := range []string{"tcp", "ssl", "ws"} {
+	for _, id := range []string{tcpListener, tlsListener, wsListener} {
 		b.srv.Listeners.Close(id, func(string) {})
 		b.srv.Listeners.Delete(id)
 	}
