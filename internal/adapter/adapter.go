@@ -95,16 +95,17 @@ func (s *Server) Send(ctx context.Context, r *pb.SendBytesRequest) (*pb.CodeResp
 // TrySend is Send for a caller that must not wait: ok reports that the
 // answer is final. When it is not, n bytes were written (the device's
 // socket is full, or cannot be written without waiting) and the caller
-// Sends the rest.
-func (s *Server) TrySend(r *pb.SendBytesRequest) (code pb.ResultCode, msg string, n int, ok bool) {
-	if !channel.ValidID(r.GetConn()) {
+// Sends the rest. Several buffers are several Sends in a row to conn,
+// written at once and answered together (channel.Channel.TrySend).
+func (s *Server) TrySend(conn string, bs ...[]byte) (code pb.ResultCode, msg string, n int, ok bool) {
+	if !channel.ValidID(conn) {
 		return 0, "", 0, false
 	}
-	c, found := s.reg.Get(r.GetConn())
+	c, found := s.reg.Get(conn)
 	if !found {
 		return 0, "", 0, false // perhaps another node's: Send forwards it
 	}
-	n, complete, err := c.TrySend(r.GetBytes())
+	n, complete, err := c.TrySend(bs...)
 	if !complete {
 		return 0, "", n, false
 	}

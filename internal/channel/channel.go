@@ -565,17 +565,37 @@ func (c *Channel) Send(b []byte) error {
 }
 
 // TrySend is Send for a caller that must not wait (a native handler
-// stream's reader): it writes what the socket takes at once. complete is
-// false when it could not write b whole without waiting, with n bytes of b
-// written (0 when the socket is not plain TCP or another write is under
-// way); the caller then Sends b[n:], in order before anything else for
-// this device.
-func (c *Channel) TrySend(b []byte) (n int, complete bool, err error) {
-	if c.raw == nil || len(b) == 0 {
+// stream's reader): it writes what the socket takes at once. Several
+// buffers are several Sends in a row, written with one write(2) (a burst
+// of Sends to one device is one system call, not one each); n counts the
+// bytes written of them all, in order. complete is false when it could not
+// write them whole without waiting, with n bytes written (0 when the
+// socket is not plain TCP or another write is under way); the caller then
+// Sends the rest, in order before anything else for this device.
+func (c *Channel) TrySend(bs ...[]byte) (n int, complete bool, err error) {
+	size := 0
+	for _, b := range bs {
+		size += len(b)
+	}
+	if c.raw == nil || size == 0 {
 		return 0, false, nil
 	}
 	if c.State() == Closed {
 		return 0, true, ErrNotAlive
+	}
+	b := bs[0]
+	if len(bs) > 1 {
+		buf := gathers.Get().(*[]byte)
+		defer func() {
+			if cap(*buf) <= maxGather {
+				gathers.Put(buf)
+			}
+		}()
+		*buf = (*buf)[:0]
+		for _, b := range bs {
+			*buf = append(*buf, b...)
+		}
+		b = *buf
 	}
 	if !c.wmu.TryLock() {
 		return 0, false, nil
@@ -584,17 +604,28 @@ func (c *Channel) TrySend(b []byte) (n int, complete bool, err error) {
 	c.wmu.Unlock()
 	c.bytesOut.Add(int64(n))
 	c.cfg.Stats.BytesSent.Add(int64(n))
-	switch {
-	case err != nil:
+	if err != nil {
 		c.closeWith(peerClosedReason(err, c.tls), false)
 		return n, true, ErrNotAlive
-	case n < len(b):
-		return n, false, nil
 	}
-	c.writes.Add(1)
-	c.traceSelf("send", "", b)
+	// The Sends written whole are done; the caller sends the rest.
+	left := n
+	for _, b := range bs {
+		if left < len(b) {
+			return n, false, nil
+		}
+		left -= len(b)
+		c.writes.Add(1)
+		c.traceSelf("send", "", b)
+	}
 	return n, true, nil
 }
+
+// gathers holds the buffers TrySend gathers a burst of Sends in; one is
+// kept only while it is at most maxGather bytes.
+var gathers = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxGather = 64 << 10
 
 // write writes b whole, within SendTimeout. Called with wmu held.
 func (c *Channel) write(b []byte) (int, error) {

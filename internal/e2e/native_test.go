@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"strings"
@@ -324,4 +325,96 @@ func TestNativeActionFloodRefused(t *testing.T) {
 			return
 		}
 	}
+}
+
+// Sends in a row to one device go to its socket together, and nothing of
+// them is lost or reordered when the socket fills part way through: every
+// byte arrives in order, every Send is answered SUCCESS and counted as one
+// (EMQX's send_cnt), whether it went whole, in part, or after a wait.
+func TestNativeSendsInARow(t *testing.T) {
+	raw, e := startRawNative(t, 1000)
+	dev, err := e.rawDial(false) // does not read until every Send is queued
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	var ev *nativepb.Event
+	for ev == nil {
+		if ev, _ = raw.next(t, 5*time.Second); ev == nil {
+			t.Fatal("no socket_created")
+		}
+	}
+	conn := ev.GetSocketCreated().GetConn()
+	// 4,096 Sends (~14 MiB, more than loopback's buffers hold), seven to
+	// a row between Dones of nothing, a row a byte and then 4,001–4,006
+	// bytes a Send (so a socket that fills cuts a row after its first
+	// Send, seldom at its start), 256 to a message; Send i is byte i%251
+	// throughout.
+	const sends = 4096
+	var want []byte
+	var acts []*nativepb.Action
+	for i := range sends {
+		n := 1
+		if i%7 != 0 {
+			n = 4000 + i%7
+		}
+		b := bytes.Repeat([]byte{byte(i % 251)}, n)
+		want = append(want, b...)
+		acts = append(acts, &nativepb.Action{Ref: uint64(1 + i), Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn, Bytes: b}}})
+		if i%7 == 6 {
+			acts = append(acts, done(conn, ev.Seq+1000)) // stale: ignored, but ends the row
+		}
+		if len(acts) >= 256 {
+			raw.act(acts...)
+			acts = nil
+		}
+	}
+	raw.act(acts...)
+	c, ok := e.g.Reg.Get(conn)
+	if !ok {
+		t.Fatal("device not registered")
+	}
+	// The socket fills: bytes out stop growing short of the whole.
+	deadline := time.Now().Add(10 * time.Second)
+	for last, still := int64(-1), 0; still < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("writes to the device never stalled (out %d bytes)", last)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if out := c.Snapshot().BytesOut; out == last && out > 0 && out < int64(len(want)) {
+			still++
+		} else {
+			last, still = out, 0
+		}
+	}
+	got := make([]byte, len(want))
+	read := make(chan error, 1)
+	go func() {
+		_ = dev.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.ReadFull(dev, got)
+		read <- err
+	}()
+	answered := map[uint64]bool{}
+	for len(answered) < sends {
+		_, res := raw.next(t, 10*time.Second)
+		if res == nil {
+			t.Fatalf("%d of %d Sends answered", len(answered), sends)
+		}
+		if res.Code != pb.ResultCode_SUCCESS || answered[res.Ref] {
+			t.Fatalf("result %v (answered before: %v)", res, answered[res.Ref])
+		}
+		answered[res.Ref] = true
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("byte %d is %d, want %d: Sends reordered or cut", i, got[i], want[i])
+		}
+	}
+	if s := c.Snapshot(); s.Writes != sends || s.BytesOut != int64(len(want)) {
+		t.Fatalf("counted %d sends of %d bytes, want %d of %d", s.Writes, s.BytesOut, sends, len(want))
+	}
+	raw.act(done(conn, ev.Seq))
 }

@@ -424,8 +424,10 @@ func (st *nativeStream) recvLoop() {
 			return
 		}
 		st.receiving.Store(true)
-		for _, a := range down.Actions {
-			st.route(a)
+		for acts := down.Actions; len(acts) > 0; {
+			n := sendRun(acts)
+			st.route(acts[:n])
+			acts = acts[n:]
 		}
 		st.receiving.Store(false)
 		st.signal() // results, and events started by its Dones
@@ -456,56 +458,117 @@ func actionConn(a *nativepb.Action) string {
 	return ""
 }
 
-// route queues a for its device's worker, starting one if the device has
-// none. A Done with nothing queued before it is applied at once.
-func (st *nativeStream) route(a *nativepb.Action) {
-	conn := actionConn(a)
+// sendRun is how many actions from acts[0] on are non-empty Sends to one
+// device (1 when acts[0] is not one): their bytes go in one write.
+func sendRun(acts []*nativepb.Action) int {
+	first := acts[0].GetSend()
+	if len(first.GetBytes()) == 0 {
+		return 1
+	}
+	n, size := 1, len(first.GetBytes())
+	for ; n < len(acts); n++ {
+		b := acts[n].GetSend().GetBytes()
+		if len(b) == 0 || acts[n].GetSend().GetConn() != first.GetConn() || size+len(b) > maxSendRun {
+			break
+		}
+		size += len(b)
+	}
+	return n
+}
+
+// maxSendRun bounds the bytes of the Sends written with one write.
+const maxSendRun = 32 << 10
+
+// route queues run (one action, or Sends to one device: sendRun) for its
+// device's worker, starting one if the device has none. A Done with
+// nothing queued before it is applied at once; so are Sends the socket
+// takes without waiting.
+func (st *nativeStream) route(run []*nativepb.Action) {
+	conn := actionConn(run[0])
 	st.mu.Lock()
 	if q := st.acts[conn]; q != nil {
-		_, done := a.Action.(*nativepb.Action_Done)
-		if len(q.items) >= maxDeviceActions && !done {
-			// A handler flooding one device whose socket is stuck: refuse
-			// rather than queue without bound. Done is never refused, or
-			// the device would wait for it until its deadline.
-			if a.Ref != 0 {
-				st.results = append(st.results, &nativepb.Result{Ref: a.Ref, Code: pb.ResultCode_UNKNOWN,
-					Message: fmt.Sprintf("more than %d actions wait for this connection", maxDeviceActions)})
+		refused := 0
+		for _, a := range run {
+			_, done := a.Action.(*nativepb.Action_Done)
+			if len(q.items) >= maxDeviceActions && !done {
+				// A handler flooding one device whose socket is stuck: refuse
+				// rather than queue without bound. Done is never refused, or
+				// the device would wait for it until its deadline.
+				if a.Ref != 0 {
+					st.results = append(st.results, &nativepb.Result{Ref: a.Ref, Code: pb.ResultCode_UNKNOWN,
+						Message: fmt.Sprintf("more than %d actions wait for this connection", maxDeviceActions)})
+				}
+				refused++
+				continue
 			}
-			st.mu.Unlock()
-			st.ne.c.refused.Add(1)
+			q.items = append(q.items, a)
+		}
+		st.mu.Unlock()
+		if refused > 0 {
+			total := st.ne.c.refused.Add(int64(refused))
 			st.ne.refusedLog.Do(func() {
 				st.ne.c.log.Warn("native handler sends actions faster than a device takes them: refused", "conn", conn,
-					"max_queued", maxDeviceActions, "refused_total", st.ne.c.refused.Load())
+					"max_queued", maxDeviceActions, "refused_total", total)
 			})
-			return
 		}
-		q.items = append(q.items, a)
-		st.mu.Unlock()
 		return
 	}
 	st.mu.Unlock()
 	// Only this goroutine adds queues: the device has none until it does.
-	if d, ok := a.Action.(*nativepb.Action_Done); ok {
+	if d, ok := run[0].Action.(*nativepb.Action_Done); ok {
 		st.finish(d.Done)
 		return
 	}
-	if x, ok := a.Action.(*nativepb.Action_Send); ok {
-		// A device with nothing queued is written to at once when its
-		// socket takes the bytes without waiting (the common case), saving
-		// a hand-over to a worker; the rest of a write that would wait goes
-		// to the device's worker, first in its queue.
-		if code, msg, n, ok := st.trySend(x.Send); ok {
-			st.answerCode(a.Ref, code, msg)
+	if run[0].GetSend() != nil {
+		if run = st.trySend(conn, run); len(run) == 0 {
 			return
-		} else if n > 0 {
-			a = &nativepb.Action{Ref: a.Ref, Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn, Bytes: x.Send.Bytes[n:]}}}
 		}
 	}
-	q := &actionQueue{items: []*nativepb.Action{a}}
+	q := &actionQueue{items: append([]*nativepb.Action(nil), run...)}
 	st.mu.Lock()
 	st.acts[conn] = q
 	st.mu.Unlock()
 	st.ne.c.actions.Go(func() { st.work(conn, q) })
+}
+
+// trySend writes the bytes of run (Sends to conn) at once when the
+// device's socket takes them without waiting (the common case), saving a
+// hand-over to a worker, and answers them. It returns what is left for the
+// device's worker, in order: the rest of a Send cut short, and the Sends
+// after it.
+func (st *nativeStream) trySend(conn string, run []*nativepb.Action) []*nativepb.Action {
+	ts, ok := st.ne.c.adapter.(interface {
+		TrySend(conn string, bs ...[]byte) (pb.ResultCode, string, int, bool)
+	})
+	if !ok {
+		return run
+	}
+	var buf [16][]byte
+	bs := buf[:0]
+	for _, a := range run {
+		bs = append(bs, a.GetSend().GetBytes())
+	}
+	code, msg, n, done := ts.TrySend(conn, bs...)
+	if done {
+		for _, a := range run {
+			st.answerCode(a.Ref, code, msg)
+		}
+		return nil
+	}
+	for i, a := range run {
+		b := bs[i]
+		if n >= len(b) { // written whole
+			n -= len(b)
+			st.answerCode(a.Ref, pb.ResultCode_SUCCESS, "")
+			continue
+		}
+		if n > 0 {
+			rest := &nativepb.Action{Ref: a.Ref, Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn, Bytes: b[n:]}}}
+			return append([]*nativepb.Action{rest}, run[i+1:]...)
+		}
+		return run[i:]
+	}
+	return nil
 }
 
 // work applies a device's queued actions in order until none is left.
@@ -588,16 +651,6 @@ func (st *nativeStream) apply(a *nativepb.Action) {
 		r = &pb.CodeResponse{Code: pb.ResultCode_UNKNOWN, Message: "unknown action"}
 	}
 	st.answer(a.Ref, r, err)
-}
-
-// trySend is the adapter's TrySend, when it has one: it never waits.
-func (st *nativeStream) trySend(r *pb.SendBytesRequest) (pb.ResultCode, string, int, bool) {
-	if ts, ok := st.ne.c.adapter.(interface {
-		TrySend(*pb.SendBytesRequest) (pb.ResultCode, string, int, bool)
-	}); ok {
-		return ts.TrySend(r)
-	}
-	return 0, "", 0, false
 }
 
 // answer queues the result of the action ref; an error is UNKNOWN.
