@@ -44,16 +44,19 @@ func ValidFilter(filter string) bool {
 	if filter == "" || len(filter) > 65535 || strings.ContainsRune(filter, 0) {
 		return false
 	}
-	levels := strings.Split(filter, "/")
-	for i, l := range levels {
-		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
+	for {
+		l, rest, more := strings.Cut(filter, "/")
+		if strings.Contains(l, "#") && (l != "#" || more) {
 			return false
 		}
 		if strings.Contains(l, "+") && l != "+" {
 			return false
 		}
+		if !more {
+			return true
+		}
+		filter = rest
 	}
-	return true
 }
 
 func tcpAddr(a *pb.Address) net.Addr {

@@ -212,10 +212,27 @@ func (g *Gateway) startDevice(cfg *channel.Config, conn *listener.Conn) func() {
 }
 
 func address(a net.Addr) *pb.Address {
+	switch a := a.(type) { // without formatting "host:port" to split it again
+	case *net.TCPAddr:
+		return &pb.Address{Host: hostOf(a.IP, a.Zone), Port: uint32(a.Port)}
+	case *net.UDPAddr:
+		return &pb.Address{Host: hostOf(a.IP, a.Zone), Port: uint32(a.Port)}
+	}
 	host, port, err := net.SplitHostPort(a.String())
 	if err != nil {
 		return &pb.Address{Host: a.String()}
 	}
 	p, _ := strconv.Atoi(port)
 	return &pb.Address{Host: host, Port: uint32(p)}
+}
+
+// hostOf is the host part net.SplitHostPort gives of an address's String.
+func hostOf(ip net.IP, zone string) string {
+	switch {
+	case len(ip) == 0:
+		return ""
+	case zone != "":
+		return ip.String() + "%" + zone
+	}
+	return ip.String()
 }
