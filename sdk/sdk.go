@@ -104,7 +104,7 @@ func Dial(addr string, opts ...ClientOption) (*Client, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	dopts := []grpc.DialOption{grpc.WithTransportCredentials(o.creds)}
+	dopts := append(DialOptions(), grpc.WithTransportCredentials(o.creds))
 	if o.token != "" {
 		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer{token: o.token}))
 	}
@@ -113,6 +113,13 @@ func Dial(addr string, opts ...ClientOption) (*Client, error) {
 		return nil, fmt.Errorf("dial adapter %s: %w", addr, err)
 	}
 	return &Client{conn: conn, adapter: pb.NewConnectionAdapterClient(conn)}, nil
+}
+
+// DialOptions returns the gRPC dial options a handler's connection to
+// exgate's adapter should use (Dial uses them): fixed flow-control
+// windows, as ServerOptions.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithInitialWindowSize(1 << 20), grpc.WithInitialConnWindowSize(4 << 20)}
 }
 
 // Close closes the connection to the adapter.

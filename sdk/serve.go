@@ -36,13 +36,24 @@ type Server[S any] struct {
 }
 
 // NewServer makes a server calling the gateway back through client; opts
-// go to grpc.NewServer (e.g. grpc.Creds for TLS).
+// go to grpc.NewServer (e.g. grpc.Creds for TLS), after ServerOptions.
 func NewServer[S any](h Handler[S], client *Client, opts ...grpc.ServerOption) *Server[S] {
-	s := &Server[S]{h: h, client: client, srv: grpc.NewServer(opts...), conns: map[string]*Conn[S]{}}
+	s := &Server[S]{h: h, client: client, srv: grpc.NewServer(ServerOptions(opts...)...), conns: map[string]*Conn[S]{}}
 	pb.RegisterConnectionUnaryHandlerServer(s.srv, unary[S]{s: s})
 	pb.RegisterConnectionHandlerServer(s.srv, streaming[S]{s: s})
 	nativepb.RegisterHandlerServer(s.srv, Native(unary[S]{s: s}))
 	return s
+}
+
+// ServerOptions returns the gRPC server options a handler serving exgate
+// should use, followed by opts (which may override them): fixed
+// flow-control windows of 1 MiB per stream and 4 MiB per connection.
+// gRPC's default estimates the windows with a ping per round trip for as
+// long as data flows, which on a busy handler connection never stops: an
+// extra frame each way. A handler serving with its own grpc.NewServer
+// passes these (examples/jsondemo does).
+func ServerOptions(opts ...grpc.ServerOption) []grpc.ServerOption {
+	return append([]grpc.ServerOption{grpc.InitialWindowSize(1 << 20), grpc.InitialConnWindowSize(4 << 20)}, opts...)
 }
 
 // Serve answers on ln until Shutdown.

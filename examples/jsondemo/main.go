@@ -259,7 +259,7 @@ func main() {
 		log.SetOutput(io.Discard)
 	}
 
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	opts := append(sdk.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if *token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer(*token)))
 	}
@@ -276,7 +276,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(sdk.ServerOptions()...)
 	nativepb.RegisterHandlerServer(srv, sdk.Native(h))
 	if !*native {
 		pb.RegisterConnectionUnaryHandlerServer(srv, h)

@@ -47,7 +47,10 @@ type GRPCOptions struct {
 // service) and reflection, so grpcurl and orchestrators can probe the port.
 func NewGRPCServer(s *Server, o GRPCOptions) (*grpc.Server, error) {
 	// Stream workers reuse goroutines (and their grown stacks) across calls.
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(o.MaxRecvMessageSize), grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))}
+	// Fixed flow-control windows, as on the handler connections
+	// (internal/handler): no flow-control ping per round trip.
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(o.MaxRecvMessageSize), grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+		grpc.InitialWindowSize(1 << 20), grpc.InitialConnWindowSize(4 << 20)}
 	if o.AuthToken != "" {
 		opts = append(opts, grpc.ChainUnaryInterceptor(tokenUnary(o.AuthToken)), grpc.ChainStreamInterceptor(tokenStream(o.AuthToken)))
 	}

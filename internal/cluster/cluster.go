@@ -112,7 +112,9 @@ func New(o Options) (*Peers, error) {
 }
 
 func (p *Peers) dial(addr string) (*peer, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds))
+	// Fixed flow-control windows, as on the handler connections.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds),
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(4<<20))
 	if err != nil {
 		return nil, err
 	}
