@@ -1,0 +1,105 @@
+#!/bin/bash
+# A/B of two builds on one scenario, in interleaved pairs (A B, B A, A B, …)
+# on fresh processes, with the medians of each side: on a shared, noisy
+# machine a difference is worth quoting only when it holds pair by pair.
+#
+#   scripts/ab.sh [-r rounds] A B scenario
+#
+# A and B are exgate binaries, each optionally followed by ",jsondemo" to
+# pair it with its own handler build (default: bin/jsondemo), e.g.
+#   scripts/ab.sh -r 5 /tmp/exgate-old,/tmp/jsondemo-old bin/exgate storm
+# scenario: storm, storm-unary (10,000 devices), echo, echo-unary,
+# echo-nowait (100 devices, 8 s), fanin (QoS 1, 100 devices), fanout
+# (1,000 devices, 200 messages). Prints, per run and then as medians,
+# the rate, the gateway's and the handler's CPU per operation.
+set -euo pipefail
+rounds=3
+if [ "${1:-}" = -r ]; then rounds=$2; shift 2; fi
+[ $# -eq 3 ] || { sed -n 2,15p "$0"; exit 2; }
+A=$1 B=$2 scenario=$3
+cd "$(dirname "$0")/.."
+[ -x bin/jsondemo ] || go build -o bin/jsondemo ./examples/jsondemo
+
+base=$((20000 + ($$ % 400) * 10)) # loopback ports base..base+5
+adapter=127.0.0.1:$base handler=127.0.0.1:$((base + 1)) mqtt=127.0.0.1:$((base + 2))
+api=127.0.0.1:$((base + 3)) unary=127.0.0.1:$((base + 4)) native=127.0.0.1:$((base + 5))
+hflags=(-quiet) bench=()
+case $scenario in
+storm | storm-unary) bench=(storm --devices 10000) ;;
+echo | echo-unary) hflags+=(-echo); bench=(echo --devices 100 --duration 8s) ;;
+echo-nowait) hflags+=(-echo -nowait); bench=(echo --devices 100 --duration 8s) ;;
+fanin) bench=(fanin --broker "$mqtt" --devices 100 --qos 1 --duration 8s) ;;
+fanout) bench=(fanout --broker "$mqtt" --devices 1000 --messages 200) ;;
+*) echo "unknown scenario $scenario" >&2; exit 2 ;;
+esac
+addr=$native
+case $scenario in *-unary) addr=$unary ;; esac
+case ${bench[0]} in storm | fanin | fanout) bench+=(--gateway "$addr") ;; *) bench+=(--addr "$addr") ;; esac
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+cat >"$tmp/c.yaml" <<EOF
+log: {level: warn}
+api: {bind: "$api", auth: none}
+broker: {embedded: {listeners: {tcp: {bind: "$mqtt"}}}}
+gateway:
+  exproto:
+    server: {bind: "$adapter"}
+    handler: {address: "http://$handler"}
+    idle_timeout: 10m
+    listeners:
+      tcp:
+        unary: {bind: "$unary", max_conn_rate: 0}
+        native: {bind: "$native", max_conn_rate: 0, handler: {service_name: native}}
+EOF
+
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # clock ticks
+
+# run SIDE LABEL: one run on fresh processes; appends "rate gw handler" to $tmp/LABEL
+run() {
+	local exg=${1%%,*} jd=bin/jsondemo
+	[[ $1 == *,* ]] && jd=${1#*,}
+	"$jd" -listen "$handler" -adapter "$adapter" "${hflags[@]}" >"$tmp/h.log" 2>&1 &
+	local hp=$!
+	"$exg" -c "$tmp/c.yaml" >"$tmp/g.log" 2>&1 &
+	local gp=$!
+	pids=("$hp" "$gp")
+	for _ in $(seq 100); do
+		(exec 3<>"/dev/tcp/${api%:*}/${api#*:}") 2>/dev/null && break
+		sleep 0.1
+	done
+	sleep 0.5
+	local h0
+	h0=$(cpu "$hp")
+	"$exg" bench "${bench[@]}" --gateway-pid "$gp" --json >"$tmp/r.json" 2>/dev/null
+	local h1
+	h1=$(cpu "$hp")
+	python3 - "$tmp/r.json" "$h0" "$h1" "$(getconf CLK_TCK)" <<'PY' | tee -a "$tmp/$2"
+import json, sys
+r = json.load(open(sys.argv[1]))
+g = r.get("procs", {}).get("gateway", {})
+h = (float(sys.argv[3]) - float(sys.argv[2])) / float(sys.argv[4]) * 1e6 / max(r["ops"], 1)
+print("%.0f %.1f %.1f" % (r["rate"], g.get("cpu_per_op_us", 0), h))
+PY
+	kill "$gp" "$hp" 2>/dev/null || true
+	wait "$gp" "$hp" 2>/dev/null || true
+	pids=()
+}
+
+for r in $(seq "$rounds"); do
+	if [ $((r % 2)) -eq 1 ]; then order=("A" "B"); else order=("B" "A"); fi
+	for side in "${order[@]}"; do
+		printf '%s round %d: ' "$side" "$r"
+		if [ "$side" = A ]; then run "$A" A; else run "$B" B; fi
+	done
+done
+python3 - "$tmp/A" "$tmp/B" <<'PY'
+import statistics, sys
+print("medians        rate/s   gateway µs/op   handler µs/op")
+for name, path in zip("AB", sys.argv[1:]):
+    rows = [list(map(float, l.split())) for l in open(path) if l.strip()]
+    m = [statistics.median(c) for c in zip(*rows)]
+    print("%s (%d runs) %10.0f %15.1f %15.1f" % (name, len(rows), *m))
+PY
