@@ -1,13 +1,16 @@
 #!/bin/bash
-# A/B of two builds on one scenario, in interleaved pairs (A B, B A, A B, …)
-# on fresh processes, with the medians of each side: on a shared, noisy
-# machine a difference is worth quoting only when it holds pair by pair.
+# A/B of two builds (or two settings) on one scenario, in interleaved pairs
+# (A B, B A, A B, …) on fresh processes, with the medians of each side: on
+# a shared, noisy machine a difference is worth quoting only when it holds
+# pair by pair.
 #
 #   scripts/ab.sh [-r rounds] A B scenario
 #
 # A and B are exgate binaries, each optionally followed by ",jsondemo" to
 # pair it with its own handler build (default: bin/jsondemo), e.g.
 #   scripts/ab.sh -r 5 /tmp/exgate-old,/tmp/jsondemo-old bin/exgate storm
+# NODE_A and NODE_B, if set, go into each side's `node:` settings, e.g.
+#   NODE_B='gc_min_heap: 64MiB' scripts/ab.sh bin/exgate bin/exgate fanout
 # scenario: storm, storm-unary (10,000 devices), echo, echo-unary,
 # echo-nowait (100 devices, 8 s), fanin (QoS 1, 100 devices), fanout
 # (1,000 devices, 200 messages). Prints, per run and then as medians,
@@ -15,7 +18,7 @@
 set -euo pipefail
 rounds=3
 if [ "${1:-}" = -r ]; then rounds=$2; shift 2; fi
-[ $# -eq 3 ] || { sed -n 2,15p "$0"; exit 2; }
+[ $# -eq 3 ] || { sed -n 2,18p "$0"; exit 2; }
 A=$1 B=$2 scenario=$3
 cd "$(dirname "$0")/.."
 [ -x bin/jsondemo ] || go build -o bin/jsondemo ./examples/jsondemo
@@ -40,8 +43,11 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
-cat >"$tmp/c.yaml" <<EOF
+for side in A B; do
+	node=NODE_$side
+	cat >"$tmp/$side.yaml" <<EOF
 log: {level: warn}
+node: {${!node:-}}
 api: {bind: "$api", auth: none}
 broker: {embedded: {listeners: {tcp: {bind: "$mqtt"}}}}
 gateway:
@@ -54,16 +60,18 @@ gateway:
         unary: {bind: "$unary", max_conn_rate: 0}
         native: {bind: "$native", max_conn_rate: 0, handler: {service_name: native}}
 EOF
+done
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # clock ticks
 
-# run SIDE LABEL: one run on fresh processes; appends "rate gw handler" to $tmp/LABEL
+# run BUILD SIDE: one run on fresh processes with SIDE's settings; appends
+# "rate gw handler" to $tmp/SIDE
 run() {
 	local exg=${1%%,*} jd=bin/jsondemo
 	[[ $1 == *,* ]] && jd=${1#*,}
 	"$jd" -listen "$handler" -adapter "$adapter" "${hflags[@]}" >"$tmp/h.log" 2>&1 &
 	local hp=$!
-	"$exg" -c "$tmp/c.yaml" >"$tmp/g.log" 2>&1 &
+	"$exg" -c "$tmp/$2.yaml" >"$tmp/g.log" 2>&1 &
 	local gp=$!
 	pids=("$hp" "$gp")
 	for _ in $(seq 100); do

@@ -620,6 +620,9 @@ func (c *Channel) TrySend(bs ...[]byte) (n int, complete bool, err error) {
 	// The Sends written whole are done; the caller sends the rest.
 	left := n
 	for _, b := range bs {
+		if len(b) == 0 {
+			continue // as Send: nothing to write, nothing counted
+		}
 		if left < len(b) {
 			return n, false, nil
 		}
