@@ -176,6 +176,23 @@ func (r *rawNative) next(t *testing.T, within time.Duration) (*nativepb.Event, *
 
 func (r *rawNative) act(as ...*nativepb.Action) { r.down <- &nativepb.Down{Actions: as} }
 
+// silentDevice dials a device that sends nothing (and reads nothing until
+// the test does), closed when the test ends, and returns it with its
+// socket_created event.
+func (r *rawNative) silentDevice(t *testing.T, e *env) (net.Conn, *nativepb.Event) {
+	t.Helper()
+	dev, err := e.rawDial(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	ev, _ := r.next(t, 5*time.Second)
+	if ev.GetSocketCreated() == nil {
+		t.Fatalf("first event %v, want socket_created", ev)
+	}
+	return dev, ev
+}
+
 func done(conn string, seq uint64) *nativepb.Action {
 	return &nativepb.Action{Action: &nativepb.Action_Done{Done: &nativepb.Done{Conn: conn, Seq: seq}}}
 }
@@ -255,17 +272,7 @@ func TestNativeStaleDone(t *testing.T) {
 // Done still goes through, and nothing is buffered without bound.
 func TestNativeActionFloodRefused(t *testing.T) {
 	raw, e := startRawNative(t, 1000)
-	dev, err := e.rawDial(false) // never reads
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	var ev *nativepb.Event
-	for ev == nil {
-		if ev, _ = raw.next(t, 5*time.Second); ev == nil {
-			t.Fatal("no socket_created")
-		}
-	}
+	dev, ev := raw.silentDevice(t, e)
 	conn := ev.GetSocketCreated().GetConn()
 	send := func(ref uint64, n int) *nativepb.Action {
 		return &nativepb.Action{Ref: ref, Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn, Bytes: make([]byte, n)}}}
@@ -333,17 +340,7 @@ func TestNativeActionFloodRefused(t *testing.T) {
 // (EMQX's send_cnt), whether it went whole, in part, or after a wait.
 func TestNativeSendsInARow(t *testing.T) {
 	raw, e := startRawNative(t, 1000)
-	dev, err := e.rawDial(false) // does not read until every Send is queued
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	var ev *nativepb.Event
-	for ev == nil {
-		if ev, _ = raw.next(t, 5*time.Second); ev == nil {
-			t.Fatal("no socket_created")
-		}
-	}
+	dev, ev := raw.silentDevice(t, e) // reads only once every Send is queued
 	conn := ev.GetSocketCreated().GetConn()
 	// 4,096 Sends (~14 MiB, more than loopback's buffers hold), seven to
 	// a row between Dones of nothing, a row a byte and then 4,001–4,006
