@@ -161,8 +161,8 @@ func New(o Options) (*Client, error) {
 			// Fixed flow-control windows: gRPC's default estimates them with a
 			// ping per round trip for as long as data flows (on loopback for
 			// ever, the estimate never reaches its cap), an extra frame each way.
-			// Without them a native connect storm cost the gateway and the
-			// handler ~5 % less CPU (five of six A/B pairs).
+			// Without it, in a native connect storm, the handler's CPU per
+			// connect was ~5 % lower in nine of ten A/B pairs, the gateway's ~3 %.
 			grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
 			// gRPC's default backoff grows to 2 minutes: a handler that comes
 			// back must be used within a second, not after the next retry.
