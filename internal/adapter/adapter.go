@@ -97,7 +97,7 @@ func (s *Server) Send(ctx context.Context, r *pb.SendBytesRequest) (*pb.CodeResp
 // socket is full, or cannot be written without waiting) and the caller
 // Sends the rest. Several buffers are several Sends in a row to conn,
 // written at once and answered together (channel.Channel.TrySend).
-func (s *Server) TrySend(conn string, bs ...[]byte) (code pb.ResultCode, msg string, n int, ok bool) {
+func (s *Server) TrySend(conn string, bs [][]byte) (code pb.ResultCode, msg string, n int, ok bool) {
 	if !channel.ValidID(conn) {
 		return 0, "", 0, false
 	}

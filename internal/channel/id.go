@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"strings"
 )
 
@@ -72,5 +71,10 @@ func (m *msgIDs) next() string {
 	var b [16]byte
 	copy(b[:8], m.prefix[:])
 	binary.BigEndian.PutUint64(b[8:], m.n)
-	return strings.ToUpper(hex.EncodeToString(b[:]))
+	const digits = "0123456789ABCDEF"
+	var s [32]byte
+	for i, x := range b {
+		s[2*i], s[2*i+1] = digits[x>>4], digits[x&15]
+	}
+	return string(s[:]) // one allocation per delivery, not two
 }

@@ -75,6 +75,8 @@ type nativeStream struct {
 	events  []*nativepb.Event  // to send
 	results []*nativepb.Result // to send
 	acts    map[string]*actionQueue
+
+	sendBufs [][]byte // trySend's scratch; recvLoop's alone
 }
 
 // waiter is a device's outstanding event: a caller waiting on ch (call),
@@ -538,17 +540,20 @@ func (st *nativeStream) route(run []*nativepb.Action) {
 // after it.
 func (st *nativeStream) trySend(conn string, run []*nativepb.Action) []*nativepb.Action {
 	ts, ok := st.ne.c.adapter.(interface {
-		TrySend(conn string, bs ...[]byte) (pb.ResultCode, string, int, bool)
+		TrySend(conn string, bs [][]byte) (pb.ResultCode, string, int, bool)
 	})
 	if !ok {
 		return run
 	}
-	var buf [16][]byte
-	bs := buf[:0]
+	// Only recvLoop routes, so one scratch slice serves every call (a
+	// local one would escape through the interface: an allocation per Send).
+	bs := st.sendBufs[:0]
 	for _, a := range run {
 		bs = append(bs, a.GetSend().GetBytes())
 	}
-	code, msg, n, done := ts.TrySend(conn, bs...)
+	st.sendBufs = bs
+	defer clear(bs) // let the handler's bytes go
+	code, msg, n, done := ts.TrySend(conn, bs)
 	if done {
 		for _, a := range run {
 			st.answerCode(a.Ref, code, msg)
