@@ -45,12 +45,13 @@ type Handler interface {
 // AsyncHandler is a Handler that can also start a callback without waiting
 // for its answer (exgate's native stream): the channel then needs no
 // goroutine waiting per event, and the next event goes out from whichever
-// goroutine learns the answer. Start returns at once and never calls done
-// itself; done is called at most once, from any goroutine, when the handler
-// answered or the call failed. cancel forgets the call (its deadline
-// passed); done may still come.
+// goroutine learns the answer. Start returns at once and never calls
+// call.Done itself; Done is called at most once, from any goroutine, when
+// the handler answered or the call failed. Cancel on what Start returns
+// forgets the call (its deadline passed); Done may still come. (Interfaces,
+// not funcs: an event's start allocates no closures.)
 type AsyncHandler interface {
-	Start(req proto.Message, done func(error)) (cancel func())
+	Start(req proto.Message, call interface{ Done(error) }) interface{ Cancel() }
 }
 
 // Credentials are what a device presents in Authenticate.

@@ -258,24 +258,25 @@ type asyncCall struct {
 	msgs     []*pb.Message
 	finished atomic.Bool
 
-	mu     sync.Mutex
-	cancel func()
-	timer  *time.Timer
+	mu      sync.Mutex
+	pending interface{ Cancel() }
+	timer   *time.Timer
 }
 
 // start starts ev on a and returns at once.
 func (c *Channel) start(a AsyncHandler, ev event, msgs []*pb.Message) {
 	call := &asyncCall{c: c, ev: ev, msgs: msgs}
-	cancel := a.Start(c.request(ev, msgs), call.done)
+	pending := a.Start(c.request(ev, msgs), call)
 	call.mu.Lock()
-	call.cancel = cancel
+	call.pending = pending
 	if !call.finished.Load() { // an early answer needs no deadline
 		call.timer = time.AfterFunc(c.cfg.RequestTimeout, call.expired)
 	}
 	call.mu.Unlock()
 }
 
-func (call *asyncCall) done(err error) { call.finish(err, false) }
+// Done is the handler's answer (AsyncHandler).
+func (call *asyncCall) Done(err error) { call.finish(err, false) }
 
 func (call *asyncCall) expired() { call.finish(errDeadline, true) }
 
@@ -286,11 +287,11 @@ func (call *asyncCall) finish(err error, late bool) {
 		return
 	}
 	call.mu.Lock()
-	t, cancel := call.timer, call.cancel
+	t, pending := call.timer, call.pending
 	call.mu.Unlock()
 	switch {
-	case late && cancel != nil:
-		cancel()
+	case late && pending != nil:
+		pending.Cancel()
 	case !late && t != nil:
 		t.Stop()
 	}

@@ -310,32 +310,18 @@ func (c *Client) Close() error {
 // can Start events without waiting.
 func (c *Client) Native() bool { return c.native }
 
-// Start sends an event over the native stream without waiting; done gets
-// the handler's answer (channel.AsyncHandler). Only in native mode.
-func (c *Client) Start(req proto.Message, done func(error)) (cancel func()) {
-	method := methodOf(req)
-	conn := req.(interface{ GetConn() string }).GetConn()
-	var ep *endpoint
-	if method == "OnSocketCreated" {
-		ep = c.pin(conn) // a new device
+// Start sends an event over the native stream without waiting; call is
+// told the handler's answer (channel.AsyncHandler). Only in native mode.
+func (c *Client) Start(req proto.Message, call interface{ Done(error) }) interface{ Cancel() } {
+	s := &started{c: c, method: methodOf(req), conn: req.(interface{ GetConn() string }).GetConn(), call: call}
+	if s.method == "OnSocketCreated" {
+		s.ep = c.pin(s.conn) // a new device
 	} else {
-		ep = c.pinned(conn)
+		s.ep = c.pinned(s.conn)
 	}
-	begin := time.Now()
-	return ep.native.start(method, conn, req, func(err error) {
-		if c.observe != nil {
-			c.observe(method, time.Since(begin), err)
-		}
-		if err != nil {
-			err = c.explain(ep, method, err)
-		}
-		if method == "OnSocketClosed" {
-			c.mu.Lock()
-			delete(c.pins, conn)
-			c.mu.Unlock()
-		}
-		done(err)
-	})
+	s.begin = time.Now()
+	s.ep.native.start(s, req)
+	return s
 }
 
 func (c *Client) OnSocketCreated(ctx context.Context, r *pb.SocketCreatedRequest) error {

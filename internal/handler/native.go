@@ -80,20 +80,64 @@ type nativeStream struct {
 }
 
 // waiter is a device's outstanding event: a caller waiting on ch (call),
-// or a done func (Start).
+// or an event started without waiting (Start).
 type waiter struct {
-	seq  uint64
-	ch   chan error // room for one
-	done func(error)
+	seq     uint64
+	ch      chan error // room for one
+	started *started
 }
 
 // answer hands the event's outcome to whoever waits for it.
 func (w *waiter) answer(err error) {
-	if w.done != nil {
-		w.done(err)
+	if w.started != nil {
+		w.started.answer(err)
 		return
 	}
 	w.ch <- err
+}
+
+// started is an event started without waiting (Client.Start): one object
+// holds all it needs, so starting an event allocates no closures.
+type started struct {
+	c            *Client
+	ep           *endpoint
+	method, conn string
+	begin        time.Time
+	call         interface{ Done(error) }
+	w            waiter
+
+	mu        sync.Mutex
+	sent      *nativeStream // the stream it went on, once it went
+	cancelled bool
+}
+
+// answer finishes the event: observed, explained, its device unpinned
+// after OnSocketClosed, then told to the caller.
+func (s *started) answer(err error) {
+	c := s.c
+	if c.observe != nil {
+		c.observe(s.method, time.Since(s.begin), err)
+	}
+	if err != nil {
+		err = c.explain(s.ep, s.method, err)
+	}
+	if s.method == "OnSocketClosed" {
+		c.mu.Lock()
+		delete(c.pins, s.conn)
+		c.mu.Unlock()
+	}
+	s.call.Done(err)
+}
+
+// Cancel forgets the event (its deadline passed): a Done for it is then
+// ignored, and an event not yet sent is not sent.
+func (s *started) Cancel() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cancelled = true
+	if s.sent != nil {
+		s.sent.forget(s.conn, &s.w)
+	}
 }
 
 // actionQueue holds a device's actions while its worker applies them.
@@ -190,47 +234,39 @@ func (ne *nativeEndpoint) call(ctx context.Context, method, conn string, req pro
 	}
 }
 
-// start sends one event and returns; done gets the handler's Done. When
+// start sends s's event and returns; s is told the handler's Done. When
 // no stream is open, one is opened in the background (a new device waits
 // up to holdWhileReconnecting for a handler that is reconnecting).
-func (ne *nativeEndpoint) start(method, conn string, req proto.Message, done func(error)) (cancel func()) {
-	w := &waiter{done: done}
+func (ne *nativeEndpoint) start(s *started, req proto.Message) {
+	s.w.started = s
 	if st := ne.open(); st != nil {
-		if err := st.send(conn, req, w); err != nil {
-			go done(err) // never from inside Start
-			return func() {}
+		if err := st.send(s.conn, req, &s.w); err != nil {
+			go s.answer(err) // never from inside Start
+			return
 		}
-		return func() { st.forget(conn, w) }
+		s.mu.Lock()
+		s.sent = st
+		s.mu.Unlock()
+		return
 	}
-	var mu sync.Mutex
-	var sent *nativeStream
-	cancelled := false
 	go func() {
 		ctx, cancel := context.WithTimeout(ne.c.ctx, holdWhileReconnecting)
 		defer cancel()
-		st, err := ne.stream(ctx, method == "OnSocketCreated")
-		mu.Lock()
-		defer mu.Unlock()
+		st, err := ne.stream(ctx, s.method == "OnSocketCreated")
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		switch {
-		case cancelled:
+		case s.cancelled:
 		case err != nil:
-			go done(err)
+			go s.answer(err)
 		default:
-			if err := st.send(conn, req, w); err != nil {
-				go done(err)
+			if err := st.send(s.conn, req, &s.w); err != nil {
+				go s.answer(err)
 			} else {
-				sent = st
+				s.sent = st
 			}
 		}
 	}()
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		cancelled = true
-		if sent != nil {
-			sent.forget(conn, w)
-		}
-	}
 }
 
 // send queues req as the device's outstanding event, answered to w.
