@@ -114,16 +114,9 @@ type rawNative struct {
 func startRawNative(t *testing.T, ups int) (*rawNative, *env) {
 	t.Helper()
 	raw := &rawNative{ups: make(chan *nativepb.Up, ups), down: make(chan *nativepb.Down, 100)}
-	srv := grpc.NewServer()
-	nativepb.RegisterHandlerServer(srv, raw)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
+	addr := testhandler.Serve(t, func(s *grpc.Server) { nativepb.RegisterHandlerServer(s, raw) })
 	e := startOn(t, "tcp+native", func(c *config.Config) {
-		c.Gateway.ExProto.Handler.Address = config.Addresses{"http://" + ln.Addr().String()}
+		c.Gateway.ExProto.Handler.Address = config.Addresses{"http://" + addr}
 	})
 	return raw, e
 }

@@ -3,7 +3,6 @@ package handler
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/testhandler"
 	"github.com/exgate/exgate/nativepb"
 )
 
@@ -48,17 +48,10 @@ func (r *recorder) next(t *testing.T) *nativepb.Up {
 // outside one goes at once.
 func TestBatchSendsTogether(t *testing.T) {
 	rec := &recorder{ups: make(chan *nativepb.Up, 100)}
-	srv := grpc.NewServer()
-	nativepb.RegisterHandlerServer(srv, rec)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Stop()
+	addr := testhandler.Serve(t, func(s *grpc.Server) { nativepb.RegisterHandlerServer(s, rec) })
 
 	h := config.Default().Gateway.ExProto.Handler
-	h.ServiceName, h.Address = config.Native, config.Addresses{"http://" + ln.Addr().String()}
+	h.ServiceName, h.Address = config.Native, config.Addresses{"http://" + addr}
 	b := NewBatch()
 	c, err := New(Options{Config: h, Adapter: pb.UnimplementedConnectionAdapterServer{}, Batch: b, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

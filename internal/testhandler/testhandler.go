@@ -231,6 +231,22 @@ func StartWith(t testing.TB, o Options) *Handler {
 	return h
 }
 
+// Serve serves what register adds to a fresh gRPC server on a loopback
+// port until the test ends, and returns the port's address: for a test's
+// own service (a hand-written native handler, a node).
+func Serve(t testing.TB, register func(*grpc.Server)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	register(srv)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String()
+}
+
 // unaryDesc describes a service of the five callbacks as unary methods
 // served by Handler; odd answers CodeResponse instead of EmptySuccess.
 func unaryDesc(name string, odd bool) *grpc.ServiceDesc {
