@@ -25,7 +25,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd.PersistentFlags().IntVar(&pid, "gateway-pid", 0, "read this gateway process's CPU and RSS from /proc during the run")
 	var holdFor time.Duration
 	cmd.PersistentFlags().DurationVar(&holdFor, "hold", 0, "echo, storm: keep the devices connected this long after the load, before they close (to measure or profile the gateway)")
-	cmd.PersistentFlags().StringVar(&metricsURL, "gateway-metrics", "", "read the gateway's goroutines from this /metrics URL (e.g. http://127.0.0.1:18083/metrics)")
+	cmd.PersistentFlags().StringVar(&metricsURL, "gateway-metrics", "", "read the gateway's goroutines (and, in fanout, when its handler had answered every delivery) from this /metrics URL (e.g. http://127.0.0.1:18083/metrics)")
 	printJSON := func(v any) error {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -52,6 +52,9 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintf(stdout, "; latency p50 %.0fµs p90 %.0fµs p99 %.0fµs p99.9 %.0fµs", r.P50, r.P90, r.P99, r.P999)
 		}
 		fmt.Fprintln(stdout)
+		if r.HandlerMS > 0 {
+			fmt.Fprintf(stdout, "  the handler had answered every delivery %.0f ms after the first publish\n", r.HandlerMS)
+		}
 		for c, n := range r.Errors {
 			fmt.Fprintf(stdout, "  errors %-20s %d\n", c, n)
 		}
@@ -167,8 +170,8 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 
 	var fo bench.FanOutOptions
 	fanout := load("fanout", "One MQTT publisher to many subscribed JSON-protocol devices",
-		func(ctx context.Context, _ *bench.Watch) (bench.Result, error) {
-			fo.Progress = stderr
+		func(ctx context.Context, w *bench.Watch) (bench.Result, error) {
+			fo.Progress, fo.Metrics, fo.Watch = stderr, metricsURL, w // CPU per delivery, not per connect
 			return bench.FanOut(ctx, fo)
 		})
 	fanout.Flags().StringVar(&fo.Gateway, "gateway", "127.0.0.1:7993", "device listener (empty: MQTT subscribers, the baseline)")

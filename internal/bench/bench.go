@@ -37,7 +37,10 @@ type Result struct {
 	// Ratio to the baseline of the same scenario, when there is one.
 	Ratio    float64 `json:"ratio,omitempty"`
 	Baseline string  `json:"baseline,omitempty"`
-	Note     string  `json:"note,omitempty"`
+	// HandlerMS (fan-out through exgate): milliseconds from the first
+	// publish until the handler had answered every delivery.
+	HandlerMS float64 `json:"handler_ms,omitempty"`
+	Note      string  `json:"note,omitempty"`
 }
 
 // ProcUsage is one process's share of a run.
@@ -230,6 +233,17 @@ func NewWatch(pids map[string]int) *Watch {
 		w.start[n], w.rss0[n], _ = procStat(pid)
 	}
 	return w
+}
+
+// Restart counts CPU from now on (RSS growth still from NewWatch): a
+// run calls it where the work it measures begins.
+func (w *Watch) Restart() {
+	if w == nil {
+		return
+	}
+	for n, pid := range w.pids {
+		w.start[n], _, _ = procStat(pid)
+	}
 }
 
 // Done fills r.Procs with each process's CPU per op and RSS.

@@ -68,7 +68,7 @@ func Burst(ctx context.Context, o BurstOptions) (BurstResult, error) {
 	}()
 	topic := fmt.Sprintf("bench/burst/%d", time.Now().UnixNano())
 	for i := 0; i < o.Devices; i++ {
-		c, err := countingDevice(ctx, o.Gateway, fmt.Sprintf("bench-burst-%d", i), topic, &got)
+		c, err := countingDevice(ctx, o.Gateway, fmt.Sprintf("bench-burst-%d", i), topic, &got, nil)
 		if err != nil {
 			return res, fmt.Errorf("device %d: %w", i, err)
 		}

@@ -223,12 +223,51 @@ type FanOutOptions struct {
 	Progress io.Writer
 	Gateway  string // exgate JSON listener; empty: MQTT subscribers of Broker
 	Broker   string
+	// Metrics, with Gateway, is the gateway's /metrics URL: polled every
+	// 10 ms during the run for exgate_messages_delivered_total, to time when
+	// the handler had answered every delivery (Result.HandlerMS).
+	Metrics string
+	// Watch, if set, reads its processes' CPU from the first publish to the
+	// last delivery into Result.Procs, leaving out the devices' connecting
+	// and closing.
+	Watch *Watch
+}
+
+// arrivals times each subscriber's first message from the first publish:
+// how long one publish takes to reach every device.
+type arrivals struct {
+	begin atomic.Int64 // UnixNano of the first publish
+	lat   latencies
+}
+
+func (a *arrivals) arrived() {
+	a.lat.merge([]time.Duration{time.Duration(time.Now().UnixNano() - a.begin.Load())})
+}
+
+// answered polls the gateway's count of deliveries its handler answered
+// until it grew by want, and returns when that was (0 if it did not within
+// limit or stop closed first).
+func answered(url string, base float64, want int64, begin time.Time, limit time.Duration, stop <-chan struct{}) time.Duration {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for time.Since(begin) < limit {
+		if Metrics(url, "exgate_messages_delivered_total")[""]-base >= float64(want) {
+			return time.Since(begin)
+		}
+		select {
+		case <-t.C:
+		case <-stop:
+			return 0
+		}
+	}
+	return 0
 }
 
 // FanOut measures deliveries per second from one publisher to every device.
 func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 	res := Result{Scenario: "fan-out", Devices: o.Devices}
 	var got atomic.Int64
+	var arr arrivals
 	var errs errorCounts
 	var closers []io.Closer
 	defer func() {
@@ -238,7 +277,7 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 	}()
 	for i := 0; i < o.Devices; i++ {
 		if o.Gateway != "" {
-			c, err := countingDevice(ctx, o.Gateway, fmt.Sprintf("bench-fan-%d", i), "bench/out", &got)
+			c, err := countingDevice(ctx, o.Gateway, fmt.Sprintf("bench-fan-%d", i), "bench/out", &got, &arr)
 			if err != nil {
 				return res, fmt.Errorf("device %d: %w", i, err)
 			}
@@ -253,12 +292,17 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 				return res, err
 			}
 			go func() {
+				first := true
 				for {
 					pk, err := m.read()
 					if err != nil {
 						return
 					}
 					if pk.FixedHeader.Type == packets.Publish {
+						if first {
+							first = false
+							arr.arrived()
+						}
 						got.Add(1)
 					}
 				}
@@ -272,9 +316,21 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 	closers = append(closers, pub)
 	want := int64(o.Devices * o.Messages)
 	stop := make(chan struct{})
+	endProgress := sync.OnceFunc(func() { close(stop) })
 	go progress(o.Progress, "fan-out", func() (int64, string) { return got.Load(), fmt.Sprintf("of %d", want) }, stop)
 	payload := []byte(strings.Repeat("y", o.Payload))
+	var handler chan time.Duration // when the handler had answered every delivery
+	base := 0.0
+	if o.Metrics != "" && o.Gateway != "" {
+		handler = make(chan time.Duration, 1)
+		base = Metrics(o.Metrics, "exgate_messages_delivered_total")[""]
+	}
+	o.Watch.Restart()
 	begin := time.Now()
+	arr.begin.Store(begin.UnixNano())
+	if handler != nil {
+		go func() { handler <- answered(o.Metrics, base, want, begin, 2*time.Minute, stop) }()
+	}
 	for i := 0; i < o.Messages; i++ {
 		if err := pub.publish("bench/out", 0, payload); err != nil {
 			errs.add(cause(err))
@@ -292,11 +348,25 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 			break
 		}
 	}
-	close(stop)
 	res.Seconds = time.Since(begin).Seconds()
 	res.Ops = got.Load()
+	o.Watch.Done(&res, 0)
+	if handler != nil {
+		var d time.Duration
+		select { // the handler's answers trail the last arrival by about a poll
+		case d = <-handler:
+		case <-time.After(2 * time.Second):
+			endProgress()
+			d = <-handler // answered returns once stop is closed
+		}
+		res.HandlerMS = float64(d.Microseconds()) / 1e3
+	}
+	endProgress()
 	res.Rate = float64(res.Ops) / res.Seconds
 	res.Errors = errs.snapshot()
+	if o.Messages == 1 {
+		arr.lat.fill(&res) // when each device had the one message
+	}
 	if res.Ops < want {
 		res.Note = fmt.Sprintf("%d of %d deliveries arrived", res.Ops, want)
 	}
@@ -305,18 +375,24 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 
 // countingDevice connects a JSON-protocol device subscribed to topic at
 // QoS 1 that counts the messages it receives in got.
-func countingDevice(ctx context.Context, gateway, clientID, topic string, got *atomic.Int64) (io.Closer, error) {
+// arr, if not nil, times the first.
+func countingDevice(ctx context.Context, gateway, clientID, topic string, got *atomic.Int64, arr *arrivals) (io.Closer, error) {
 	d, err := connectJSON(ctx, gateway, clientID, topic, nil)
 	if err != nil {
 		return nil, err
 	}
 	go func() {
+		first := arr != nil
 		for {
 			var f frame
 			if err := d.dec.Decode(&f); err != nil {
 				return
 			}
 			if f.Type == 3 {
+				if first {
+					first = false
+					arr.arrived()
+				}
 				got.Add(1)
 			}
 		}
