@@ -11,14 +11,20 @@
 #   scripts/ab.sh -r 5 /tmp/exgate-old,/tmp/jsondemo-old bin/exgate storm
 # NODE_A and NODE_B, if set, go into each side's `node:` settings, e.g.
 #   NODE_B='gc_min_heap: 64MiB' scripts/ab.sh bin/exgate bin/exgate fanout
+# ENV_A and ENV_B, if set, are environment assignments for each side's
+# gateway, e.g. ENV_B='GOMAXPROCS=1'.
 # scenario: storm, storm-unary (10,000 devices), echo, echo-unary,
-# echo-nowait (100 devices, 8 s), fanin (QoS 1, 100 devices), fanout
-# (1,000 devices, 200 messages). Prints, per run and then as medians,
-# the rate, the gateway's and the handler's CPU per operation.
+# echo-nowait (100 devices, 8 s), latency (one device, NoWait, 8 s: the
+# rate is one over the mean round trip), fanin (QoS 1, 100 devices),
+# fanout (1,000 devices, 200 messages), onepub (one publish to 10,000
+# devices: the rate is devices over the time to the last). Prints, per run
+# and then as medians, the rate, the gateway's and the handler's CPU per
+# operation (for fanout and onepub from the first publish to the last
+# delivery).
 set -euo pipefail
 rounds=3
 if [ "${1:-}" = -r ]; then rounds=$2; shift 2; fi
-[ $# -eq 3 ] || { sed -n 2,18p "$0"; exit 2; }
+[ $# -eq 3 ] || { sed -n 2,25p "$0"; exit 2; }
 A=$1 B=$2 scenario=$3
 cd "$(dirname "$0")/.."
 [ -x bin/jsondemo ] || go build -o bin/jsondemo ./examples/jsondemo
@@ -31,8 +37,10 @@ case $scenario in
 storm | storm-unary) bench=(storm --devices 10000) ;;
 echo | echo-unary) hflags+=(-echo); bench=(echo --devices 100 --duration 8s) ;;
 echo-nowait) hflags+=(-echo -nowait); bench=(echo --devices 100 --duration 8s) ;;
+latency) hflags+=(-echo -nowait); bench=(echo --devices 1 --duration 8s) ;;
 fanin) bench=(fanin --broker "$mqtt" --devices 100 --qos 1 --duration 8s) ;;
 fanout) bench=(fanout --broker "$mqtt" --devices 1000 --messages 200) ;;
+onepub) bench=(fanout --broker "$mqtt" --devices 10000 --messages 1) ;;
 *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 addr=$native
@@ -62,8 +70,6 @@ gateway:
 EOF
 done
 
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # clock ticks
-
 # run BUILD SIDE: one run on fresh processes with SIDE's settings; appends
 # "rate gw handler" to $tmp/SIDE
 run() {
@@ -71,7 +77,9 @@ run() {
 	[[ $1 == *,* ]] && jd=${1#*,}
 	"$jd" -listen "$handler" -adapter "$adapter" "${hflags[@]}" >"$tmp/h.log" 2>&1 &
 	local hp=$!
-	"$exg" -c "$tmp/$2.yaml" >"$tmp/g.log" 2>&1 &
+	local env=ENV_$2
+	# shellcheck disable=SC2086 # the assignments split on purpose
+	env ${!env:-} "$exg" -c "$tmp/$2.yaml" >"$tmp/g.log" 2>&1 &
 	local gp=$!
 	pids=("$hp" "$gp")
 	for _ in $(seq 100); do
@@ -79,17 +87,12 @@ run() {
 		sleep 0.1
 	done
 	sleep 0.5
-	local h0
-	h0=$(cpu "$hp")
-	"$exg" bench "${bench[@]}" --gateway-pid "$gp" --json >"$tmp/r.json" 2>/dev/null
-	local h1
-	h1=$(cpu "$hp")
-	python3 - "$tmp/r.json" "$h0" "$h1" "$(getconf CLK_TCK)" <<'PY' | tee -a "$tmp/$2"
+	"$exg" bench "${bench[@]}" --gateway-pid "$gp" --handler-pid "$hp" --json >"$tmp/r.json" 2>/dev/null
+	python3 - "$tmp/r.json" <<'PY' | tee -a "$tmp/$2"
 import json, sys
 r = json.load(open(sys.argv[1]))
-g = r.get("procs", {}).get("gateway", {})
-h = (float(sys.argv[3]) - float(sys.argv[2])) / float(sys.argv[4]) * 1e6 / max(r["ops"], 1)
-print("%.0f %.1f %.1f" % (r["rate"], g.get("cpu_per_op_us", 0), h))
+p = r.get("procs", {})
+print("%.0f %.1f %.1f" % (r["rate"], p.get("gateway", {}).get("cpu_per_op_us", 0), p.get("handler", {}).get("cpu_per_op_us", 0)))
 PY
 	kill "$gp" "$hp" 2>/dev/null || true
 	wait "$gp" "$hp" 2>/dev/null || true

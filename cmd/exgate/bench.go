@@ -23,6 +23,8 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	var metricsURL string
 	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.PersistentFlags().IntVar(&pid, "gateway-pid", 0, "read this gateway process's CPU and RSS from /proc during the run")
+	var handlerPID int
+	cmd.PersistentFlags().IntVar(&handlerPID, "handler-pid", 0, "read this handler process's CPU and RSS from /proc during the run too")
 	var holdFor time.Duration
 	cmd.PersistentFlags().DurationVar(&holdFor, "hold", 0, "echo, storm: keep the devices connected this long after the load, before they close (to measure or profile the gateway)")
 	cmd.PersistentFlags().StringVar(&metricsURL, "gateway-metrics", "", "read the gateway's goroutines (and, in fanout, when its handler had answered every delivery) from this /metrics URL (e.g. http://127.0.0.1:18083/metrics)")
@@ -74,10 +76,16 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 		return nil
 	}
 	watch := func() *bench.Watch {
-		if pid == 0 {
+		pids := map[string]int{}
+		for name, p := range map[string]int{"gateway": pid, "handler": handlerPID} {
+			if p != 0 {
+				pids[name] = p
+			}
+		}
+		if len(pids) == 0 {
 			return nil
 		}
-		return bench.NewWatch(map[string]int{"gateway": pid})
+		return bench.NewWatch(pids)
 	}
 
 	// hold returns what a run calls while its devices are still connected:
