@@ -27,6 +27,7 @@ if [ "${1:-}" = -r ]; then rounds=$2; shift 2; fi
 [ $# -eq 3 ] || { sed -n 2,25p "$0"; exit 2; }
 A=$1 B=$2 scenario=$3
 cd "$(dirname "$0")/.."
+[ -x bin/exgate ] || go build -o bin/exgate ./cmd/exgate
 [ -x bin/jsondemo ] || go build -o bin/jsondemo ./examples/jsondemo
 
 base=$((20000 + ($$ % 400) * 10)) # loopback ports base..base+5
@@ -87,7 +88,9 @@ run() {
 		sleep 0.1
 	done
 	sleep 0.5
-	"$exg" bench "${bench[@]}" --gateway-pid "$gp" --handler-pid "$hp" --json >"$tmp/r.json" 2>/dev/null
+	# One load tool for both sides (this checkout's), so that two builds
+	# differ only in the gateway and handler under test.
+	bin/exgate bench "${bench[@]}" --gateway-pid "$gp" --handler-pid "$hp" --json >"$tmp/r.json" 2>/dev/null
 	python3 - "$tmp/r.json" <<'PY' | tee -a "$tmp/$2"
 import json, sys
 r = json.load(open(sys.argv[1]))
