@@ -113,10 +113,20 @@ type rawNative struct {
 // gateway in native mode that calls it.
 func startRawNative(t *testing.T, ups int) (*rawNative, *env) {
 	t.Helper()
+	return startRawNativeOn(t, ups, "tcp+native", nil)
+}
+
+// startRawNativeOn is startRawNative on transport tr (a native one), with
+// mutate applied to the configuration too.
+func startRawNativeOn(t *testing.T, ups int, tr string, mutate func(*config.Config)) (*rawNative, *env) {
+	t.Helper()
 	raw := &rawNative{ups: make(chan *nativepb.Up, ups), down: make(chan *nativepb.Down, 100)}
 	addr := testhandler.Serve(t, func(s *grpc.Server) { nativepb.RegisterHandlerServer(s, raw) })
-	e := startOn(t, "tcp+native", func(c *config.Config) {
+	e := startOn(t, tr, func(c *config.Config) {
 		c.Gateway.ExProto.Handler.Address = config.Addresses{"http://" + addr}
+		if mutate != nil {
+			mutate(c)
+		}
 	})
 	return raw, e
 }
@@ -407,4 +417,50 @@ func TestNativeSendsInARow(t *testing.T) {
 		t.Fatalf("counted %d sends of %d bytes, want %d of %d", s.Writes, s.BytesOut, sends, len(want))
 	}
 	raw.act(done(conn, ev.Seq))
+}
+
+// TestNativeActionDeadline: an action that waits on the broker (a
+// Subscribe whose SUBACK never comes: the upstream broker stalled) is
+// answered with a failure once request_timeout has passed, not before it
+// and not never. The handler sends it with no event outstanding, so only
+// the action's own deadline is in play.
+func TestNativeActionDeadline(t *testing.T) {
+	const timeout = 600 * time.Millisecond
+	var proxy *stallProxy
+	raw, e := startRawNativeOn(t, 100, "tcp+mosquitto+native", func(c *config.Config) {
+		c.Gateway.ExProto.Handler.RequestTimeout = timeout
+		proxy = newStallProxy(t, strings.TrimPrefix(c.Broker.MQTT.Servers[0], "tcp://"))
+		c.Broker.MQTT.Servers = []string{"tcp://" + proxy.addr()}
+	})
+	_, ev := raw.silentDevice(t, e)
+	conn := ev.GetSocketCreated().GetConn()
+	raw.act(&nativepb.Action{Ref: 1, Action: &nativepb.Action_Authenticate{Authenticate: &pb.AuthenticateRequest{
+		Conn: conn, Clientinfo: &pb.ClientInfo{ProtoName: "raw", ProtoVer: "1", Clientid: "deadline"}}}}, done(conn, ev.Seq))
+	if _, res := raw.next(t, 10*time.Second); res.GetRef() != 1 || res.GetCode() != pb.ResultCode_SUCCESS {
+		t.Fatalf("authenticate: %v", res)
+	}
+	proxy.stall()
+	// Later than an eighth of the timeout after the Authenticate: sharing
+	// its deadline would leave the Subscribe less than request_timeout.
+	time.Sleep(timeout / 3)
+	start := time.Now()
+	raw.act(&nativepb.Action{Ref: 2, Action: &nativepb.Action_Subscribe{Subscribe: &pb.SubscribeRequest{Conn: conn, Topic: "late/t", Qos: 1}}})
+	for {
+		ev, res := raw.next(t, 20*timeout)
+		if ev != nil {
+			continue // the device is not closed before the result
+		}
+		took := time.Since(start)
+		if res == nil {
+			t.Fatalf("no result for the Subscribe within %v; request_timeout is %v", 20*timeout, timeout)
+		}
+		if res.GetRef() != 2 || res.GetCode() == pb.ResultCode_SUCCESS {
+			t.Fatalf("got %v, want a failed result for ref 2", res)
+		}
+		if took < timeout {
+			t.Fatalf("the Subscribe failed after %v, before request_timeout (%v): %s", took, timeout, res.GetMessage())
+		}
+		t.Logf("failed after %v: %s", took, res.GetMessage())
+		return
+	}
 }

