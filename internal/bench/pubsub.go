@@ -374,8 +374,8 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 }
 
 // countingDevice connects a JSON-protocol device subscribed to topic at
-// QoS 1 that counts the messages it receives in got.
-// arr, if not nil, times the first.
+// QoS 1 that counts the messages it receives in got; arr, if not nil,
+// records when the first one arrived.
 func countingDevice(ctx context.Context, gateway, clientID, topic string, got *atomic.Int64, arr *arrivals) (io.Closer, error) {
 	d, err := connectJSON(ctx, gateway, clientID, topic, nil)
 	if err != nil {

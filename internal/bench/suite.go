@@ -441,7 +441,10 @@ gateway:
 			return nil, err
 		}
 		r.Scenario = "one publish"
-		r.Note = fmt.Sprintf("last device after %.0f ms; the handler had answered every delivery after %.0f ms", r.Seconds*1000, r.HandlerMS)
+		r.Note = fmt.Sprintf("last device after %.0f ms", r.Seconds*1000)
+		if r.HandlerMS > 0 {
+			r.Note += fmt.Sprintf("; the handler had answered every delivery after %.0f ms", r.HandlerMS)
+		}
 		add(r, t.target, nil, 0, &ob)
 	}
 
