@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -369,12 +370,16 @@ func TestStreamNeverEnded(t *testing.T) {
 		c.Gateway.ExProto.Handler.ServiceName = "ConnectionHandler"
 		c.Gateway.ExProto.Handler.RequestTimeout = 500 * time.Millisecond
 	})
-	e.h.Hang = func(m string) bool { return m == "OnReceivedBytes" }
+	// A flag, not the field, turns the hang off: the handler reads the field
+	// in every callback, OnSocketClosed of the hung device too.
+	var hang atomic.Bool
+	hang.Store(true)
+	e.h.Hang = func(m string) bool { return m == "OnReceivedBytes" && hang.Load() }
 	stuck, fine := e.dial(), e.dial()
 	stuck.send(Frame{Type: 42})
 	if r := e.h.WaitClosed(t, stuck.id, 5*time.Second); r != "{shutdown,{error,{on_received_bytes,deadline_exceeded}}}" {
 		t.Fatalf("reason %q", r)
 	}
-	e.h.Hang = nil
+	hang.Store(false)
 	fine.connect("fine", 0)
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -42,7 +43,11 @@ func TestHandlerReturnsError(t *testing.T) {
 func TestHandlerNeverAnswers(t *testing.T) {
 	eachHandlerMode(t, func(t *testing.T, tr string) {
 		e := startOn(t, tr, func(c *config.Config) { c.Gateway.ExProto.Handler.RequestTimeout = 500 * time.Millisecond })
-		e.h.Hang = func(m string) bool { return m == "OnReceivedBytes" }
+		// A flag, not the field, turns the hang off: the handler reads the field
+		// in every callback, OnSocketClosed of the hung device too.
+		var hang atomic.Bool
+		hang.Store(true)
+		e.h.Hang = func(m string) bool { return m == "OnReceivedBytes" && hang.Load() }
 		hung := e.dial()
 		other := e.dial()
 		hung.send(Frame{Type: 42})
@@ -55,7 +60,7 @@ func TestHandlerNeverAnswers(t *testing.T) {
 		}
 		hung.expectEOF(time.Second)
 		// Only that device: the other one still works.
-		e.h.Hang = nil
+		hang.Store(false)
 		other.connect("fine", 0)
 	})
 }
