@@ -78,12 +78,10 @@ type nativeStream struct {
 
 	sendBufs [][]byte // trySend's scratch; recvLoop's alone
 
-	// The deadline context actions share (actionCtx), and until when
-	// actions may take it.
+	// The deadline context actions share (actionCtx).
 	dmu     sync.Mutex
 	dctx    context.Context
 	dcancel context.CancelFunc // held, never needed: dctx ends at its deadline or with ctx
-	dfresh  time.Time
 }
 
 // waiter is a device's outstanding event: a caller waiting on ch (call),
@@ -709,10 +707,13 @@ func (st *nativeStream) actionCtx() context.Context {
 	now := time.Now()
 	st.dmu.Lock()
 	defer st.dmu.Unlock()
-	if st.dctx == nil || !now.Before(st.dfresh) {
+	var end time.Time
+	if st.dctx != nil {
+		end, _ = st.dctx.Deadline()
+	}
+	if end.Sub(now) < timeout { // none yet, or too little left for this action
 		// The context replaced ends at its own deadline: actions still use it.
 		st.dctx, st.dcancel = context.WithDeadline(st.ctx, now.Add(timeout+timeout/8))
-		st.dfresh = now.Add(timeout / 8)
 	}
 	return st.dctx
 }
