@@ -113,6 +113,14 @@ func (s *Server) TrySend(conn string, bs [][]byte) (code pb.ResultCode, msg stri
 	return code, msg, n, true
 }
 
+// PubSubNeverWaits reports that Publish, Subscribe and Unsubscribe for
+// conn return without waiting (channel.Config.PubSubNeverWait): a caller
+// that must not wait may make them itself. False for another node's device.
+func (s *Server) PubSubNeverWaits(conn string) bool {
+	c, found := s.reg.Get(conn)
+	return found && c.PubSubNeverWaits()
+}
+
 func (s *Server) Close(ctx context.Context, r *pb.CloseSocketRequest) (*pb.CodeResponse, error) {
 	return s.on(ctx, r.GetConn(),
 		func(p pb.ConnectionAdapterClient, ctx context.Context) (*pb.CodeResponse, error) {

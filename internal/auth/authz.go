@@ -81,6 +81,10 @@ func NewAuthorizer(c config.Authorization, log *slog.Logger) (*Authorizer, error
 	return a, nil
 }
 
+// Remote reports a source outside this process (HTTP), whose answer a
+// check may wait for; nil has none.
+func (a *Authorizer) Remote() bool { return a != nil && a.http != nil }
+
 // Close releases the HTTP authorizer's idle connections.
 func (a *Authorizer) Close() {
 	if a != nil && a.http != nil {

@@ -92,6 +92,11 @@ type Config struct {
 	// nil allows all. It returns by the time ctx ends (the adapter call's
 	// deadline).
 	Authorize func(ctx context.Context, who Who, publish bool, topic string) bool
+	// PubSubNeverWait says Publish, Subscribe and Unsubscribe return
+	// without waiting on anything outside this process (an in-process
+	// broker, authorization without a remote source), so a caller that
+	// must never wait may make them itself (see Channel.PubSubNeverWaits).
+	PubSubNeverWait bool
 	// Mountpoint may contain ${clientid} and ${username}.
 	Mountpoint  string
 	IdleTimeout time.Duration
@@ -280,6 +285,9 @@ func (c *Channel) tracing() bool {
 
 // ID is the conn id handlers use.
 func (c *Channel) ID() string { return c.id }
+
+// PubSubNeverWaits reports Config.PubSubNeverWait.
+func (c *Channel) PubSubNeverWaits() bool { return c.cfg.PubSubNeverWait }
 
 // Done is closed once OnSocketClosed was answered (or failed).
 func (c *Channel) Done() <-chan struct{} {

@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,6 +107,8 @@ type rawNative struct {
 	nativepb.UnimplementedHandlerServer
 	ups  chan *nativepb.Up
 	down chan *nativepb.Down
+	// drop drops what arrives from then on (the test reads no more).
+	dropping atomic.Bool
 	// received, not yet returned by next
 	events  []*nativepb.Event
 	results []*nativepb.Result
@@ -149,7 +154,14 @@ func (r *rawNative) Connect(s nativepb.Handler_ConnectServer) error {
 		if err != nil {
 			return nil
 		}
-		r.ups <- up
+		if r.dropping.Load() {
+			continue
+		}
+		select {
+		case r.ups <- up:
+		case <-s.Context().Done():
+			return nil
+		}
 	}
 }
 
@@ -175,6 +187,16 @@ func (r *rawNative) next(t *testing.T, within time.Duration) (*nativepb.Event, *
 	ev := r.events[0]
 	r.events = r.events[1:]
 	return ev, nil
+}
+
+// drop makes the handler read again when it stopped because the test read
+// no more, dropping what it receives from then on.
+func (r *rawNative) drop() {
+	r.dropping.Store(true)
+	select {
+	case <-r.ups: // room for the one it may be waiting to put
+	default:
+	}
 }
 
 func (r *rawNative) act(as ...*nativepb.Action) { r.down <- &nativepb.Down{Actions: as} }
@@ -439,12 +461,20 @@ func TestNativeActionDeadline(t *testing.T) {
 	if _, res := raw.next(t, 10*time.Second); res.GetRef() != 1 || res.GetCode() != pb.ResultCode_SUCCESS {
 		t.Fatalf("authenticate: %v", res)
 	}
+	// A second device, whose Send must not wait behind the first's Subscribe.
+	_, ev2 := raw.silentDevice(t, e)
+	conn2 := ev2.GetSocketCreated().GetConn()
+	raw.act(done(conn2, ev2.Seq))
 	proxy.stall()
 	// Later than an eighth of the timeout after the Authenticate: sharing
 	// its deadline would leave the Subscribe less than request_timeout.
 	time.Sleep(timeout / 3)
 	start := time.Now()
-	raw.act(&nativepb.Action{Ref: 2, Action: &nativepb.Action_Subscribe{Subscribe: &pb.SubscribeRequest{Conn: conn, Topic: "late/t", Qos: 1}}})
+	raw.act(&nativepb.Action{Ref: 2, Action: &nativepb.Action_Subscribe{Subscribe: &pb.SubscribeRequest{Conn: conn, Topic: "late/t", Qos: 1}}},
+		&nativepb.Action{Ref: 3, Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn2, Bytes: []byte("x")}}})
+	if _, res := raw.next(t, 20*timeout); res.GetRef() != 3 || res.GetCode() != pb.ResultCode_SUCCESS {
+		t.Fatalf("got %v first, want SUCCESS for ref 3 (another device's Send) while the Subscribe waits upstream", res)
+	}
 	for {
 		ev, res := raw.next(t, 20*timeout)
 		if ev != nil {
@@ -462,5 +492,127 @@ func TestNativeActionDeadline(t *testing.T) {
 		}
 		t.Logf("failed after %v: %s", took, res.GetMessage())
 		return
+	}
+}
+
+// TestNativePublishNeverWaitsOnAnotherHandler: a device's publish, which
+// the stream's reader applies itself on the embedded broker, is delivered
+// to devices of another native handler that has stopped reading; the first
+// handler's actions still get their results and the device its bytes (the
+// reader must not be the one waiting on the other stream's flow control).
+func TestNativePublishNeverWaitsOnAnotherHandler(t *testing.T) {
+	const subscribers, size = 24, 256 << 10 // 6 MiB of deliveries: beyond the stream's windows
+	rawB := &rawNative{ups: make(chan *nativepb.Up, 1), down: make(chan *nativepb.Down, 100)}
+	addrB := testhandler.Serve(t, func(s *grpc.Server) { nativepb.RegisterHandlerServer(s, rawB) })
+	raw, e := startRawNativeOn(t, 100, "tcp+native", func(c *config.Config) {
+		// B's devices are closed when their deliveries time out, after
+		// the test saw A's results (or did not: it waits 10 s for them).
+		c.Gateway.ExProto.Handler.RequestTimeout = 2 * time.Second
+		c.Gateway.ExProto.Listeners.TCP["b"] = &config.Listener{Bind: "127.0.0.1:0",
+			Handler: &config.Handler{Address: config.Addresses{"http://" + addrB}}}
+	})
+	for i := range subscribers {
+		dev, err := net.Dial("tcp", e.g.ListenerAddr("tcp:b").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dev.Close() })
+		ev, _ := rawB.next(t, 5*time.Second)
+		conn := ev.GetSocketCreated().GetConn()
+		if conn == "" {
+			t.Fatalf("subscriber %d: first event %v, want socket_created", i, ev)
+		}
+		rawB.act(&nativepb.Action{Ref: 1, Action: &nativepb.Action_Authenticate{Authenticate: &pb.AuthenticateRequest{
+			Conn: conn, Clientinfo: &pb.ClientInfo{ProtoName: "raw", ProtoVer: "1", Clientid: fmt.Sprintf("sub-%d", i)}}}},
+			&nativepb.Action{Ref: 2, Action: &nativepb.Action_Subscribe{Subscribe: &pb.SubscribeRequest{Conn: conn, Topic: "big/t"}}},
+			done(conn, ev.Seq))
+		for ref := uint64(1); ref <= 2; ref++ {
+			if _, res := rawB.next(t, 5*time.Second); res.GetRef() != ref || res.GetCode() != pb.ResultCode_SUCCESS {
+				t.Fatalf("subscriber %d: got %v, want SUCCESS for ref %d", i, res, ref)
+			}
+		}
+	}
+
+	dev, ev := raw.silentDevice(t, e)
+	conn := ev.GetSocketCreated().GetConn()
+	raw.act(&nativepb.Action{Ref: 1, Action: &nativepb.Action_Authenticate{Authenticate: &pb.AuthenticateRequest{
+		Conn: conn, Clientinfo: &pb.ClientInfo{ProtoName: "raw", ProtoVer: "1", Clientid: "publisher"}}}}, done(conn, ev.Seq))
+	if _, res := raw.next(t, 5*time.Second); res.GetRef() != 1 || res.GetCode() != pb.ResultCode_SUCCESS {
+		t.Fatalf("authenticate: %v", res)
+	}
+	// While B reads, a publish reaches every one of its devices.
+	raw.act(&nativepb.Action{Ref: 5, Action: &nativepb.Action_Publish{Publish: &pb.PublishRequest{Conn: conn, Topic: "big/t", Payload: []byte("hello")}}})
+	if _, res := raw.next(t, 5*time.Second); res.GetRef() != 5 || res.GetCode() != pb.ResultCode_SUCCESS {
+		t.Fatalf("small publish: %v", res)
+	}
+	for i := range subscribers {
+		ev, _ := rawB.next(t, 5*time.Second)
+		msgs := ev.GetReceivedMessages().GetMessages()
+		if len(msgs) != 1 || string(msgs[0].GetPayload()) != "hello" {
+			t.Fatalf("delivery %d of %d to the other handler's devices: got %v", i+1, subscribers, ev)
+		}
+		rawB.act(done(ev.GetReceivedMessages().GetConn(), ev.Seq))
+	}
+	// From here on B reads nothing more, until the gateway is to stop.
+	t.Cleanup(rawB.drop)
+
+	raw.act(&nativepb.Action{Ref: 2, Action: &nativepb.Action_Publish{Publish: &pb.PublishRequest{
+		Conn: conn, Topic: "big/t", Payload: bytes.Repeat([]byte("x"), size)}}})
+	raw.act(&nativepb.Action{Ref: 3, Action: &nativepb.Action_Publish{Publish: &pb.PublishRequest{Conn: conn, Topic: "small/t", Payload: []byte("p")}}},
+		&nativepb.Action{Ref: 4, Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conn, Bytes: []byte("still here")}}})
+	for ref := uint64(2); ref <= 4; ref++ {
+		_, res := raw.next(t, 10*time.Second)
+		if res == nil {
+			t.Fatalf("no result for ref %d within 10 s: the handler's actions wait on another handler's stream", ref)
+		}
+		if res.GetRef() != ref || res.GetCode() != pb.ResultCode_SUCCESS {
+			t.Fatalf("got %v, want SUCCESS for ref %d", res, ref)
+		}
+	}
+	_ = dev.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len("still here"))
+	if _, err := io.ReadFull(dev, got); err != nil || string(got) != "still here" {
+		t.Fatalf("device read %q, %v", got, err)
+	}
+}
+
+// TestNativeSlowAuthorizerWaitsAside: with an HTTP authorizer a publish
+// may wait for its answer, so it is applied aside from the stream's
+// reader: another device's actions are answered meanwhile.
+func TestNativeSlowAuthorizerWaitsAside(t *testing.T) {
+	release := make(chan struct{})
+	svc := startAuthService(t, func(w http.ResponseWriter, b map[string]string) {
+		if b["topic"] == "slow/t" {
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		fmt.Fprint(w, `{"result":"allow"}`)
+	})
+	raw, e := startRawNativeOn(t, 100, "tcp+native", func(c *config.Config) {
+		c.Gateway.ExProto.Handler.RequestTimeout = 2 * time.Second // the devices' close is not answered: shutdown waits for it
+		c.Gateway.ExProto.Authorization = config.Authorization{NoMatch: "deny", HTTP: &config.HTTPAuthorizer{URL: svc.URL,
+			Body: map[string]string{"topic": "${topic}"}}}
+	})
+	var conns [2]string
+	for i := range conns {
+		_, ev := raw.silentDevice(t, e)
+		conns[i] = ev.GetSocketCreated().GetConn()
+		raw.act(&nativepb.Action{Ref: 1, Action: &nativepb.Action_Authenticate{Authenticate: &pb.AuthenticateRequest{
+			Conn: conns[i], Clientinfo: &pb.ClientInfo{ProtoName: "raw", ProtoVer: "1", Clientid: fmt.Sprintf("az-%d", i)}}}}, done(conns[i], ev.Seq))
+		if _, res := raw.next(t, 5*time.Second); res.GetRef() != 1 || res.GetCode() != pb.ResultCode_SUCCESS {
+			t.Fatalf("authenticate: %v", res)
+		}
+	}
+	raw.act(&nativepb.Action{Ref: 2, Action: &nativepb.Action_Publish{Publish: &pb.PublishRequest{Conn: conns[0], Topic: "slow/t", Payload: []byte("s")}}},
+		&nativepb.Action{Ref: 3, Action: &nativepb.Action_Publish{Publish: &pb.PublishRequest{Conn: conns[1], Topic: "fast/t", Payload: []byte("f")}}})
+	if _, res := raw.next(t, 5*time.Second); res.GetRef() != 3 || res.GetCode() != pb.ResultCode_SUCCESS {
+		close(release)
+		t.Fatalf("got %v, want SUCCESS for ref 3 while ref 2 waits for the authorizer", res)
+	}
+	close(release)
+	if _, res := raw.next(t, 5*time.Second); res.GetRef() != 2 || res.GetCode() != pb.ResultCode_SUCCESS {
+		t.Fatalf("got %v, want SUCCESS for ref 2", res)
 	}
 }

@@ -175,6 +175,7 @@ func (g *Gateway) channelConfig(cfg *config.Config, kind listener.Kind, name str
 			return channel.AuthResult{Superuser: res.Superuser, ExpireAt: res.ExpireAt}, err
 		}
 	}
+	c.PubSubNeverWait = g.embedded != nil && !authz.Remote()
 	if authz != nil {
 		c.Authorize = func(ctx context.Context, w channel.Who, publish bool, topic string) bool {
 			return authz.Allow(ctx, auth.Who{ClientID: w.ClientID, Username: w.Username, Peer: w.Peer}, publish, topic)

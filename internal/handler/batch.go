@@ -20,18 +20,25 @@ func NewBatch() *Batch { return &Batch{streams: map[*nativeStream]struct{}{}} }
 // Run runs f with the native streams holding their sends, then sends.
 func (b *Batch) Run(f func()) {
 	var buf [4]*nativeStream // streams open now: one per native endpoint
-	held := buf[:0]
+	held := b.hold(buf[:0])
+	f()
+	for _, st := range held {
+		st.holds.Add(-1)
+		st.flush()
+	}
+}
+
+// hold makes the open native streams hold their sends and appends them to
+// held; the caller ends each hold (holds.Add(-1)) and sees that what was
+// queued meanwhile goes.
+func (b *Batch) hold(held []*nativeStream) []*nativeStream {
 	b.mu.Lock()
 	for st := range b.streams {
 		st.holds.Add(1)
 		held = append(held, st)
 	}
 	b.mu.Unlock()
-	f()
-	for _, st := range held {
-		st.holds.Add(-1)
-		st.flush()
-	}
+	return held
 }
 
 func (b *Batch) add(st *nativeStream) {

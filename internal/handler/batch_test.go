@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"testing"
@@ -87,3 +88,87 @@ func TestBatchSendsTogether(t *testing.T) {
 type nopCall struct{}
 
 func (nopCall) Done(error) {}
+
+// actor is a native handler that answers the first event with a publish
+// for its device, and records the results it gets.
+type actor struct {
+	nativepb.UnimplementedHandlerServer
+	results chan *nativepb.Result
+}
+
+func (a *actor) Connect(s nativepb.Handler_ConnectServer) error {
+	sent := false
+	for {
+		up, err := s.Recv()
+		if err != nil {
+			return nil
+		}
+		for _, r := range up.Results {
+			a.results <- r
+		}
+		if len(up.Events) > 0 && !sent {
+			ev := up.Events[0]
+			sent = true
+			pub := &nativepb.Action{Ref: 1, Action: &nativepb.Action_Publish{Publish: &pb.PublishRequest{Conn: "a1", Topic: "t"}}}
+			done := &nativepb.Action{Action: &nativepb.Action_Done{Done: &nativepb.Done{Conn: "a1", Seq: ev.Seq}}}
+			if s.Send(&nativepb.Down{Actions: []*nativepb.Action{pub, done}}) != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// deliverer is an adapter whose publishes never wait and are delivered to
+// a device of another handler client, as the embedded broker does.
+type deliverer struct {
+	pb.UnimplementedConnectionAdapterServer
+	to *Client
+}
+
+func (d *deliverer) PubSubNeverWaits(string) bool { return true }
+
+func (d *deliverer) Publish(_ context.Context, r *pb.PublishRequest) (*pb.CodeResponse, error) {
+	d.to.Start(&pb.ReceivedMessagesRequest{Conn: "b1", Messages: []*pb.Message{{Topic: r.Topic}}}, nopCall{})
+	return &pb.CodeResponse{}, nil
+}
+
+// A publish the stream's reader applies itself, delivered to another
+// stream's device, goes out once the reader is through: the reader wakes
+// that stream's sender (it held it meanwhile, and sends nothing itself).
+func TestReaderWakesHeldStreams(t *testing.T) {
+	rec := &recorder{ups: make(chan *nativepb.Up, 100)}
+	recAddr := testhandler.Serve(t, func(s *grpc.Server) { nativepb.RegisterHandlerServer(s, rec) })
+	act := &actor{results: make(chan *nativepb.Result, 10)}
+	actAddr := testhandler.Serve(t, func(s *grpc.Server) { nativepb.RegisterHandlerServer(s, act) })
+
+	b := NewBatch()
+	h := config.Default().Gateway.ExProto.Handler
+	h.ServiceName, h.Address = config.Native, config.Addresses{"http://" + recAddr}
+	cb, err := New(Options{Config: h, Adapter: pb.UnimplementedConnectionAdapterServer{}, Batch: b, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	cb.Start(&pb.SocketCreatedRequest{Conn: "b0"}, nopCall{}) // opens the stream
+	rec.next(t)
+
+	h.Address = config.Addresses{"http://" + actAddr}
+	ca, err := New(Options{Config: h, Adapter: &deliverer{to: cb}, Batch: b, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ca.Close()
+	ca.Start(&pb.SocketCreatedRequest{Conn: "a1"}, nopCall{})
+	select {
+	case r := <-act.results:
+		if r.GetRef() != 1 || r.GetCode() != pb.ResultCode_SUCCESS {
+			t.Fatalf("publish: %v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no result for the publish")
+	}
+	up := rec.next(t)
+	if len(up.Events) != 1 || up.Events[0].GetReceivedMessages().GetConn() != "b1" {
+		t.Fatalf("the other stream got %v, want the delivery to b1", up)
+	}
+}
