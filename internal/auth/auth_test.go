@@ -10,14 +10,16 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/exgate/exgate/internal/config"
 	"net/http"
 	"net/http/httptest"
+
+	"github.com/exgate/exgate/internal/config"
 )
 
 func TestMatch(t *testing.T) {
@@ -70,6 +72,7 @@ func TestAuthorizer(t *testing.T) {
 	a, _ := NewAuthorizer(config.Authorization{NoMatch: "deny", Rules: []config.Rule{
 		{Permission: "allow", Action: "all", Topics: []string{"dev/${clientid}/#"}},
 		{Permission: "allow", Username: "admin", Action: "subscribe", Topics: []string{"#"}},
+		{Permission: "allow", Action: "publish", Topics: []string{"user/%u/#"}},
 		{Permission: "allow", IPAddr: "10.0.0.0/8", Action: "publish", Topics: []string{"eq lan/+"}},
 		{Permission: "deny", Action: "all", Topics: []string{"#"}},
 	}}, nil)
@@ -85,6 +88,8 @@ func TestAuthorizer(t *testing.T) {
 		{Who{ClientID: "c1"}, false, "$share/g/dev/c1/#", true},
 		{Who{Username: "admin"}, false, "any/thing", true},
 		{Who{Username: "admin"}, true, "any/thing", false},
+		{Who{Username: "u1"}, true, "user/u1/t", true},
+		{Who{Username: "u1"}, true, "user/u2/t", false},
 		{Who{Peer: lan}, true, "lan/+", true},
 		{Who{Peer: lan}, true, "lan/x", false},
 	} {
@@ -94,6 +99,35 @@ func TestAuthorizer(t *testing.T) {
 	}
 	if a, _ := NewAuthorizer(config.Authorization{NoMatch: "allow"}, nil); a != nil {
 		t.Error("no rules and no_match allow should need no authorizer")
+	}
+}
+
+// expand substitutes exactly as the strings.Replacer it replaced did.
+func TestExpandAsReplacer(t *testing.T) {
+	w := Who{ClientID: "c%u1", Username: "u${clientid}"}
+	r := strings.NewReplacer("${clientid}", w.ClientID, "${username}", w.Username, "%c", w.ClientID, "%u", w.Username)
+	for _, f := range []string{"", "a/b", "#", "$SYS/#", "dev/${clientid}/#", "${username}/${clientid}", "%c/%u/%x",
+		"%%c", "$${clientid}", "${clientid", "a%", "$", "%c%c", "${clientid}${username}%u", "x/${CLIENTID}"} {
+		if got, want := expand(f, w), r.Replace(f); got != want {
+			t.Errorf("expand(%q) = %q, want %q", f, got, want)
+		}
+	}
+}
+
+// BenchmarkAllow: a publish checked against a few rules, as a device's
+// publishes are.
+func BenchmarkAllow(b *testing.B) {
+	a, _ := NewAuthorizer(config.Authorization{NoMatch: "deny", Rules: []config.Rule{
+		{Permission: "allow", Username: "admin", Action: "subscribe", Topics: []string{"#"}},
+		{Permission: "allow", Action: "publish", Topics: []string{"sensors/+/temp", "sensors/+/hum"}},
+		{Permission: "allow", Action: "all", Topics: []string{"dev/${clientid}/#"}},
+		{Permission: "deny", Action: "all", Topics: []string{"#"}},
+	}}, nil)
+	who := Who{ClientID: "c1", Username: "u1"}
+	for b.Loop() {
+		if !a.Allow(context.Background(), who, true, "dev/c1/up") {
+			b.Fatal("denied")
+		}
 	}
 }
 
