@@ -182,7 +182,7 @@ func (p topicPattern) matches(w Who, topic string) bool {
 
 // expand substitutes the placeholders EMQX allows in a rule's topic
 // (${clientid}, ${username}, %c, %u). Checked on every publish, so without
-// a strings.Replacer (built per call: half of a check's CPU).
+// a strings.Replacer (one built per call was over 90 % of a check's CPU).
 func expand(f string, w Who) string {
 	if !strings.ContainsAny(f, "$%") {
 		return f
