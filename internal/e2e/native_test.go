@@ -218,6 +218,20 @@ func (r *rawNative) silentDevice(t *testing.T, e *env) (net.Conn, *nativepb.Even
 	return dev, ev
 }
 
+// authenticated is silentDevice authenticated as clientid (ref 1, with
+// its socket_created's Done); it returns the device and its conn id.
+func (r *rawNative) authenticated(t *testing.T, e *env, clientid string) (net.Conn, string) {
+	t.Helper()
+	dev, ev := r.silentDevice(t, e)
+	conn := ev.GetSocketCreated().GetConn()
+	r.act(&nativepb.Action{Ref: 1, Action: &nativepb.Action_Authenticate{Authenticate: &pb.AuthenticateRequest{
+		Conn: conn, Clientinfo: &pb.ClientInfo{ProtoName: "raw", ProtoVer: "1", Clientid: clientid}}}}, done(conn, ev.Seq))
+	if _, res := r.next(t, 10*time.Second); res.GetRef() != 1 || res.GetCode() != pb.ResultCode_SUCCESS {
+		t.Fatalf("authenticate %s: %v", clientid, res)
+	}
+	return dev, conn
+}
+
 func done(conn string, seq uint64) *nativepb.Action {
 	return &nativepb.Action{Action: &nativepb.Action_Done{Done: &nativepb.Done{Conn: conn, Seq: seq}}}
 }
@@ -454,13 +468,7 @@ func TestNativeActionDeadline(t *testing.T) {
 		proxy = newStallProxy(t, strings.TrimPrefix(c.Broker.MQTT.Servers[0], "tcp://"))
 		c.Broker.MQTT.Servers = []string{"tcp://" + proxy.addr()}
 	})
-	_, ev := raw.silentDevice(t, e)
-	conn := ev.GetSocketCreated().GetConn()
-	raw.act(&nativepb.Action{Ref: 1, Action: &nativepb.Action_Authenticate{Authenticate: &pb.AuthenticateRequest{
-		Conn: conn, Clientinfo: &pb.ClientInfo{ProtoName: "raw", ProtoVer: "1", Clientid: "deadline"}}}}, done(conn, ev.Seq))
-	if _, res := raw.next(t, 10*time.Second); res.GetRef() != 1 || res.GetCode() != pb.ResultCode_SUCCESS {
-		t.Fatalf("authenticate: %v", res)
-	}
+	_, conn := raw.authenticated(t, e, "deadline")
 	// A second device, whose Send must not wait behind the first's Subscribe.
 	_, ev2 := raw.silentDevice(t, e)
 	conn2 := ev2.GetSocketCreated().GetConn()
@@ -533,13 +541,7 @@ func TestNativePublishNeverWaitsOnAnotherHandler(t *testing.T) {
 		}
 	}
 
-	dev, ev := raw.silentDevice(t, e)
-	conn := ev.GetSocketCreated().GetConn()
-	raw.act(&nativepb.Action{Ref: 1, Action: &nativepb.Action_Authenticate{Authenticate: &pb.AuthenticateRequest{
-		Conn: conn, Clientinfo: &pb.ClientInfo{ProtoName: "raw", ProtoVer: "1", Clientid: "publisher"}}}}, done(conn, ev.Seq))
-	if _, res := raw.next(t, 5*time.Second); res.GetRef() != 1 || res.GetCode() != pb.ResultCode_SUCCESS {
-		t.Fatalf("authenticate: %v", res)
-	}
+	dev, conn := raw.authenticated(t, e, "publisher")
 	// While B reads, a publish reaches every one of its devices.
 	raw.act(&nativepb.Action{Ref: 5, Action: &nativepb.Action_Publish{Publish: &pb.PublishRequest{Conn: conn, Topic: "big/t", Payload: []byte("hello")}}})
 	if _, res := raw.next(t, 5*time.Second); res.GetRef() != 5 || res.GetCode() != pb.ResultCode_SUCCESS {
@@ -597,13 +599,7 @@ func TestNativeSlowAuthorizerWaitsAside(t *testing.T) {
 	})
 	var conns [2]string
 	for i := range conns {
-		_, ev := raw.silentDevice(t, e)
-		conns[i] = ev.GetSocketCreated().GetConn()
-		raw.act(&nativepb.Action{Ref: 1, Action: &nativepb.Action_Authenticate{Authenticate: &pb.AuthenticateRequest{
-			Conn: conns[i], Clientinfo: &pb.ClientInfo{ProtoName: "raw", ProtoVer: "1", Clientid: fmt.Sprintf("az-%d", i)}}}}, done(conns[i], ev.Seq))
-		if _, res := raw.next(t, 5*time.Second); res.GetRef() != 1 || res.GetCode() != pb.ResultCode_SUCCESS {
-			t.Fatalf("authenticate: %v", res)
-		}
+		_, conns[i] = raw.authenticated(t, e, fmt.Sprintf("az-%d", i))
 	}
 	raw.act(&nativepb.Action{Ref: 2, Action: &nativepb.Action_Publish{Publish: &pb.PublishRequest{Conn: conns[0], Topic: "slow/t", Payload: []byte("s")}}},
 		&nativepb.Action{Ref: 3, Action: &nativepb.Action_Publish{Publish: &pb.PublishRequest{Conn: conns[1], Topic: "fast/t", Payload: []byte("f")}}})
