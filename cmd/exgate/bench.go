@@ -77,10 +77,11 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	watch := func() *bench.Watch {
 		pids := map[string]int{}
-		for name, p := range map[string]int{"gateway": pid, "handler": handlerPID} {
-			if p != 0 {
-				pids[name] = p
-			}
+		if pid != 0 {
+			pids["gateway"] = pid
+		}
+		if handlerPID != 0 {
+			pids["handler"] = handlerPID
 		}
 		if len(pids) == 0 {
 			return nil

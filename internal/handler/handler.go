@@ -81,10 +81,14 @@ type Options struct {
 // Client calls the handler. It implements channel.Handler and is safe for
 // concurrent use.
 type Client struct {
-	service    string // ConnectionUnaryHandler, ConnectionHandler or native
-	longLive   bool
-	native     bool
-	adapter    pb.ConnectionAdapterServer // native mode's actions go here
+	service  string // ConnectionUnaryHandler, ConnectionHandler or native
+	longLive bool
+	native   bool
+	adapter  pb.ConnectionAdapterServer // native mode's actions go here
+	// What adapter can do for a caller that must not wait (nil: nothing);
+	// found once, not per action.
+	trySender  trySender
+	pubSub     pubSubNeverWaiter
 	refused    *atomic.Int64
 	unanswered *atomic.Int64
 	maxRecv    int           // of one native Down message
@@ -137,6 +141,8 @@ func New(o Options) (*Client, error) {
 	if c.native && c.adapter == nil {
 		return nil, errors.New("handler: native mode needs an adapter")
 	}
+	c.trySender, _ = o.Adapter.(trySender)
+	c.pubSub, _ = o.Adapter.(pubSubNeverWaiter)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if c.native {
 		c.actions = workers.New(10*time.Second, maxActionWorkers)

@@ -78,9 +78,8 @@ type nativeStream struct {
 
 	sendBufs [][]byte // trySend's scratch; recvLoop's alone
 	// The streams recvLoop holds while it applies a message's actions
-	// itself (holdAll); recvLoop's alone.
-	held    []*nativeStream
-	holding bool
+	// itself (holdAll; this one among them); recvLoop's alone.
+	held []*nativeStream
 
 	// The deadline context actions share (actionCtx).
 	dmu     sync.Mutex
@@ -590,10 +589,8 @@ func (st *nativeStream) route(run []*nativepb.Action) {
 // device's worker, in order: the rest of a Send cut short, and the Sends
 // after it.
 func (st *nativeStream) trySend(conn string, run []*nativepb.Action) []*nativepb.Action {
-	ts, ok := st.ne.c.adapter.(interface {
-		TrySend(conn string, bs [][]byte) (pb.ResultCode, string, int, bool)
-	})
-	if !ok {
+	ts := st.ne.c.trySender
+	if ts == nil {
 		return run
 	}
 	// Only recvLoop routes, so one scratch slice serves every call (a
@@ -637,8 +634,20 @@ func (st *nativeStream) neverWaits(conn string, a *nativepb.Action) bool {
 	default:
 		return false
 	}
-	nw, ok := st.ne.c.adapter.(interface{ PubSubNeverWaits(conn string) bool })
-	return ok && nw.PubSubNeverWaits(conn)
+	nw := st.ne.c.pubSub
+	return nw != nil && nw.PubSubNeverWaits(conn)
+}
+
+// trySender is an adapter that writes Sends without waiting when it can
+// (adapter.Server.TrySend).
+type trySender interface {
+	TrySend(conn string, bs [][]byte) (pb.ResultCode, string, int, bool)
+}
+
+// pubSubNeverWaiter is an adapter that tells which devices' publishes and
+// subscriptions never wait (adapter.Server.PubSubNeverWaits).
+type pubSubNeverWaiter interface {
+	PubSubNeverWaits(conn string) bool
 }
 
 // holdAll makes every native stream hold its sends until recvLoop is
@@ -646,32 +655,27 @@ func (st *nativeStream) neverWaits(conn string, a *nativepb.Action) bool {
 // publish it applies itself may start events on any stream (deliveries to
 // their devices), and it must never wait on a handler's flow control.
 func (st *nativeStream) holdAll() bool {
-	if st.holding {
-		return true
-	}
 	b := st.ne.c.batch
 	if b == nil {
 		return false
 	}
-	st.held = b.hold(st.held[:0])
-	st.holding = true
+	if len(st.held) == 0 {
+		st.held = b.hold(st.held)
+	}
 	return true
 }
 
 // unholdAll ends holdAll's holds and wakes the sender of each other stream
 // with something queued (recvLoop wakes its own).
 func (st *nativeStream) unholdAll() {
-	if !st.holding {
-		return
-	}
-	st.holding = false
-	for i, o := range st.held {
+	for _, o := range st.held {
 		o.holds.Add(-1)
 		if o != st && o.queued() {
 			o.signal()
 		}
-		st.held[i] = nil
 	}
+	clear(st.held)
+	st.held = st.held[:0]
 }
 
 // work applies a device's queued actions in order until none is left.
