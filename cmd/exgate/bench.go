@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -318,6 +320,21 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	burst.Flags().IntVar(&bo.Messages, "messages", 5000, "QoS 1 messages in the burst")
 	burst.Flags().IntVar(&bo.Payload, "payload", 64, "bytes per message")
 	burst.Flags().IntVar(&bo.Inflight, "inflight", 100, "PUBLISHes awaiting their PUBACK at most")
-	cmd.AddCommand(echo, fanin, fanout, storm, churn, burst, suite)
+	var echoAddr string
+	echoServer := &cobra.Command{Use: "echo-server", Short: "A raw TCP echo server, the baseline for echo: run it as its own process, as a gateway is", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			s, err := bench.StartEchoServer(echoAddr)
+			if err != nil {
+				return fmt.Errorf("echo server: %w", err)
+			}
+			fmt.Fprintln(stdout, "echoing on", s.Addr())
+			<-ctx.Done()
+			s.Close()
+			return nil
+		}}
+	echoServer.Flags().StringVar(&echoAddr, "listen", "127.0.0.1:7990", "address to listen on")
+	cmd.AddCommand(echo, fanin, fanout, storm, churn, burst, suite, echoServer)
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -946,5 +947,56 @@ func TestHeapFloor(t *testing.T) {
 	// seconds, and a floor would only hold memory.
 	if p := floorPercent(6<<20, 14<<20, 4<<20, 100, 32<<20, 100); p != 100 {
 		t.Errorf("a quiet process under a 32 MiB floor: GOGC %d, want the configured 100", p)
+	}
+}
+
+// TestBenchEchoServer: `exgate bench echo-server`, the echo baseline run as
+// a process of its own, says where it listens, echoes what it is sent, is
+// what `exgate bench echo` measures, and stops on SIGTERM.
+func TestBenchEchoServer(t *testing.T) {
+	cmd := exec.Command(binary, "bench", "echo-server", "--listen", "127.0.0.1:0")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "echoing on ")
+	if err != nil || !ok {
+		t.Fatalf("first line %q (%v)", line, err)
+	}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echoed %q (%v)", got, err)
+	}
+	stdout, stderr, err := run(t, "bench", "echo", "--addr", addr, "--devices", "2", "--duration", "500ms", "--json")
+	var r struct{ Ops int }
+	if err != nil || json.Unmarshal([]byte(stdout), &r) != nil || r.Ops == 0 {
+		t.Fatalf("bench echo against it: %v, %d ops\n%s\n%s", err, r.Ops, stdout, stderr)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exited with %v after SIGTERM", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("did not stop after SIGTERM")
 	}
 }
