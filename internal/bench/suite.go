@@ -322,7 +322,29 @@ gateway:
 		r.Scenario = scn
 		return r, err
 	}
-	base, baseIn, err := rawEcho(echo, "echo", addrs["raw"], inproc.Addr(), 0, n(100), watch("raw-echo"), add)
+	// rawEcho runs a scenario against the raw echo server in its own process
+	// (its CPU in the note) and against the one in this process, adding both
+	// rows.
+	rawEcho := func(scn string, rate float64, devices int) (own, in Result, err error) {
+		w := watch("raw-echo")
+		if own, err = echo(scn, addrs["raw"], rate, devices); err != nil {
+			return own, in, err
+		}
+		own.Target = "raw-tcp"
+		w.Done(&own, 0)
+		if p, ok := own.Procs["raw-echo"]; ok {
+			own.Note = fmt.Sprintf("the echo server's own process: %.1f µs CPU per round trip", p.CPUPerOpUS)
+		}
+		add(own, own.Target, nil, 0, nil)
+		if in, err = echo(scn, inproc.Addr(), rate, devices); err != nil {
+			return own, in, err
+		}
+		in.Target = "raw-tcp in-process"
+		in.Note = "the echo server in the load tool's process (the baseline until 2026-12-01)"
+		add(in, in.Target, nil, 0, nil)
+		return own, in, nil
+	}
+	base, baseIn, err := rawEcho("echo", 0, n(100))
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +371,7 @@ gateway:
 		devices int
 		rate    float64
 	}{{"latency 1 device", 1, 0}, {"latency 2000/s", n(100), 2000 / float64(o.Scale)}} {
-		b, bIn, err := rawEcho(echo, l.scn, addrs["raw"], inproc.Addr(), l.rate, l.devices, watch("raw-echo"), add)
+		b, bIn, err := rawEcho(l.scn, l.rate, l.devices)
 		if err != nil {
 			return nil, err
 		}
@@ -515,29 +537,4 @@ func (r *Report) Markdown() string {
 	}
 	w.Flush()
 	return b.String()
-}
-
-// rawEcho runs an echo scenario against the raw echo server in its own
-// process (addr; its CPU in the note) and against the one in the load
-// tool's process (inproc), adding both rows.
-func rawEcho(echo func(scn, addr string, rate float64, devices int) (Result, error), scn, addr, inproc string, rate float64, devices int,
-	w *Watch, add func(Result, string, *Watch, int, *Result)) (Result, Result, error) {
-	b, err := echo(scn, addr, rate, devices)
-	if err != nil {
-		return b, b, err
-	}
-	b.Target = "raw-tcp"
-	w.Done(&b, 0)
-	if p, ok := b.Procs["raw-echo"]; ok {
-		b.Note = fmt.Sprintf("the echo server's own process: %.1f µs CPU per round trip", p.CPUPerOpUS)
-	}
-	add(b, b.Target, nil, 0, nil)
-	bIn, err := echo(scn, inproc, rate, devices)
-	if err != nil {
-		return b, bIn, err
-	}
-	bIn.Target = "raw-tcp in-process"
-	bIn.Note = "the echo server in the load tool's process (the baseline until 2026-12-01)"
-	add(bIn, bIn.Target, nil, 0, nil)
-	return b, bIn, nil
 }

@@ -21,8 +21,8 @@ type Metrics struct {
 	adapterCalls   *prometheus.CounterVec
 
 	// latencyOf caches handlerLatency's histogram per callback (a handful):
-	// the vector's lookup by label value hashes and locks, ~0.5 µs of
-	// every device event in a native echo profile.
+	// the vector's lookup by label value hashes and locks on every event
+	// (2.5 % of the gateway's CPU in a native echo profile).
 	latencyOf sync.Map // callback → prometheus.Observer
 }
 

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"sync"
 	"testing"
 	"time"
 )
@@ -10,18 +11,15 @@ import (
 // counted by code.
 func TestHandlerCall(t *testing.T) {
 	m := New()
-	done := make(chan struct{})
+	var wg sync.WaitGroup
 	for range 4 {
-		go func() {
-			defer func() { done <- struct{}{} }()
+		wg.Go(func() {
 			for range 100 {
 				m.HandlerCall("OnReceivedBytes", time.Millisecond, "")
 			}
-		}()
+		})
 	}
-	for range 4 {
-		<-done
-	}
+	wg.Wait()
 	m.HandlerCall("OnSocketCreated", 2*time.Millisecond, "Unavailable")
 	mfs, err := m.Registry.Gather()
 	if err != nil {
