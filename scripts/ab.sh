@@ -15,16 +15,17 @@
 # gateway, e.g. ENV_B='GOMAXPROCS=1'.
 # scenario: storm, storm-unary (10,000 devices), echo, echo-unary,
 # echo-nowait (100 devices, 8 s), latency (one device, NoWait, 8 s: the
-# rate is one over the mean round trip), fanin (QoS 1, 100 devices),
+# rate is one over the mean round trip), paced (100 devices, NoWait, 2,000
+# round trips/s: the CPU per round trip at light load), fanin (QoS 1, 100 devices),
 # fanout (1,000 devices, 200 messages), onepub (one publish to 10,000
 # devices: the rate is devices over the time to the last). Prints, per run
 # and then as medians, the rate, the gateway's and the handler's CPU per
 # operation (for fanout and onepub from the first publish to the last
-# delivery).
+# delivery) and the p99 latency (µs; for fanout and onepub of arrivals).
 set -euo pipefail
 rounds=3
 if [ "${1:-}" = -r ]; then rounds=$2; shift 2; fi
-[ $# -eq 3 ] || { sed -n 2,25p "$0"; exit 2; }
+[ $# -eq 3 ] || { sed -n 2,24p "$0"; exit 2; }
 A=$1 B=$2 scenario=$3
 cd "$(dirname "$0")/.."
 [ -x bin/exgate ] || go build -o bin/exgate ./cmd/exgate
@@ -39,6 +40,7 @@ storm | storm-unary) bench=(storm --devices 10000) ;;
 echo | echo-unary) hflags+=(-echo); bench=(echo --devices 100 --duration 8s) ;;
 echo-nowait) hflags+=(-echo -nowait); bench=(echo --devices 100 --duration 8s) ;;
 latency) hflags+=(-echo -nowait); bench=(echo --devices 1 --duration 8s) ;;
+paced) hflags+=(-echo -nowait); bench=(echo --devices 100 --rate 2000 --duration 8s) ;;
 fanin) bench=(fanin --broker "$mqtt" --devices 100 --qos 1 --duration 8s) ;;
 fanout) bench=(fanout --broker "$mqtt" --devices 1000 --messages 200) ;;
 onepub) bench=(fanout --broker "$mqtt" --devices 10000 --messages 1) ;;
@@ -95,7 +97,7 @@ run() {
 import json, sys
 r = json.load(open(sys.argv[1]))
 p = r.get("procs", {})
-print("%.0f %.1f %.1f" % (r["rate"], p.get("gateway", {}).get("cpu_per_op_us", 0), p.get("handler", {}).get("cpu_per_op_us", 0)))
+print("%.0f %.1f %.1f %.0f" % (r["rate"], p.get("gateway", {}).get("cpu_per_op_us", 0), p.get("handler", {}).get("cpu_per_op_us", 0), r.get("p99_us", 0)))
 PY
 	kill "$gp" "$hp" 2>/dev/null || true
 	wait "$gp" "$hp" 2>/dev/null || true
@@ -111,9 +113,9 @@ for r in $(seq "$rounds"); do
 done
 python3 - "$tmp/A" "$tmp/B" <<'PY'
 import statistics, sys
-print("medians        rate/s   gateway µs/op   handler µs/op")
+print("medians        rate/s   gateway µs/op   handler µs/op    p99 µs")
 for name, path in zip("AB", sys.argv[1:]):
     rows = [list(map(float, l.split())) for l in open(path) if l.strip()]
     m = [statistics.median(c) for c in zip(*rows)]
-    print("%s (%d runs) %10.0f %15.1f %15.1f" % (name, len(rows), *m))
+    print("%s (%d runs) %10.0f %15.1f %15.1f %9.0f" % (name, len(rows), *m))
 PY

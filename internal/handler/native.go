@@ -477,7 +477,12 @@ func (st *nativeStream) recvLoop() {
 		}
 		st.unholdAll()
 		st.receiving.Store(false)
-		st.signal() // results, and events started by its Dones
+		// What was queued meanwhile (results, events started by its Dones or
+		// by others while it applied) goes from the sender. An event queued
+		// after this look saw receiving false and went itself.
+		if st.queued() {
+			st.signal()
+		}
 	}
 }
 
