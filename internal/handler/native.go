@@ -345,6 +345,14 @@ func (st *nativeStream) forget(conn string, w *waiter) {
 	st.mu.Unlock()
 }
 
+// wakeIfQueued wakes the sender if something waits to be sent: waking it
+// for nothing readies a goroutine (at light load, most Downs leave nothing).
+func (st *nativeStream) wakeIfQueued() {
+	if st.queued() {
+		st.signal()
+	}
+}
+
 func (st *nativeStream) signal() {
 	select {
 	case st.wake <- struct{}{}:
@@ -480,9 +488,7 @@ func (st *nativeStream) recvLoop() {
 		// What was queued meanwhile (results, events started by its Dones or
 		// by others while it applied) goes from the sender. An event queued
 		// after this look saw receiving false and went itself.
-		if st.queued() {
-			st.signal()
-		}
+		st.wakeIfQueued()
 	}
 }
 
@@ -675,8 +681,8 @@ func (st *nativeStream) holdAll() bool {
 func (st *nativeStream) unholdAll() {
 	for _, o := range st.held {
 		o.holds.Add(-1)
-		if o != st && o.queued() {
-			o.signal()
+		if o != st {
+			o.wakeIfQueued()
 		}
 	}
 	clear(st.held)
