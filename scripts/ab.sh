@@ -17,15 +17,16 @@
 # echo-nowait (100 devices, 8 s), latency (one device, NoWait, 8 s: the
 # rate is one over the mean round trip), paced (100 devices, NoWait, 2,000
 # round trips/s: the CPU per round trip at light load), fanin (QoS 1, 100 devices),
-# fanout (1,000 devices, 200 messages), onepub (one publish to 10,000
-# devices: the rate is devices over the time to the last). Prints, per run
+# fanout (1,000 devices, 200 messages), fanout10k (10,000 devices, 20
+# messages), onepub (one publish to 10,000 devices: the rate is devices
+# over the time to the last). Prints, per run
 # and then as medians, the rate, the gateway's and the handler's CPU per
 # operation (for fanout and onepub from the first publish to the last
 # delivery) and the p99 latency (µs; for fanout and onepub of arrivals).
 set -euo pipefail
 rounds=3
 if [ "${1:-}" = -r ]; then rounds=$2; shift 2; fi
-[ $# -eq 3 ] || { sed -n 2,24p "$0"; exit 2; }
+[ $# -eq 3 ] || { sed -n 2,25p "$0"; exit 2; }
 A=$1 B=$2 scenario=$3
 cd "$(dirname "$0")/.."
 [ -x bin/exgate ] || go build -o bin/exgate ./cmd/exgate
@@ -43,6 +44,7 @@ latency) hflags+=(-echo -nowait); bench=(echo --devices 1 --duration 8s) ;;
 paced) hflags+=(-echo -nowait); bench=(echo --devices 100 --rate 2000 --duration 8s) ;;
 fanin) bench=(fanin --broker "$mqtt" --devices 100 --qos 1 --duration 8s) ;;
 fanout) bench=(fanout --broker "$mqtt" --devices 1000 --messages 200) ;;
+fanout10k) bench=(fanout --broker "$mqtt" --devices 10000 --messages 20) ;;
 onepub) bench=(fanout --broker "$mqtt" --devices 10000 --messages 1) ;;
 *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac

@@ -102,18 +102,35 @@ func ignoreEOF(err error) error {
 	return err
 }
 
-// running marks a callback's context while the callback runs: an action
-// posted without waiting (NoWait) from it goes with its Done; one posted
-// after it returned (from a goroutine it started, with its context) or
-// from any other context goes at once. over is guarded by stream.mu.
-type running struct{ over bool }
+// running is a callback's context, marked while the callback runs: an
+// action posted without waiting (NoWait) from it goes with its Done; one
+// posted after it returned (from a goroutine it started, with its context)
+// or from any other context goes at once. over is guarded by stream.mu.
+// It is a Context itself rather than a value in one (context.WithValue),
+// and holds the callback's Done: one allocation per event instead of five.
+type running struct {
+	context.Context
+	over bool
+	done struct {
+		d nativepb.Done
+		w nativepb.Action_Done
+		a nativepb.Action
+	}
+}
 
 type runningKey struct{}
 
+func (r *running) Value(key any) any {
+	if key == (runningKey{}) {
+		return r
+	}
+	return r.Context.Value(key)
+}
+
 // handle runs one event's callback and says Done.
-func (st *stream) handle(ctx context.Context, h pb.ConnectionUnaryHandlerServer, ev *nativepb.Event) {
-	cb := &running{}
-	ctx = context.WithValue(ctx, runningKey{}, cb)
+func (st *stream) handle(parent context.Context, h pb.ConnectionUnaryHandlerServer, ev *nativepb.Event) {
+	cb := &running{Context: parent}
+	ctx := context.Context(cb)
 	var conn string
 	var err error
 	switch x := ev.Event.(type) {
@@ -135,7 +152,8 @@ func (st *stream) handle(ctx context.Context, h pb.ConnectionUnaryHandlerServer,
 	default:
 		return // an event this SDK does not know: nothing to answer
 	}
-	d := &nativepb.Done{Conn: conn, Seq: ev.Seq}
+	d := &cb.done.d
+	d.Conn, d.Seq = conn, ev.Seq
 	if err != nil {
 		st := status.Convert(err)
 		d.Error, d.Code = st.Message(), uint32(st.Code())
@@ -145,7 +163,9 @@ func (st *stream) handle(ctx context.Context, h pb.ConnectionUnaryHandlerServer,
 	}
 	st.mu.Lock()
 	cb.over = true // what it posted is queued before its Done
-	st.actions = append(st.actions, &nativepb.Action{Action: &nativepb.Action_Done{Done: d}})
+	cb.done.w.Done = d
+	cb.done.a.Action = &cb.done.w
+	st.actions = append(st.actions, &cb.done.a)
 	st.mu.Unlock()
 	st.flush()
 }
@@ -344,8 +364,18 @@ func (a streamAdapter) call(ctx context.Context, act *nativepb.Action, opts []gr
 	return a.st.do(ctx, act)
 }
 
+// sendAction is a Send action and its wrapper in one allocation (the
+// commonest action: every echo and every delivery a handler forwards).
+type sendAction struct {
+	a nativepb.Action
+	w nativepb.Action_Send
+}
+
 func (a streamAdapter) Send(ctx context.Context, r *pb.SendBytesRequest, opts ...grpc.CallOption) (*pb.CodeResponse, error) {
-	return a.call(ctx, &nativepb.Action{Action: &nativepb.Action_Send{Send: r}}, opts)
+	sa := &sendAction{}
+	sa.w.Send = r
+	sa.a.Action = &sa.w
+	return a.call(ctx, &sa.a, opts)
 }
 
 func (a streamAdapter) Close(ctx context.Context, r *pb.CloseSocketRequest, opts ...grpc.CallOption) (*pb.CodeResponse, error) {

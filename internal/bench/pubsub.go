@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -275,39 +276,42 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 			c.Close()
 		}
 	}()
-	for i := 0; i < o.Devices; i++ {
+	closers, err := connectAll(o.Devices, func(i int) (io.Closer, error) {
 		if o.Gateway != "" {
 			c, err := countingDevice(ctx, o.Gateway, fmt.Sprintf("bench-fan-%d", i), "bench/out", &got, &arr)
 			if err != nil {
-				return res, fmt.Errorf("device %d: %w", i, err)
+				return nil, fmt.Errorf("device %d: %w", i, err)
 			}
-			closers = append(closers, c)
-		} else {
-			m, err := dialMQTT(o.Broker, fmt.Sprintf("bench-fan-%d", i))
-			if err != nil {
-				return res, fmt.Errorf("subscriber %d: %w", i, err)
-			}
-			closers = append(closers, m)
-			if err := m.subscribe("bench/out", 0); err != nil {
-				return res, err
-			}
-			go func() {
-				first := true
-				for {
-					pk, err := m.read()
-					if err != nil {
-						return
-					}
-					if pk.FixedHeader.Type == packets.Publish {
-						if first {
-							first = false
-							arr.arrived()
-						}
-						got.Add(1)
-					}
-				}
-			}()
+			return c, nil
 		}
+		m, err := dialMQTT(o.Broker, fmt.Sprintf("bench-fan-%d", i))
+		if err != nil {
+			return nil, fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		if err := m.subscribe("bench/out", 0); err != nil {
+			m.Close()
+			return nil, err
+		}
+		go func() {
+			first := true
+			for {
+				pk, err := m.read()
+				if err != nil {
+					return
+				}
+				if pk.FixedHeader.Type == packets.Publish {
+					if first {
+						first = false
+						arr.arrived()
+					}
+					got.Add(1)
+				}
+			}
+		}()
+		return m, nil
+	})
+	if err != nil {
+		return res, err
 	}
 	pub, err := dialMQTT(o.Broker, fmt.Sprintf("bench-fanpub-%d", time.Now().UnixNano()))
 	if err != nil {
@@ -398,6 +402,48 @@ func countingDevice(ctx context.Context, gateway, clientID, topic string, got *a
 		}
 	}()
 	return d.c, nil
+}
+
+// connectAll makes devices 0..n-1 with connect, a few at a time (setting
+// up 10,000 one by one takes longer than the measurement); on an error
+// it closes what it made.
+func connectAll(n int, connect func(i int) (io.Closer, error)) ([]io.Closer, error) {
+	out := make([]io.Closer, n)
+	var next atomic.Int64
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	for range min(n, 32) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				mu.Lock()
+				failed := first != nil
+				mu.Unlock()
+				if i >= n || failed {
+					return
+				}
+				c, err := connect(i)
+				if err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
+					return
+				}
+				out[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		for _, c := range out {
+			if c != nil {
+				c.Close()
+			}
+		}
+		return nil, first
+	}
+	return out, nil
 }
 
 // stalled reports whether n did not move for a second.

@@ -212,6 +212,8 @@ type Channel struct {
 	idleTimer    *time.Timer
 	expireTimer  *time.Timer
 	authTimer    *time.Timer    // nil unless AuthTimeout is set
+	deadline     *time.Timer    // of inFlight (arm); made at the first async event
+	inFlight     *asyncCall     // the event started on an async handler, until answered
 	watch        *netpoll.Watch // set when a poller reads the socket (Watch)
 	queue        []event
 	queuedReads  int // socket-read and timer events in queue

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/broker"
 )
@@ -303,5 +305,76 @@ func TestCloseFlushTimeout(t *testing.T) {
 				t.Fatalf("dropped as closed: %d, want %d", dropped, 4-tc.delivered)
 			}
 		})
+	}
+}
+
+// asyncRecorder is an async handler that answers nothing itself: the test
+// answers the calls it records.
+type asyncRecorder struct {
+	*scriptedHandler
+	mu        sync.Mutex
+	calls     []interface{ Done(error) }
+	cancelled atomic.Int64
+}
+
+func (h *asyncRecorder) Start(_ proto.Message, call interface{ Done(error) }) interface{ Cancel() } {
+	h.mu.Lock()
+	h.calls = append(h.calls, call)
+	h.mu.Unlock()
+	return h
+}
+
+func (h *asyncRecorder) Cancel() { h.cancelled.Add(1) }
+
+// call waits for the nth call Start was given (0-based).
+func (h *asyncRecorder) call(t *testing.T, n int) interface{ Done(error) } {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		h.mu.Lock()
+		if len(h.calls) > n {
+			c := h.calls[n]
+			h.mu.Unlock()
+			return c
+		}
+		h.mu.Unlock()
+	}
+	t.Fatalf("no call %d started", n)
+	return nil
+}
+
+// One timer per channel serves the deadline of every event started on an
+// async handler. When it fires late, for an event answered meanwhile, the
+// next event (its deadline still ahead) is left alone; at its own
+// deadline it is expired and the device closed.
+func TestAsyncDeadlineIsPerEvent(t *testing.T) {
+	h := &asyncRecorder{scriptedHandler: &scriptedHandler{}}
+	cfg := testConfig(h, nil)
+	cfg.Async = h
+	cfg.RequestTimeout = 300 * time.Millisecond
+	c := New(cfg, discardConn{}, &pb.ConnInfo{}, false)
+	defer func() {
+		c.Kick(ReasonNormal)
+		h.mu.Lock()
+		calls := h.calls // a failed run may have left one unanswered
+		h.mu.Unlock()
+		for _, call := range calls {
+			call.Done(nil)
+		}
+		<-c.Done()
+	}()
+	h.call(t, 0).Done(nil) // OnSocketCreated
+	c.Received([]byte("x"))
+	h.call(t, 1)       // OnReceivedBytes, not answered
+	c.deadlinePassed() // a late firing of the first event's deadline
+	if c.State() == Closed || h.cancelled.Load() != 0 {
+		t.Fatalf("a late deadline expired the next event: state %v, %d cancelled", c.State(), h.cancelled.Load())
+	}
+	for deadline := time.Now().Add(5 * time.Second); c.State() != Closed; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the unanswered event was not expired at its deadline")
+		}
+	}
+	if c.reason != handlerFailedReason("on_received_bytes", errDeadline) || h.cancelled.Load() != 1 {
+		t.Fatalf("closed with %q, %d cancelled", c.reason, h.cancelled.Load())
 	}
 }

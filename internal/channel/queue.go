@@ -256,29 +256,68 @@ type asyncCall struct {
 	c        *Channel
 	ev       event
 	msgs     []*pb.Message
+	deadline time.Time
 	finished atomic.Bool
 
 	mu      sync.Mutex
 	pending interface{ Cancel() }
-	timer   *time.Timer
+	armed   bool // the channel's deadline timer is set for it
 }
 
 // start starts ev on a and returns at once.
 func (c *Channel) start(a AsyncHandler, ev event, msgs []*pb.Message) {
-	call := &asyncCall{c: c, ev: ev, msgs: msgs}
+	call := &asyncCall{c: c, ev: ev, msgs: msgs, deadline: time.Now().Add(c.cfg.RequestTimeout)}
 	pending := a.Start(c.request(ev, msgs), call)
 	call.mu.Lock()
 	call.pending = pending
 	if !call.finished.Load() { // an early answer needs no deadline
-		call.timer = time.AfterFunc(c.cfg.RequestTimeout, call.expired)
+		call.armed = true
+		c.arm(call)
 	}
 	call.mu.Unlock()
 }
 
+// arm sets the channel's deadline timer for call, the one event in flight.
+// One timer per channel, re-armed for each event, instead of a timer and
+// a closure allocated per event.
+func (c *Channel) arm(call *asyncCall) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inFlight = call
+	if c.deadline == nil {
+		c.deadline = time.AfterFunc(c.cfg.RequestTimeout, c.deadlinePassed)
+		return
+	}
+	c.deadline.Reset(c.cfg.RequestTimeout)
+}
+
+// disarm stops the deadline timer if it is still set for call.
+func (c *Channel) disarm(call *asyncCall) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inFlight == call {
+		c.inFlight = nil
+		c.deadline.Stop()
+	}
+}
+
+// deadlinePassed expires the event in flight. The timer may fire late,
+// for an event already answered while the next one went out with a
+// deadline still ahead: that one is left to its own firing.
+func (c *Channel) deadlinePassed() {
+	c.mu.Lock()
+	call := c.inFlight
+	if call == nil || time.Now().Before(call.deadline) {
+		c.mu.Unlock()
+		return
+	}
+	c.inFlight = nil
+	c.mu.Unlock()
+	call.finish(errDeadline, true)
+}
+
 // Done is the handler's answer (AsyncHandler).
 func (call *asyncCall) Done(err error) { call.finish(err, false) }
-
-func (call *asyncCall) expired() { call.finish(errDeadline, true) }
 
 // finish ends the call once, by its answer or by its deadline (late):
 // the one stops the timer, the other cancels the request.
@@ -287,13 +326,13 @@ func (call *asyncCall) finish(err error, late bool) {
 		return
 	}
 	call.mu.Lock()
-	t, pending := call.timer, call.pending
+	armed, pending := call.armed, call.pending
 	call.mu.Unlock()
 	switch {
 	case late && pending != nil:
 		pending.Cancel()
-	case !late && t != nil:
-		t.Stop()
+	case !late && armed:
+		call.c.disarm(call)
 	}
 	call.c.answered(call.ev, call.msgs, err)
 	call.c.run(true)

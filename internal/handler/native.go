@@ -114,6 +114,15 @@ type started struct {
 	call         interface{ Done(error) }
 	w            waiter
 
+	wrap struct { // the event as sent (event)
+		ev      nativepb.Event
+		created nativepb.Event_SocketCreated
+		bytes   nativepb.Event_ReceivedBytes
+		timer   nativepb.Event_TimerTimeout
+		msgs    nativepb.Event_ReceivedMessages
+		closed  nativepb.Event_SocketClosed
+	}
+
 	mu        sync.Mutex
 	sent      *nativeStream // the stream it went on, once it went
 	cancelled bool
@@ -230,7 +239,7 @@ func (ne *nativeEndpoint) call(ctx context.Context, method, conn string, req pro
 		return err
 	}
 	w := &waiter{ch: make(chan error, 1)}
-	if err := st.send(conn, req, w); err != nil {
+	if err := st.send(conn, eventOf(req), w); err != nil {
 		return err
 	}
 	select {
@@ -248,7 +257,7 @@ func (ne *nativeEndpoint) call(ctx context.Context, method, conn string, req pro
 func (ne *nativeEndpoint) start(s *started, req proto.Message) {
 	s.w.started = s
 	if st := ne.open(); st != nil {
-		if err := st.send(s.conn, req, &s.w); err != nil {
+		if err := st.send(s.conn, s.event(req), &s.w); err != nil {
 			go s.answer(err) // never from inside Start
 			return
 		}
@@ -268,7 +277,7 @@ func (ne *nativeEndpoint) start(s *started, req proto.Message) {
 		case err != nil:
 			go s.answer(err)
 		default:
-			if err := st.send(s.conn, req, &s.w); err != nil {
+			if err := st.send(s.conn, s.event(req), &s.w); err != nil {
 				go s.answer(err)
 			} else {
 				s.sent = st
@@ -277,11 +286,11 @@ func (ne *nativeEndpoint) start(s *started, req proto.Message) {
 	}()
 }
 
-// send queues req as the device's outstanding event, answered to w.
-func (st *nativeStream) send(conn string, req proto.Message, w *waiter) error {
-	ev := eventOf(req)
+// send queues ev (nil: a request that is no event) as the device's
+// outstanding event, answered to w.
+func (st *nativeStream) send(conn string, ev *nativepb.Event, w *waiter) error {
 	if ev == nil {
-		return fmt.Errorf("native: no event for %T", req)
+		return errors.New("native: not a ConnectionHandler request")
 	}
 	st.mu.Lock()
 	if st.err != nil {
@@ -334,6 +343,33 @@ func eventOf(req proto.Message) *nativepb.Event {
 		return &nativepb.Event{Event: &nativepb.Event_SocketClosed{SocketClosed: r}}
 	}
 	return nil
+}
+
+// event is eventOf for a started event, wrapped in s itself: one
+// allocation per event instead of three (a delivery to 10,000 devices
+// allocates enough for the collector to be a fifth of the gateway's CPU).
+func (s *started) event(req proto.Message) *nativepb.Event {
+	w := &s.wrap
+	switch r := req.(type) {
+	case *pb.SocketCreatedRequest:
+		w.created.SocketCreated = r
+		w.ev.Event = &w.created
+	case *pb.ReceivedBytesRequest:
+		w.bytes.ReceivedBytes = r
+		w.ev.Event = &w.bytes
+	case *pb.TimerTimeoutRequest:
+		w.timer.TimerTimeout = r
+		w.ev.Event = &w.timer
+	case *pb.ReceivedMessagesRequest:
+		w.msgs.ReceivedMessages = r
+		w.ev.Event = &w.msgs
+	case *pb.SocketClosedRequest:
+		w.closed.SocketClosed = r
+		w.ev.Event = &w.closed
+	default:
+		return nil
+	}
+	return &w.ev
 }
 
 // forget drops w if it is still the device's outstanding event.
