@@ -196,6 +196,12 @@ type Channel struct {
 	// Received), and is closed when the state becomes Closed.
 	space chan struct{}
 
+	// The event started on an async handler, until answered or expired, and
+	// its deadline timer, made at the first such event (arm, disarm,
+	// deadlinePassed; a channel's events follow one another, so not under mu).
+	inFlight atomic.Pointer[asyncCall]
+	deadline *time.Timer
+
 	mu           sync.Mutex // guards everything below; never held across I/O
 	state        State
 	authBusy     bool // an Authenticate is between its checks and its commit
@@ -212,8 +218,6 @@ type Channel struct {
 	idleTimer    *time.Timer
 	expireTimer  *time.Timer
 	authTimer    *time.Timer    // nil unless AuthTimeout is set
-	deadline     *time.Timer    // of inFlight (arm); made at the first async event
-	inFlight     *asyncCall     // the event started on an async handler, until answered
 	watch        *netpoll.Watch // set when a poller reads the socket (Watch)
 	queue        []event
 	queuedReads  int // socket-read and timer events in queue

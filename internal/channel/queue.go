@@ -259,9 +259,8 @@ type asyncCall struct {
 	deadline time.Time
 	finished atomic.Bool
 
-	mu      sync.Mutex
+	mu      sync.Mutex // orders start's arm before finish's disarm
 	pending interface{ Cancel() }
-	armed   bool // the channel's deadline timer is set for it
 }
 
 // start starts ev on a and returns at once.
@@ -271,7 +270,6 @@ func (c *Channel) start(a AsyncHandler, ev event, msgs []*pb.Message) {
 	call.mu.Lock()
 	call.pending = pending
 	if !call.finished.Load() { // an early answer needs no deadline
-		call.armed = true
 		c.arm(call)
 	}
 	call.mu.Unlock()
@@ -279,11 +277,12 @@ func (c *Channel) start(a AsyncHandler, ev event, msgs []*pb.Message) {
 
 // arm sets the channel's deadline timer for call, the one event in flight.
 // One timer per channel, re-armed for each event, instead of a timer and
-// a closure allocated per event.
+// a closure allocated per event. A channel's async events follow one
+// another (each starts after the previous one finished), so only the
+// timer's own firing runs beside arm and disarm: inFlight is atomic, and
+// the channel's lock stays off this per-event path.
 func (c *Channel) arm(call *asyncCall) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.inFlight = call
+	c.inFlight.Store(call)
 	if c.deadline == nil {
 		c.deadline = time.AfterFunc(c.cfg.RequestTimeout, c.deadlinePassed)
 		return
@@ -291,12 +290,10 @@ func (c *Channel) arm(call *asyncCall) {
 	c.deadline.Reset(c.cfg.RequestTimeout)
 }
 
-// disarm stops the deadline timer if it is still set for call.
+// disarm stops the deadline timer if it is still set for call (it is not
+// when call finished before it was armed, or expired).
 func (c *Channel) disarm(call *asyncCall) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.inFlight == call {
-		c.inFlight = nil
+	if c.inFlight.CompareAndSwap(call, nil) {
 		c.deadline.Stop()
 	}
 }
@@ -305,14 +302,10 @@ func (c *Channel) disarm(call *asyncCall) {
 // for an event already answered while the next one went out with a
 // deadline still ahead: that one is left to its own firing.
 func (c *Channel) deadlinePassed() {
-	c.mu.Lock()
-	call := c.inFlight
-	if call == nil || time.Now().Before(call.deadline) {
-		c.mu.Unlock()
+	call := c.inFlight.Load()
+	if call == nil || time.Now().Before(call.deadline) || !c.inFlight.CompareAndSwap(call, nil) {
 		return
 	}
-	c.inFlight = nil
-	c.mu.Unlock()
 	call.finish(errDeadline, true)
 }
 
@@ -326,12 +319,12 @@ func (call *asyncCall) finish(err error, late bool) {
 		return
 	}
 	call.mu.Lock()
-	armed, pending := call.armed, call.pending
+	pending := call.pending
 	call.mu.Unlock()
 	switch {
 	case late && pending != nil:
 		pending.Cancel()
-	case !late && armed:
+	case !late:
 		call.c.disarm(call)
 	}
 	call.c.answered(call.ev, call.msgs, err)
