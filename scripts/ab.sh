@@ -12,7 +12,8 @@
 # NODE_A and NODE_B, if set, go into each side's `node:` settings, e.g.
 #   NODE_B='gc_min_heap: 64MiB' scripts/ab.sh bin/exgate bin/exgate fanout
 # ENV_A and ENV_B, if set, are environment assignments for each side's
-# gateway, e.g. ENV_B='GOMAXPROCS=1'.
+# gateway, e.g. ENV_B='GOMAXPROCS=1'; HENV_A and HENV_B the same for each
+# side's handler.
 # scenario: storm, storm-unary (10,000 devices), echo, echo-unary,
 # echo-nowait (100 devices, 8 s), latency (one device, NoWait, 8 s: the
 # rate is one over the mean round trip), paced (100 devices, NoWait, 2,000
@@ -80,7 +81,9 @@ done
 run() {
 	local exg=${1%%,*} jd=bin/jsondemo
 	[[ $1 == *,* ]] && jd=${1#*,}
-	"$jd" -listen "$handler" -adapter "$adapter" "${hflags[@]}" >"$tmp/h.log" 2>&1 &
+	local henv=HENV_$2
+	# shellcheck disable=SC2086 # the assignments split on purpose
+	env ${!henv:-} "$jd" -listen "$handler" -adapter "$adapter" "${hflags[@]}" >"$tmp/h.log" 2>&1 &
 	local hp=$!
 	local env=ENV_$2
 	# shellcheck disable=SC2086 # the assignments split on purpose

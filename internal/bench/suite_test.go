@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestPairedEcho: the suite's paired echo row reports the subject's median
+// rate and the median of the pairs' ratios subject/raw, with every pair's
+// ratio in the note. The subject here is an echo server that waits a
+// millisecond before each answer, so its ratio is far below 1 (an inverted
+// or mixed-up ratio would be far above it).
+func TestPairedEcho(t *testing.T) {
+	raw, err := StartEchoServer("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	slow := slowEchoServer(t, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := pairedEcho(ctx, raw.Addr(), slow, 2, 300*time.Millisecond, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two devices, one round trip each per millisecond at best.
+	if r.Rate <= 0 || r.Rate > 2000 {
+		t.Errorf("rate %.0f/s; want the slow server's, at most 2,000/s", r.Rate)
+	}
+	if r.Ratio <= 0 || r.Ratio >= 0.5 {
+		t.Errorf("ratio %.2f; want the slow server's rate over the raw one's, well under 0.5", r.Ratio)
+	}
+	if r.Baseline != "raw-tcp" || r.Scenario != "echo, 3 pairs" {
+		t.Errorf("scenario %q, baseline %q", r.Scenario, r.Baseline)
+	}
+	_, list, _ := strings.Cut(r.Note, "ratios: ")
+	list, _, _ = strings.Cut(list, ";")
+	if n := len(strings.Split(list, ", ")); n != 3 {
+		t.Errorf("note %q: want the 3 pairs' ratios", r.Note)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+// slowEchoServer echoes each read after wait; it stops with the test.
+func slowEchoServer(t *testing.T, wait time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					time.Sleep(wait)
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return ln.Addr().String()
+}
