@@ -369,7 +369,7 @@ gateway:
 	// one run of each swung by up to a quarter between minutes on this
 	// shared machine, so a single ratio could not say whether #16's 0.5 ×
 	// was met; the median of the pairs' ratios can.
-	pr, err := pairedEcho(ctx, addrs["raw"], addrs["echonowait"], n(100), max(d/3, time.Second), 5)
+	pr, err := pairedEcho(ctx, addrs["raw"], addrs["echonowait"], n(100), max((d/3).Round(time.Second), time.Second), 5)
 	if err != nil {
 		return nil, err
 	}
