@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -56,6 +57,9 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintf(stdout, "; latency p50 %.0fµs p90 %.0fµs p99 %.0fµs p99.9 %.0fµs", r.P50, r.P90, r.P99, r.P999)
 		}
 		fmt.Fprintln(stdout)
+		if r.Ratio > 0 {
+			fmt.Fprintf(stdout, "  %.2f × %s\n", r.Ratio, r.Baseline)
+		}
 		if r.HandlerMS > 0 {
 			fmt.Fprintf(stdout, "  the handler had answered every delivery %.0f ms after the first publish\n", r.HandlerMS)
 		}
@@ -148,14 +152,24 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 
 	var eo bench.EchoOptions
 	var insecure bool
+	var baseline string
+	var pairs int
 	echo := load("echo", "Devices send frames that the handler echoes back (use examples/jsondemo -echo)",
 		func(ctx context.Context, w *bench.Watch) (bench.Result, error) {
 			if eo.Transport == "tls" {
 				eo.TLS = &tls.Config{InsecureSkipVerify: insecure}
 			}
 			eo.Progress = stderr
+			if baseline != "" {
+				if w != nil || holdFor > 0 {
+					return bench.Result{}, errors.New("--baseline runs 2 × --pairs loads: --gateway-pid, --handler-pid and --hold read one")
+				}
+				return bench.PairedEcho(ctx, eo, baseline, pairs)
+			}
 			return withHold(ctx, w, eo.Devices, &eo.Hold, func() (bench.Result, error) { return bench.Echo(ctx, eo) })
 		})
+	echo.Flags().StringVar(&baseline, "baseline", "", "also run against this echo server (e.g. `exgate bench echo-server`), in --pairs interleaved pairs, and report the median of the pairs' ratios")
+	echo.Flags().IntVar(&pairs, "pairs", 5, "with --baseline: pairs of runs, each side running --duration")
 	echo.Flags().StringVar(&eo.Addr, "addr", "127.0.0.1:7993", "device listener")
 	echo.Flags().StringVar(&eo.Transport, "transport", "tcp", "tcp, tls or udp")
 	echo.Flags().BoolVar(&insecure, "insecure", false, "tls: do not verify the gateway's certificate")

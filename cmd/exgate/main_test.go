@@ -954,20 +954,7 @@ func TestHeapFloor(t *testing.T) {
 // a process of its own, says where it listens, echoes what it is sent, is
 // what `exgate bench echo` measures, and stops on SIGTERM.
 func TestBenchEchoServer(t *testing.T) {
-	cmd := exec.Command(binary, "bench", "echo-server", "--listen", "127.0.0.1:0")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "echoing on ")
-	if err != nil || !ok {
-		t.Fatalf("first line %q (%v)", line, err)
-	}
+	cmd, addr := startEchoServer(t)
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -998,5 +985,61 @@ func TestBenchEchoServer(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("did not stop after SIGTERM")
+	}
+}
+
+// startEchoServer starts `exgate bench echo-server` on a free loopback
+// port and returns it with the address it says it listens on.
+func startEchoServer(t *testing.T) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(binary, "bench", "echo-server", "--listen", "127.0.0.1:0")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "echoing on ")
+	if err != nil || !ok {
+		t.Fatalf("first line %q (%v)", line, err)
+	}
+	return cmd, addr
+}
+
+// TestBenchEchoPaired: `exgate bench echo --baseline` runs interleaved pairs
+// and reports the median of their ratios against the baseline (here the
+// same server, so near 1), every pair's ratio in its note; a paced rate,
+// or reading a process's CPU across both sides' runs, is refused with why.
+func TestBenchEchoPaired(t *testing.T) {
+	_, addr := startEchoServer(t)
+	stdout, stderr, err := run(t, "bench", "echo", "--addr", addr, "--baseline", addr, "--pairs", "2", "--devices", "2", "--duration", "300ms", "--json")
+	var r struct {
+		Scenario, Baseline, Note string
+		Ratio, Rate              float64
+	}
+	if err != nil || json.Unmarshal([]byte(stdout), &r) != nil {
+		t.Fatalf("%v\n%s\n%s", err, stdout, stderr)
+	}
+	if r.Scenario != "echo, 2 pairs" || r.Baseline != addr || r.Rate <= 0 || r.Ratio < 0.3 || r.Ratio > 3 {
+		t.Errorf("scenario %q, baseline %q, rate %.0f, ratio %.2f; want 2 pairs against %s, a ratio near 1", r.Scenario, r.Baseline, r.Rate, r.Ratio, addr)
+	}
+	if _, list, _ := strings.Cut(r.Note, "ratios: "); strings.Count(list, ", ") != 1 {
+		t.Errorf("note %q: want both pairs' ratios", r.Note)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--rate", "100"}, "paced rate"},
+		{[]string{"--gateway-pid", fmt.Sprint(os.Getpid())}, "--gateway-pid"},
+	} {
+		args := append([]string{"bench", "echo", "--addr", addr, "--baseline", addr, "--duration", "100ms"}, c.args...)
+		_, stderr, err := run(t, args...)
+		if err == nil || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: err %v, stderr %q; want a refusal naming %q", c.args, err, stderr, c.want)
+		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -191,3 +193,71 @@ func (s *EchoServer) Addr() string { return s.ln.Addr().String() }
 
 // Close stops the server; connections end when their clients close.
 func (s *EchoServer) Close() { s.ln.Close() }
+
+// PairedEcho runs o against o.Addr and against baseline (another echo
+// server at the same protocol: a raw one, or another exgate) in n pairs
+// run back to back, the baseline first in even pairs and o.Addr first in
+// odd ones, and returns o.Addr's median rate with the median of the pairs'
+// ratios (Ratio; Baseline is the baseline's address). On a shared machine
+// whose speed drifts between minutes, a single run of each can be a
+// quarter off; each pair sees the same machine, and its median ratio is the
+// figure to quote. Ops, seconds and latencies are those of the last run
+// through o.Addr.
+func PairedEcho(ctx context.Context, o EchoOptions, baseline string, n int) (Result, error) {
+	if n < 1 {
+		return Result{}, fmt.Errorf("paired echo: %d pairs (want at least 1)", n)
+	}
+	if o.Rate > 0 {
+		return Result{}, errors.New("paired echo: a paced rate makes both sides run at it, so every ratio would be 1")
+	}
+	var rates, ratios []float64
+	var last Result
+	for i := range n {
+		var pair [2]float64 // baseline, subject
+		for k := range 2 {
+			side := (i + k) % 2 // odd pairs start with the subject
+			ro := o
+			ro.Progress = nil
+			if side == 0 {
+				ro.Addr = baseline
+			}
+			r, err := Echo(ctx, ro)
+			if err != nil {
+				return Result{}, fmt.Errorf("pair %d, %s: %w", i+1, ro.Addr, err)
+			}
+			pair[side] = r.Rate
+			if side == 1 {
+				last = r
+			}
+		}
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "pair %d: %.0f/s through %s, %.0f/s through %s\n", i+1, pair[1], o.Addr, pair[0], baseline)
+		}
+		rates = append(rates, pair[1])
+		if pair[0] > 0 {
+			ratios = append(ratios, pair[1]/pair[0])
+		}
+	}
+	res := last
+	res.Scenario, res.Baseline = fmt.Sprintf("echo, %d pairs", n), baseline
+	res.Rate, res.Ratio = median(rates), median(ratios)
+	parts := make([]string, len(ratios))
+	for i, r := range ratios {
+		parts[i] = fmt.Sprintf("%.2f", r)
+	}
+	res.Note = fmt.Sprintf("median of %d interleaved pairs of %v runs against the baseline; the pairs' ratios: %s; ops and latencies of the last run",
+		n, o.Duration, strings.Join(parts, ", "))
+	return res, nil
+}
+
+// median of xs (0 for none); xs is sorted in place.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}

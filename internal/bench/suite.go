@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 )
@@ -369,11 +368,12 @@ gateway:
 	// one run of each swung by up to a quarter between minutes on this
 	// shared machine, so a single ratio could not say whether #16's 0.5 ×
 	// was met; the median of the pairs' ratios can.
-	pr, err := pairedEcho(ctx, addrs["raw"], addrs["echonowait"], n(100), max((d/3).Round(time.Second), time.Second), 5)
+	pr, err := PairedEcho(ctx, EchoOptions{Addr: addrs["echonowait"], Devices: n(100), Payload: 64, Duration: max((d / 3).Round(time.Second), time.Second)}, addrs["raw"], 5)
 	if err != nil {
 		return nil, err
 	}
-	add(pr, pr.Target, nil, 0, nil)
+	pr.Baseline, pr.Note = "raw-tcp", strings.Replace(pr.Note, "the baseline", "the raw server's own process", 1)
+	add(pr, "exgate native, NoWait", nil, 0, nil)
 
 	// Added latency: one device, then 2,000 round trips/s over 100 devices.
 	for _, l := range []struct {
@@ -549,56 +549,4 @@ func (r *Report) Markdown() string {
 	}
 	w.Flush()
 	return b.String()
-}
-
-// pairedEcho runs the echo against the raw server (raw) and through exgate
-// (addr) in n interleaved pairs (raw first, then exgate first, …) of d
-// each, and returns exgate's median rate with the median of the pairs'
-// ratios: on a shared machine whose speed drifts between minutes, a pair
-// run back to back sees the same machine, and the median pair is the
-// figure to quote.
-func pairedEcho(ctx context.Context, raw, addr string, devices int, d time.Duration, n int) (Result, error) {
-	var rates, ratios []float64
-	var last Result
-	for i := range n {
-		var pair [2]float64 // raw, exgate
-		for k := range 2 {
-			side := (i + k) % 2 // odd pairs start with exgate
-			target := []string{raw, addr}[side]
-			r, err := Echo(ctx, EchoOptions{Addr: target, Devices: devices, Payload: 64, Duration: d})
-			if err != nil {
-				return Result{}, err
-			}
-			pair[side] = r.Rate
-			if side == 1 {
-				last = r
-			}
-		}
-		rates = append(rates, pair[1])
-		if pair[0] > 0 {
-			ratios = append(ratios, pair[1]/pair[0])
-		}
-	}
-	res := last
-	res.Scenario, res.Target, res.Baseline = fmt.Sprintf("echo, %d pairs", n), "exgate native, NoWait", "raw-tcp"
-	res.Rate, res.Ratio = median(rates), median(ratios)
-	parts := make([]string, len(ratios))
-	for i, r := range ratios {
-		parts[i] = fmt.Sprintf("%.2f", r)
-	}
-	res.Note = fmt.Sprintf("median of %d interleaved pairs of %v runs against the raw server's own process; the pairs' ratios: %s; p50/p99 of the last run",
-		n, d, strings.Join(parts, ", "))
-	return res, nil
-}
-
-// median of xs (0 for none); xs is sorted in place.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	slices.Sort(xs)
-	if len(xs)%2 == 1 {
-		return xs[len(xs)/2]
-	}
-	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
 }

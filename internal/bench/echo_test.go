@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// TestPairedEcho: the suite's paired echo row reports the subject's median
-// rate and the median of the pairs' ratios subject/raw, with every pair's
-// ratio in the note. The subject here is an echo server that waits a
+// TestPairedEcho: a paired echo reports the subject's median rate and the
+// median of the pairs' ratios subject/baseline, with every pair's ratio in
+// the note. The subject here is an echo server that waits a
 // millisecond before each answer, so its ratio is far below 1 (an inverted
 // or mixed-up ratio would be far above it).
 func TestPairedEcho(t *testing.T) {
@@ -23,7 +23,7 @@ func TestPairedEcho(t *testing.T) {
 	slow := slowEchoServer(t, time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r, err := pairedEcho(ctx, raw.Addr(), slow, 2, 300*time.Millisecond, 3)
+	r, err := PairedEcho(ctx, EchoOptions{Addr: slow, Devices: 2, Duration: 300 * time.Millisecond}, raw.Addr(), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,13 +34,26 @@ func TestPairedEcho(t *testing.T) {
 	if r.Ratio <= 0 || r.Ratio >= 0.5 {
 		t.Errorf("ratio %.2f; want the slow server's rate over the raw one's, well under 0.5", r.Ratio)
 	}
-	if r.Baseline != "raw-tcp" || r.Scenario != "echo, 3 pairs" {
+	if r.Baseline != raw.Addr() || r.Scenario != "echo, 3 pairs" {
 		t.Errorf("scenario %q, baseline %q", r.Scenario, r.Baseline)
 	}
 	_, list, _ := strings.Cut(r.Note, "ratios: ")
 	list, _, _ = strings.Cut(list, ";")
 	if n := len(strings.Split(list, ", ")); n != 3 {
 		t.Errorf("note %q: want the 3 pairs' ratios", r.Note)
+	}
+}
+
+// TestPairedEchoRefuses: no pairs, or a paced rate (both sides would run
+// at it), is an error, before any run.
+func TestPairedEchoRefuses(t *testing.T) {
+	for _, c := range []struct {
+		o     EchoOptions
+		pairs int
+	}{{EchoOptions{Addr: "127.0.0.1:1"}, 0}, {EchoOptions{Addr: "127.0.0.1:1", Rate: 100}, 3}} {
+		if _, err := PairedEcho(context.Background(), c.o, "127.0.0.1:1", c.pairs); err == nil || !strings.Contains(err.Error(), "paired echo:") {
+			t.Errorf("pairs %d, rate %v: err %v", c.pairs, c.o.Rate, err)
+		}
 	}
 }
 
