@@ -4,9 +4,10 @@ import (
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/exgate/exgate/internal/testnet"
 )
 
 // TestPairedEcho: a paired echo reports the subject's median rate and the
@@ -70,33 +71,17 @@ func TestMedian(t *testing.T) {
 
 // slowEchoServer echoes each read after wait; it stops with the test.
 func slowEchoServer(t *testing.T, wait time.Duration) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	return testnet.Serve(t, func(c net.Conn) {
+		buf := make([]byte, 4096)
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					time.Sleep(wait)
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			})
+			time.Sleep(wait)
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
 		}
 	})
-	return ln.Addr().String()
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/exgate/exgate/internal/broker"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testbroker"
+	"github.com/exgate/exgate/internal/testnet"
 )
 
 // A broker that speaks MQTT 3.1.1 only (RabbitMQ's and NATS's MQTT) hangs
@@ -154,45 +155,30 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 // RabbitMQ's and NATS's MQTT do; v5 counts them.
 func onlyMQTT311(t *testing.T, upstream string) (string, *atomic.Int64) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	v5 := new(atomic.Int64)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				// CONNECT: fixed header, remaining length (short here), then
-				// the protocol name "MQTT" (2+4 bytes) and the level.
-				head := make([]byte, 9)
-				if _, err := io.ReadFull(c, head); err != nil {
-					return
-				}
-				if head[8] == 5 {
-					v5.Add(1)
-					return
-				}
-				u, err := net.Dial("tcp", upstream)
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				if _, err := u.Write(head); err != nil {
-					return
-				}
-				go func() { _, _ = io.Copy(u, c); u.Close() }()
-				_, _ = io.Copy(c, u)
-			})
+	addr := testnet.Serve(t, func(c net.Conn) {
+		// CONNECT: fixed header, remaining length (short here), then the
+		// protocol name "MQTT" (2+4 bytes) and the level.
+		head := make([]byte, 9)
+		if _, err := io.ReadFull(c, head); err != nil {
+			return
 		}
+		if head[8] == 5 {
+			v5.Add(1)
+			return
+		}
+		u, err := net.Dial("tcp", upstream)
+		if err != nil {
+			return
+		}
+		defer u.Close()
+		if _, err := u.Write(head); err != nil {
+			return
+		}
+		go func() { _, _ = io.Copy(u, c); u.Close() }()
+		_, _ = io.Copy(c, u)
 	})
-	return ln.Addr().String(), v5
+	return addr, v5
 }
 
 // The close reason tells the truth (#19's repro): a device's server stops
