@@ -327,22 +327,11 @@ func TestServerDisconnectReasons(t *testing.T) {
 	}
 }
 
-// disconnecting is an MQTT 5 server that accepts one session and then
+// disconnecting is an MQTT 5 server that accepts each session and then
 // sends DISCONNECT with code.
 func disconnecting(t *testing.T, code byte) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	return testnet.Serve(t, func(c net.Conn) {
 		fh := packets.FixedHeader{}
 		b := make([]byte, 1)
 		if _, err := io.ReadFull(c, b); err != nil {
@@ -367,7 +356,6 @@ func disconnecting(t *testing.T, code byte) string {
 		_, _ = c.Write(out.Bytes())
 		_, _ = io.Copy(io.Discard, c)
 	})
-	return ln.Addr().String()
 }
 
 // Broker-node loss keeps devices (#19): 200 sessions on the first server
