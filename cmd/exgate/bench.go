@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -160,16 +161,19 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 				eo.TLS = &tls.Config{InsecureSkipVerify: insecure}
 			}
 			eo.Progress = stderr
+			if baseline == "" && pairs != 0 {
+				return bench.Result{}, errors.New("--pairs needs --baseline: the echo server to pair each run with")
+			}
 			if baseline != "" {
 				if w != nil || holdFor > 0 {
 					return bench.Result{}, errors.New("--baseline runs 2 × --pairs loads: --gateway-pid, --handler-pid and --hold read one")
 				}
-				return bench.PairedEcho(ctx, eo, baseline, pairs)
+				return bench.PairedEcho(ctx, eo, baseline, cmp.Or(pairs, 5))
 			}
 			return withHold(ctx, w, eo.Devices, &eo.Hold, func() (bench.Result, error) { return bench.Echo(ctx, eo) })
 		})
 	echo.Flags().StringVar(&baseline, "baseline", "", "also run against this echo server (e.g. `exgate bench echo-server`), in --pairs interleaved pairs, and report the median of the pairs' ratios")
-	echo.Flags().IntVar(&pairs, "pairs", 5, "with --baseline: pairs of runs, each side running --duration")
+	echo.Flags().IntVar(&pairs, "pairs", 0, "with --baseline: pairs of runs, each side running --duration (default 5)")
 	echo.Flags().StringVar(&eo.Addr, "addr", "127.0.0.1:7993", "device listener")
 	echo.Flags().StringVar(&eo.Transport, "transport", "tcp", "tcp, tls or udp")
 	echo.Flags().BoolVar(&insecure, "insecure", false, "tls: do not verify the gateway's certificate")

@@ -1012,7 +1012,8 @@ func startEchoServer(t *testing.T) (*exec.Cmd, string) {
 // TestBenchEchoPaired: `exgate bench echo --baseline` runs interleaved pairs
 // and reports the median of their ratios against the baseline (here the
 // same server, so near 1), every pair's ratio in its note; a paced rate,
-// or reading a process's CPU across both sides' runs, is refused with why.
+// reading a process's CPU across both sides' runs, or --pairs without a
+// baseline, is refused with why.
 func TestBenchEchoPaired(t *testing.T) {
 	_, addr := startEchoServer(t)
 	stdout, stderr, err := run(t, "bench", "echo", "--addr", addr, "--baseline", addr, "--pairs", "2", "--devices", "2", "--duration", "300ms", "--json")
@@ -1033,10 +1034,11 @@ func TestBenchEchoPaired(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--rate", "100"}, "paced rate"},
-		{[]string{"--gateway-pid", fmt.Sprint(os.Getpid())}, "--gateway-pid"},
+		{[]string{"--baseline", addr, "--rate", "100"}, "paced rate"},
+		{[]string{"--baseline", addr, "--gateway-pid", fmt.Sprint(os.Getpid())}, "--gateway-pid"},
+		{[]string{"--pairs", "3"}, "--pairs needs --baseline"},
 	} {
-		args := append([]string{"bench", "echo", "--addr", addr, "--baseline", addr, "--duration", "100ms"}, c.args...)
+		args := append([]string{"bench", "echo", "--addr", addr, "--duration", "100ms"}, c.args...)
 		_, stderr, err := run(t, args...)
 		if err == nil || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: err %v, stderr %q; want a refusal naming %q", c.args, err, stderr, c.want)
