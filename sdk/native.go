@@ -6,6 +6,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,7 +28,15 @@ import (
 //
 // Events of one connection arrive one at a time (the gateway sends the
 // next after the previous call returned); events of different connections
-// run concurrently. Handlers built with NewServer serve it already.
+// run concurrently, with one economy: the events of one message from the
+// gateway run one after another on the goroutine that read it (handing
+// each to a goroutine of its own was a fifth of a handler's CPU under
+// load). A callback that waits for the gateway's answer to an adapter
+// call, or is still running after 5 ms (it blocks, or the message is
+// long), sends the message's other events to goroutines of their own and
+// the reading to another goroutine, so it holds up the others by 5 ms at
+// most; after such a wait the stream's events each get a goroutine of
+// their own for a second. Handlers built with NewServer serve it already.
 func Native(h pb.ConnectionUnaryHandlerServer) nativepb.HandlerServer {
 	return &native{h: h}
 }
@@ -35,6 +44,18 @@ func Native(h pb.ConnectionUnaryHandlerServer) nativepb.HandlerServer {
 // maxCallbacks bounds the callbacks running at once on one stream; more
 // wait their turn (each device has at most one event outstanding).
 const maxCallbacks = 4096
+
+// rescueAfter is how long a callback run by the stream's reader may hold
+// up the events behind it before they, and the reading, move on to other
+// goroutines; after such a rescue the stream's events go to goroutines of
+// their own for spreadFor, for a handler whose callbacks block would
+// otherwise pay rescueAfter on every message. (A shorter rescueAfter costs
+// CPU: a timer armed per message wakes an idle thread when it would have
+// expired, stopped or not.)
+const (
+	rescueAfter = 5 * time.Millisecond
+	spreadFor   = time.Second
+)
 
 type native struct {
 	nativepb.UnimplementedHandlerServer
@@ -56,6 +77,14 @@ func AdapterFrom(ctx context.Context, fallback pb.ConnectionAdapterClient) pb.Co
 type stream struct {
 	s      nativepb.Handler_ConnectServer
 	sender workers.Combiner // s's SendMsg allows one goroutine at a time
+	h      pb.ConnectionUnaryHandlerServer
+	ctx    context.Context // the callbacks' parent: the stream's, with its adapter
+	pool   *workers.Pool   // callbacks, and the reader
+	ended  chan error      // the reader's error, once; room for one
+	// rescue moves the row the reader runs (cur) on when it takes too long.
+	rescue *time.Timer
+	cur    atomic.Pointer[row]
+	spread atomic.Int64 // until when (UnixNano) events go to goroutines of their own
 
 	mu      sync.Mutex
 	err     error // set when the stream ended
@@ -65,34 +94,143 @@ type stream struct {
 }
 
 func (n *native) Connect(s nativepb.Handler_ConnectServer) error {
-	st := &stream{s: s, waiting: map[uint64]chan *nativepb.Result{}}
+	st := &stream{s: s, h: n.h, waiting: map[uint64]chan *nativepb.Result{}, ended: make(chan error, 1)}
 	if err := s.Send(&nativepb.Down{Hello: &nativepb.Hello{Features: []string{}}}); err != nil {
 		return err
 	}
-	ctx := context.WithValue(s.Context(), adapterKey{}, pb.ConnectionAdapterClient(streamAdapter{st}))
+	st.ctx = context.WithValue(s.Context(), adapterKey{}, pb.ConnectionAdapterClient(streamAdapter{st}))
 	// Callbacks run on reused goroutines: a fresh one per event would grow
 	// its stack on every event.
-	pool := workers.New(10*time.Second, maxCallbacks)
-	err := func() error {
-		for {
-			up, err := s.Recv()
-			if err != nil {
-				return err
-			}
-			for _, r := range up.Results {
-				st.answer(r)
-			}
-			for _, ev := range up.Events {
-				pool.Go(func() { st.handle(ctx, n.h, ev) })
-			}
-		}
-	}()
+	st.pool = workers.New(10*time.Second, maxCallbacks)
+	st.rescue = time.AfterFunc(time.Hour, st.rescueRow)
+	st.rescue.Stop()
+	st.pool.Start(st.read)
+	err := <-st.ended
 	st.fail(err)
-	pool.Close() // callbacks in flight see their actions fail and return
+	st.pool.Close() // callbacks in flight see their actions fail and return
+	st.rescue.Stop()
 	if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
 		return nil
 	}
 	return ignoreEOF(err)
+}
+
+// read is the stream's reader: it hands results to the actions waiting for
+// them and runs each message's events, until the stream ends or its role
+// moves to another goroutine (move).
+func (st *stream) read() {
+	for {
+		up, err := st.s.Recv()
+		if err != nil {
+			select {
+			case st.ended <- err:
+			default:
+			}
+			return
+		}
+		for _, r := range up.Results {
+			st.answer(r)
+		}
+		if !st.run(up.Events) {
+			return
+		}
+	}
+}
+
+// row is the events of one message, run by the reader one after another
+// until they are done or moved.
+type row struct {
+	mu     sync.Mutex
+	events []*nativepb.Event
+	next   int
+	done   bool // the reader ran them all
+	moved  bool // the rest went to workers, and the reading to another goroutine
+}
+
+// take returns the row's next event; nil when there is none left, or when
+// the row moved (moved true).
+func (r *row) take() (ev *nativepb.Event, moved bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.moved:
+		return nil, true
+	case r.next == len(r.events):
+		r.done = true
+		return nil, false
+	}
+	ev = r.events[r.next]
+	r.events[r.next] = nil
+	r.next++
+	return ev, false
+}
+
+// run runs a message's events on the reader; false when the reader's role
+// moved meanwhile (the caller is no longer the reader).
+func (st *stream) run(events []*nativepb.Event) bool {
+	if len(events) == 0 {
+		return true
+	}
+	if len(events) == 1 || st.pool.Full() || time.Now().UnixNano() < st.spread.Load() {
+		// A lone event (light load: a worker runs it while the reader
+		// waits for the next message, which measured faster than running
+		// it here); callbacks at their bound (the events wait their turn,
+		// and the reader goes on reading the answers the running ones
+		// wait for); or callbacks found to block.
+		for _, ev := range events {
+			st.pool.Go(func() { st.handle(ev, nil) })
+		}
+		return true
+	}
+	r := &row{events: events}
+	st.cur.Store(r)
+	st.rescue.Reset(rescueAfter)
+	for {
+		ev, moved := r.take()
+		if moved {
+			st.flush() // what the callbacks run here queued
+			return false
+		}
+		if ev == nil {
+			break
+		}
+		st.handle(ev, r)
+	}
+	st.rescue.Stop()
+	st.cur.Store(nil)
+	st.flush()
+	return true
+}
+
+// rescueRow moves the row the reader has been running for rescueAfter,
+// and has the next rows' events spread for a while.
+func (st *stream) rescueRow() {
+	if r := st.cur.Load(); r != nil && st.move(r) {
+		st.spread.Store(time.Now().Add(spreadFor).UnixNano())
+	}
+}
+
+// move gives the rest of r to workers and the reading to a new goroutine,
+// because the callback the reader runs waits or takes long; false when r
+// was done or moved already.
+func (st *stream) move(r *row) bool {
+	r.mu.Lock()
+	if r.moved || r.done {
+		r.mu.Unlock()
+		return false
+	}
+	r.moved = true
+	rest := r.events[r.next:]
+	r.next = len(r.events)
+	r.mu.Unlock()
+	st.rescue.Stop()
+	st.cur.CompareAndSwap(r, nil)
+	for _, ev := range rest {
+		st.pool.Go(func() { st.handle(ev, nil) })
+	}
+	st.pool.Start(st.read)
+	st.flush() // what the row's callbacks before this one queued
+	return true
 }
 
 func ignoreEOF(err error) error {
@@ -110,6 +248,7 @@ func ignoreEOF(err error) error {
 // and holds the callback's Done: one allocation per event instead of five.
 type running struct {
 	context.Context
+	row  *row // the reader's row it runs in; nil on a worker of its own
 	over bool
 	done struct {
 		d nativepb.Done
@@ -127,9 +266,11 @@ func (r *running) Value(key any) any {
 	return r.Context.Value(key)
 }
 
-// handle runs one event's callback and says Done.
-func (st *stream) handle(parent context.Context, h pb.ConnectionUnaryHandlerServer, ev *nativepb.Event) {
-	cb := &running{Context: parent}
+// handle runs one event's callback and says Done: at once on a worker of
+// its own, with the rest of its row when run by the reader.
+func (st *stream) handle(ev *nativepb.Event, r *row) {
+	h := st.h
+	cb := &running{Context: st.ctx, row: r}
 	ctx := context.Context(cb)
 	var conn string
 	var err error
@@ -167,15 +308,18 @@ func (st *stream) handle(parent context.Context, h pb.ConnectionUnaryHandlerServ
 	cb.done.a.Action = &cb.done.w
 	st.actions = append(st.actions, &cb.done.a)
 	st.mu.Unlock()
-	st.flush()
+	if r == nil {
+		st.flush()
+	}
 }
 
 // flush sends what is queued, unless another goroutine is sending: that
 // one sends what was added meanwhile before it stops. A callback's action
 // goes out from the callback's goroutine at light load, without waking
 // another; under load what piles up during one send goes in the next.
-// Callbacks and the goroutines that post outside them call it; the
-// stream's reader never does, so it never waits on exgate's flow control.
+// The reader calls it after a row of callbacks, and may wait there on
+// exgate's flow control: exgate's reader never waits on the handler's, so
+// that wait ends.
 func (st *stream) flush() error {
 	err := st.sender.Run(func() error {
 		for {
@@ -283,6 +427,9 @@ func (st *stream) fail(err error) {
 
 // do sends an action and waits for its result.
 func (st *stream) do(ctx context.Context, a *nativepb.Action) (*pb.CodeResponse, error) {
+	if cb, _ := ctx.Value(runningKey{}).(*running); cb != nil && cb.row != nil {
+		st.move(cb.row) // the answer comes through the reader: it must not be us
+	}
 	ch := make(chan *nativepb.Result, 1)
 	st.mu.Lock()
 	if st.err != nil {

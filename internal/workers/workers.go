@@ -37,7 +37,21 @@ func New(idleFor time.Duration, max int) *Pool {
 // Go runs f on a parked worker, or on a new one, or, with max workers busy,
 // on the first worker to finish. It never blocks, so it may be called with
 // a lock held.
-func (p *Pool) Go(f func()) {
+func (p *Pool) Go(f func()) { p.run(f, false) }
+
+// Start runs f at once on a parked worker or a new one, beyond max workers
+// if it must: for a job the others may be waiting on (a stream's reader,
+// which brings the answers they wait for), so it never waits behind them.
+func (p *Pool) Start(f func()) { p.run(f, true) }
+
+// Full reports whether a job given to Go now would wait for a worker.
+func (p *Pool) Full() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle) == 0 && p.workers >= p.max
+}
+
+func (p *Pool) run(f func(), now bool) {
 	p.mu.Lock()
 	if n := len(p.idle); n > 0 {
 		w := p.idle[n-1]
@@ -47,7 +61,7 @@ func (p *Pool) Go(f func()) {
 		w <- f // room for one: never blocks
 		return
 	}
-	if p.workers >= p.max {
+	if p.workers >= p.max && !now {
 		p.backlog = append(p.backlog, f)
 		p.mu.Unlock()
 		return

@@ -134,3 +134,38 @@ func TestCombinerLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("%d of %d items handled", done, goroutines*rounds)
 	}
 }
+
+// Full says when a job given to Go would wait; Start runs one at once
+// even then (a reader others wait on), and the backlog still drains.
+func TestPoolStartBeyondMax(t *testing.T) {
+	p := New(time.Hour, 2)
+	defer p.Close()
+	if p.Full() {
+		t.Fatal("an empty pool is full")
+	}
+	release := make(chan struct{})
+	var busy sync.WaitGroup
+	busy.Add(2)
+	for range 2 {
+		p.Go(func() { busy.Done(); <-release })
+	}
+	busy.Wait()
+	if !p.Full() {
+		t.Fatal("a pool with max workers busy is not full")
+	}
+	queued := make(chan struct{})
+	p.Go(func() { close(queued) }) // waits for a worker
+	started := make(chan struct{})
+	p.Start(func() { close(started) })
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Start waited behind the busy workers")
+	}
+	select {
+	case <-queued: // the worker Start made took the backlog when done
+	case <-time.After(5 * time.Second):
+		t.Fatal("the queued job did not run")
+	}
+	close(release)
+}
