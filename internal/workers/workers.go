@@ -1,5 +1,6 @@
 // Package workers runs short jobs on reused goroutines: at most a fixed
-// number at a time, the rest waiting in a FIFO, and none left once idle.
+// number at a time, the rest waiting in a FIFO (a job started with Start
+// never waits, and counts beyond the bound), and none left once idle.
 //
 // The jobs it is made for (a device's handler calls, a native handler's
 // actions) run deep stacks: a fresh goroutine per job paid for growing its
