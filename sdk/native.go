@@ -49,9 +49,8 @@ const maxCallbacks = 4096
 // up the events behind it before they, and the reading, move on to other
 // goroutines; after such a rescue the stream's events go to goroutines of
 // their own for spreadFor, for a handler whose callbacks block would
-// otherwise pay rescueAfter on every message. (A shorter rescueAfter costs
-// CPU: a timer armed per message wakes an idle thread when it would have
-// expired, stopped or not.)
+// otherwise pay rescueAfter on every message. (1 ms measured dearer in
+// handler CPU under load.)
 const (
 	rescueAfter = 5 * time.Millisecond
 	spreadFor   = time.Second
