@@ -176,9 +176,7 @@ func (st *stream) run(events []*nativepb.Event) bool {
 		// it here); callbacks at their bound (the events wait their turn,
 		// and the reader goes on reading the answers the running ones
 		// wait for); or callbacks found to block.
-		for _, ev := range events {
-			st.pool.Go(func() { st.handle(ev, nil) })
-		}
+		st.handOut(events)
 		return true
 	}
 	r := &row{events: events}
@@ -199,6 +197,13 @@ func (st *stream) run(events []*nativepb.Event) bool {
 	st.cur.Store(nil)
 	st.flush()
 	return true
+}
+
+// handOut runs each event on a worker of its own.
+func (st *stream) handOut(events []*nativepb.Event) {
+	for _, ev := range events {
+		st.pool.Go(func() { st.handle(ev, nil) })
+	}
 }
 
 // rescueRow moves the row the reader has been running for rescueAfter,
@@ -224,9 +229,7 @@ func (st *stream) move(r *row) bool {
 	r.mu.Unlock()
 	st.rescue.Stop()
 	st.cur.CompareAndSwap(r, nil)
-	for _, ev := range rest {
-		st.pool.Go(func() { st.handle(ev, nil) })
-	}
+	st.handOut(rest)
 	st.pool.Start(st.read)
 	st.flush() // what the row's callbacks before this one queued
 	return true
