@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -18,8 +17,8 @@ import (
 
 // jsonDevice speaks the JSON demo protocol (examples/jsondemo) to exgate.
 type jsonDevice struct {
-	c   net.Conn
-	dec *json.Decoder
+	c  net.Conn
+	fr *frameReader
 }
 
 type frame struct {
@@ -37,7 +36,7 @@ func connectJSON(ctx context.Context, addr, clientID, subscribe string, src net.
 	if err != nil {
 		return nil, err
 	}
-	d := &jsonDevice{c: c, dec: json.NewDecoder(bufio.NewReaderSize(c, 2<<10))}
+	d := &jsonDevice{c: c, fr: newFrameReader(c)}
 	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
 	if err := d.request(frame{Type: 1, ClientInfo: map[string]any{"clientid": clientID}}, 2); err != nil {
 		c.Close()
@@ -65,13 +64,13 @@ func (d *jsonDevice) request(f frame, want int) error {
 		return err
 	}
 	for {
-		var got frame
-		if err := d.dec.Decode(&got); err != nil {
+		typ, code, err := d.fr.next()
+		if err != nil {
 			return err
 		}
-		if got.Type == want {
-			if got.Code != nil && *got.Code != 0 {
-				return fmt.Errorf("refused (code %d)", *got.Code)
+		if typ == want {
+			if code > 0 {
+				return fmt.Errorf("refused (code %d)", code)
 			}
 			return nil
 		}
@@ -388,11 +387,11 @@ func countingDevice(ctx context.Context, gateway, clientID, topic string, got *a
 	go func() {
 		first := arr != nil
 		for {
-			var f frame
-			if err := d.dec.Decode(&f); err != nil {
+			typ, _, err := d.fr.next()
+			if err != nil {
 				return
 			}
-			if f.Type == 3 {
+			if typ == 3 {
 				if first {
 					first = false
 					arr.arrived()
