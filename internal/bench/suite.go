@@ -232,6 +232,7 @@ gateway:
 				pids[nm] = rawProc.Process.Pid
 			}
 		}
+		pids["load tool"] = os.Getpid() // the instrument's share of the cores
 		return NewWatch(pids)
 	}
 	add := func(r Result, target string, w *Watch, devices int, baseline *Result) {
@@ -522,10 +523,10 @@ func (r *Report) Markdown() string {
 	var b strings.Builder
 	w := bufio.NewWriter(&b)
 	fmt.Fprintf(w, "# exgate benchmark %s\n\n%d CPUs shared by the load tool, exgate, its handlers and the baselines; scale 1/%d. Each row is one run: rerun and compare medians, and read the ratios, not the absolute rates.\n\n", r.Date, r.CPUs, r.Scale)
-	fmt.Fprintln(w, "| scenario | target | devices | rate/s | ratio | p50 µs | p99 µs | gateway CPU µs/op | handler CPU µs/op | gateway goroutines | note |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| scenario | target | devices | rate/s | ratio | p50 µs | p99 µs | gateway CPU µs/op | handler CPU µs/op | load tool CPU µs/op | gateway goroutines | note |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, x := range r.Results {
-		gw, h, gr := "", "", ""
+		gw, h, lt, gr := "", "", "", ""
 		if p, ok := x.Procs["gateway"]; ok && x.Ops > 0 {
 			gw = fmt.Sprintf("%.1f", p.CPUPerOpUS)
 			if p.Goroutines > 0 {
@@ -537,6 +538,9 @@ func (r *Report) Markdown() string {
 				h = fmt.Sprintf("%.1f", p.CPUPerOpUS)
 			}
 		}
+		if p, ok := x.Procs["load tool"]; ok && x.Ops > 0 {
+			lt = fmt.Sprintf("%.1f", p.CPUPerOpUS)
+		}
 		ratio := ""
 		if x.Ratio > 0 {
 			ratio = fmt.Sprintf("%.2f × %s", x.Ratio, x.Baseline)
@@ -545,7 +549,7 @@ func (r *Report) Markdown() string {
 		if len(x.Errors) > 0 {
 			errs = fmt.Sprintf(" errors %v", x.Errors)
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s%s |\n", x.Scenario, x.Target, x.Devices, x.Rate, ratio, x.P50, x.P99, gw, h, gr, x.Note, errs)
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s | %s%s |\n", x.Scenario, x.Target, x.Devices, x.Rate, ratio, x.P50, x.P99, gw, h, lt, gr, x.Note, errs)
 	}
 	w.Flush()
 	return b.String()
