@@ -246,13 +246,21 @@ func (a *arrivals) arrived() {
 
 // answered polls the gateway's count of deliveries its handler answered
 // until it grew by want, and returns when that was (0 if it did not within
-// limit or stop closed first).
-func answered(url string, base float64, want int64, begin time.Time, limit time.Duration, stop <-chan struct{}) time.Duration {
-	t := time.NewTicker(10 * time.Millisecond)
+// limit or stop closed first). It starts polling once arrivedAll reports
+// that every device had its messages: a handler answers a delivery after
+// the Send that carries it to the device, so the count cannot be complete
+// earlier, and a scrape of /metrics every 10 ms while the deliveries run
+// cost the gateway 2-6 us of CPU per delivery (one publish to 10,000
+// devices, three pairs: 236-252 ms without, 259-281 ms with).
+func answered(url string, base float64, want int64, begin time.Time, limit time.Duration, stop <-chan struct{}, arrivedAll func() bool) time.Duration {
+	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
-	for time.Since(begin) < limit {
-		if Metrics(url, "exgate_messages_delivered_total")[""]-base >= float64(want) {
-			return time.Since(begin)
+	for polling := false; time.Since(begin) < limit; {
+		if polling = polling || arrivedAll(); polling {
+			if Metrics(url, "exgate_messages_delivered_total")[""]-base >= float64(want) {
+				return time.Since(begin)
+			}
+			t.Reset(10 * time.Millisecond)
 		}
 		select {
 		case <-t.C:
@@ -332,7 +340,9 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 	begin := time.Now()
 	arr.begin.Store(begin.UnixNano())
 	if handler != nil {
-		go func() { handler <- answered(o.Metrics, base, want, begin, 2*time.Minute, stop) }()
+		go func() {
+			handler <- answered(o.Metrics, base, want, begin, 2*time.Minute, stop, func() bool { return got.Load() >= want })
+		}()
 	}
 	for i := 0; i < o.Messages; i++ {
 		if err := pub.publish("bench/out", 0, payload); err != nil {
