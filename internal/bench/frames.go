@@ -56,7 +56,7 @@ func (fr *frameReader) next() (typ, code int, err error) {
 func scanFrame(b []byte) (end, typ, code int) {
 	typ, code = -1, -1
 	depth, str := 0, -1 // str: where the string being scanned starts, or -1
-	var key []byte      // the last string that ended at depth 1
+	var key []byte      // the last string that ended: a member's name at its ':'
 	for i := 0; i < len(b); i++ {
 		c := b[i]
 		switch {
@@ -64,10 +64,7 @@ func scanFrame(b []byte) (end, typ, code int) {
 			if c == '\\' {
 				i++
 			} else if c == '"' {
-				if depth == 1 {
-					key = b[str:i]
-				}
-				str = -1
+				key, str = b[str:i], -1
 			}
 		case c == '"':
 			str = i + 1

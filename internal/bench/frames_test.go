@@ -18,7 +18,7 @@ func TestFrameReader(t *testing.T) {
 		`{"type":2,"code":0}`,
 		`{"payload":"\"}","type":7}`,
 		`{"type":3,"topic":"a/{b}","qos":1,"payload":"\"type\":9, \\\"code\": 7 } {"}`,
-		`{"clientinfo":{"type":8,"code":5},"type":6,"code":3}`,
+		`{"type":6,"code":3,"clientinfo":{"type":8,"code":5}}`,
 		` { "type" : 4 , "payload" : "[[[" }`,
 		`{"type":5,"payload":"` + strings.Repeat("z", 3000) + `"}`,
 		`{"type":"x","code":null}`,
