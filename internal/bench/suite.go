@@ -62,6 +62,25 @@ func waitPort(addr string, d time.Duration) error {
 	return fmt.Errorf("%s did not open within %v", addr, d)
 }
 
+// logTails returns the last lines of each process's log in dir, for an
+// error about a process that did not come up (dir goes when Suite returns).
+func logTails(dir string) string {
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	var b strings.Builder
+	for _, l := range logs {
+		data, _ := os.ReadFile(l)
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(lines) == 1 && lines[0] == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s:", filepath.Base(l))
+		for _, line := range lines[max(0, len(lines)-5):] {
+			fmt.Fprintf(&b, "\n  %s", line)
+		}
+	}
+	return b.String()
+}
+
 // Suite runs every scenario with its baselines and writes the report.
 func Suite(ctx context.Context, o SuiteOptions) (*Report, error) {
 	if o.Scale < 1 {
@@ -145,7 +164,7 @@ gateway:
 	}
 	for _, k := range []string{"adapter", "mqtt", "echo", "json", "echonative", "echonowait", "jsonnative", "h-echo", "h-echo-nowait", "h-json"} {
 		if err := waitPort(addrs[k], 10*time.Second); err != nil {
-			return nil, fmt.Errorf("%s: %w (logs in %s)", k, err, dir)
+			return nil, fmt.Errorf("%s: %w%s", k, err, logTails(dir))
 		}
 	}
 	var mosq *exec.Cmd
@@ -190,13 +209,13 @@ gateway:
 		}
 		for _, k := range []string{"ext-adapter", "ext-json", "h-json-ext"} {
 			if err := waitPort(addrs[k], 10*time.Second); err != nil {
-				return nil, fmt.Errorf("%s: %w (logs in %s)", k, err, dir)
+				return nil, fmt.Errorf("%s: %w%s", k, err, logTails(dir))
 			}
 		}
 		time.Sleep(time.Second) // let the handler connect
 	}
 	if err := waitPort(addrs["raw"], 10*time.Second); err != nil {
-		return nil, fmt.Errorf("raw echo server: %w (logs in %s)", err, dir)
+		return nil, fmt.Errorf("raw echo server: %w%s", err, logTails(dir))
 	}
 	inproc, err := StartEchoServer("127.0.0.1:0")
 	if err != nil {
