@@ -21,10 +21,10 @@ type jsonDevice struct {
 	fr *frameReader
 }
 
+// frame is what a device sends; what it reads, frameReader parses.
 type frame struct {
 	Type       int            `json:"type"`
 	ClientInfo map[string]any `json:"clientinfo,omitempty"`
-	Code       *int           `json:"code,omitempty"`
 	Topic      string         `json:"topic,omitempty"`
 	QoS        int            `json:"qos,omitempty"`
 	Payload    string         `json:"payload,omitempty"`
