@@ -93,9 +93,6 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 		if len(pids) == 0 {
 			return nil
 		}
-		// The load tool shares the cores with what it measures: its own
-		// CPU per op says how much of a run's time is the instrument's.
-		pids["load tool"] = os.Getpid()
 		return bench.NewWatch(pids)
 	}
 

@@ -8,6 +8,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -142,15 +143,7 @@ func (e *errorCounts) snapshot() map[string]int64 {
 	if len(e.m) == 0 {
 		return nil
 	}
-	return maps(e.m)
-}
-
-func maps(m map[string]int64) map[string]int64 {
-	out := make(map[string]int64, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(e.m)
 }
 
 // cause names an error for the errors-by-cause table.
@@ -226,10 +219,14 @@ type Watch struct {
 	rss0  map[string]int64
 }
 
-// NewWatch starts watching; pids maps a name (gateway, handler, …) to a pid.
+// NewWatch starts watching; pids maps a name (gateway, handler, …) to a
+// pid. The load tool itself is watched too, as "load tool": it shares the
+// cores with what it measures, and its CPU per op says how much of a run's
+// time is the instrument's.
 func NewWatch(pids map[string]int) *Watch {
-	w := &Watch{pids: pids, start: map[string]time.Duration{}, rss0: map[string]int64{}}
-	for n, pid := range pids {
+	w := &Watch{pids: map[string]int{"load tool": os.Getpid()}, start: map[string]time.Duration{}, rss0: map[string]int64{}}
+	maps.Copy(w.pids, pids)
+	for n, pid := range w.pids {
 		w.start[n], w.rss0[n], _ = procStat(pid)
 	}
 	return w

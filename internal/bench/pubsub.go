@@ -255,12 +255,14 @@ func (a *arrivals) arrived() {
 func answered(url string, base float64, want int64, begin time.Time, limit time.Duration, stop <-chan struct{}, arrivedAll func() bool) time.Duration {
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
-	for polling := false; time.Since(begin) < limit; {
-		if polling = polling || arrivedAll(); polling {
-			if Metrics(url, "exgate_messages_delivered_total")[""]-base >= float64(want) {
-				return time.Since(begin)
-			}
+	polling := false
+	for time.Since(begin) < limit {
+		if !polling && arrivedAll() {
+			polling = true
 			t.Reset(10 * time.Millisecond)
+		}
+		if polling && Metrics(url, "exgate_messages_delivered_total")[""]-base >= float64(want) {
+			return time.Since(begin)
 		}
 		select {
 		case <-t.C:

@@ -251,7 +251,6 @@ gateway:
 				pids[nm] = rawProc.Process.Pid
 			}
 		}
-		pids["load tool"] = os.Getpid() // the instrument's share of the cores
 		return NewWatch(pids)
 	}
 	add := func(r Result, target string, w *Watch, devices int, baseline *Result) {

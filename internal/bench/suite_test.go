@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLogTails: when a process of the suite does not come up, the error
@@ -26,5 +27,31 @@ func TestLogTails(t *testing.T) {
 	want := "\nexgate.log:\n  line d\n  line e\n  line f\n  line g\n  line h"
 	if got != want {
 		t.Errorf("logTails = %q, want %q", got, want)
+	}
+}
+
+// TestWatchCountsTheLoadToolFromItsStart: every Watch reports the load
+// tool's own CPU too, counted from when the watch began, not from when the
+// process did.
+func TestWatchCountsTheLoadToolFromItsStart(t *testing.T) {
+	for { // spend 50 ms of CPU first (USER_HZ ticks: 10 ms each)
+		cpu, _, err := procStat(os.Getpid())
+		if err != nil {
+			t.Skip("no /proc:", err)
+		}
+		if cpu >= 50*time.Millisecond {
+			break
+		}
+	}
+	w := NewWatch(nil)
+	var r Result
+	r.Ops = 1
+	w.Done(&r, 0)
+	p, ok := r.Procs["load tool"]
+	if !ok {
+		t.Fatalf("no load tool figure in %v", r.Procs)
+	}
+	if p.CPUSeconds > 0.03 {
+		t.Errorf("load tool CPU %.2f s over an empty watch: counted from the process's start", p.CPUSeconds)
 	}
 }
