@@ -26,6 +26,7 @@ import (
 
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/pbcodec"
 	"github.com/exgate/exgate/internal/tlsconfig"
 )
 
@@ -48,9 +49,10 @@ type GRPCOptions struct {
 func NewGRPCServer(s *Server, o GRPCOptions) (*grpc.Server, error) {
 	// Stream workers reuse goroutines (and their grown stacks) across calls.
 	// Fixed flow-control windows, as on the handler connections
-	// (internal/handler): no flow-control ping per round trip.
+	// (internal/handler): no flow-control ping per round trip. pbcodec:
+	// protobuf's wire, decoded without reflection.
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(o.MaxRecvMessageSize), grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
-		grpc.InitialWindowSize(1 << 20), grpc.InitialConnWindowSize(4 << 20)}
+		grpc.InitialWindowSize(1 << 20), grpc.InitialConnWindowSize(4 << 20), pbcodec.ServerOption()}
 	if o.AuthToken != "" {
 		opts = append(opts, grpc.ChainUnaryInterceptor(tokenUnary(o.AuthToken)), grpc.ChainStreamInterceptor(tokenStream(o.AuthToken)))
 	}

@@ -36,6 +36,7 @@ var forbidden = map[string][]string{
 	"internal/auth":            {"internal/channel", "internal/gateway", "internal/api"},
 	"internal/config":          {"internal/"}, // the leaf everyone reads
 	"internal/workers":         {"internal/"}, // a leaf: goroutines for anyone
+	"internal/pbcodec":         {"internal/"}, // a leaf: the wire codec
 	"internal/gateway":         {"internal/api", "cmd/"},
 	"sdk":                      {"internal/gateway", "internal/api", "cmd/"},
 	"sdk/framing":              {"internal/", "sdk"},

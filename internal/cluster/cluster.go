@@ -28,6 +28,7 @@ import (
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/channel"
 	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/pbcodec"
 	"github.com/exgate/exgate/internal/tlsconfig"
 	"github.com/exgate/exgate/nativepb"
 )
@@ -114,7 +115,8 @@ func New(o Options) (*Peers, error) {
 func (p *Peers) dial(addr string) (*peer, error) {
 	// Fixed flow-control windows, as on the handler connections.
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds),
-		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(4<<20))
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(4<<20),
+		grpc.WithDefaultCallOptions(pbcodec.CallOption()))
 	if err != nil {
 		return nil, err
 	}

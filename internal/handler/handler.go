@@ -43,6 +43,7 @@ import (
 
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
+	"github.com/exgate/exgate/internal/pbcodec"
 	"github.com/exgate/exgate/internal/tlsconfig"
 	"github.com/exgate/exgate/internal/workers"
 )
@@ -164,6 +165,8 @@ func New(o Options) (*Client, error) {
 		}
 		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds),
 			grpc.WithIdleTimeout(0), // an idle channel must not look like a lost handler
+			// Protobuf's wire, encoded and decoded without reflection.
+			grpc.WithDefaultCallOptions(pbcodec.CallOption()),
 			// Fixed flow-control windows: gRPC's default estimates them with a
 			// ping per round trip for as long as data flows (on loopback for
 			// ever, the estimate never reaches its cap), an extra frame each way.
