@@ -43,7 +43,7 @@ echo | echo-unary) hflags+=(-echo); bench=(echo --devices 100 --duration 8s) ;;
 echo-nowait) hflags+=(-echo -nowait); bench=(echo --devices 100 --duration 8s) ;;
 latency) hflags+=(-echo -nowait); bench=(echo --devices 1 --duration 8s) ;;
 paced) hflags+=(-echo -nowait); bench=(echo --devices 100 --rate 2000 --duration 8s) ;;
-fanin) bench=(fanin --broker "$mqtt" --devices 100 --qos 1 --duration 8s) ;;
+fanin) bench=(fanin --broker "$mqtt" --devices 100 --qos 1 --window 1000 --duration 8s) ;;
 fanout) bench=(fanout --broker "$mqtt" --devices 1000 --messages 200) ;;
 fanout10k) bench=(fanout --broker "$mqtt" --devices 10000 --messages 20) ;;
 onepub) bench=(fanout --broker "$mqtt" --devices 10000 --messages 1) ;;

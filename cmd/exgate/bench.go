@@ -196,6 +196,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	fanin.Flags().IntVar(&fi.QoS, "qos", 0, "0 or 1")
 	fanin.Flags().IntVar(&fi.Payload, "payload", 64, "bytes per message")
 	fanin.Flags().DurationVar(&fi.Duration, "duration", 10*time.Second, "how long")
+	fanin.Flags().IntVar(&fi.Window, "window", 0, "at most this many messages sent and not yet received: publishers wait for the subscriber (0: no bound; make bench uses 1000 at QoS 1)")
 
 	var fo bench.FanOutOptions
 	fanout := load("fanout", "One MQTT publisher to many subscribed JSON-protocol devices",

@@ -38,3 +38,24 @@ func TestLoadToolOnePublish(t *testing.T) {
 		}
 	})
 }
+
+// TestLoadToolFanInWindow: `exgate bench fanin --window` through a real
+// gateway: messages arrive, none is lost, nothing fails, and the run ends
+// on time with publishers waiting on the window.
+func TestLoadToolFanInWindow(t *testing.T) {
+	e := startOn(t, "tcp", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	r, err := bench.FanIn(ctx, bench.FanInOptions{Devices: 4, QoS: 1, Payload: 8, Duration: time.Second, Window: 3,
+		Gateway: e.addr(), Broker: e.mqttAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops == 0 || len(r.Errors) != 0 || r.Note != "" {
+		t.Fatalf("%d received, errors %v, note %q", r.Ops, r.Errors, r.Note)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("a 1 s run took %v", took)
+	}
+}
