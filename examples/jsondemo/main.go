@@ -107,8 +107,19 @@ func (h *handler) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesReques
 		}
 		return &pb.EmptySuccess{}, nil
 	}
+	// exgate sends a device's next event only after this one returned, so
+	// the device's partial frame is this call's alone: the lock guards
+	// only the map, not the decoding (all devices share it).
 	h.mu.Lock()
-	buf := append(h.bufs[r.Conn], r.Bytes...)
+	part, ok := h.bufs[r.Conn]
+	delete(h.bufs, r.Conn)
+	h.mu.Unlock()
+	var f frame
+	if !ok && json.Unmarshal(r.Bytes, &f) == nil {
+		h.handle(ctx, r.Conn, f) // the usual chunk: one whole frame
+		return &pb.EmptySuccess{}, nil
+	}
+	buf := append(part, r.Bytes...)
 	dec := json.NewDecoder(bytes.NewReader(buf))
 	var frames []frame
 	used := 0
@@ -120,8 +131,11 @@ func (h *handler) OnReceivedBytes(ctx context.Context, r *pb.ReceivedBytesReques
 		frames = append(frames, f)
 		used = int(dec.InputOffset())
 	}
-	h.bufs[r.Conn] = append([]byte(nil), buf[used:]...)
-	h.mu.Unlock()
+	if used < len(buf) {
+		h.mu.Lock()
+		h.bufs[r.Conn] = append([]byte(nil), buf[used:]...)
+		h.mu.Unlock()
+	}
 	for _, f := range frames {
 		h.handle(ctx, r.Conn, f)
 	}

@@ -97,7 +97,7 @@ func Suite(ctx context.Context, o SuiteOptions) (*Report, error) {
 	}
 	defer os.RemoveAll(dir)
 	addrs := map[string]string{}
-	for _, k := range []string{"adapter", "mqtt", "echo", "echostream", "json", "echonative", "echonowait", "jsonnative", "h-echo", "h-echo-nowait", "h-json", "mosquitto", "api", "ext-adapter", "ext-json", "ext-api", "h-json-ext", "raw"} {
+	for _, k := range []string{"adapter", "mqtt", "echo", "echostream", "json", "echonative", "echonowait", "jsonnative", "h-echo", "h-echo-nowait", "h-json", "mosquitto", "api", "ext-adapter", "ext-json", "ext-jsonnative", "ext-api", "h-json-ext", "raw"} {
 		if addrs[k], err = freeAddr(); err != nil {
 			return nil, err
 		}
@@ -189,7 +189,8 @@ gateway:
 		}
 	}
 	// exgate on mosquitto: the same JSON handler, devices upstream as
-	// sessions of mosquitto, for the like-for-like fan-in row.
+	// sessions of mosquitto, for the like-for-like fan-in rows (unary and
+	// native).
 	var gwExt, hJSONExt *exec.Cmd
 	if mosq != nil {
 		if hJSONExt, err = start("handler-json-ext", o.HandlerBin, "-listen", addrs["h-json-ext"], "-adapter", addrs["ext-adapter"], "-quiet"); err != nil {
@@ -203,8 +204,11 @@ gateway:
     server: {bind: "%s"}
     handler: {address: "http://%s"}
     idle_timeout: 10m
-    listeners: {tcp: {json: {bind: "%s", max_conn_rate: 0}}}
-`, addrs["ext-api"], addrs["mosquitto"], addrs["ext-adapter"], addrs["h-json-ext"], addrs["ext-json"])
+    listeners:
+      tcp:
+        json: {bind: "%s", max_conn_rate: 0}
+        jsonnative: {bind: "%s", max_conn_rate: 0, handler: {service_name: native}}
+`, addrs["ext-api"], addrs["mosquitto"], addrs["ext-adapter"], addrs["h-json-ext"], addrs["ext-json"], addrs["ext-jsonnative"])
 		cfgPath := filepath.Join(dir, "exgate-ext.yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			return nil, err
@@ -212,7 +216,7 @@ gateway:
 		if gwExt, err = start("exgate-ext", o.ExgateBin, "-c", cfgPath); err != nil {
 			return nil, err
 		}
-		for _, k := range []string{"ext-adapter", "ext-json", "h-json-ext"} {
+		for _, k := range []string{"ext-adapter", "ext-json", "ext-jsonnative", "h-json-ext"} {
 			if err := waitPort(addrs[k], 10*time.Second); err != nil {
 				return nil, fmt.Errorf("%s: %w%s", k, err, logTails(dir))
 			}
@@ -443,7 +447,8 @@ gateway:
 		}
 		if mosq != nil {
 			rows = append(rows, struct{ target, broker, gateway, baseline string }{"mosquitto", addrs["mosquitto"], "", ""},
-				struct{ target, broker, gateway, baseline string }{"exgate on mosquitto", addrs["mosquitto"], addrs["ext-json"], "mosquitto"})
+				struct{ target, broker, gateway, baseline string }{"exgate on mosquitto", addrs["mosquitto"], addrs["ext-json"], "mosquitto"},
+				struct{ target, broker, gateway, baseline string }{"exgate native on mosquitto", addrs["mosquitto"], addrs["ext-jsonnative"], "mosquitto"})
 		}
 		got := map[string]*Result{}
 		for _, row := range rows {
@@ -454,7 +459,7 @@ gateway:
 				w = watch("mosquitto")
 			case row.target == "mqtt-embedded":
 				w = watch("gateway")
-			case row.target == "exgate on mosquitto":
+			case row.target == "exgate on mosquitto", row.target == "exgate native on mosquitto":
 				w = watch("gateway-ext", "handler-json-ext")
 			default:
 				w = watch("gateway", "handler-json")
