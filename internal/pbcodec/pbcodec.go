@@ -1,10 +1,11 @@
 // Package pbcodec is the gRPC codec of exgate's own connections (the
-// handler client, the adapter server) and of the Go SDK's. The wire is
-// protobuf's, byte for byte, so any peer's codec reads it; only the work
-// differs: the messages of exprotopb and nativepb are encoded and decoded by
-// their generated vtprotobuf code instead of protobuf-go's reflection
-// (an Up or Down of ten events: ~3× faster to encode, ~2× to decode), and
-// any other message (health, reflection) the way grpc-go's own codec does.
+// handler client, the adapter server, calls between nodes) and of the Go
+// SDK's. The wire is protobuf's, byte for byte, so any peer's codec reads
+// it; only the work differs: the messages of exprotopb and nativepb are
+// encoded and decoded by their generated vtprotobuf code instead of
+// protobuf-go's reflection (an Up or Down of ten events, UTF-8 check
+// included: ~1.6× faster to encode, ~1.5× to decode), and any other message
+// (health, reflection) the way grpc-go's own codec does.
 package pbcodec
 
 import (
