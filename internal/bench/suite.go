@@ -440,15 +440,16 @@ gateway:
 		if qos == 1 {
 			fo.Window = faninWindow
 		}
-		rows := []struct{ target, broker, gateway, baseline string }{
+		type faninRow struct{ target, broker, gateway, baseline string }
+		rows := []faninRow{
 			{"mqtt-embedded", addrs["mqtt"], "", ""},
 			{"exgate (embedded)", addrs["mqtt"], addrs["json"], "mqtt-embedded"},
 			{"exgate native (embedded)", addrs["mqtt"], addrs["jsonnative"], "mqtt-embedded"},
 		}
 		if mosq != nil {
-			rows = append(rows, struct{ target, broker, gateway, baseline string }{"mosquitto", addrs["mosquitto"], "", ""},
-				struct{ target, broker, gateway, baseline string }{"exgate on mosquitto", addrs["mosquitto"], addrs["ext-json"], "mosquitto"},
-				struct{ target, broker, gateway, baseline string }{"exgate native on mosquitto", addrs["mosquitto"], addrs["ext-jsonnative"], "mosquitto"})
+			rows = append(rows, faninRow{"mosquitto", addrs["mosquitto"], "", ""},
+				faninRow{"exgate on mosquitto", addrs["mosquitto"], addrs["ext-json"], "mosquitto"},
+				faninRow{"exgate native on mosquitto", addrs["mosquitto"], addrs["ext-jsonnative"], "mosquitto"})
 		}
 		got := map[string]*Result{}
 		for _, row := range rows {

@@ -24,8 +24,8 @@ var errFieldNumber = errors.New("invalid field number")
 
 // shape is, for one message type, what its fields hold, by field number.
 type shape struct {
-	fields []fieldShape // by field number (numbers are small here)
-	more   map[protowire.Number]fieldShape
+	fields []fieldShape                    // by field number (numbers are small here)
+	more   map[protowire.Number]fieldShape // numbers from 64 on; nil if none
 }
 
 func (s *shape) field(num protowire.Number) fieldShape {
@@ -56,7 +56,7 @@ func buildShape(md protoreflect.MessageDescriptor, seen map[protoreflect.FullNam
 	if s, ok := seen[md.FullName()]; ok {
 		return s
 	}
-	s := &shape{more: map[protowire.Number]fieldShape{}}
+	s := &shape{}
 	seen[md.FullName()] = s
 	fds := md.Fields()
 	for i := range fds.Len() {
@@ -76,6 +76,9 @@ func buildShape(md protoreflect.MessageDescriptor, seen map[protoreflect.FullNam
 			}
 			s.fields[n] = f
 		} else {
+			if s.more == nil {
+				s.more = map[protowire.Number]fieldShape{}
+			}
 			s.more[n] = f
 		}
 	}
