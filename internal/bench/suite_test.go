@@ -55,3 +55,33 @@ func TestWatchCountsTheLoadToolFromItsStart(t *testing.T) {
 		t.Errorf("load tool CPU %.2f s over an empty watch: counted from the process's start", p.CPUSeconds)
 	}
 }
+
+// TestMarkdownColumns: each process's CPU per operation lands in its own
+// column, the broker's (mosquitto) included, so a row's total can be read
+// across.
+func TestMarkdownColumns(t *testing.T) {
+	r := &Report{Date: "d", CPUs: 2, Scale: 1, Results: []Result{{
+		Scenario: "fan-in qos1", Target: "exgate native on mosquitto", Devices: 100, Ops: 10, Rate: 16408,
+		Procs: map[string]ProcUsage{
+			"gateway": {CPUPerOpUS: 43}, "handler-json-ext": {CPUPerOpUS: 20.3},
+			"load tool": {CPUPerOpUS: 24.1}, "mosquitto": {CPUPerOpUS: 23.4},
+		},
+	}}}
+	lines := strings.Split(strings.TrimSpace(r.Markdown()), "\n")
+	header, row := strings.Split(lines[len(lines)-3], "|"), strings.Split(lines[len(lines)-1], "|")
+	if len(header) != len(row) {
+		t.Fatalf("header has %d cells, row %d:\n%s\n%s", len(header), len(row), lines[len(lines)-3], lines[len(lines)-1])
+	}
+	want := map[string]string{"gateway CPU µs/op": "43.0", "handler CPU µs/op": "20.3", "load tool CPU µs/op": "24.1", "mosquitto CPU µs/op": "23.4"}
+	for i, h := range header {
+		if w, ok := want[strings.TrimSpace(h)]; ok {
+			if got := strings.TrimSpace(row[i]); got != w {
+				t.Errorf("column %q = %q, want %q", strings.TrimSpace(h), got, w)
+			}
+			delete(want, strings.TrimSpace(h))
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("columns missing: %v", want)
+	}
+}
