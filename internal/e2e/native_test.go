@@ -455,6 +455,88 @@ func TestNativeSendsInARow(t *testing.T) {
 	raw.act(done(conn, ev.Seq))
 }
 
+// A message of hundreds of Sends and Dones for as many devices (a broker's
+// fan-out, answered) is routed in shards side by side: each device still
+// gets its bytes in order, within the message and after it (the next
+// message's Sends come after this one's), every Send is answered once,
+// and each Done lets its device's next event go. Nothing is left running
+// (goleak at cleanup).
+func TestNativeLargeMessages(t *testing.T) {
+	raw, e := startRawNative(t, 1000)
+	const devices = 200
+	devs := make([]net.Conn, devices)
+	conns := make([]string, devices)
+	var acts []*nativepb.Action
+	var dones []*nativepb.Action
+	for i := range devices {
+		dev, ev := raw.silentDevice(t, e)
+		devs[i], conns[i] = dev, ev.GetSocketCreated().GetConn()
+		dones = append(dones, done(conns[i], ev.Seq))
+	}
+	// Byte k to every device, k by k, so a device's Sends are spread over
+	// the message; refs say which (device, k).
+	send := func(k int) {
+		for i := range devices {
+			acts = append(acts, &nativepb.Action{Ref: uint64(1 + k*devices + i),
+				Action: &nativepb.Action_Send{Send: &pb.SendBytesRequest{Conn: conns[i], Bytes: []byte{byte(k)}}}})
+		}
+	}
+	for k := range 4 {
+		send(k)
+	}
+	raw.act(append(acts, dones...)...) // 1,000 actions
+	acts = nil
+	for k := 4; k < 8; k++ {
+		send(k)
+	}
+	raw.act(acts...)
+	answered := map[uint64]bool{}
+	for len(answered) < 8*devices {
+		ev, res := raw.next(t, 10*time.Second)
+		if ev != nil {
+			t.Fatalf("event %v: no device has written", ev)
+		}
+		if res == nil {
+			t.Fatalf("%d of %d Sends answered", len(answered), 8*devices)
+		}
+		if res.Code != pb.ResultCode_SUCCESS || answered[res.Ref] {
+			t.Fatalf("result %v (answered before: %v)", res, answered[res.Ref])
+		}
+		answered[res.Ref] = true
+	}
+	want := []byte{0, 1, 2, 3, 4, 5, 6, 7}
+	for i, dev := range devs {
+		got := make([]byte, len(want))
+		_ = dev.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(dev, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("device %d read %v, %v; want %v", i, got, err, want)
+		}
+		if _, err := dev.Write([]byte{'x'}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for len(seen) < devices {
+		ev, _ := raw.next(t, 10*time.Second)
+		conn := ev.GetReceivedBytes().GetConn()
+		if conn == "" || seen[conn] {
+			t.Fatalf("after %d devices' next events: %v (the Dones were not all applied)", len(seen), ev)
+		}
+		seen[conn] = true
+		raw.act(done(conn, ev.Seq))
+	}
+	for _, dev := range devs { // and their goodbyes, answered
+		dev.Close()
+	}
+	for closed := 0; closed < devices; closed++ {
+		ev, _ := raw.next(t, 10*time.Second)
+		if ev.GetSocketClosed() == nil {
+			t.Fatalf("after %d closes: %v", closed, ev)
+		}
+		raw.act(done(ev.GetSocketClosed().GetConn(), ev.Seq))
+	}
+}
+
 // TestNativeActionDeadline: an action that waits on the broker (a
 // Subscribe whose SUBACK never comes: the upstream broker stalled) is
 // answered with a failure once request_timeout has passed, not before it

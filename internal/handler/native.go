@@ -77,6 +77,10 @@ type nativeStream struct {
 	acts    map[string]*actionQueue
 
 	sendBufs [][]byte // trySend's scratch; recvLoop's alone
+	// helpers route shards of a large message's actions beside recvLoop
+	// (routeShards); started when first needed, recvLoop's alone.
+	helpers []*helper
+	shards  [][]*nativepb.Action // routeShards' scratch; recvLoop's alone
 	// The streams recvLoop holds while it applies a message's actions
 	// itself (holdAll; this one among them); recvLoop's alone.
 	held []*nativeStream
@@ -497,10 +501,8 @@ func (st *nativeStream) recvLoop() {
 			return
 		}
 		st.receiving.Store(true)
-		for acts := down.Actions; len(acts) > 0; {
-			n := sendRun(acts)
-			st.route(acts[:n])
-			acts = acts[n:]
+		if !st.routeShards(down.Actions) {
+			st.routeAll(down.Actions, &st.sendBufs)
 		}
 		st.unholdAll()
 		st.receiving.Store(false)
@@ -509,6 +511,101 @@ func (st *nativeStream) recvLoop() {
 		// after this look saw receiving false and went itself.
 		st.wakeIfQueued()
 	}
+}
+
+// routeAll routes acts in order, with bufs as trySend's scratch.
+func (st *nativeStream) routeAll(acts []*nativepb.Action, bufs *[][]byte) {
+	for len(acts) > 0 {
+		n := sendRun(acts)
+		st.route(acts[:n], bufs)
+		acts = acts[n:]
+	}
+}
+
+// A helper routes one shard of a message's actions beside recvLoop. A
+// broker's fan-out answered by the handler is a message of hundreds of
+// Sends and Dones for as many devices, and recvLoop alone writing them
+// all was the fan-out's bottleneck: busy 95 % of the time while the cores
+// had room (10,000 devices, 2026-12-01).
+type helper struct {
+	work chan []*nativepb.Action
+	done chan struct{} // room for one: a helper never waits on it
+	bufs [][]byte      // trySend's scratch
+}
+
+// shardMin is the fewest actions a message needs for routeShards to split
+// it: below it, the hand-over costs more than it saves (an echo's messages
+// carry a few dozen).
+const shardMin = 128
+
+// maxHelpers bounds a stream's helpers, whatever GOMAXPROCS is.
+const maxHelpers = 3
+
+// routeShards routes a large message of Sends and Dones on recvLoop and
+// its helpers at once, each device's actions in one shard, in order; it
+// returns once all are routed, so a device's actions of the next message
+// still come after these. It reports false, and routes nothing, when the
+// message is small, holds other actions (a publish applied at once holds
+// every stream, which is recvLoop's to do), or there is one CPU.
+func (st *nativeStream) routeShards(acts []*nativepb.Action) bool {
+	n := min(runtime.GOMAXPROCS(0), maxHelpers+1)
+	if len(acts) < shardMin || n < 2 {
+		return false
+	}
+	for _, a := range acts {
+		switch a.Action.(type) {
+		case *nativepb.Action_Send, *nativepb.Action_Done:
+		default:
+			return false
+		}
+	}
+	for len(st.helpers) < n-1 {
+		h := &helper{work: make(chan []*nativepb.Action), done: make(chan struct{}, 1)}
+		st.helpers = append(st.helpers, h)
+		st.ne.c.wg.Go(func() { st.help(h) })
+	}
+	for len(st.shards) < n {
+		st.shards = append(st.shards, nil)
+	}
+	shards := st.shards[:n]
+	for _, a := range acts {
+		i := shardOf(actionConn(a), n)
+		shards[i] = append(shards[i], a)
+	}
+	for i, h := range st.helpers[:n-1] {
+		h.work <- shards[i+1]
+	}
+	st.routeAll(shards[0], &st.sendBufs)
+	for _, h := range st.helpers[:n-1] {
+		<-h.done
+	}
+	for i := range shards {
+		clear(shards[i]) // let the handler's actions go
+		shards[i] = shards[i][:0]
+	}
+	return true
+}
+
+// help routes the shards recvLoop hands h until the stream ends.
+func (st *nativeStream) help(h *helper) {
+	for {
+		select {
+		case acts := <-h.work:
+			st.routeAll(acts, &h.bufs)
+			h.done <- struct{}{}
+		case <-st.done:
+			return
+		}
+	}
+}
+
+// shardOf maps a device to one of n shards (FNV-1a of its id).
+func shardOf(conn string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(conn); i++ {
+		h = (h ^ uint32(conn[i])) * 16777619
+	}
+	return int(h % uint32(n))
 }
 
 // actionConn is the device an action is for; "" for RawPublish (one queue
@@ -561,7 +658,7 @@ const maxSendRun = 32 << 10
 // nothing queued before it is applied at once; so are Sends the socket
 // takes without waiting, and publishes and subscriptions that never wait
 // (neverWaits).
-func (st *nativeStream) route(run []*nativepb.Action) {
+func (st *nativeStream) route(run []*nativepb.Action, bufs *[][]byte) {
 	conn := actionConn(run[0])
 	st.mu.Lock()
 	if q := st.acts[conn]; q != nil {
@@ -592,13 +689,14 @@ func (st *nativeStream) route(run []*nativepb.Action) {
 		return
 	}
 	st.mu.Unlock()
-	// Only this goroutine adds queues: the device has none until it does.
+	// One goroutine at a time routes a device (recvLoop, or the helper of
+	// its shard), and only it adds queues: the device has none until it does.
 	if d, ok := run[0].Action.(*nativepb.Action_Done); ok {
 		st.finish(d.Done)
 		return
 	}
 	if run[0].GetSend() != nil {
-		if run = st.trySend(conn, run); len(run) == 0 {
+		if run = st.trySend(conn, run, bufs); len(run) == 0 {
 			return
 		}
 	}
@@ -618,18 +716,18 @@ func (st *nativeStream) route(run []*nativepb.Action) {
 // hand-over to a worker, and answers them. It returns what is left for the
 // device's worker, in order: the rest of a Send cut short, and the Sends
 // after it.
-func (st *nativeStream) trySend(conn string, run []*nativepb.Action) []*nativepb.Action {
+func (st *nativeStream) trySend(conn string, run []*nativepb.Action, bufs *[][]byte) []*nativepb.Action {
 	ts := st.ne.c.trySender
 	if ts == nil {
 		return run
 	}
-	// Only recvLoop routes, so one scratch slice serves every call (a
-	// local one would escape through the interface: an allocation per Send).
-	bs := st.sendBufs[:0]
+	// Each goroutine that routes has a scratch slice of its own (a local
+	// one would escape through the interface: an allocation per Send).
+	bs := (*bufs)[:0]
 	for _, a := range run {
 		bs = append(bs, a.GetSend().GetBytes())
 	}
-	st.sendBufs = bs
+	*bufs = bs
 	defer clear(bs) // let the handler's bytes go
 	code, msg, n, done := ts.TrySend(conn, bs)
 	if done {
