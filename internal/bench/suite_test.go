@@ -74,11 +74,12 @@ func TestMarkdownColumns(t *testing.T) {
 	}
 	want := map[string]string{"gateway CPU µs/op": "43.0", "handler CPU µs/op": "20.3", "load tool CPU µs/op": "24.1", "mosquitto CPU µs/op": "23.4"}
 	for i, h := range header {
-		if w, ok := want[strings.TrimSpace(h)]; ok {
+		name := strings.TrimSpace(h)
+		if w, ok := want[name]; ok {
 			if got := strings.TrimSpace(row[i]); got != w {
-				t.Errorf("column %q = %q, want %q", strings.TrimSpace(h), got, w)
+				t.Errorf("column %q = %q, want %q", name, got, w)
 			}
-			delete(want, strings.TrimSpace(h))
+			delete(want, name)
 		}
 	}
 	if len(want) > 0 {
