@@ -23,7 +23,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"strings"
@@ -272,13 +271,21 @@ func (c *Client) pin(conn string) *endpoint {
 	if len(cands) == 0 {
 		cands = c.eps
 	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(conn))
-	ep := cands[int(h.Sum32()%uint32(len(cands)))]
+	ep := cands[pick(conn, len(cands))]
 	c.mu.Lock()
 	c.pins[conn] = ep
 	c.mu.Unlock()
 	return ep
+}
+
+// pick maps a device to one of n (an endpoint, a routing shard): FNV-1a
+// of its id, without the allocations of hash/fnv's interface.
+func pick(conn string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(conn); i++ {
+		h = (h ^ uint32(conn[i])) * 16777619
+	}
+	return int(h % uint32(n))
 }
 
 func (c *Client) pinned(conn string) *endpoint {

@@ -548,8 +548,11 @@ const maxHelpers = 3
 // message is small, holds other actions (a publish applied at once holds
 // every stream, which is recvLoop's to do), or there is one CPU.
 func (st *nativeStream) routeShards(acts []*nativepb.Action) bool {
-	n := min(runtime.GOMAXPROCS(0), maxHelpers+1)
-	if len(acts) < shardMin || n < 2 {
+	if len(acts) < shardMin {
+		return false
+	}
+	n := min(runtime.GOMAXPROCS(0), maxHelpers+1) // after the length: it takes the scheduler's lock
+	if n < 2 {
 		return false
 	}
 	for _, a := range acts {
@@ -569,7 +572,7 @@ func (st *nativeStream) routeShards(acts []*nativepb.Action) bool {
 	}
 	shards := st.shards[:n]
 	for _, a := range acts {
-		i := shardOf(actionConn(a), n)
+		i := pick(actionConn(a), n)
 		shards[i] = append(shards[i], a)
 	}
 	for i, h := range st.helpers[:n-1] {
@@ -597,15 +600,6 @@ func (st *nativeStream) help(h *helper) {
 			return
 		}
 	}
-}
-
-// shardOf maps a device to one of n shards (FNV-1a of its id).
-func shardOf(conn string, n int) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(conn); i++ {
-		h = (h ^ uint32(conn[i])) * 16777619
-	}
-	return int(h % uint32(n))
 }
 
 // actionConn is the device an action is for; "" for RawPublish (one queue
