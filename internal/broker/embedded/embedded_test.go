@@ -242,6 +242,86 @@ func TestRetainedOnSubscribe(t *testing.T) {
 	}
 }
 
+// A device's filters other than $share's are mochi inline subscriptions;
+// the MQTT rules mochi's inline routing misses hold all the same.
+func TestInlineSubscriptionsKeepMQTTRules(t *testing.T) {
+	b := start(t)
+	d := connect(t, b, "dev")
+	ctx := context.Background()
+	for _, f := range []string{"#", "+/x", "$app/#", "a", "a/#", "+/#"} {
+		if err := d.Subscribe(ctx, f, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := dialMQTT(t, b, "app")
+	m.pub(t, "$app/x", 1, false, "1") // only through "$app/#": a wildcard first level does not match '$'
+	m.pub(t, "a", 1, false, "2")      // "a", "a/#", "+/#" and "#" match: one delivery
+	m.pub(t, "b", 1, false, "3")      // "+/#" matches "b" [MQTT-4.7.1-2], and "#"
+	d.waitN(t, 3)                     // mochi acknowledges a publish before it routes it
+	if err := d.Unsubscribe(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Unsubscribe(ctx, "#"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Unsubscribe(ctx, "+/#"); err != nil {
+		t.Fatal(err)
+	}
+	m.pub(t, "a", 1, false, "4") // still "a/#"
+	d.waitN(t, 4)
+	if err := d.Unsubscribe(ctx, "a/#"); err != nil {
+		t.Fatal(err)
+	}
+	m.pub(t, "a", 1, false, "-")
+	m.pub(t, "$app/x", 1, false, "5") // routed after "-", which would show before it
+	got := d.waitN(t, 5)
+	time.Sleep(50 * time.Millisecond)
+	var payloads []string
+	for _, msg := range d.messages() {
+		payloads = append(payloads, string(msg.Payload))
+	}
+	if fmt.Sprint(payloads) != "[1 2 3 4 5]" || got[0].Topic != "$app/x" {
+		t.Fatalf("deliveries %v, want [1 2 3 4 5]", payloads)
+	}
+
+	// Closing the session leaves nothing in mochi's index or its count.
+	before := atomic.LoadInt64(&b.srv.Info.Subscriptions)
+	if before != 2 { // "+/x" and "$app/#"
+		t.Fatalf("mochi counts %d subscriptions, want 2", before)
+	}
+	d.Close()
+	for _, topic := range []string{"$app/x", "q/x", "a"} {
+		if n := len(b.srv.Topics.Subscribers(topic).InlineSubscriptions); n != 0 {
+			t.Fatalf("%d inline subscriptions left for %q after close", n, topic)
+		}
+	}
+	if n := atomic.LoadInt64(&b.srv.Info.Subscriptions); n != 0 {
+		t.Fatalf("mochi counts %d subscriptions after close", n)
+	}
+	if err := d.Subscribe(ctx, "a", 0); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("subscribe after close: %v", err)
+	}
+}
+
+// A subscribe racing the session's end leaves no inline subscription
+// behind, whichever wins.
+func TestSubscribeRacingClose(t *testing.T) {
+	b := start(t)
+	for i := range 200 {
+		d := connect(t, b, fmt.Sprintf("dev%d", i))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = d.Subscribe(context.Background(), "r/#", 0)
+		}()
+		d.Close()
+		<-done
+	}
+	if n := len(b.srv.Topics.Subscribers("r/x").InlineSubscriptions); n != 0 {
+		t.Fatalf("%d inline subscriptions left behind", n)
+	}
+}
+
 func TestSharedGroupMixingDevicesAndClientsDeliversOnce(t *testing.T) {
 	b := start(t)
 	var devs []*device
@@ -467,6 +547,7 @@ func TestFilterMatches(t *testing.T) {
 		{"+", "a/b", false}, {"a/+/c", "a/b/c", true}, {"a/b/c", "a/b", false}, {"a", "a/b", false},
 		{"$share/g/a/+", "a/b", true}, {"$SHARE/g/a/#", "a/b/c", true}, {"$share/g/x", "a", false},
 		{"a//b", "a//b", true}, {"a/+/b", "a//b", true},
+		{"#", "$SYS/x", false}, {"+/x", "$app/x", false}, {"$app/#", "$app/x", true}, {"$share/g/#", "$app/x", false},
 	} {
 		if got := filterMatches(c.filter, c.topic); got != c.want {
 			t.Errorf("filterMatches(%q, %q) = %v, want %v", c.filter, c.topic, got, c.want)
