@@ -139,11 +139,7 @@ func Burst(ctx context.Context, o BurstOptions) (BurstResult, error) {
 	res.Acked = acked.Load()
 	res.Expected = res.Acked * int64(o.Devices)
 	// Deliveries go on after the last PUBACK: wait until they stop.
-	for time.Since(begin) < 5*time.Minute && got.Load() < res.Expected {
-		if stalled(&got) {
-			break
-		}
-	}
+	waitCount(&got, res.Expected, begin, 0, 5*time.Minute)
 	close(stop)
 	res.Seconds = time.Since(begin).Seconds()
 	res.Delivered = got.Load()

@@ -422,12 +422,7 @@ func FanOut(ctx context.Context, o FanOutOptions) (Result, error) {
 			time.Sleep(200 * time.Microsecond)
 		}
 	}
-	for time.Since(begin) < 2*time.Minute && got.Load() < want {
-		time.Sleep(5 * time.Millisecond)
-		if time.Since(begin) > 10*time.Second && stalled(&got) {
-			break
-		}
-	}
+	waitCount(&got, want, begin, 10*time.Second, 2*time.Minute)
 	res.Seconds = time.Since(begin).Seconds()
 	res.Ops = got.Load()
 	o.Watch.Done(&res, 0)
@@ -522,9 +517,23 @@ func connectAll(n int, connect func(i int) (io.Closer, error)) ([]io.Closer, err
 	return out, nil
 }
 
-// stalled reports whether n did not move for a second.
-func stalled(n *atomic.Int64) bool {
-	a := n.Load()
-	time.Sleep(time.Second)
-	return n.Load() == a
+// waitCount waits until n reaches want, until limit has passed since
+// begin, or until n has not moved for a second once grace has passed. It
+// looks every 5 ms, so a clock read when it returns stops within 5 ms of
+// the last count (one that slept a second per look stopped the clocks of
+// runs longer than grace at a whole second).
+func waitCount(n *atomic.Int64, want int64, begin time.Time, grace, limit time.Duration) {
+	last, moved := n.Load(), time.Now()
+	for time.Since(begin) < limit {
+		c := n.Load()
+		if c >= want {
+			return
+		}
+		if c != last {
+			last, moved = c, time.Now()
+		} else if time.Since(begin) > grace && time.Since(moved) > time.Second {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

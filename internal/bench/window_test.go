@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -69,5 +70,32 @@ func TestArrivalSeconds(t *testing.T) {
 	}
 	if got := arrivalSeconds(begin, 0, now); got != 10 {
 		t.Errorf("nothing arrived: %v s, want the whole 10", got)
+	}
+}
+
+// waitCount returns soon after the count is reached, not at the next whole
+// second of its stall check, and gives up on a count that stopped moving.
+func TestWaitCount(t *testing.T) {
+	var n atomic.Int64
+	begin := time.Now()
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		n.Store(10)
+	}()
+	waitCount(&n, 10, begin, 0, time.Minute)
+	if d := time.Since(begin); d > 900*time.Millisecond {
+		t.Fatalf("returned %v after the start, the count was reached at 100ms", d)
+	}
+
+	n.Store(3) // stuck below want: given up on after a second without moving
+	begin = time.Now()
+	waitCount(&n, 10, begin, 0, time.Minute)
+	if d := time.Since(begin); d < time.Second || d > 30*time.Second {
+		t.Fatalf("a stuck count was given up on after %v, want about a second", d)
+	}
+	begin = time.Now() // within grace a stuck count is waited for, up to limit
+	waitCount(&n, 10, begin, time.Minute, 1500*time.Millisecond)
+	if d := time.Since(begin); d < 1500*time.Millisecond {
+		t.Fatalf("a stuck count within grace was given up on after %v", d)
 	}
 }
