@@ -351,8 +351,7 @@ func (d *deviceSession) subscribeInline(filter string, qos byte) error {
 	d.mu.Unlock()
 
 	for _, pk := range d.b.srv.Topics.Messages(filter) {
-		atomic.AddInt64(&d.b.srv.Info.MessagesSent, 1)
-		d.deliver(&pk)
+		d.deliverInline(nil, packets.Subscription{}, pk) // the same rules as live messages
 	}
 	return nil
 }

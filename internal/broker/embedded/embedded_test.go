@@ -232,13 +232,34 @@ func TestBadPublishesAreRefusedAtOnce(t *testing.T) {
 func TestRetainedOnSubscribe(t *testing.T) {
 	b := start(t)
 	m := dialMQTT(t, b, "app")
+	// mochi acknowledges a publish before it routes it: a watcher's copy
+	// says the routing is over, so no live copy can reach the device too.
+	w := dialMQTT(t, b, "watcher")
+	w.sub(t, "state/+", 0)
+	w.sub(t, "$app/#", 0)
 	m.pub(t, "state/lamp", 1, true, "on")
+	w.expect(t)
 	d := connect(t, b, "dev")
 	if err := d.Subscribe(context.Background(), "state/+", 1); err != nil {
 		t.Fatal(err)
 	}
 	if got := d.waitN(t, 1); got[0].Topic != "state/lamp" || string(got[0].Payload) != "on" || got[0].From != "app" {
 		t.Fatalf("retained: %+v", got[0])
+	}
+
+	// A retained message on a '$' topic goes to "$app/#", not to "#".
+	m.pub(t, "$app/mode", 1, true, "auto")
+	w.expect(t)
+	if err := d.Subscribe(context.Background(), "#", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Subscribe(context.Background(), "$app/#", 2); err != nil {
+		t.Fatal(err)
+	}
+	got := d.waitN(t, 3) // state/lamp again through "#", then $app/mode
+	time.Sleep(50 * time.Millisecond)
+	if got = d.messages(); len(got) != 3 || got[1].Topic != "state/lamp" || got[2].Topic != "$app/mode" || got[2].QoS != 1 {
+		t.Fatalf("retained after '#' and '$app/#': %+v", got)
 	}
 }
 
