@@ -52,11 +52,11 @@ func NewGRPCServer(s *Server, o GRPCOptions) (*grpc.Server, error) {
 	// Stream workers reuse goroutines (and their grown stacks) across calls;
 	// a call that finds them all busy gets a goroutine of its own, whose
 	// stack grows on the way (6.8 % of the gateway's CPU in a unary echo of
-	// 100 devices with 8 workers). streamWorkers covers the calls a
-	// handler usually has in flight; an idle worker costs its stack, which
-	// the collector shrinks. Fixed flow-control windows, as on the handler connections
-	// (internal/handler): no flow-control ping per round trip. pbcodec:
-	// protobuf's wire, decoded without reflection.
+	// 100 devices with 8 workers). streamWorkers covers the calls a handler
+	// usually has in flight; an idle worker costs its stack, which the
+	// collector shrinks. Fixed flow-control windows, as on the handler
+	// connections (internal/handler): no flow-control ping per round trip.
+	// pbcodec: protobuf's wire, decoded without reflection.
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(o.MaxRecvMessageSize), grpc.NumStreamWorkers(streamWorkers),
 		grpc.InitialWindowSize(1 << 20), grpc.InitialConnWindowSize(4 << 20), pbcodec.ServerOption()}
 	if o.AuthToken != "" {

@@ -211,8 +211,9 @@ func (d *deviceSession) deliver(pk *packets.Packet) {
 
 // deliverInline is the device's inline subscription handler: mochi calls
 // it once per publish that matches any of the device's filters in its
-// index, with its locks held. Only the device's own filters decide, at the
-// best QoS among those that match.
+// index (subscribeInline, once per retained message). Only the device's own
+// filters decide, at the best QoS among those that match. Like deliver, it
+// only queues.
 func (d *deviceSession) deliverInline(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 	d.mu.Lock()
 	if d.closed {
@@ -272,9 +273,10 @@ func (d *deviceSession) Publish(_ context.Context, topic string, qos byte, paylo
 	return nil
 }
 
-// Subscribe registers the filter in mochi at QoS 0, so mochi keeps no
-// inflight state per delivery; the QoS granted to the device is kept here
-// and applied in deliver.
+// Subscribe registers the filter in mochi: a $share filter as the device
+// client's subscription at QoS 0, so mochi keeps no inflight state per
+// delivery, any other as an inline subscription. The QoS granted to the
+// device is kept here and applied when a message is delivered.
 func (d *deviceSession) Subscribe(_ context.Context, filter string, qos byte) error {
 	if qos > 2 {
 		return fmt.Errorf("subscribe: qos %d: %w", qos, broker.ErrBadRequest)
