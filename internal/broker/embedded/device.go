@@ -193,40 +193,32 @@ func (b *Broker) release(d *deviceSession) {
 }
 
 // deliver hands one publish that mochi routed to this device to the
-// channel, at the QoS the device was granted. Called by mochi, perhaps with
-// another client's lock held: it only queues.
-func (d *deviceSession) deliver(pk *packets.Packet) {
+// channel, at the QoS qosOf finds among the device's grants; false when it
+// finds none (unsubscribed while mochi was routing, or a '$' topic through
+// a wildcard filter). Called by mochi, perhaps with another client's lock
+// held: it only queues.
+func (d *deviceSession) deliver(pk *packets.Packet, qosOf func([]grant, string) (byte, bool)) bool {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return
+		return false
 	}
-	qos, ok := grantedQoS(d.subs, pk.TopicName)
+	qos, ok := qosOf(d.subs, pk.TopicName)
 	d.mu.Unlock()
-	if !ok {
-		return // unsubscribed while mochi was routing
+	if ok {
+		d.h.Deliver(toMessage(pk, min(qos, pk.FixedHeader.Qos)))
 	}
-	d.h.Deliver(toMessage(pk, min(qos, pk.FixedHeader.Qos)))
+	return ok
 }
 
 // deliverInline is the device's inline subscription handler: mochi calls
 // it once per publish that matches any of the device's filters in its
 // index (subscribeInline, once per retained message). Only the device's own
-// filters decide, at the best QoS among those that match. Like deliver, it
-// only queues.
+// filters other than $share's decide.
 func (d *deviceSession) deliverInline(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return
+	if d.deliver(&pk, matchedQoS) {
+		atomic.AddInt64(&d.b.srv.Info.MessagesSent, 1)
 	}
-	qos, ok := matchedQoS(d.subs, pk.TopicName)
-	d.mu.Unlock()
-	if !ok {
-		return // a '$' topic through a wildcard filter
-	}
-	atomic.AddInt64(&d.b.srv.Info.MessagesSent, 1)
-	d.h.Deliver(toMessage(&pk, min(qos, pk.FixedHeader.Qos)))
 }
 
 func toMessage(pk *packets.Packet, qos byte) broker.Message {

@@ -360,7 +360,7 @@ func (h *makerHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	// mochi counted a drop; it was a delivery.
 	atomic.AddInt64(&h.b.srv.Info.MessagesDropped, -1)
 	atomic.AddInt64(&h.b.srv.Info.MessagesSent, 1)
-	dc.d.deliver(&pk)
+	dc.d.deliver(&pk, grantedQoS)
 }
 
 func (h *makerHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
