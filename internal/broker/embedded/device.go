@@ -461,24 +461,26 @@ func (d *deviceSession) detach() bool {
 // mochi's this matcher does not share) the highest QoS granted at all is
 // used; ok is false only when the device has no subscription left.
 func grantedQoS(subs []grant, topic string) (qos byte, ok bool) {
-	var top byte
+	if qos, ok = bestQoS(subs, topic, true); ok || len(subs) == 0 {
+		return qos, ok
+	}
 	for _, g := range subs {
-		top = max(top, g.qos)
-		if (!ok || g.qos > qos) && filterMatches(g.filter, topic) {
-			qos, ok = g.qos, true
-		}
+		qos = max(qos, g.qos)
 	}
-	if !ok && len(subs) > 0 {
-		return top, true
-	}
-	return qos, ok
+	return qos, true
 }
 
 // matchedQoS is the highest QoS among the filters other than $share's that
 // match topic; ok is false if none does. It decides inline deliveries.
 func matchedQoS(subs []grant, topic string) (qos byte, ok bool) {
+	return bestQoS(subs, topic, false)
+}
+
+// bestQoS is the highest QoS among the filters that match topic, $share's
+// among them or not; ok is false if none does.
+func bestQoS(subs []grant, topic string, shared bool) (qos byte, ok bool) {
 	for _, g := range subs {
-		if (!ok || g.qos > qos) && !mqtt.IsSharedFilter(g.filter) && filterMatches(g.filter, topic) {
+		if (!ok || g.qos > qos) && (shared || !mqtt.IsSharedFilter(g.filter)) && filterMatches(g.filter, topic) {
 			qos, ok = g.qos, true
 		}
 	}
