@@ -199,11 +199,20 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	fanin.Flags().IntVar(&fi.Window, "window", 0, "at most this many messages sent and not yet received: publishers wait for the subscriber (0: no bound; make bench uses 1000 at QoS 1)")
 
 	var fo bench.FanOutOptions
+	var fanPairs int
 	fanout := load("fanout", "One MQTT publisher to many subscribed JSON-protocol devices",
 		func(ctx context.Context, w *bench.Watch) (bench.Result, error) {
+			if fanPairs != 0 {
+				if w != nil || metricsURL != "" {
+					return bench.Result{}, errors.New("--pairs runs 2 × --pairs loads: --gateway-pid, --handler-pid and --gateway-metrics read one")
+				}
+				fo.Progress = stderr
+				return bench.PairedFanOut(ctx, fo, fanPairs)
+			}
 			fo.Progress, fo.Metrics, fo.Watch = stderr, metricsURL, w // CPU per delivery, not per connect
 			return bench.FanOut(ctx, fo)
 		})
+	fanout.Flags().IntVar(&fanPairs, "pairs", 0, "run through --gateway and to MQTT subscribers of --broker in this many interleaved pairs, and report the median of the pairs' ratios")
 	fanout.Flags().StringVar(&fo.Gateway, "gateway", "127.0.0.1:7993", "device listener (empty: MQTT subscribers, the baseline)")
 	fanout.Flags().StringVar(&fo.Broker, "broker", "127.0.0.1:1883", "MQTT broker of the publisher")
 	fanout.Flags().IntVar(&fo.Devices, "devices", 1000, "subscribed devices")

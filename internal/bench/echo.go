@@ -210,44 +210,63 @@ func PairedEcho(ctx context.Context, o EchoOptions, baseline string, n int) (Res
 	if o.Rate > 0 {
 		return Result{}, errors.New("paired echo: a paced rate makes both sides run at it, so every ratio would be 1")
 	}
+	base, subject := o, o
+	base.Addr, base.Progress, subject.Progress = baseline, nil, nil
+	res, ratios, err := interleave(n,
+		func() (Result, error) { return Echo(ctx, base) },
+		func() (Result, error) { return Echo(ctx, subject) },
+		func(i int, b, s float64) {
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "pair %d: %.0f/s through %s, %.0f/s through %s\n", i, s, o.Addr, b, baseline)
+			}
+		})
+	if err != nil {
+		return Result{}, fmt.Errorf("paired echo against %s: %w", baseline, err)
+	}
+	res.Scenario, res.Baseline = fmt.Sprintf("echo, %d pairs", n), baseline
+	res.Note = fmt.Sprintf("median of %d interleaved pairs of %v runs against the baseline; the pairs' ratios: %s; ops and latencies of the last run",
+		n, o.Duration, ratios)
+	return res, nil
+}
+
+// interleave runs base and subject n times each in pairs, the baseline
+// first in even pairs and the subject first in odd ones (so neither side
+// always meets the machine as the other left it), and returns the
+// subject's last result with its median rate and the median of the pairs'
+// ratios subject/baseline (Rate, Ratio), and the pairs' ratios as text.
+// done, if set, hears each pair's rates (pair number from 1).
+func interleave(n int, base, subject func() (Result, error), done func(i int, base, subject float64)) (Result, string, error) {
 	var rates, ratios []float64
+	var parts []string
 	var last Result
 	for i := range n {
 		var pair [2]float64 // baseline, subject
 		for k := range 2 {
-			side := (i + k) % 2 // odd pairs start with the subject
-			ro := o
-			ro.Progress = nil
-			if side == 0 {
-				ro.Addr = baseline
+			side := (i + k) % 2
+			run, name := base, "baseline"
+			if side == 1 {
+				run, name = subject, "subject"
 			}
-			r, err := Echo(ctx, ro)
+			r, err := run()
 			if err != nil {
-				return Result{}, fmt.Errorf("pair %d, %s: %w", i+1, ro.Addr, err)
+				return Result{}, "", fmt.Errorf("pair %d, %s: %w", i+1, name, err)
 			}
 			pair[side] = r.Rate
 			if side == 1 {
 				last = r
 			}
 		}
-		if o.Progress != nil {
-			fmt.Fprintf(o.Progress, "pair %d: %.0f/s through %s, %.0f/s through %s\n", i+1, pair[1], o.Addr, pair[0], baseline)
+		if done != nil {
+			done(i+1, pair[0], pair[1])
 		}
 		rates = append(rates, pair[1])
 		if pair[0] > 0 {
 			ratios = append(ratios, pair[1]/pair[0])
+			parts = append(parts, fmt.Sprintf("%.2f", pair[1]/pair[0]))
 		}
 	}
-	res := last
-	res.Scenario, res.Baseline = fmt.Sprintf("echo, %d pairs", n), baseline
-	res.Rate, res.Ratio = median(rates), median(ratios)
-	parts := make([]string, len(ratios))
-	for i, r := range ratios {
-		parts[i] = fmt.Sprintf("%.2f", r)
-	}
-	res.Note = fmt.Sprintf("median of %d interleaved pairs of %v runs against the baseline; the pairs' ratios: %s; ops and latencies of the last run",
-		n, o.Duration, strings.Join(parts, ", "))
-	return res, nil
+	last.Rate, last.Ratio = median(rates), median(ratios)
+	return last, strings.Join(parts, ", "), nil
 }
 
 // median of xs (0 for none); xs is sorted in place.

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -84,4 +86,44 @@ func slowEchoServer(t *testing.T, wait time.Duration) string {
 			}
 		}
 	})
+}
+
+// TestInterleave: pairs alternate which side runs first (B S, S B, B S),
+// the ratio is the subject's rate over the baseline's, and the medians
+// are of the pairs; an error names its pair and side.
+func TestInterleave(t *testing.T) {
+	var order []string
+	sub := []float64{10, 50, 30}
+	i := 0
+	base := func() (Result, error) { order = append(order, "B"); return Result{Rate: 100}, nil }
+	subject := func() (Result, error) {
+		order = append(order, "S")
+		i++
+		return Result{Rate: sub[i-1], Ops: int64(i)}, nil
+	}
+	var heard []string
+	r, ratios, err := interleave(3, base, subject, func(p int, b, s float64) { heard = append(heard, fmt.Sprintf("%d:%.0f/%.0f", p, s, b)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(order, " "); got != "B S S B B S" {
+		t.Errorf("order %q", got)
+	}
+	if r.Rate != 30 || r.Ratio != 0.3 || r.Ops != 3 || ratios != "0.10, 0.50, 0.30" {
+		t.Errorf("rate %v, ratio %v, ops %d (want the last run's), ratios %q", r.Rate, r.Ratio, r.Ops, ratios)
+	}
+	if got := strings.Join(heard, " "); got != "1:10/100 2:50/100 3:30/100" {
+		t.Errorf("progress %q", got)
+	}
+	i = 0
+	fail := func() (Result, error) {
+		i++
+		if i == 2 {
+			return Result{}, errors.New("boom")
+		}
+		return Result{Rate: 1}, nil
+	}
+	if _, _, err := interleave(3, base, fail, nil); err == nil || err.Error() != "pair 2, subject: boom" {
+		t.Errorf("err %v", err)
+	}
 }

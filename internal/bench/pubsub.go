@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -336,6 +337,40 @@ func answered(url string, base float64, want int64, begin time.Time, limit time.
 		}
 	}
 	return 0
+}
+
+// PairedFanOut runs the fan-out of o through o.Gateway and to MQTT
+// subscribers of o.Broker (the baseline) in n interleaved pairs on fresh
+// connections, and returns the gateway's median rate with the median of
+// the pairs' ratios, as PairedEcho does: the embedded broker's own fan-out
+// to 10,000 subscribers swung by 40 % between two runs of the suite, so a
+// single ratio could not say whether a fan-out target was met. o.Watch and
+// o.Metrics are not used; ops and latencies are the last gateway run's.
+func PairedFanOut(ctx context.Context, o FanOutOptions, n int) (Result, error) {
+	if n < 1 {
+		return Result{}, fmt.Errorf("paired fan-out: %d pairs (want at least 1)", n)
+	}
+	if o.Gateway == "" {
+		return Result{}, errors.New("paired fan-out: no gateway to compare with the broker's own subscribers")
+	}
+	base, subject := o, o
+	base.Gateway = ""
+	base.Progress, subject.Progress, base.Watch, subject.Watch, base.Metrics, subject.Metrics = nil, nil, nil, nil, "", ""
+	res, ratios, err := interleave(n,
+		func() (Result, error) { return FanOut(ctx, base) },
+		func() (Result, error) { return FanOut(ctx, subject) },
+		func(i int, b, s float64) {
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "pair %d: %.0f/s through %s, %.0f/s to MQTT subscribers of %s\n", i, s, o.Gateway, b, o.Broker)
+			}
+		})
+	if err != nil {
+		return Result{}, fmt.Errorf("paired fan-out: %w", err)
+	}
+	res.Scenario, res.Baseline = fmt.Sprintf("fan-out, %d pairs", n), o.Broker
+	res.Note = fmt.Sprintf("median of %d interleaved pairs of %d messages to %d devices against the broker's own subscribers; the pairs' ratios: %s",
+		n, o.Messages, o.Devices, ratios)
+	return res, nil
 }
 
 // FanOut measures deliveries per second from one publisher to every device.

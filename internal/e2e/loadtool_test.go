@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,5 +58,40 @@ func TestLoadToolFanInWindow(t *testing.T) {
 	}
 	if took := time.Since(start); took > 20*time.Second {
 		t.Fatalf("a 1 s run took %v", took)
+	}
+}
+
+// TestLoadToolPairedFanOut: `exgate bench fanout --pairs` runs the fan-out
+// through a real gateway and to the broker's own MQTT subscribers in
+// pairs: every delivery of the last gateway run arrived, and the report
+// carries a ratio against the broker with each pair's ratio in its note.
+func TestLoadToolPairedFanOut(t *testing.T) {
+	e := startOn(t, "tcp", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const devices, messages = 20, 5
+	r, err := bench.PairedFanOut(ctx, bench.FanOutOptions{Devices: devices, Messages: messages, Payload: 8,
+		Gateway: e.addr(), Broker: e.mqttAddr()}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops != devices*messages || r.Rate <= 0 || r.Ratio <= 0 {
+		t.Fatalf("%d of %d deliveries, %.0f/s, ratio %.2f (%s)", r.Ops, devices*messages, r.Rate, r.Ratio, r.Note)
+	}
+	if r.Scenario != "fan-out, 3 pairs" || r.Baseline != e.mqttAddr() {
+		t.Errorf("scenario %q, baseline %q", r.Scenario, r.Baseline)
+	}
+	_, list, _ := strings.Cut(r.Note, "ratios: ")
+	if n := len(strings.Split(list, ", ")); n != 3 {
+		t.Errorf("note %q: want the 3 pairs' ratios", r.Note)
+	}
+	for _, o := range []bench.FanOutOptions{{Devices: 1, Messages: 1, Broker: e.mqttAddr()}, {Devices: 1, Messages: 1, Broker: e.mqttAddr(), Gateway: e.addr()}} {
+		pairs := 2
+		if o.Gateway != "" {
+			pairs = 0
+		}
+		if _, err := bench.PairedFanOut(ctx, o, pairs); err == nil || !strings.Contains(err.Error(), "paired fan-out:") {
+			t.Errorf("gateway %q, %d pairs: err %v", o.Gateway, pairs, err)
+		}
 	}
 }
