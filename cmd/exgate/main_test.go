@@ -83,7 +83,7 @@ func TestConfigDefaultsRoundTrip(t *testing.T) {
 	if !bytes.Equal(c.YAML(), config.Default().YAML()) {
 		t.Fatalf("printed defaults differ from the defaults:\n%s", out)
 	}
-	for _, key := range []string{"max_messages_per_delivery: 1", "bind: 127.0.0.1:9100", "bind: 0.0.0.0:7993", "request_timeout: 30s", "service_name: ConnectionUnaryHandler"} {
+	for _, key := range []string{"max_messages_per_delivery: 0", "bind: 127.0.0.1:9100", "bind: 0.0.0.0:7993", "request_timeout: 30s", "service_name: ConnectionUnaryHandler"} {
 		if !strings.Contains(out, key) {
 			t.Errorf("defaults lack %q", key)
 		}
@@ -97,7 +97,7 @@ func TestConfigCheckNamesTheKey(t *testing.T) {
 	for _, c := range []struct{ name, body, want string }{
 		{"unknown key", "gateway:\n  exproto:\n    listeners:\n      tcp:\n        default:\n          bnid: 1\n", "gateway.exproto.listeners.tcp.default.bnid"},
 		{"wrong type", "gateway:\n  exproto:\n    idle_timeout: soon\n", "gateway.exproto.idle_timeout"},
-		{"impossible value", "gateway:\n  exproto:\n    max_messages_per_delivery: 0\n", "gateway.exproto.max_messages_per_delivery: must be at least 1"},
+		{"impossible value", "gateway:\n  exproto:\n    max_messages_per_delivery: -1\n", "gateway.exproto.max_messages_per_delivery: must be 0 (by service) or more"},
 		{"an open API off loopback", "api: {bind: \"0.0.0.0:18083\", auth: none}\n", "api.auth: none is only allowed on a loopback api.bind"},
 		{"bad service", "gateway:\n  exproto:\n    handler: {service_name: Foo}\n", "gateway.exproto.handler.service_name"},
 		{"bad bind", "gateway:\n  exproto:\n    server: {bind: nowhere}\n", "gateway.exproto.server.bind"},

@@ -196,3 +196,14 @@ func TestDisabledGatewayNeedsNoListener(t *testing.T) {
 		t.Fatalf("disabled gateway without listeners: %v, enabled %v", err, c != nil && c.Gateway.ExProto.Enabled())
 	}
 }
+
+// TestMessagesPerDelivery: 0 is by service (one message for the EMQX
+// services, a batch for the native one); a value set applies to both.
+func TestMessagesPerDelivery(t *testing.T) {
+	for _, c := range []struct{ set, emqx, native int }{{0, 1, NativeMaxMessagesPerDelivery}, {1, 1, 1}, {4, 4, 4}} {
+		x := ExProto{MaxMessagesPerDelivery: c.set}
+		if e, n := x.MessagesPerDelivery(false), x.MessagesPerDelivery(true); e != c.emqx || n != c.native {
+			t.Errorf("max_messages_per_delivery %d: EMQX services %d, native %d; want %d, %d", c.set, e, n, c.emqx, c.native)
+		}
+	}
+}

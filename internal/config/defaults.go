@@ -51,7 +51,7 @@ func base() *Config {
 			},
 			IdleTimeout:            30 * time.Second,
 			LoginFailureBan:        LoginFailureBan{MaxFailures: 15, MaxHostFailures: 100, Window: time.Minute, BanTime: 5 * time.Minute},
-			MaxMessagesPerDelivery: 1,
+			MaxMessagesPerDelivery: 0, // by service: 1 for EMQX's, 16 native
 			EventQueue:             64,
 			MaxMqueueLen:           1000,
 			CloseFlushTimeout:      15 * time.Second,

@@ -166,8 +166,8 @@ func (c *Config) Validate() error {
 	if x.CloseFlushTimeout <= 0 {
 		bad(g+"close_flush_timeout", "must be positive, got %v", x.CloseFlushTimeout)
 	}
-	if x.MaxMessagesPerDelivery < 1 {
-		bad(g+"max_messages_per_delivery", "must be at least 1, got %d", x.MaxMessagesPerDelivery)
+	if x.MaxMessagesPerDelivery < 0 {
+		bad(g+"max_messages_per_delivery", "must be 0 (by service) or more, got %d", x.MaxMessagesPerDelivery)
 	}
 	if x.EventQueue < 1 {
 		bad(g+"event_queue", "must be at least 1, got %d", x.EventQueue)

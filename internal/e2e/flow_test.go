@@ -108,11 +108,28 @@ func TestDeliveryOverflowDroppedAndCounted(t *testing.T) {
 	}
 }
 
+// TestDeliveryBatching: messages that queued while a device's delivery
+// was with the handler go in OnReceivedMessages of at most
+// max_messages_per_delivery each, nothing lost or reordered. By default (0)
+// that is one for the EMQX services (a handler that reads only
+// messages[0] loses nothing) and up to 16 for the native service.
 func TestDeliveryBatching(t *testing.T) {
-	for _, batch := range []int{1, 16} {
-		t.Run(map[int]string{1: "max1", 16: "max16"}[batch], func(t *testing.T) {
-			e := start(t, func(c *config.Config) { c.Gateway.ExProto.MaxMessagesPerDelivery = batch })
-			e.h.ReadOnlyFirst = true // a handler that reads only messages[0]
+	for _, c := range []struct {
+		name      string
+		tr        string
+		setting   int
+		batch     int // the most per call
+		readFirst bool
+	}{
+		{"max1", "tcp", 1, 1, true},
+		{"max16", "tcp", 16, 16, false},
+		{"default", "tcp", 0, 1, true},
+		{"native-default", "tcp+native", 0, 16, false},
+		{"native-max1", "tcp+native", 1, 1, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := startOn(t, c.tr, func(cfg *config.Config) { cfg.Gateway.ExProto.MaxMessagesPerDelivery = c.setting })
+			e.h.ReadOnlyFirst = c.readFirst // a handler that reads only messages[0]
 			d := e.dial()
 			d.connect("b", 0)
 			d.subscribe("b/#", 0)
@@ -136,19 +153,18 @@ func TestDeliveryBatching(t *testing.T) {
 				return got == 10
 			})
 			for _, n := range sizes {
-				if n > batch {
-					t.Fatalf("batch of %d with max_messages_per_delivery %d", n, batch)
+				if n > c.batch {
+					t.Fatalf("batch of %d; want at most %d", n, c.batch)
 				}
 			}
-			if batch == 1 {
-				// Nothing is lost for a messages[0]-only handler.
-				for i := 0; i < 10; i++ {
-					if f := d.expect(testhandler.Publish, 0); f.Payload != string(rune('a'+i)) {
-						t.Fatalf("message %d: %q (order or loss)", i, f.Payload)
-					}
-				}
-			} else if len(sizes) > 3 {
+			if c.batch > 1 && len(sizes) > 3 {
 				t.Fatalf("queued deliveries not coalesced: batches %v", sizes)
+			}
+			// Nothing is lost or reordered, for a messages[0]-only handler too.
+			for i := 0; i < 10; i++ {
+				if f := d.expect(testhandler.Publish, 0); f.Payload != string(rune('a'+i)) {
+					t.Fatalf("message %d: %q (order or loss)", i, f.Payload)
+				}
 			}
 		})
 	}
