@@ -335,8 +335,8 @@ type ExProto struct {
 	// Default 0, by service: 1 for the EMQX services, because the handlers
 	// people copy (EMQX's Go and Python examples) read only messages[0] and
 	// a batch would lose the rest; NativeMaxMessagesPerDelivery for the
-	// native service, whose protocol has always said to handle every
-	// message of a batch. A value set here applies to both.
+	// native service, whose handlers are new and whose protocol says to
+	// handle every message of a batch. A value set here applies to both.
 	MaxMessagesPerDelivery int `yaml:"max_messages_per_delivery"`
 	// EventQueue is how many socket reads may wait for the handler per
 	// connection before the gateway stops reading that socket. Default 64.
