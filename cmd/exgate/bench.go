@@ -53,7 +53,11 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 		if asJSON {
 			return printJSON(r)
 		}
-		fmt.Fprintf(stdout, "%s: %d devices, %d ops in %.1fs = %.0f/s", r.Scenario, r.Devices, r.Ops, r.Seconds, r.Rate)
+		if r.Pairs > 0 {
+			fmt.Fprintf(stdout, "%s: %d devices, median %.0f/s (the last run: %d ops in %.1fs)", r.Scenario, r.Devices, r.Rate, r.Ops, r.Seconds)
+		} else {
+			fmt.Fprintf(stdout, "%s: %d devices, %d ops in %.1fs = %.0f/s", r.Scenario, r.Devices, r.Ops, r.Seconds, r.Rate)
+		}
 		if r.P50 > 0 {
 			fmt.Fprintf(stdout, "; latency p50 %.0fµs p90 %.0fµs p99 %.0fµs p99.9 %.0fµs", r.P50, r.P90, r.P99, r.P999)
 		}

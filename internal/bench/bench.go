@@ -41,7 +41,10 @@ type Result struct {
 	// HandlerMS (fan-out through exgate): milliseconds from the first
 	// publish until the handler had answered every delivery.
 	HandlerMS float64 `json:"handler_ms,omitempty"`
-	Note      string  `json:"note,omitempty"`
+	// Pairs, when set, says Rate and Ratio are medians of this many
+	// interleaved pairs; Ops, Seconds and latencies are the last run's.
+	Pairs int    `json:"pairs,omitempty"`
+	Note  string `json:"note,omitempty"`
 }
 
 // ProcUsage is one process's share of a run.

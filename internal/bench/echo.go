@@ -265,7 +265,7 @@ func interleave(n int, base, subject func() (Result, error), done func(i int, ba
 			parts = append(parts, fmt.Sprintf("%.2f", pair[1]/pair[0]))
 		}
 	}
-	last.Rate, last.Ratio = median(rates), median(ratios)
+	last.Rate, last.Ratio, last.Pairs = median(rates), median(ratios), n
 	return last, strings.Join(parts, ", "), nil
 }
 

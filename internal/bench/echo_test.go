@@ -109,8 +109,8 @@ func TestInterleave(t *testing.T) {
 	if got := strings.Join(order, " "); got != "B S S B B S" {
 		t.Errorf("order %q", got)
 	}
-	if r.Rate != 30 || r.Ratio != 0.3 || r.Ops != 3 || ratios != "0.10, 0.50, 0.30" {
-		t.Errorf("rate %v, ratio %v, ops %d (want the last run's), ratios %q", r.Rate, r.Ratio, r.Ops, ratios)
+	if r.Rate != 30 || r.Ratio != 0.3 || r.Ops != 3 || r.Pairs != 3 || ratios != "0.10, 0.50, 0.30" {
+		t.Errorf("rate %v, ratio %v, ops %d (want the last run's), pairs %d, ratios %q", r.Rate, r.Ratio, r.Ops, r.Pairs, ratios)
 	}
 	if got := strings.Join(heard, " "); got != "1:10/100 2:50/100 3:30/100" {
 		t.Errorf("progress %q", got)
