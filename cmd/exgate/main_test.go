@@ -1011,9 +1011,10 @@ func startEchoServer(t *testing.T) (*exec.Cmd, string) {
 
 // TestBenchEchoPaired: `exgate bench echo --baseline` runs interleaved pairs
 // and reports the median of their ratios against the baseline (here the
-// same server, so near 1), every pair's ratio in its note; a paced rate,
-// reading a process's CPU across both sides' runs, or --pairs without a
-// baseline, is refused with why.
+// same server, so near 1), every pair's ratio in its note, and as text
+// calls its rate a median; a paced rate, reading a process's CPU across
+// both sides' runs (echo or fanout), or --pairs without a baseline, is
+// refused with why.
 func TestBenchEchoPaired(t *testing.T) {
 	_, addr := startEchoServer(t)
 	stdout, stderr, err := run(t, "bench", "echo", "--addr", addr, "--baseline", addr, "--pairs", "2", "--devices", "2", "--duration", "300ms", "--json")
@@ -1029,6 +1030,14 @@ func TestBenchEchoPaired(t *testing.T) {
 	}
 	if _, list, _ := strings.Cut(r.Note, "ratios: "); strings.Count(list, ", ") != 1 {
 		t.Errorf("note %q: want both pairs' ratios", r.Note)
+	}
+	// As text, the rate is said to be a median, apart from the last run's ops.
+	if stdout, stderr, err := run(t, "bench", "echo", "--addr", addr, "--baseline", addr, "--pairs", "1", "--devices", "1", "--duration", "200ms"); err != nil || !strings.Contains(stdout, "echo, 1 pairs: 1 devices, median ") {
+		t.Errorf("text report: %v\n%s\n%s", err, stdout, stderr)
+	}
+	// A paired fan-out reads no process's CPU either.
+	if _, stderr, err := run(t, "bench", "fanout", "--pairs", "2", "--gateway-pid", fmt.Sprint(os.Getpid())); err == nil || !strings.Contains(stderr, "--pairs runs 2 × --pairs loads") {
+		t.Errorf("fanout --pairs --gateway-pid: err %v, stderr %q", err, stderr)
 	}
 	for _, c := range []struct {
 		args []string
