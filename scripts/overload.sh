@@ -10,7 +10,8 @@ set -euo pipefail
 CHURN=${CHURN:-10m}
 RATE=${RATE:-500}
 # The gateway keeps its defaults (max_conn_rate 1000/s, max_mqueue_len 1000,
-# max_messages_per_delivery 1): the run shows what an operator gets.
+# max_messages_per_delivery 0, one per call for these unary handlers): the
+# run shows what an operator gets.
 source "$(dirname "$0")/lib/gateway.sh"
 
 up
