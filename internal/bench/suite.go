@@ -534,7 +534,7 @@ gateway:
 			// the broker's own fan-out to 10,000 swung by 40 % between two
 			// runs of the suite (72,189 and 51,461/s on 2026-12-01).
 			po := f.o
-			po.Gateway, po.Watch, po.Metrics = addrs["jsonnative"], nil, ""
+			po.Gateway = addrs["jsonnative"] // PairedFanOut watches no process
 			pr, err := PairedFanOut(ctx, po, f.pairs)
 			if err != nil {
 				return nil, err

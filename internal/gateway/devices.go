@@ -105,9 +105,9 @@ func (g *Gateway) deviceConfig(cfg *config.Config, kind listener.Kind, name stri
 	}
 	cc := g.channelConfig(cfg, kind, name, l, authn, authz)
 	cc.Handler, cc.RequestTimeout, cc.MaxRequestBytes = h, hc.RequestTimeout, int(hc.MaxRequestBytes)
+	cc.MaxBatch = cfg.Gateway.ExProto.MessagesPerDelivery(h.Native())
 	if h.Native() {
 		cc.Async = h // events go out without a goroutine waiting for each
-		cc.MaxBatch = cfg.Gateway.ExProto.MessagesPerDelivery(true)
 	}
 	return cc, nil
 }
@@ -159,7 +159,6 @@ func (g *Gateway) channelConfig(cfg *config.Config, kind listener.Kind, name str
 		ReadBufferSize:    readBuf,
 		RequestTimeout:    x.Handler.RequestTimeout,
 		CloseFlushTimeout: x.CloseFlushTimeout,
-		MaxBatch:          x.MessagesPerDelivery(false),
 		EventQueue:        x.EventQueue,
 		MaxMqueueLen:      x.MaxMqueueLen,
 		Registry:          g.Reg,
