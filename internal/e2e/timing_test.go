@@ -32,12 +32,19 @@ func TestKeepalive(t *testing.T) {
 		d.expectEOF(time.Second)
 
 		// Socket data keeps it alive; Send from the gateway does not count.
+		// A beat every 250 ms for 3 s (twice the 1.5 s window): the gap
+		// between two beats is 250 ms plus the previous beat's round trip,
+		// which under -race beside the whole suite once took over a second.
 		d2 := e.dial()
 		d2.connect("ka2", 1)
-		for i := 0; i < 6; i++ {
-			time.Sleep(500 * time.Millisecond)
+		for i := 0; i < 12; i++ {
+			time.Sleep(250 * time.Millisecond)
+			sent := time.Now()
 			d2.send(Frame{Type: testhandler.Publish, Topic: "x", Payload: "beat"})
-			d2.expect(testhandler.Puback, 0)
+			if f := d2.recv(); f.Type != testhandler.Puback || f.RC != nil && *f.RC != 0 {
+				reason, closed := e.h.Closed(d2.id)
+				t.Fatalf("beat %d: %+v after %v (closed %v: %q)", i, f, time.Since(sent), closed, reason)
+			}
 		}
 		if _, closed := e.h.Closed(d2.id); closed {
 			t.Fatal("active device was closed by keepalive")
