@@ -76,6 +76,8 @@ type Options struct {
 	// Batch, if set, is shared by the Clients whose native streams hold
 	// their sends while a Batch.Run runs (the event loop's reports).
 	Batch *Batch
+
+	holdWatch func() // tests: run by each state watcher before it starts
 }
 
 // Client calls the handler. It implements channel.Handler and is safe for
@@ -100,6 +102,7 @@ type Client struct {
 	observe    func(string, time.Duration, error)
 	batch      *Batch
 	eps        []*endpoint
+	holdWatch  func() // tests: starve the state watchers
 
 	mu   sync.Mutex
 	pins map[string]*endpoint // conn id → endpoint, from OnSocketCreated to OnSocketClosed
@@ -125,6 +128,10 @@ type endpoint struct {
 	// reports such a channel idle or connecting for a moment before it
 	// fails to reconnect).
 	lost atomic.Bool
+	// ready packs a flag, bit 0, set while the connection is known to have
+	// been Ready since its last loss was counted, and above it the
+	// generation: the number of losses counted (see watch).
+	ready atomic.Uint64
 	// Each hint is logged at most every 5 s: a dead handler fails every
 	// device's every event, and the log must stay readable.
 	unreachable, unimplemented rate.Sometimes
@@ -137,7 +144,7 @@ func New(o Options) (*Client, error) {
 		native: h.ServiceName == config.Native, adapter: o.Adapter, timeout: h.RequestTimeout, node: o.Node, version: o.Version, refused: cmp.Or(o.Refused, new(atomic.Int64)),
 		unanswered: cmp.Or(o.Unanswered, new(atomic.Int64)),
 		maxRecv:    cmp.Or(o.MaxRecv, 5<<20),
-		log:        o.Logger, lost: o.Lost, observe: o.Observe, batch: o.Batch, pins: map[string]*endpoint{}}
+		log:        o.Logger, lost: o.Lost, observe: o.Observe, batch: o.Batch, holdWatch: o.holdWatch, pins: map[string]*endpoint{}}
 	if c.native && c.adapter == nil {
 		return nil, errors.New("handler: native mode needs an adapter")
 	}
@@ -207,20 +214,32 @@ var methods = []string{"OnSocketCreated", "OnReceivedBytes", "OnTimerTimeout", "
 
 // watch reports the devices pinned to ep when its connection, once ready,
 // is lost.
+//
+// It learns states by polling (GetState, WaitForStateChange), so on a busy
+// machine it can miss a Ready period of a few milliseconds entirely: a
+// call that succeeded counts as having seen it (sawReady), and any state
+// other than Ready after a Ready period, seen or not, is its loss.
 func (c *Client) watch(ep *endpoint) {
 	defer ep.probeDone()
+	if c.holdWatch != nil {
+		c.holdWatch()
+	}
 	// Start from Idle, not from the current state: a connection that is
 	// Ready already must be handled as having just become Ready.
-	for state := connectivity.Idle; ; {
-		next := ep.conn.GetState()
-		if next == state {
-			if !ep.conn.WaitForStateChange(c.ctx, state) {
-				return
-			}
-			continue
-		}
+	for prev := connectivity.Idle; ; {
+		state := ep.conn.GetState()
 		switch {
-		case state == connectivity.Ready && next != connectivity.Ready && next != connectivity.Shutdown:
+		case state == connectivity.Ready:
+			ep.sawReady(ep.generation())
+			if prev != connectivity.Ready {
+				ep.lost.Store(false)
+				c.log.Info("handler connected", "address", ep.addr, "service_name", c.service)
+				if c.longLive {
+					c.probeLong(ep)
+				}
+				ep.probeDone()
+			}
+		case state != connectivity.Shutdown && ep.endReady():
 			ep.lost.Store(true)
 			ids := c.pinnedTo(ep)
 			if len(ids) > 0 {
@@ -232,15 +251,46 @@ func (c *Client) watch(ep *endpoint) {
 				c.lost(ids, "{shutdown,{error,handler_connection_lost}}")
 			}
 			ep.resetStreams()
-		case next == connectivity.Ready:
-			ep.lost.Store(false)
-			c.log.Info("handler connected", "address", ep.addr, "service_name", c.service)
-			if c.longLive {
-				c.probeLong(ep)
-			}
-			ep.probeDone()
 		}
-		state = next
+		prev = state
+		if !ep.conn.WaitForStateChange(c.ctx, state) {
+			return
+		}
+	}
+}
+
+// generation is the number of Ready periods of ep that ended; a call takes
+// it when it starts, so that its success, if it comes after the period
+// ended, is not taken for a new one.
+func (ep *endpoint) generation() uint64 { return ep.ready.Load() >> 1 }
+
+// sawReady records that ep's connection is (or was, during a call started
+// in generation gen) Ready. A call that succeeds while the watcher still
+// thinks the handler is lost makes new devices welcome again.
+func (ep *endpoint) sawReady(gen uint64) {
+	for {
+		v := ep.ready.Load()
+		if v&1 == 1 || v>>1 != gen {
+			return // known already, or stale
+		}
+		if ep.ready.CompareAndSwap(v, v|1) {
+			ep.lost.Store(false)
+			return
+		}
+	}
+}
+
+// endReady ends ep's Ready period, if there is one, and reports whether
+// there was: its loss is to be counted, once.
+func (ep *endpoint) endReady() bool {
+	for {
+		v := ep.ready.Load()
+		if v&1 == 0 {
+			return false
+		}
+		if ep.ready.CompareAndSwap(v, (v>>1+1)<<1) {
+			return true
+		}
 	}
 }
 
@@ -392,6 +442,7 @@ func (c *Client) call(ctx context.Context, ep *endpoint, method, conn string, re
 		start := time.Now()
 		defer func() { c.observe(method, time.Since(start), err) }()
 	}
+	gen := ep.generation()
 	held := method == "OnSocketCreated" && ep.conn.GetState() != connectivity.Ready
 	if held {
 		// A handler that is (re)connecting gets a moment: a new device
@@ -416,6 +467,7 @@ func (c *Client) call(ctx context.Context, ep *endpoint, method, conn string, re
 	if err != nil {
 		return c.explain(ep, method, err)
 	}
+	ep.sawReady(gen)
 	return nil
 }
 

@@ -1,0 +1,108 @@
+package handler
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+
+	pb "github.com/exgate/exgate/exprotopb"
+	"github.com/exgate/exgate/internal/config"
+)
+
+// welcomer is a unary handler that accepts every device.
+type welcomer struct {
+	pb.UnimplementedConnectionUnaryHandlerServer
+}
+
+func (welcomer) OnSocketCreated(context.Context, *pb.SocketCreatedRequest) (*pb.EmptySuccess, error) {
+	return &pb.EmptySuccess{}, nil
+}
+
+// A handler connection that is Ready for too short a time for the state
+// watcher to see it (a starved goroutine on a busy machine) still counts
+// as lost when it goes: its devices are reported, once.
+func TestLossOfUnseenReady(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterConnectionUnaryHandlerServer(srv, welcomer{})
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Stop()
+
+	h := config.Default().Gateway.ExProto.Handler
+	h.ServiceName, h.Address = "ConnectionUnaryHandler", config.Addresses{"http://" + ln.Addr().String()}
+	release := make(chan struct{})
+	type loss struct {
+		ids    []string
+		reason string
+	}
+	lost := make(chan loss, 10)
+	c, err := New(Options{Config: h, Logger: slog.New(slog.DiscardHandler),
+		Lost:      func(ids []string, reason string) { lost <- loss{ids, reason} },
+		holdWatch: func() { <-release }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.OnSocketCreated(ctx, &pb.SocketCreatedRequest{Conn: "d1"}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	for deadline := time.Now().Add(5 * time.Second); c.eps[0].conn.GetState() == connectivity.Ready; {
+		if time.Now().After(deadline) {
+			t.Fatal("the handler connection is still Ready 5 s after the handler stopped")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release) // the watcher's first look: the connection is not Ready
+
+	select {
+	case l := <-lost:
+		if !slices.Equal(l.ids, []string{"d1"}) || l.reason != "{shutdown,{error,handler_connection_lost}}" {
+			t.Fatalf("lost %v with %q, want [d1] with handler_connection_lost", l.ids, l.reason)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the device was not reported lost")
+	}
+	// Reconnection attempts that fail change the state again and again;
+	// the loss is counted once.
+	select {
+	case l := <-lost:
+		t.Fatalf("lost again: %v", l)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// A call that succeeded before a loss was counted, and ends after it, does
+// not start a new Ready period: the next state change is not a second loss.
+func TestStaleSuccessIsNotReady(t *testing.T) {
+	var ep endpoint
+	before := ep.generation()
+	ep.sawReady(before)
+	if !ep.endReady() {
+		t.Fatal("a Ready period seen by a call did not end as a loss")
+	}
+	if ep.endReady() {
+		t.Fatal("one loss counted twice")
+	}
+	ep.lost.Store(true)
+	ep.sawReady(before) // the stale success
+	if ep.endReady() || !ep.lost.Load() {
+		t.Fatal("a success from before the loss was taken for a new Ready period")
+	}
+	ep.sawReady(ep.generation())
+	if ep.lost.Load() || !ep.endReady() {
+		t.Fatal("a success after the loss did not start a new Ready period")
+	}
+}
