@@ -265,18 +265,30 @@ func (c *Client) watch(ep *endpoint) {
 func (ep *endpoint) generation() uint64 { return ep.ready.Load() >> 1 }
 
 // sawReady records that ep's connection is (or was, during a call started
-// in generation gen) Ready. A call that succeeds while the watcher still
-// thinks the handler is lost makes new devices welcome again.
-func (ep *endpoint) sawReady(gen uint64) {
+// in generation gen) Ready, and reports whether that was news. A call that
+// succeeds while the watcher still thinks the handler is lost makes new
+// devices welcome again.
+func (ep *endpoint) sawReady(gen uint64) bool {
 	for {
 		v := ep.ready.Load()
 		if v&1 == 1 || v>>1 != gen {
-			return // known already, or stale
+			return false // known already, or stale
 		}
 		if ep.ready.CompareAndSwap(v, v|1) {
 			ep.lost.Store(false)
-			return
+			return true
 		}
+	}
+}
+
+// succeeded records a call's success (sawReady). If the connection is Idle
+// by now, it went away after answering, and the watcher may have looked
+// before the success was recorded: it then waits for a state change that
+// only the next call would bring. Reconnecting now, as that call would, is
+// the change, and the loss is counted at once.
+func (ep *endpoint) succeeded(gen uint64) {
+	if ep.sawReady(gen) && ep.conn.GetState() == connectivity.Idle {
+		ep.conn.Connect()
 	}
 }
 
@@ -467,7 +479,7 @@ func (c *Client) call(ctx context.Context, ep *endpoint, method, conn string, re
 	if err != nil {
 		return c.explain(ep, method, err)
 	}
-	ep.sawReady(gen)
+	ep.succeeded(gen)
 	return nil
 }
 

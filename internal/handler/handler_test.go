@@ -84,6 +84,57 @@ func TestLossOfUnseenReady(t *testing.T) {
 	}
 }
 
+// A success recorded after the connection went Idle, and after the watcher
+// looked at it, still counts the loss: nothing else would change an Idle
+// connection's state until the next call.
+func TestLateSuccessAfterTheWatcherLooked(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterConnectionUnaryHandlerServer(srv, welcomer{})
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Stop()
+
+	h := config.Default().Gateway.ExProto.Handler
+	h.ServiceName, h.Address = "ConnectionUnaryHandler", config.Addresses{"http://" + ln.Addr().String()}
+	release := make(chan struct{})
+	lost := make(chan []string, 10)
+	c, err := New(Options{Config: h, Logger: slog.New(slog.DiscardHandler),
+		Lost:      func(ids []string, _ string) { lost <- ids },
+		holdWatch: func() { <-release }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ep := c.pin("d1")
+	waitState := func(want connectivity.State) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ep.conn.GetState() != want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("the handler connection is %v, not %v, after 5 s", ep.conn.GetState(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitState(connectivity.Ready) // New connects at once
+	gen := ep.generation()        // a call starts, and is answered
+	srv.Stop()
+	waitState(connectivity.Idle)
+	close(release)
+	time.Sleep(200 * time.Millisecond) // the watcher looks: Idle, no Ready known
+	ep.succeeded(gen)                  // the call's success is recorded late
+	select {
+	case ids := <-lost:
+		if !slices.Equal(ids, []string{"d1"}) {
+			t.Fatalf("lost %v, want [d1]", ids)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the device was not reported lost")
+	}
+}
+
 // A call that succeeded before a loss was counted, and ends after it, does
 // not start a new Ready period: the next state change is not a second loss.
 func TestStaleSuccessIsNotReady(t *testing.T) {
