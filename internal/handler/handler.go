@@ -102,7 +102,6 @@ type Client struct {
 	observe    func(string, time.Duration, error)
 	batch      *Batch
 	eps        []*endpoint
-	holdWatch  func() // tests: starve the state watchers
 
 	mu   sync.Mutex
 	pins map[string]*endpoint // conn id → endpoint, from OnSocketCreated to OnSocketClosed
@@ -144,7 +143,7 @@ func New(o Options) (*Client, error) {
 		native: h.ServiceName == config.Native, adapter: o.Adapter, timeout: h.RequestTimeout, node: o.Node, version: o.Version, refused: cmp.Or(o.Refused, new(atomic.Int64)),
 		unanswered: cmp.Or(o.Unanswered, new(atomic.Int64)),
 		maxRecv:    cmp.Or(o.MaxRecv, 5<<20),
-		log:        o.Logger, lost: o.Lost, observe: o.Observe, batch: o.Batch, holdWatch: o.holdWatch, pins: map[string]*endpoint{}}
+		log:        o.Logger, lost: o.Lost, observe: o.Observe, batch: o.Batch, pins: map[string]*endpoint{}}
 	if c.native && c.adapter == nil {
 		return nil, errors.New("handler: native mode needs an adapter")
 	}
@@ -197,7 +196,12 @@ func New(o Options) (*Client, error) {
 		ep.native = c.newNative(ep)
 		c.eps = append(c.eps, ep)
 		conn.Connect()
-		c.wg.Go(func() { c.watch(ep) })
+		c.wg.Go(func() {
+			if o.holdWatch != nil {
+				o.holdWatch()
+			}
+			c.watch(ep)
+		})
 	}
 	return c, nil
 }
@@ -221,9 +225,6 @@ var methods = []string{"OnSocketCreated", "OnReceivedBytes", "OnTimerTimeout", "
 // other than Ready after a Ready period, seen or not, is its loss.
 func (c *Client) watch(ep *endpoint) {
 	defer ep.probeDone()
-	if c.holdWatch != nil {
-		c.holdWatch()
-	}
 	// Start from Idle, not from the current state: a connection that is
 	// Ready already must be handled as having just become Ready.
 	for prev := connectivity.Idle; ; {
