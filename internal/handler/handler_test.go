@@ -24,35 +24,52 @@ func (welcomer) OnSocketCreated(context.Context, *pb.SocketCreatedRequest) (*pb.
 	return &pb.EmptySuccess{}, nil
 }
 
-// A handler connection that is Ready for too short a time for the state
-// watcher to see it (a starved goroutine on a busy machine) still counts
-// as lost when it goes: its devices are reported, once.
-func TestLossOfUnseenReady(t *testing.T) {
+// loss is one report of Options.Lost.
+type loss struct {
+	ids    []string
+	reason string
+}
+
+// starved serves a welcomer and connects a Client to it whose state
+// watcher waits until release is closed. Stopping the returned server is
+// the handler going away.
+func starved(t *testing.T) (c *Client, srv *grpc.Server, release chan struct{}, lost chan loss) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv = grpc.NewServer()
 	pb.RegisterConnectionUnaryHandlerServer(srv, welcomer{})
 	go func() { _ = srv.Serve(ln) }()
-	defer srv.Stop()
+	t.Cleanup(srv.Stop)
 
 	h := config.Default().Gateway.ExProto.Handler
 	h.ServiceName, h.Address = "ConnectionUnaryHandler", config.Addresses{"http://" + ln.Addr().String()}
-	release := make(chan struct{})
-	type loss struct {
-		ids    []string
-		reason string
-	}
-	lost := make(chan loss, 10)
-	c, err := New(Options{Config: h, Logger: slog.New(slog.DiscardHandler),
-		Lost:      func(ids []string, reason string) { lost <- loss{ids, reason} },
-		holdWatch: func() { <-release }})
+	release, lost = make(chan struct{}), make(chan loss, 10)
+	ended := make(chan struct{}) // a test that fails before release must not hang Close
+	c, err = New(Options{Config: h, Logger: slog.New(slog.DiscardHandler),
+		Lost: func(ids []string, reason string) { lost <- loss{ids, reason} },
+		holdWatch: func() {
+			select {
+			case <-release:
+			case <-ended:
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() {
+		close(ended)
+		c.Close()
+	})
+	return c, srv, release, lost
+}
 
+// A handler connection that is Ready for too short a time for the state
+// watcher to see it (a starved goroutine on a busy machine) still counts
+// as lost when it goes: its devices are reported, once.
+func TestLossOfUnseenReady(t *testing.T) {
+	c, srv, release, lost := starved(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.OnSocketCreated(ctx, &pb.SocketCreatedRequest{Conn: "d1"}); err != nil {
@@ -88,26 +105,7 @@ func TestLossOfUnseenReady(t *testing.T) {
 // looked at it, still counts the loss: nothing else would change an Idle
 // connection's state until the next call.
 func TestLateSuccessAfterTheWatcherLooked(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	pb.RegisterConnectionUnaryHandlerServer(srv, welcomer{})
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Stop()
-
-	h := config.Default().Gateway.ExProto.Handler
-	h.ServiceName, h.Address = "ConnectionUnaryHandler", config.Addresses{"http://" + ln.Addr().String()}
-	release := make(chan struct{})
-	lost := make(chan []string, 10)
-	c, err := New(Options{Config: h, Logger: slog.New(slog.DiscardHandler),
-		Lost:      func(ids []string, _ string) { lost <- ids },
-		holdWatch: func() { <-release }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, srv, release, lost := starved(t)
 	ep := c.pin("d1")
 	waitState := func(want connectivity.State) {
 		t.Helper()
@@ -126,9 +124,9 @@ func TestLateSuccessAfterTheWatcherLooked(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // the watcher looks: Idle, no Ready known
 	ep.succeeded(gen)                  // the call's success is recorded late
 	select {
-	case ids := <-lost:
-		if !slices.Equal(ids, []string{"d1"}) {
-			t.Fatalf("lost %v, want [d1]", ids)
+	case l := <-lost:
+		if !slices.Equal(l.ids, []string{"d1"}) {
+			t.Fatalf("lost %v, want [d1]", l.ids)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the device was not reported lost")
