@@ -81,6 +81,12 @@ func testHandlerDownAndBack(t *testing.T, tr string) {
 	e.h.Stop()
 	d.expectEOF(5 * time.Second)
 	waitLog(t, &logs, "handler connection lost")
+	if e.native() {
+		waitLog(t, &logs, "native handler stream ended")
+	}
+	if n := strings.Count(logs.String(), "closing its devices"); n != 1 {
+		t.Fatalf("one loss, %d warnings that close its devices:\n%s", n, logs.String())
+	}
 
 	// A device connecting while the handler is down waits a moment for it
 	// (it may be restarting), then is closed.

@@ -240,6 +240,12 @@ func (c *Client) watch(ep *endpoint) {
 				}
 				ep.probeDone()
 			}
+		case c.native && state != connectivity.Shutdown && ep.endReady():
+			// Every device of a native endpoint has its events on a stream,
+			// which ends with the connection and closes them (nativeStream.end):
+			// one warning for one loss.
+			ep.lost.Store(true)
+			c.log.Info("handler connection lost", "address", ep.addr)
 		case state != connectivity.Shutdown && ep.endReady():
 			ep.lost.Store(true)
 			ids := c.pinnedTo(ep)
