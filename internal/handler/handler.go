@@ -288,14 +288,28 @@ func (ep *endpoint) sawReady(gen uint64) bool {
 	}
 }
 
-// succeeded records a call's success (sawReady). If the connection is Idle
-// by now, it went away after answering, and the watcher may have looked
-// before the success was recorded: it then waits for a state change that
-// only the next call would bring. Reconnecting now, as that call would, is
-// the change, and the loss is counted at once.
+// succeeded records a call's success as a Ready period (sawReady), when
+// gRPC's published state says it can be one. gRPC publishes Ready a moment
+// after the first call on a new connection can succeed, so a success seen
+// while the state is still Connecting (or TransientFailure, which
+// pick_first keeps until Ready) may be from before Ready: counting it would
+// turn the watcher's next look at that old state into a loss that did not
+// happen. The watcher sees that Ready itself. A success seen in Idle is from
+// a connection gone after answering; the watcher may have looked at Idle
+// before it was recorded, and then waits for a change that only the next
+// call would bring: reconnecting now, as that call would, is the change,
+// and the loss is counted at once.
 func (ep *endpoint) succeeded(gen uint64) {
-	if ep.sawReady(gen) && ep.conn.GetState() == connectivity.Idle {
-		ep.conn.Connect()
+	if ep.ready.Load()&1 == 1 {
+		return // known: the common case costs one load
+	}
+	switch ep.conn.GetState() {
+	case connectivity.Ready:
+		ep.sawReady(gen)
+	case connectivity.Idle:
+		if ep.sawReady(gen) {
+			ep.conn.Connect()
+		}
 	}
 }
 

@@ -30,18 +30,23 @@ type loss struct {
 	reason string
 }
 
-// starved serves a welcomer and connects a Client to it whose state
-// watcher waits until release is closed. Stopping the returned server is
-// the handler going away.
-func starved(t *testing.T) (c *Client, srv *grpc.Server, release chan struct{}, lost chan loss) {
+// starved serves a welcomer (unless serve is false: then nothing listens
+// at the address) and connects a Client to it whose state watcher waits
+// until release is closed. Stopping the returned server is the handler
+// going away.
+func starved(t *testing.T, serve bool) (c *Client, srv *grpc.Server, release chan struct{}, lost chan loss) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv = grpc.NewServer()
-	pb.RegisterConnectionUnaryHandlerServer(srv, welcomer{})
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
+	if serve {
+		srv = grpc.NewServer()
+		pb.RegisterConnectionUnaryHandlerServer(srv, welcomer{})
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(srv.Stop)
+	} else {
+		ln.Close()
+	}
 
 	h := config.Default().Gateway.ExProto.Handler
 	h.ServiceName, h.Address = "ConnectionUnaryHandler", config.Addresses{"http://" + ln.Addr().String()}
@@ -65,24 +70,33 @@ func starved(t *testing.T) (c *Client, srv *grpc.Server, release chan struct{}, 
 	return c, srv, release, lost
 }
 
+// waitState waits up to 5 s for ep's published state to be want.
+func waitState(t *testing.T, ep *endpoint, want connectivity.State) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ep.conn.GetState() != want; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the handler connection is %v, not %v, after 5 s", ep.conn.GetState(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // A handler connection that is Ready for too short a time for the state
 // watcher to see it (a starved goroutine on a busy machine) still counts
 // as lost when it goes: its devices are reported, once.
 func TestLossOfUnseenReady(t *testing.T) {
-	c, srv, release, lost := starved(t)
+	c, srv, release, lost := starved(t, true)
+	// Ready, as gRPC publishes it: a call that succeeds before that is not
+	// taken for a Ready period (TestSuccessBeforeReadyIsNotALoss).
+	waitState(t, c.eps[0], connectivity.Ready)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.OnSocketCreated(ctx, &pb.SocketCreatedRequest{Conn: "d1"}); err != nil {
 		t.Fatal(err)
 	}
 	srv.Stop()
-	for deadline := time.Now().Add(5 * time.Second); c.eps[0].conn.GetState() == connectivity.Ready; {
-		if time.Now().After(deadline) {
-			t.Fatal("the handler connection is still Ready 5 s after the handler stopped")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	close(release) // the watcher's first look: the connection is not Ready
+	waitState(t, c.eps[0], connectivity.Idle)
+	close(release) // the watcher's first look: the connection is Idle
 
 	select {
 	case l := <-lost:
@@ -105,21 +119,12 @@ func TestLossOfUnseenReady(t *testing.T) {
 // looked at it, still counts the loss: nothing else would change an Idle
 // connection's state until the next call.
 func TestLateSuccessAfterTheWatcherLooked(t *testing.T) {
-	c, srv, release, lost := starved(t)
+	c, srv, release, lost := starved(t, true)
 	ep := c.pin("d1")
-	waitState := func(want connectivity.State) {
-		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); ep.conn.GetState() != want; {
-			if time.Now().After(deadline) {
-				t.Fatalf("the handler connection is %v, not %v, after 5 s", ep.conn.GetState(), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	waitState(connectivity.Ready) // New connects at once
-	gen := ep.generation()        // a call starts, and is answered
+	waitState(t, ep, connectivity.Ready) // New connects at once
+	gen := ep.generation()               // a call starts, and is answered
 	srv.Stop()
-	waitState(connectivity.Idle)
+	waitState(t, ep, connectivity.Idle)
 	close(release)
 	time.Sleep(200 * time.Millisecond) // the watcher looks: Idle, no Ready known
 	ep.succeeded(gen)                  // the call's success is recorded late
@@ -130,6 +135,23 @@ func TestLateSuccessAfterTheWatcherLooked(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the device was not reported lost")
+	}
+}
+
+// gRPC publishes Ready a moment after the first call on a new connection
+// can succeed: a success recorded while the state still says Connecting
+// (or TransientFailure) is not taken for a Ready period, so the watcher's
+// look at that state is not a loss of the devices that just connected.
+func TestSuccessBeforeReadyIsNotALoss(t *testing.T) {
+	c, _, release, lost := starved(t, false) // never Ready: the state stays as it would look then
+	ep := c.pin("d1")
+	waitState(t, ep, connectivity.TransientFailure) // pick_first keeps it until Ready
+	ep.succeeded(ep.generation())
+	close(release)
+	select {
+	case l := <-lost:
+		t.Fatalf("devices reported lost after a success seen before Ready: %v", l)
+	case <-time.After(500 * time.Millisecond):
 	}
 }
 
