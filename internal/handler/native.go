@@ -401,10 +401,14 @@ func (st *nativeStream) sendLoop() {
 // one sends what was added meanwhile before it stops. So at light load an
 // event goes out from the goroutine that started it, without waking
 // another, and under load what piles up during one send goes in the next.
+//
+// While the stream is held (a Batch runs, or a recvLoop applies actions)
+// it sends nothing more, also when it was sending as the hold began: the
+// hold's end sends what queued.
 func (st *nativeStream) flush() {
 	// An error ends the stream: recvLoop learns why and ends it.
 	_ = st.sender.Run(func() error {
-		for {
+		for st.holds.Load() == 0 {
 			up := st.take(nil)
 			if up == nil {
 				return nil
@@ -413,14 +417,20 @@ func (st *nativeStream) flush() {
 				// Let the dispatchers and workers that are runnable add theirs:
 				// one yield turned batches of ~1.5 into ~20 in measurements.
 				runtime.Gosched()
-				up = st.take(up)
+				if st.holds.Load() == 0 {
+					up = st.take(up)
+				}
 			}
 			if err := st.s.Send(up); err != nil {
 				return err
 			}
 		}
-	}, st.queued)
+		return nil
+	}, st.sendable)
 }
+
+// sendable reports whether something queued may be sent now.
+func (st *nativeStream) sendable() bool { return st.holds.Load() == 0 && st.queued() }
 
 // queued reports whether anything waits to be sent.
 func (st *nativeStream) queued() bool {
