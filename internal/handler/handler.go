@@ -221,7 +221,7 @@ var methods = []string{"OnSocketCreated", "OnReceivedBytes", "OnTimerTimeout", "
 //
 // It learns states by polling (GetState, WaitForStateChange), so on a busy
 // machine it can miss a Ready period of a few milliseconds entirely: a
-// call that succeeded counts as having seen it (sawReady), and any state
+// call that succeeded counts as having seen it (succeeded), and any state
 // other than Ready after a Ready period, seen or not, is its loss.
 func (c *Client) watch(ep *endpoint) {
 	defer ep.probeDone()
