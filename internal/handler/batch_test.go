@@ -44,13 +44,12 @@ func (r *recorder) next(t *testing.T) *nativepb.Up {
 	}
 }
 
-// Events started for many devices while a Batch runs reach a native
-// handler in one message, sent when the Batch ends; an event started
-// outside one goes at once.
-func TestBatchSendsTogether(t *testing.T) {
+// batched serves a recorder, connects a native Client with a Batch to it
+// and opens its stream with device c0's first event (never answered), for
+// the test to take from the recorder.
+func batched(t *testing.T) (*recorder, *Batch, *Client) {
 	rec := &recorder{ups: make(chan *nativepb.Up, 100)}
 	addr := testhandler.Serve(t, func(s *grpc.Server) { nativepb.RegisterHandlerServer(s, rec) })
-
 	h := config.Default().Gateway.ExProto.Handler
 	h.ServiceName, h.Address = config.Native, config.Addresses{"http://" + addr}
 	b := NewBatch()
@@ -58,10 +57,17 @@ func TestBatchSendsTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	var nop nopCall
+	t.Cleanup(func() { c.Close() })
+	c.Start(&pb.SocketCreatedRequest{Conn: "c0"}, nopCall{})
+	return rec, b, c
+}
 
-	c.Start(&pb.SocketCreatedRequest{Conn: "c0"}, nop) // opens the stream
+// Events started for many devices while a Batch runs reach a native
+// handler in one message, sent when the Batch ends; an event started
+// outside one goes at once.
+func TestBatchSendsTogether(t *testing.T) {
+	rec, b, c := batched(t)
+	var nop nopCall
 	if up := rec.next(t); len(up.Events) != 1 {
 		t.Fatalf("first message has %d events, want 1", len(up.Events))
 	}
@@ -81,6 +87,30 @@ func TestBatchSendsTogether(t *testing.T) {
 	c.Start(&pb.SocketCreatedRequest{Conn: "c51"}, nop)
 	if up := rec.next(t); len(up.Events) != 1 || up.Events[0].GetSocketCreated().GetConn() != "c51" {
 		t.Fatalf("after the batch: %v", up)
+	}
+}
+
+// A held stream sends nothing, also from a flush under way (a goroutine
+// that was sending when the hold began): what queued goes when the hold
+// ends, in one message.
+func TestHeldStreamSendsNothing(t *testing.T) {
+	rec, b, c := batched(t)
+	var nop nopCall
+	rec.next(t)
+	st := c.eps[0].native.open()
+	b.Run(func() {
+		for i := 1; i <= 5; i++ {
+			c.Start(&pb.SocketCreatedRequest{Conn: fmt.Sprint("c", i)}, nop)
+		}
+		st.flush() // as the sender already under way goes on
+		select {
+		case up := <-rec.ups:
+			t.Errorf("a held stream sent %d events", len(up.Events))
+		case <-time.After(200 * time.Millisecond):
+		}
+	})
+	if up := rec.next(t); len(up.Events) != 5 {
+		t.Fatalf("the hold's end sent a message of %d events, want 5", len(up.Events))
 	}
 }
 
