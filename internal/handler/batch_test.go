@@ -33,6 +33,16 @@ func (r *recorder) Connect(s nativepb.Handler_ConnectServer) error {
 	}
 }
 
+// none fails the test if events reach the handler within 200 ms.
+func (r *recorder) none(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case up := <-r.ups:
+		t.Errorf("%s sent %d events", what, len(up.Events))
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
 func (r *recorder) next(t *testing.T) *nativepb.Up {
 	t.Helper()
 	select {
@@ -75,11 +85,7 @@ func TestBatchSendsTogether(t *testing.T) {
 		for i := 1; i <= 50; i++ {
 			c.Start(&pb.SocketCreatedRequest{Conn: fmt.Sprint("c", i)}, nop)
 		}
-		select {
-		case up := <-rec.ups:
-			t.Errorf("%d events sent while the batch ran", len(up.Events))
-		case <-time.After(200 * time.Millisecond):
-		}
+		rec.none(t, "the stream, while the batch ran,")
 	})
 	if up := rec.next(t); len(up.Events) != 50 {
 		t.Fatalf("the batch went as a message of %d events, want 50", len(up.Events))
@@ -103,11 +109,7 @@ func TestHeldStreamSendsNothing(t *testing.T) {
 			c.Start(&pb.SocketCreatedRequest{Conn: fmt.Sprint("c", i)}, nop)
 		}
 		st.flush() // as the sender already under way goes on
-		select {
-		case up := <-rec.ups:
-			t.Errorf("a held stream sent %d events", len(up.Events))
-		case <-time.After(200 * time.Millisecond):
-		}
+		rec.none(t, "a held stream")
 	})
 	if up := rec.next(t); len(up.Events) != 5 {
 		t.Fatalf("the hold's end sent a message of %d events, want 5", len(up.Events))

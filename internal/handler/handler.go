@@ -240,14 +240,15 @@ func (c *Client) watch(ep *endpoint) {
 				}
 				ep.probeDone()
 			}
-		case c.native && state != connectivity.Shutdown && ep.endReady():
-			// Every device of a native endpoint has its events on a stream,
-			// which ends with the connection and closes them (nativeStream.end):
-			// one warning for one loss.
-			ep.lost.Store(true)
-			c.log.Info("handler connection lost", "address", ep.addr)
 		case state != connectivity.Shutdown && ep.endReady():
 			ep.lost.Store(true)
+			if c.native {
+				// Every device of a native endpoint has its events on a stream,
+				// which ends with the connection and closes them
+				// (nativeStream.end): one warning for one loss.
+				c.log.Info("handler connection lost", "address", ep.addr)
+				break
+			}
 			ids := c.pinnedTo(ep)
 			if len(ids) > 0 {
 				c.log.Warn("handler connection lost; closing its devices", "address", ep.addr, "devices", len(ids))
