@@ -261,8 +261,12 @@ func (e *env) rawDial(withCert bool) (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		dc := &dtls.Config{RootCAs: e.certs.CAPool, ServerName: "127.0.0.1", Certificates: tc.Certificates, ExtendedMasterSecret: dtls.RequireExtendedMasterSecret}
-		c, err := dtls.Dial("udp", ua, dc)
+		opts := []dtls.ClientOption{dtls.WithRootCAs(e.certs.CAPool), dtls.WithServerName("127.0.0.1"),
+			dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret)}
+		if len(tc.Certificates) > 0 { // pion refuses an empty list
+			opts = append(opts, dtls.WithCertificates(tc.Certificates...))
+		}
+		c, err := dtls.DialWithOptions("udp", ua, opts...)
 		if err != nil {
 			return nil, err
 		}

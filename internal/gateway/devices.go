@@ -77,7 +77,7 @@ func (g *Gateway) listenerOptions(typ, name string, l *config.Listener) (listene
 			return o, fmt.Errorf("%s.%w", where, err)
 		}
 	case listener.DTLS:
-		if o.DTLS, err = listener.DTLSConfig(l.DTLSOptions); err != nil {
+		if o.DTLS, err = listener.DTLSServerOptions(l.DTLSOptions); err != nil {
 			return o, fmt.Errorf("%s.%w", where, err)
 		}
 	}

@@ -3,6 +3,7 @@ package listener
 import (
 	"errors"
 	"net"
+	"slices"
 
 	"github.com/pion/dtls/v3"
 )
@@ -16,14 +17,12 @@ func (l *Listener) listenDTLS() (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := *l.opts.DTLS
-	cfg.OnConnectionAttempt = func(a net.Addr) error {
+	opts := append(slices.Clip(l.opts.DTLS), dtls.WithOnConnectionAttempt(func(a net.Addr) error {
 		if l.closed.Load() || !l.admit(a) {
 			l.Stats.DatagramsDropped.Add(1)
 			return errNotAdmitted
 		}
 		return nil
-	}
-	//nolint:staticcheck // Listen with a Config is the documented form in v3.1.
-	return dtls.Listen("udp", ua, &cfg)
+	}))
+	return dtls.ListenWithOptions("udp", ua, opts...)
 }

@@ -123,8 +123,8 @@ type Options struct {
 	ProxyTimeout   time.Duration // default 3s
 	TCP            config.TCPOptions
 	UDP            config.UDPOptions
-	TLS            *tls.Config  // SSL
-	DTLS           *dtls.Config // DTLS
+	TLS            *tls.Config         // SSL
+	DTLS           []dtls.ServerOption // DTLS: DTLSServerOptions
 	// HandshakeTimeout bounds a TLS or DTLS handshake. Default 15s.
 	HandshakeTimeout time.Duration
 	BytesRate        config.Rate // per connection

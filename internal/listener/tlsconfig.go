@@ -14,46 +14,50 @@ import (
 	"github.com/exgate/exgate/internal/tlsconfig"
 )
 
-// DTLSConfig builds the server side of a dtls listener: certificates, or PSK
-// when psk_file is set.
-func DTLSConfig(o *config.TLSOptions) (*dtls.Config, error) {
-	c := &dtls.Config{ExtendedMasterSecret: dtls.RequireExtendedMasterSecret}
+// DTLSServerOptions builds the server side of a dtls listener: certificates,
+// or PSK when psk_file is set. Files are read and names checked here, so a
+// wrong option is an error at start, naming it.
+func DTLSServerOptions(o *config.TLSOptions) ([]dtls.ServerOption, error) {
+	opts := []dtls.ServerOption{dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret)}
+	var suites []dtls.CipherSuiteID
 	if o.PSKFile != "" {
 		keys, err := loadPSK(o.PSKFile)
 		if err != nil {
 			return nil, fmt.Errorf("dtls_options.psk_file: %w", err)
 		}
-		c.PSK = func(identity []byte) ([]byte, error) {
-			if k, ok := keys[string(identity)]; ok {
-				return k, nil
-			}
-			return nil, fmt.Errorf("unknown PSK identity %q", identity)
-		}
-		c.PSKIdentityHint = []byte("exgate")
-		c.CipherSuites = []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_AES_128_GCM_SHA256, dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_CBC_SHA256}
+		opts = append(opts,
+			dtls.WithPSK(func(identity []byte) ([]byte, error) {
+				if k, ok := keys[string(identity)]; ok {
+					return k, nil
+				}
+				return nil, fmt.Errorf("unknown PSK identity %q", identity)
+			}),
+			dtls.WithPSKIdentityHint([]byte("exgate")))
+		suites = []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_AES_128_GCM_SHA256, dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_CBC_SHA256}
 	}
 	if o.Certfile != "" || o.Keyfile != "" {
 		cert, err := tls.LoadX509KeyPair(o.Certfile, o.Keyfile)
 		if err != nil {
 			return nil, fmt.Errorf("dtls_options.certfile/keyfile: %w", err)
 		}
-		c.Certificates = []tls.Certificate{cert}
+		opts = append(opts, dtls.WithCertificates(cert))
 	}
 	if o.Cacertfile != "" {
 		pool, err := tlsconfig.LoadPool(o.Cacertfile)
 		if err != nil {
 			return nil, fmt.Errorf("dtls_options.cacertfile: %w", err)
 		}
-		c.ClientCAs = pool
+		opts = append(opts, dtls.WithClientCAs(pool))
 	}
 	if o.Verify == "verify_peer" {
-		c.ClientAuth = dtls.VerifyClientCertIfGiven
+		auth := dtls.VerifyClientCertIfGiven
 		if o.FailIfNoPeerCert {
-			c.ClientAuth = dtls.RequireAndVerifyClientCert
+			auth = dtls.RequireAndVerifyClientCert
 		}
+		opts = append(opts, dtls.WithClientAuth(auth))
 	}
 	if len(o.Ciphers) > 0 {
-		c.CipherSuites = nil
+		suites = nil
 		byName := map[string]dtls.CipherSuiteID{}
 		for _, id := range []dtls.CipherSuiteID{
 			dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
@@ -68,10 +72,13 @@ func DTLSConfig(o *config.TLSOptions) (*dtls.Config, error) {
 			if !ok {
 				return nil, fmt.Errorf("dtls_options.ciphers: %q is not a DTLS suite exgate supports", n)
 			}
-			c.CipherSuites = append(c.CipherSuites, id)
+			suites = append(suites, id)
 		}
 	}
-	return c, nil
+	if len(suites) > 0 {
+		opts = append(opts, dtls.WithCipherSuites(suites...))
+	}
+	return opts, nil
 }
 
 // loadPSK reads "identity:secret" lines (EMQX's psk_file format); blank
