@@ -38,6 +38,7 @@ test:
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	./scripts/staticcheck.sh
 
 # Regenerates exprotopb and nativepb from proto/*.proto (needs Debian's protoc).
 proto:

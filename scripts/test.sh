@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, vet, then every test with
-# the race detector. Installs what the tests need first.
+# The whole test suite, as CI runs it: formatting, vet, staticcheck, then
+# every test with the race detector. Installs what the tests need first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,7 @@ if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 go vet ./...
+./scripts/staticcheck.sh
 # -json through testsum: one line per package, every skip with its reason,
 # the whole output of every failure; the raw log is kept (its own file, so
 # parallel runs do not collide).

@@ -863,11 +863,13 @@ gateway: {exproto: {server: {bind: "127.0.0.1:0"}, listeners: {tcp: {default: {b
 // An idle process hands the heap's free memory back to the OS; a busy one
 // does not (its activity keeps changing).
 func TestReleaseWhenIdle(t *testing.T) {
-	garbage := make([][]byte, 0, 64)
-	for range 64 {
-		garbage = append(garbage, make([]byte, 1<<20))
-	}
-	garbage = nil
+	func() {
+		garbage := make([][]byte, 64)
+		for i := range garbage {
+			garbage[i] = make([]byte, 1<<20)
+		}
+		runtime.KeepAlive(garbage)
+	}()
 	runtime.GC()
 	if spareHeap() < 16<<20 {
 		t.Skip("the runtime gave the garbage back by itself: nothing to test")

@@ -12,8 +12,10 @@ import (
 func TestWindow(t *testing.T) {
 	w := newWindow(2)
 	stop := make(chan struct{})
-	if !w.take(stop) || !w.take(stop) {
-		t.Fatal("the first two waited")
+	for i := range 2 {
+		if !w.take(stop) {
+			t.Fatalf("take %d of the first two waited", i+1)
+		}
 	}
 	took := make(chan bool, 1)
 	go func() { took <- w.take(stop) }()

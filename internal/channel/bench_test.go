@@ -13,9 +13,9 @@ import (
 
 // countingHandler answers every callback at once and counts what it got.
 type countingHandler struct {
-	events, messages atomic.Int64
-	done             chan struct{}
-	want             int64
+	events atomic.Int64
+	done   chan struct{}
+	want   int64
 }
 
 func (h *countingHandler) bump(n int64) {

@@ -202,34 +202,33 @@ type Channel struct {
 	inFlight atomic.Pointer[asyncCall]
 	deadline *time.Timer
 
-	mu           sync.Mutex // guards everything below; never held across I/O
-	state        State
-	authBusy     bool // an Authenticate is between its checks and its commit
-	client       Credentials
-	superuser    bool
-	connectedAt  time.Time
-	mountpoint   string
-	session      broker.Session
-	subs         map[string]byte // filter as the handler gave it → qos
-	reason       string          // why it closed; the first cause wins
-	closedAt     time.Time       // queued events are dropped CloseFlushTimeout after it
-	keepalive    time.Duration
-	kaTimer      *time.Timer
-	idleTimer    *time.Timer
-	expireTimer  *time.Timer
-	authTimer    *time.Timer    // nil unless AuthTimeout is set
-	watch        *netpoll.Watch // set when a poller reads the socket (Watch)
-	queue        []event
-	queuedReads  int // socket-read and timer events in queue
-	queuedMsgs   int // deliveries in queue
-	queuedQoS0   int // deliveries in queue at QoS 0
-	mqDropped    int64
-	dispatching  bool
-	ids          msgIDs
-	closeQueued  bool
-	closeStarted bool
-	finished     bool          // OnSocketClosed was answered
-	done         chan struct{} // made by Done, closed once finished
+	mu          sync.Mutex // guards everything below; never held across I/O
+	state       State
+	authBusy    bool // an Authenticate is between its checks and its commit
+	client      Credentials
+	superuser   bool
+	connectedAt time.Time
+	mountpoint  string
+	session     broker.Session
+	subs        map[string]byte // filter as the handler gave it → qos
+	reason      string          // why it closed; the first cause wins
+	closedAt    time.Time       // queued events are dropped CloseFlushTimeout after it
+	keepalive   time.Duration
+	kaTimer     *time.Timer
+	idleTimer   *time.Timer
+	expireTimer *time.Timer
+	authTimer   *time.Timer    // nil unless AuthTimeout is set
+	watch       *netpoll.Watch // set when a poller reads the socket (Watch)
+	queue       []event
+	queuedReads int // socket-read and timer events in queue
+	queuedMsgs  int // deliveries in queue
+	queuedQoS0  int // deliveries in queue at QoS 0
+	mqDropped   int64
+	dispatching bool
+	ids         msgIDs
+	closeQueued bool
+	finished    bool          // OnSocketClosed was answered
+	done        chan struct{} // made by Done, closed once finished
 }
 
 // New makes a channel for a freshly accepted connection and queues

@@ -110,11 +110,10 @@ func TestDTLSWithPSK(t *testing.T) {
 	})
 	dial := func(id, key string) (*dtls.Conn, error) {
 		ua, _ := net.ResolveUDPAddr("udp", e.addr())
-		c, err := dtls.Dial("udp", ua, &dtls.Config{
-			PSK:             func([]byte) ([]byte, error) { return []byte(key), nil },
-			PSKIdentityHint: []byte(id),
-			CipherSuites:    []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_AES_128_GCM_SHA256},
-		})
+		c, err := dtls.DialWithOptions("udp", ua,
+			dtls.WithPSK(func([]byte) ([]byte, error) { return []byte(key), nil }),
+			dtls.WithPSKIdentityHint([]byte(id)),
+			dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_GCM_SHA256))
 		if err != nil {
 			return nil, err
 		}
@@ -240,14 +239,12 @@ func TestMaxConnectionsCountsOpenSockets(t *testing.T) {
 
 func TestMaxConnRate(t *testing.T) {
 	e := start(t, func(c *config.Config) { r := 2; defaultListener(c).MaxConnRate = &r })
-	var conns []net.Conn
 	for i := 0; i < 6; i++ {
 		c, err := net.Dial("tcp", e.addr())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		conns = append(conns, c)
 	}
 	time.Sleep(300 * time.Millisecond)
 	st := &e.g.Listener("tcp:default").Stats

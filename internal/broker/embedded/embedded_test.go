@@ -171,7 +171,7 @@ func TestDeliveriesAtTheGrantedQoS(t *testing.T) {
 	}
 	m.pub(t, "t/a", 1, false, "gone")
 	m.pub(t, "t/hi", 1, false, "still")
-	got = d.waitN(t, 5)
+	d.waitN(t, 5)
 	time.Sleep(50 * time.Millisecond)
 	if got = d.messages(); len(got) != 5 || string(got[4].Payload) != "still" {
 		t.Fatalf("after unsubscribe: %d messages, last %+v", len(got), got[len(got)-1])
@@ -256,9 +256,9 @@ func TestRetainedOnSubscribe(t *testing.T) {
 	if err := d.Subscribe(context.Background(), "$app/#", 2); err != nil {
 		t.Fatal(err)
 	}
-	got := d.waitN(t, 3) // state/lamp again through "#", then $app/mode
+	d.waitN(t, 3) // state/lamp again through "#", then $app/mode
 	time.Sleep(50 * time.Millisecond)
-	if got = d.messages(); len(got) != 3 || got[1].Topic != "state/lamp" || got[2].Topic != "$app/mode" || got[2].QoS != 1 {
+	if got := d.messages(); len(got) != 3 || got[1].Topic != "state/lamp" || got[2].Topic != "$app/mode" || got[2].QoS != 1 {
 		t.Fatalf("retained after '#' and '$app/#': %+v", got)
 	}
 }

@@ -647,6 +647,7 @@ func (c *conn) Close() {
 	}
 	if c.watch != nil { // wait for a read being handled: no delivery after Close
 		c.rmu.Lock()
+		//lint:ignore SA2001 the empty section is the wait: a read holds rmu while it delivers
 		c.rmu.Unlock()
 		return
 	}
