@@ -459,7 +459,7 @@ func (h *Handler) WaitClosed(t testing.TB, conn string, timeout time.Duration) s
 	return r
 }
 
-// LastConn waits for a new connection beyond the n already seen and returns its id.
+// NthConn waits for a new connection beyond the n already seen and returns its id.
 func (h *Handler) NthConn(t testing.TB, n int, timeout time.Duration) string {
 	t.Helper()
 	h.WaitFor(t, timeout, "connection", func() bool { return len(h.Conns()) > n })
