@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -31,6 +32,7 @@ import (
 	"github.com/exgate/exgate/internal/auth"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testhandler"
+	"github.com/exgate/exgate/sdk"
 )
 
 // login sends CONNECT and returns the CONNACK's result code.
@@ -352,6 +354,18 @@ func TestAdapterAuthToken(t *testing.T) {
 		_, err := other.Adapter.RawPublish(ctx5(t), &pb.RawPublishRequest{Topic: "t", Payload: []byte("x")})
 		if status.Code(err) != codes.Unauthenticated {
 			t.Fatalf("token %q: %v, want UNAUTHENTICATED", tok, err)
+		}
+	}
+	// A Go handler's client: sdk.WithToken.
+	for tok, want := range map[string]codes.Code{"adapter-token-1": codes.OK, "wrong": codes.Unauthenticated} {
+		c, err := sdk.Dial(e.g.AdapterAddr().String(), sdk.WithToken(tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.RawPublish(ctx5(t), "t", 0, []byte("x"))
+		c.Close()
+		if status.Code(errors.Unwrap(err)) != want {
+			t.Fatalf("sdk client with token %q: %v, want %v", tok, err, want)
 		}
 	}
 	// Health checks need no token.

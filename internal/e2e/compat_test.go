@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
 	"github.com/exgate/exgate/internal/testhandler"
+	"github.com/exgate/exgate/sdk"
 )
 
 // exercise runs the demo protocol's main paths for one device.
@@ -272,6 +274,25 @@ func TestAdapterOverTLSWithClientCerts(t *testing.T) {
 	resp, err := dialAdapter(true).RawPublish(ctx, raw)
 	if err != nil || resp.Code != pb.ResultCode_SUCCESS {
 		t.Fatalf("trusted handler: %v %v", resp, err)
+	}
+	// A Go handler's client: sdk.WithTLS with the certificate gets in,
+	// without it not, and with TLS but no certificate not either.
+	sdkClient := func(opts ...sdk.ClientOption) error {
+		c, err := sdk.Dial(e.g.AdapterAddr().String(), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.RawPublish(ctx, "t", 0, []byte("x"))
+	}
+	if err := sdkClient(sdk.WithTLS(credentials.NewTLS(&tls.Config{RootCAs: sharedCerts.CAPool, ServerName: "localhost", Certificates: []tls.Certificate{sharedCerts.Client}}))); err != nil {
+		t.Fatalf("sdk client with WithTLS and a client certificate: %v", err)
+	}
+	if err := sdkClient(); status.Code(errors.Unwrap(err)) != codes.Unavailable {
+		t.Fatalf("sdk client without TLS: %v, want UNAVAILABLE", err)
+	}
+	if err := sdkClient(sdk.WithTLS(credentials.NewTLS(&tls.Config{RootCAs: sharedCerts.CAPool, ServerName: "localhost"}))); status.Code(errors.Unwrap(err)) != codes.Unavailable {
+		t.Fatalf("sdk client with TLS and no client certificate: %v, want UNAVAILABLE", err)
 	}
 	// The test handler itself can be given the certificate too.
 	e.h.AttachTLS(t, e.g.AdapterAddr().String(), &tls.Config{RootCAs: sharedCerts.CAPool, ServerName: "localhost", Certificates: []tls.Certificate{sharedCerts.Client}})

@@ -129,6 +129,10 @@ func TestDTLSWithPSK(t *testing.T) {
 		c.Close()
 		t.Fatal("handshake with a wrong PSK succeeded")
 	}
+	if c, err := dial("intruder", "s3cret-key"); err == nil { // a known secret under an unknown identity
+		c.Close()
+		t.Fatal("handshake with an identity not in psk_file succeeded")
+	}
 	e.noNewConn(0, 200*time.Millisecond)
 	c, err := dial("device-7", "s3cret-key")
 	if err != nil {
