@@ -573,6 +573,21 @@ gateway:
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("set log level: %v %v", resp, err)
 	}
+	req, _ = http.NewRequest("GET", apiURL+"/api/v5/log", nil)
+	req.SetBasicAuth(key, secret)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("get log level: %v %v", resp, err)
+	} else if b, _ := io.ReadAll(resp.Body); !strings.Contains(string(b), `"level":"debug"`) {
+		t.Fatalf("log level after setting debug: %s", b)
+	}
+	req, _ = http.NewRequest("PUT", apiURL+"/api/v5/log", strings.NewReader(`{"level":"verbose"}`))
+	req.SetBasicAuth(key, secret)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 400 {
+		t.Fatalf("set log level verbose: %v %v, want 400", resp, err)
+	} else if b, _ := io.ReadAll(resp.Body); !strings.Contains(string(b), `level \"verbose\" is not one of debug, info, warn, error`) {
+		t.Fatalf("set log level verbose: %s", b)
+	}
 	if out, _, err = run(t, "banned", "add", "clientid", "spammer", "--for", "1h", "--reason", "test", "--api", apiURL, "-c", n.path); err != nil || !strings.Contains(out, "spammer") {
 		t.Fatalf("banned add: %v\n%s", err, out)
 	}
@@ -585,7 +600,17 @@ gateway:
 	if out, _, err = run(t, "clients", "kick", "cli-dev", "--api", apiURL, "-c", n.path); err != nil || !strings.Contains(out, "kicked cli-dev") {
 		t.Fatalf("kick: %v\n%s", err, out)
 	}
-	n.waitLine(t, "level=DEBUG") // the kicked device's close, now at debug level
+	if l := n.waitLine(t, `msg="client disconnected"`); !strings.Contains(l, "clientid=cli-dev") {
+		t.Fatalf("the kicked device's close: %s", l)
+	}
+	// Debug lines now appear: a device that leaves before authenticating
+	// is logged at debug only.
+	quiet := dialDevice(t, n.addr(t, "tcp:default"))
+	port := quiet.c.LocalAddr().String()
+	quiet.c.Close()
+	if l := n.waitLine(t, "peer="+port); !strings.Contains(l, `level=DEBUG msg="device closed before it authenticated"`) {
+		t.Fatalf("a device closed before authenticating, at debug level: %s", l)
+	}
 	if _, stderr, err := run(t, "clients", "show", "nobody", "--api", apiURL, "-c", n.path); err == nil || !strings.Contains(stderr, "CLIENTID_NOT_FOUND") {
 		t.Fatalf("show a missing client: %v %s", err, stderr)
 	}

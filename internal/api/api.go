@@ -239,7 +239,7 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) getLog(w http.ResponseWriter, _ *http.Request) {
 	lvl := "info"
 	if s.level != nil {
-		lvl = s.level.Level().String()
+		lvl = levelName(s.level.Level())
 	}
 	writeJSON(w, 200, map[string]string{"level": lvl})
 }
@@ -258,9 +258,13 @@ func (s *Server) setLog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.level.Set(l)
-	s.log.Info("log level changed", "level", l.String())
-	writeJSON(w, 200, map[string]string{"level": l.String()})
+	s.log.Info("log level changed", "level", levelName(l))
+	writeJSON(w, 200, map[string]string{"level": levelName(l)})
 }
+
+// levelName is a level as the configuration file and PUT spell it
+// ("debug"), not as slog prints it ("DEBUG").
+func levelName(l slog.Level) string { return strings.ToLower(l.String()) }
 
 // doReload, a PUT with no body, re-reads the configuration file: 200 with
 // what needs a restart, or 400 with why the new configuration was refused

@@ -94,7 +94,14 @@ func TestManagementAPI(t *testing.T) {
 	if code != 200 || m["status"] != "running" || m["current_connections"].(float64) != 3 {
 		t.Fatalf("gateway: %d %v", code, m)
 	}
-	code, _, body := call(t, "GET", gw+"/listeners", "")
+	// EMQX's list of gateways: ExProto alone, as its own page shows it.
+	code, _, body := call(t, "GET", base+"/api/v5/gateways", "")
+	var gws []map[string]any
+	if err := json.Unmarshal([]byte(body), &gws); code != 200 || err != nil || len(gws) != 1 ||
+		gws[0]["name"] != "exproto" || gws[0]["status"] != "running" || gws[0]["current_connections"].(float64) != 3 {
+		t.Fatalf("gateways: %d %s", code, body)
+	}
+	code, _, body = call(t, "GET", gw+"/listeners", "")
 	if code != 200 || !strings.Contains(body, `"id":"exproto:tcp:default"`) {
 		t.Fatalf("listeners: %d %s", code, body)
 	}
@@ -330,6 +337,17 @@ func TestClientTrace(t *testing.T) {
 	if code, m, _ := call(t, "POST", gw+"/trace", `{"name":"t1","clientid":"x"}`); code != 400 || m["code"] != "BAD_REQUEST" {
 		t.Fatalf("duplicate trace: %d %v", code, m)
 	}
+	traces := func() []map[string]any {
+		code, _, body := call(t, "GET", gw+"/trace", "")
+		var l []map[string]any
+		if err := json.Unmarshal([]byte(body), &l); code != 200 || err != nil {
+			t.Fatalf("list traces: %d %s", code, body)
+		}
+		return l
+	}
+	if l := traces(); len(l) != 1 || l[0]["name"] != "t1" || l[0]["clientid"] != "traced" {
+		t.Fatalf("traces while t1 runs: %v", l)
+	}
 	d := e.dial()
 	d.connect("traced", 0)
 	d.subscribe("cmd/#", 1)
@@ -351,6 +369,9 @@ func TestClientTrace(t *testing.T) {
 	}
 	if code, _, _ := call(t, "DELETE", gw+"/trace/t1", ""); code != 204 {
 		t.Fatal(code)
+	}
+	if l := traces(); len(l) != 0 {
+		t.Fatalf("traces after t1 stopped: %v", l)
 	}
 	if code, _, _ := call(t, "GET", gw+"/trace/t1/download", ""); code != 404 {
 		t.Fatal("a stopped trace is forgotten", code)
