@@ -55,7 +55,9 @@ func newPoller(t *testing.T) *netpoll.Poller {
 	return p
 }
 
-// watched returns a channel whose socket p reads, and the device's end.
+// watched returns a channel whose socket p reads, and the device's end;
+// with p nil, a goroutine of its own reads it (ReadLoop: where there is no
+// event loop, as on other systems than Linux).
 func watched(t *testing.T, cfg *Config, p *netpoll.Poller) (*Channel, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -73,18 +75,31 @@ func watched(t *testing.T, cfg *Config, p *netpoll.Poller) (*Channel, net.Conn) 
 		t.Fatal(err)
 	}
 	c := New(cfg, conn.(*net.TCPConn), &pb.ConnInfo{}, false)
+	if p == nil {
+		go c.ReadLoop(conn)
+		return c, dev
+	}
 	if !c.Watch(p) {
 		t.Fatal("a plain TCP socket could not be watched")
 	}
 	return c, dev
 }
 
+// readers runs f with a poller reading the devices and with a goroutine
+// each (nil).
+func readers(t *testing.T, f func(t *testing.T, p *netpoll.Poller)) {
+	t.Run("poller", func(t *testing.T) { f(t, newPoller(t)) })
+	t.Run("goroutine", func(t *testing.T) { f(t, nil) })
+}
+
 // A device whose handler is stuck fills its event queue; the poller then
 // stops reading it (TCP pushes back on the device) without stalling the
 // other devices it reads, and when the handler moves again every byte
-// arrives, in order, and the waiting goroutine is gone.
-func TestWatchedDeviceBackPressure(t *testing.T) {
-	p := newPoller(t) // one loop: a stall would stall the other device too
+// arrives, in order, and the waiting goroutine is gone. The same with a
+// reading goroutine per device.
+func TestWatchedDeviceBackPressure(t *testing.T) { readers(t, testBackPressure) }
+
+func testBackPressure(t *testing.T, p *netpoll.Poller) { // one loop: a stall would stall the other device too
 	h := &bytesHandler{hold: map[string]bool{}, release: make(chan struct{}), got: map[string][]byte{}}
 	release := sync.OnceFunc(func() { close(h.release) })
 	defer release() // before the poller closes: a failed test must not leave its loop stuck
@@ -134,16 +149,17 @@ func TestWatchedDeviceBackPressure(t *testing.T) {
 	fast.Kick(ReasonNormal)
 	<-slow.Done()
 	<-fast.Done()
-	if got := p.Len(); got != 0 {
-		t.Fatalf("%d sockets still watched after their channels closed", got)
+	if p != nil && p.Len() != 0 {
+		t.Fatalf("%d sockets still watched after their channels closed", p.Len())
 	}
 	waitUntil(t, "goroutines back to where they were", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 // A device that goes away is closed with the peer's reason, and the
 // poller forgets it.
-func TestWatchedDevicePeerClose(t *testing.T) {
-	p := newPoller(t)
+func TestWatchedDevicePeerClose(t *testing.T) { readers(t, testPeerClose) }
+
+func testPeerClose(t *testing.T, p *netpoll.Poller) {
 	h := &bytesHandler{release: make(chan struct{}), got: map[string][]byte{}}
 	c, dev := watched(t, testConfig(h, nil), p)
 	_, _ = dev.Write([]byte("bye"))
@@ -158,7 +174,7 @@ func TestWatchedDevicePeerClose(t *testing.T) {
 	if reason != "{shutdown,tcp_closed}" {
 		t.Fatalf("reason %q, want {shutdown,tcp_closed}", reason)
 	}
-	if p.Len() != 0 {
+	if p != nil && p.Len() != 0 {
 		t.Fatal("the closed device is still watched")
 	}
 }
