@@ -3,6 +3,7 @@ package handlertest_test
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -142,6 +143,81 @@ func TestSendNoWait(t *testing.T) {
 				}
 			} else if !errors.Is(err, sdk.ErrNotAlive) {
 				t.Fatalf("SendNoWait over the adapter to a closed device: %v, want ErrNotAlive", err)
+			}
+		})
+	}
+}
+
+// session subscribes its device, forwards what reaches it, unsubscribes
+// on "unsub", and reports its keepalive timer's end.
+type session struct{ timeouts chan string }
+
+func (session) OnSocketCreated(context.Context, *sdk.Conn[int]) error { return nil }
+func (session) OnReceivedBytes(ctx context.Context, c *sdk.Conn[int], b []byte) error {
+	switch string(b) {
+	case "hello":
+		if err := c.Authenticate(ctx, sdk.ClientInfo{ClientID: "kept"}, ""); err != nil {
+			return err
+		}
+		if err := c.Subscribe(ctx, "down/#", 1); err != nil {
+			return err
+		}
+		if err := c.StartKeepalive(ctx, 1); err != nil {
+			return err
+		}
+		return c.Send(ctx, []byte("welcome"))
+	case "unsub":
+		if err := c.Unsubscribe(ctx, "down/#"); err != nil {
+			return err
+		}
+		return c.Send(ctx, []byte("unsubscribed"))
+	}
+	return nil
+}
+func (session) OnReceivedMessages(ctx context.Context, c *sdk.Conn[int], ms []*pb.Message) error {
+	for _, m := range ms {
+		if err := c.Send(ctx, m.Payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (s session) OnTimerTimeout(_ context.Context, c *sdk.Conn[int]) error {
+	s.timeouts <- c.ID
+	return nil
+}
+func (session) OnSocketClosed(context.Context, *sdk.Conn[int], string) error { return nil }
+
+// A handler's deliveries, Unsubscribe and keepalive timer work the same
+// over each service the SDK serves: a message published to the device's
+// filter reaches it, none after Unsubscribe, and a device that stays
+// silent past its keepalive is reported with OnTimerTimeout, then closed
+// by the gateway (as EMQX does).
+func TestSessionInEachService(t *testing.T) {
+	for _, service := range []string{"ConnectionUnaryHandler", "ConnectionHandler", config.Native} {
+		t.Run(service, func(t *testing.T) {
+			s := session{timeouts: make(chan string, 1)}
+			h := handlertest.New(t, s, func(c *config.Config) { c.Gateway.ExProto.Handler.ServiceName = service })
+			dev := h.Dial()
+			dev.Write([]byte("hello"))
+			dev.Expect([]byte("welcome"))
+			h.Publish("down/1", []byte("m1"))
+			dev.Expect([]byte("m1"))
+			dev.Write([]byte("unsub"))
+			dev.Expect([]byte("unsubscribed"))
+			h.Publish("down/1", []byte("m2"))
+			begin := time.Now()
+			select {
+			case <-s.timeouts:
+			case <-time.After(h.Timeout):
+				t.Fatal("no OnTimerTimeout for a device silent past its keepalive")
+			}
+			if d := time.Since(begin); d < 500*time.Millisecond {
+				t.Fatalf("the keepalive of 1 s ran out after %v of silence", d)
+			}
+			_ = dev.SetReadDeadline(time.Now().Add(h.Timeout))
+			if rest, err := io.ReadAll(dev.Conn); err != nil || len(rest) != 0 {
+				t.Fatalf("after Unsubscribe the device read %q before its close (%v), want nothing", rest, err)
 			}
 		})
 	}
