@@ -147,6 +147,45 @@ func TestAutoFallsBackToMQTT311(t *testing.T) {
 	}
 }
 
+// An upstream without QoS 2 or shared subscriptions (NATS 2.9, RabbitMQ
+// 3.x) is described by max_qos and shared_subscriptions: a device's QoS 2
+// publish goes at QoS 1, and a $share subscription is refused as a bad
+// request instead of being taken for a topic that never delivers.
+func TestUpstreamCapabilities(t *testing.T) {
+	up := testbroker.Start(t)
+	one, no := 1, false
+	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + up.Addr}, MaxQoS: &one, SharedSubscriptions: &no}, Node: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan broker.Message, 1)
+	sub, err := b.Connect(ctx, broker.ClientInfo{ClientID: "sub"}, "", broker.Handlers{Deliver: func(m broker.Message) { got <- m }, Closed: func(error) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := sub.Subscribe(ctx, "$share/g/cap/t", 1); !errors.Is(err, broker.ErrBadRequest) {
+		t.Fatalf("a shared subscription with shared_subscriptions false: %v, want ErrBadRequest", err)
+	}
+	if err := sub.Subscribe(ctx, "cap/t", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Publish(ctx, "cap/t", 2, []byte("capped")); err != nil {
+		t.Fatalf("a QoS 2 publish with max_qos 1: %v", err)
+	}
+	select {
+	case m := <-got:
+		if string(m.Payload) != "capped" || m.QoS != 1 {
+			t.Fatalf("delivered %q at QoS %d, want capped at QoS 1 (published at 2, subscribed at 2)", m.Payload, m.QoS)
+		}
+	case <-ctx.Done():
+		t.Fatal("no delivery")
+	}
+}
+
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
