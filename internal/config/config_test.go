@@ -207,3 +207,28 @@ func TestMessagesPerDelivery(t *testing.T) {
 		}
 	}
 }
+
+// broker.mqtt.protocol_version takes the names operators use for MQTT's
+// versions, and says which it takes when given another.
+func TestProtocolVersion(t *testing.T) {
+	for in, want := range map[string]MQTTVersion{"auto": 0, `""`: 0, "4": 4, `"3.1.1"`: 4, "5": 5, `"5.0"`: 5, "AUTO": 0} {
+		c, err := Parse([]byte("broker: {mqtt: {servers: [\"tcp://127.0.0.1:1883\"], protocol_version: " + in + "}}"))
+		if err != nil {
+			t.Errorf("protocol_version %s: %v", in, err)
+			continue
+		}
+		if got := c.Broker.MQTT.ProtocolVersion; got != want {
+			t.Errorf("protocol_version %s: %d, want %d", in, got, want)
+		}
+		// The API saves a configuration it changed: what it writes reads back the same.
+		if again, err := Parse(c.YAML()); err != nil {
+			t.Errorf("protocol_version %s written and read again: %v", in, err)
+		} else if got := again.Broker.MQTT.ProtocolVersion; got != want {
+			t.Errorf("protocol_version %s written and read again: %d, want %d", in, got, want)
+		}
+	}
+	_, err := Parse([]byte("broker: {mqtt: {servers: [\"tcp://127.0.0.1:1883\"], protocol_version: 3}}"))
+	if err == nil || !strings.Contains(err.Error(), `protocol_version "3" is not one of auto, 4 (MQTT 3.1.1), 5`) {
+		t.Fatalf("protocol_version 3: %v", err)
+	}
+}
