@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/exgate/exgate/exprotopb"
@@ -376,6 +377,22 @@ func TestAdapterAuthToken(t *testing.T) {
 	defer cc.Close()
 	if _, err := healthpb.NewHealthClient(cc).Check(ctx5(t), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatal(err)
+	}
+	// Nor does the streaming one (Watch); reflection, a stream too, does.
+	w, err := healthpb.NewHealthClient(cc).Watch(ctx5(t), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hr, err := w.Recv(); err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health watch without a token: %v %v", hr, err)
+	}
+	rs, err := rpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx5(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rs.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{}})
+	if resp, err := rs.Recv(); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("reflection without a token: %v %v, want UNAUTHENTICATED", resp, err)
 	}
 }
 
