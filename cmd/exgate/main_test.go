@@ -843,6 +843,7 @@ gateway:
 	n.waitLine(t, "stopped")
 
 	n = startNodeFile(t, path)
+	apiURL = "http://" + regexp.MustCompile(`api=(\S+)`).FindStringSubmatch(n.waitLine(t, "management API"))[1]
 	n.waitLine(t, "listener tcp:default was deleted through the API")
 	n.waitLine(t, "listener tcp:extra was created through the API")
 	if strings.Contains(n.start, "tcp:default=") || !strings.Contains(n.start, "tcp:extra="+extra) {
@@ -858,11 +859,25 @@ gateway:
 	if err := os.Remove(filepath.Join(filepath.Dir(path), "api_changes.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	_ = n.cmd.Process.Signal(syscall.SIGHUP)
+	// This time through the API: a PUT without a body re-reads the file.
+	if code := call("PUT", "", ""); code != 200 {
+		t.Fatalf("PUT reload: %d", code)
+	}
 	n.waitLine(t, "configuration reloaded")
 	if c, err := net.Dial("tcp", extra); err == nil {
 		c.Close()
 		t.Fatal("without the changes file the API's listener still accepts")
+	}
+	// A file the gateway cannot take: 400, the running configuration kept.
+	if err := os.WriteFile(path, []byte("gateway: {exproto: {idle_timeout: never}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := call("PUT", "", ""); code != 400 {
+		t.Fatalf("PUT reload of a broken file: %d, want 400", code)
+	}
+	n.waitLine(t, "reload refused")
+	if code := call("GET", "", ""); code != 200 {
+		t.Fatalf("the gateway after a refused reload: %d", code)
 	}
 }
 
