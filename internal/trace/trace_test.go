@@ -2,6 +2,7 @@ package trace
 
 import (
 	"os"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -42,22 +43,54 @@ func TestActiveTracesAreBounded(t *testing.T) {
 	if err := start("c"); err != nil {
 		t.Fatalf("after a stop: %v", err)
 	}
-	// Finished traces are remembered up to Kept, the oldest forgotten first.
+	// A stopped trace is forgotten at once; one that ran its time stays in
+	// the list, up to Kept, the oldest finished one forgotten first (its
+	// file stays).
 	for _, n := range []string{"b", "c"} {
 		if err := tr.Stop(n); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if l := tr.List(); len(l) != 0 {
+		t.Fatalf("stopped traces still listed: %v", l)
+	}
+	var files []string
 	for _, n := range []string{"d", "e", "f", "g"} {
-		if err := start(n); err != nil {
+		info, err := tr.Start(Spec{Name: n, ClientID: "c", Duration: 10 * time.Millisecond})
+		if err != nil {
 			t.Fatal(err)
 		}
-		_ = tr.Stop(n)
-		time.Sleep(time.Millisecond) // distinct start times
+		files = append(files, info.File)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if i, ok := listed(tr, n); ok && !i.Active {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("trace %s did not end after its 10ms", n)
+			}
+		}
 	}
-	if l := tr.List(); len(l) > 3 {
-		t.Fatalf("%d traces remembered, want at most 3", len(l))
+	var names []string
+	for _, i := range tr.List() {
+		names = append(names, i.Name)
 	}
+	sort.Strings(names)
+	if strings.Join(names, ",") != "e,f,g" {
+		t.Fatalf("traces remembered: %v, want the three newest, e, f and g", names)
+	}
+	if _, err := os.Stat(files[0]); err != nil {
+		t.Fatalf("the forgotten trace's file: %v", err)
+	}
+}
+
+// listed returns the trace named n as List shows it.
+func listed(tr *Tracer, n string) (Info, bool) {
+	for _, i := range tr.List() {
+		if i.Name == n {
+			return i, true
+		}
+	}
+	return Info{}, false
 }
 
 func TestByteCapStopsATrace(t *testing.T) {
