@@ -97,6 +97,13 @@ func TestAuthorizer(t *testing.T) {
 			t.Errorf("Allow(%+v, %v, %q) = %v", c.who, c.publish, c.topic, got)
 		}
 	}
+	// What no rule matches is no_match's.
+	for noMatch, want := range map[string]bool{"deny": false, "allow": true} {
+		a, _ := NewAuthorizer(config.Authorization{NoMatch: noMatch, Rules: []config.Rule{{Permission: "allow", Action: "all", Topics: []string{"other/#"}}}}, nil)
+		if got := a.Allow(context.Background(), Who{ClientID: "c1"}, true, "t"); got != want {
+			t.Errorf("no_match %s: Allow of a topic no rule names = %v", noMatch, got)
+		}
+	}
 	if a, _ := NewAuthorizer(config.Authorization{NoMatch: "allow"}, nil); a != nil {
 		t.Error("no rules and no_match allow should need no authorizer")
 	}
