@@ -22,7 +22,9 @@ COPY packaging/exgate.yaml /etc/exgate/exgate.yaml
 USER 65532:65532
 WORKDIR /var/lib/exgate
 VOLUME ["/var/lib/exgate"]
-# devices, MQTT, MQTT over TLS, the management API (loopback inside the
-# container unless the configuration binds it wider: mount your own file).
+# devices, MQTT, MQTT over TLS, the management API. The packaged
+# configuration keeps MQTT and the API on the container's loopback: mount
+# your own file to publish them (MQTT off loopback needs authentication, or
+# broker.embedded.allow_anonymous: true).
 EXPOSE 7993 1883 8883 18083
 ENTRYPOINT ["/usr/bin/exgate", "-c", "/etc/exgate/exgate.yaml"]

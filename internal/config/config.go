@@ -275,6 +275,13 @@ type Discovery struct {
 // Embedded configures the in-process MQTT broker.
 type Embedded struct {
 	Listeners EmbeddedListeners `yaml:"listeners"`
+	// AllowAnonymous lets MQTT clients from other machines in without
+	// credentials: a listener bound off loopback is refused at start when
+	// gateway.exproto.authentication is empty (and, for ssl, client
+	// certificates are not required), unless this is true. Anyone who
+	// reaches such a listener can publish to the devices and read what
+	// they send.
+	AllowAnonymous bool `yaml:"allow_anonymous,omitempty"`
 }
 
 // EmbeddedListeners are the embedded broker's MQTT listeners for ordinary
@@ -293,7 +300,8 @@ type EmbeddedListeners struct {
 type MQTTListener struct {
 	// Enable defaults to true; ssl and ws run only once they have a bind.
 	Enable *bool `yaml:"enable,omitempty"`
-	// Bind is host:port (tcp: default "0.0.0.0:1883").
+	// Bind is host:port (tcp: default "127.0.0.1:1883": off loopback it
+	// needs authentication, see Embedded.AllowAnonymous).
 	Bind string `yaml:"bind,omitempty"`
 	// SSLOptions: certificate and key (ssl, ws); with cacertfile and
 	// verify_peer, clients must present a certificate.
@@ -373,6 +381,16 @@ type Server struct {
 	// AuthToken, when set, must come with every adapter call as gRPC
 	// metadata "authorization: Bearer <token>" (else UNAUTHENTICATED).
 	AuthToken string `yaml:"auth_token,omitempty"`
+}
+
+// Open reports whether the adapter takes calls from other machines without
+// credentials: bound off loopback, with no auth_token and no client
+// certificates required. EMQX's default (0.0.0.0:9100), and so what
+// imported configurations often keep: allowed, and warned about at start.
+func (s Server) Open() bool {
+	o := s.SSLOptions
+	certs := o != nil && o.Verify == "verify_peer" && o.FailIfNoPeerCert
+	return !Loopback(s.Bind) && s.AuthToken == "" && !certs
 }
 
 // Handler is the user's ConnectionHandler service.

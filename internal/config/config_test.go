@@ -232,3 +232,63 @@ func TestProtocolVersion(t *testing.T) {
 		t.Fatalf("protocol_version 3: %v", err)
 	}
 }
+
+// The embedded broker's MQTT listeners take anonymous clients from other
+// machines only when the operator says so: by default the tcp listener
+// binds loopback, and one bound wider needs authentication, required
+// client certificates, or broker.embedded.allow_anonymous.
+func TestEmbeddedMQTTOffLoopbackNeedsCredentials(t *testing.T) {
+	c, err := Parse(nil)
+	if err != nil || c.Broker.Embedded.Listeners.TCP.Bind != "127.0.0.1:1883" {
+		t.Fatalf("default MQTT bind %q (%v), want 127.0.0.1:1883", c.Broker.Embedded.Listeners.TCP.Bind, err)
+	}
+	const users = `gateway: {exproto: {authentication: [{mechanism: password_based, backend: built_in_database, users: [{user_id: u, password: "sha256:salt:8d0161934145557283f36afcce1000825cea87bbb21ad651446f239d0ad15a14"}]}]}}` + "\n"
+	certs := `{certfile: s.pem, keyfile: s.key, cacertfile: ca.pem, verify: verify_peer`
+	for _, c := range []struct {
+		yaml    string
+		refused string // the key named, "" when taken
+	}{
+		{`broker: {embedded: {listeners: {tcp: {bind: "0.0.0.0:1883"}}}}`, "broker.embedded.listeners.tcp.bind"},
+		{`broker: {embedded: {listeners: {tcp: {bind: ":1883"}}}}`, "broker.embedded.listeners.tcp.bind"},
+		{`broker: {embedded: {listeners: {tcp: {bind: "1883"}}}}`, "broker.embedded.listeners.tcp.bind"},
+		{`broker: {embedded: {listeners: {tcp: {bind: "[::]:1883"}}}}`, "broker.embedded.listeners.tcp.bind"},
+		{`broker: {embedded: {listeners: {tcp: {bind: "127.0.0.1:1883"}, ws: {bind: "0.0.0.0:8083"}}}}`, "broker.embedded.listeners.ws.bind"},
+		{`broker: {embedded: {listeners: {ssl: {bind: "0.0.0.0:8883", ssl_options: ` + certs + `}}}}}`, "broker.embedded.listeners.ssl.bind"},
+		{`broker: {embedded: {listeners: {tcp: {bind: "localhost:1883"}}}}`, ""},
+		{`broker: {embedded: {listeners: {tcp: {bind: "[::1]:1883"}}}}`, ""},
+		{`broker: {embedded: {allow_anonymous: true, listeners: {tcp: {bind: "0.0.0.0:1883"}}}}`, ""},
+		{`broker: {embedded: {listeners: {tcp: {bind: "0.0.0.0:1883"}}}}` + "\n" + users, ""},
+		{`broker: {embedded: {listeners: {ssl: {bind: "0.0.0.0:8883", ssl_options: ` + certs + `, fail_if_no_peer_cert: true}}}}}`, ""},
+		{`broker: {embedded: {listeners: {tcp: {enable: false, bind: "0.0.0.0:1883"}}}}`, ""},
+		{`broker: {mqtt: {servers: ["tcp://127.0.0.1:1884"]}, embedded: {listeners: {tcp: {bind: "0.0.0.0:1883"}}}}`, ""},
+	} {
+		_, err := Parse([]byte(c.yaml))
+		switch {
+		case c.refused == "" && err != nil:
+			t.Errorf("%s: refused: %v", c.yaml, err)
+		case c.refused != "" && (err == nil || !strings.Contains(err.Error(), c.refused) || !strings.Contains(err.Error(), "allow_anonymous")):
+			t.Errorf("%s: %v, want a refusal naming %s and the way out", c.yaml, err, c.refused)
+		}
+	}
+}
+
+// The adapter off loopback without a token or required client
+// certificates is open to anyone who reaches it (warned about at start).
+func TestAdapterOpen(t *testing.T) {
+	certs := &TLSOptions{Certfile: "s.pem", Keyfile: "s.key", Cacertfile: "ca.pem", Verify: "verify_peer", FailIfNoPeerCert: true}
+	for _, c := range []struct {
+		s    Server
+		open bool
+	}{
+		{Server{Bind: "127.0.0.1:9100"}, false},
+		{Server{Bind: "0.0.0.0:9100"}, true},
+		{Server{Bind: ":9100"}, true},
+		{Server{Bind: "0.0.0.0:9100", AuthToken: "t"}, false},
+		{Server{Bind: "0.0.0.0:9100", SSLOptions: certs}, false},
+		{Server{Bind: "0.0.0.0:9100", SSLOptions: &TLSOptions{Certfile: "s.pem", Keyfile: "s.key"}}, true},
+	} {
+		if got := c.s.Open(); got != c.open {
+			t.Errorf("%+v: open %v, want %v", c.s, got, c.open)
+		}
+	}
+}

@@ -39,7 +39,7 @@ func base() *Config {
 		Log:    Log{Level: "info", Format: "text"},
 		API:    API{Bind: "127.0.0.1:18083", Auth: "api_key"},
 		Trace:  Trace{Dir: "trace"},
-		Broker: Broker{Embedded: Embedded{Listeners: EmbeddedListeners{TCP: MQTTListener{Enable: ptr(true), Bind: "0.0.0.0:1883"}}}},
+		Broker: Broker{Embedded: Embedded{Listeners: EmbeddedListeners{TCP: MQTTListener{Enable: ptr(true), Bind: "127.0.0.1:1883"}}}},
 		Gateway: Gateway{ExProto: ExProto{
 			Server: Server{Bind: "127.0.0.1:9100", MaxRecvMessageSize: 4 << 20},
 			Handler: Handler{

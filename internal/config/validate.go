@@ -102,6 +102,18 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	// An embedded MQTT listener other machines reach needs credentials:
+	// the gateway's authentication chain, or client certificates; else the
+	// operator says so (allow_anonymous), as mosquitto 2 asks.
+	anonymous := func(key string, l MQTTListener) {
+		o := l.SSLOptions
+		certs := o != nil && o.Verify == "verify_peer" && o.FailIfNoPeerCert
+		if Loopback(l.Bind) || len(c.Gateway.ExProto.Authentication) > 0 || certs || c.Broker.Embedded.AllowAnonymous {
+			return
+		}
+		bad(key, "%s takes MQTT clients from other machines without credentials: anyone who reaches it could publish to your devices and read what they send. "+
+			"Configure gateway.exproto.authentication, bind it to 127.0.0.1, or set broker.embedded.allow_anonymous: true", l.Bind)
+	}
 	if l := c.Broker.Embedded.Listeners.TCP; l.Enabled() && !c.Broker.MQTT.Enabled() {
 		if err := checkBind(l.Bind); err != nil {
 			bad("broker.embedded.listeners.tcp.bind", "%v", err)
@@ -109,6 +121,7 @@ func (c *Config) Validate() error {
 		if l.SSLOptions != nil {
 			bad("broker.embedded.listeners.tcp.ssl_options", "MQTT over TLS is the ssl listener (broker.embedded.listeners.ssl)")
 		}
+		anonymous("broker.embedded.listeners.tcp.bind", l)
 	}
 	for name, l := range map[string]MQTTListener{"ssl": c.Broker.Embedded.Listeners.SSL, "ws": c.Broker.Embedded.Listeners.WS} {
 		k := "broker.embedded.listeners." + name
@@ -131,6 +144,7 @@ func (c *Config) Validate() error {
 		case o != nil && o.Verify == "verify_peer" && o.Cacertfile == "":
 			bad(k+".ssl_options.cacertfile", "verify_peer needs the CA that signs client certificates")
 		}
+		anonymous(k+".bind", l)
 	}
 	x := &c.Gateway.ExProto
 	const g = "gateway.exproto."

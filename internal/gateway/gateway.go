@@ -102,6 +102,10 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Gateway, err error) {
 	if authn == nil {
 		log.Info("no authentication configured: every device and MQTT client is allowed to connect")
 	}
+	if x.Server.Open() {
+		log.Warn("the adapter takes calls from other machines without credentials: whoever reaches it can act for any device and publish anything; "+
+			"set gateway.exproto.server.auth_token, or ssl_options with verify_peer and fail_if_no_peer_cert, or bind it to 127.0.0.1", "bind", x.Server.Bind)
+	}
 
 	if m := cfg.Broker.MQTT; m.Enabled() {
 		if g.broker, err = mqttbroker.New(mqttbroker.Options{Config: m, Node: cfg.Node.Name, Logger: log.With("component", "broker"), Poller: g.poller}); err != nil {
