@@ -105,19 +105,7 @@ func TestAutoFallsBackToMQTT311(t *testing.T) {
 		defer mu.Unlock()
 		return logs.Write(p)
 	}), nil))
-	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + proxy}}, Node: "n", Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	got := make(chan broker.Message, 1)
-	sub, err := b.Connect(ctx, broker.ClientInfo{ClientID: "sub"}, "", broker.Handlers{Deliver: func(m broker.Message) { got <- m }, Closed: func(error) {}})
-	if err != nil {
-		t.Fatalf("first session: %v", err)
-	}
-	defer sub.Close()
+	ctx, b, sub, got := subscriber(t, Options{Config: config.External{Servers: []string{"tcp://" + proxy}}, Node: "n", Logger: log})
 	if err := sub.Subscribe(ctx, "auto/t", 1); err != nil {
 		t.Fatal(err)
 	}
@@ -154,19 +142,7 @@ func TestAutoFallsBackToMQTT311(t *testing.T) {
 func TestUpstreamCapabilities(t *testing.T) {
 	up := testbroker.Start(t)
 	one, no := 1, false
-	b, err := New(Options{Config: config.External{Servers: []string{"tcp://" + up.Addr}, MaxQoS: &one, SharedSubscriptions: &no}, Node: "n"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	got := make(chan broker.Message, 1)
-	sub, err := b.Connect(ctx, broker.ClientInfo{ClientID: "sub"}, "", broker.Handlers{Deliver: func(m broker.Message) { got <- m }, Closed: func(error) {}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	ctx, _, sub, got := subscriber(t, Options{Config: config.External{Servers: []string{"tcp://" + up.Addr}, MaxQoS: &one, SharedSubscriptions: &no}, Node: "n"})
 	if err := sub.Subscribe(ctx, "$share/g/cap/t", 1); !errors.Is(err, broker.ErrBadRequest) {
 		t.Fatalf("a shared subscription with shared_subscriptions false: %v, want ErrBadRequest", err)
 	}
@@ -184,6 +160,26 @@ func TestUpstreamCapabilities(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no delivery")
 	}
+}
+
+// subscriber starts a broker with o and opens its session "sub", whose
+// deliveries go to got; all of it ends with the test (ctx after 10 s).
+func subscriber(t *testing.T, o Options) (ctx context.Context, b *Broker, sub broker.Session, got chan broker.Message) {
+	t.Helper()
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	got = make(chan broker.Message, 1)
+	sub, err = b.Connect(ctx, broker.ClientInfo{ClientID: "sub"}, "", broker.Handlers{Deliver: func(m broker.Message) { got <- m }, Closed: func(error) {}})
+	if err != nil {
+		t.Fatalf("session sub: %v", err)
+	}
+	t.Cleanup(sub.Close)
+	return ctx, b, sub, got
 }
 
 type writerFunc func([]byte) (int, error)
