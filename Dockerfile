@@ -5,7 +5,11 @@
 # command run as written (a static, version-stamped binary).
 #
 #   docker build -t exgate .
-#   docker run -p 7993:7993 -p 1883:1883 -p 127.0.0.1:18083:18083 -v exgate:/var/lib/exgate exgate
+#   docker run -p 7993:7993 -v exgate:/var/lib/exgate exgate     # devices
+#   # MQTT and the API from outside the container: your configuration binds
+#   # them to 0.0.0.0 (MQTT with authentication, or allow_anonymous):
+#   docker run -p 7993:7993 -p 1883:1883 -p 127.0.0.1:18083:18083 \
+#     -v ./exgate.yaml:/etc/exgate/exgate.yaml -v exgate:/var/lib/exgate exgate
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
