@@ -388,9 +388,7 @@ type Server struct {
 // certificates required. EMQX's default (0.0.0.0:9100), and so what
 // imported configurations often keep: allowed, and warned about at start.
 func (s Server) Open() bool {
-	o := s.SSLOptions
-	certs := o != nil && o.Verify == "verify_peer" && o.FailIfNoPeerCert
-	return !Loopback(s.Bind) && s.AuthToken == "" && !certs
+	return !Loopback(s.Bind) && s.AuthToken == "" && !s.SSLOptions.ClientCertRequired()
 }
 
 // Handler is the user's ConnectionHandler service.
@@ -626,6 +624,12 @@ type TLSOptions struct {
 	// PSKFile (dtls only) holds "identity:secret" lines; with it the listener
 	// speaks DTLS-PSK instead of certificates.
 	PSKFile string `yaml:"psk_file,omitempty"`
+}
+
+// ClientCertRequired reports whether every client must show a certificate
+// cacertfile vouches for: credentials, as a password is (o may be nil).
+func (o *TLSOptions) ClientCertRequired() bool {
+	return o != nil && o.Verify == "verify_peer" && o.FailIfNoPeerCert
 }
 
 // Authenticator is one authentication source, in EMQX's shape. The chain

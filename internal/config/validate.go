@@ -106,9 +106,7 @@ func (c *Config) Validate() error {
 	// the gateway's authentication chain, or client certificates; else the
 	// operator says so (allow_anonymous), as mosquitto 2 asks.
 	anonymous := func(key string, l MQTTListener) {
-		o := l.SSLOptions
-		certs := o != nil && o.Verify == "verify_peer" && o.FailIfNoPeerCert
-		if Loopback(l.Bind) || len(c.Gateway.ExProto.Authentication) > 0 || certs || c.Broker.Embedded.AllowAnonymous {
+		if Loopback(l.Bind) || len(c.Gateway.ExProto.Authentication) > 0 || l.SSLOptions.ClientCertRequired() || c.Broker.Embedded.AllowAnonymous {
 			return
 		}
 		bad(key, "%s takes MQTT clients from other machines without credentials: anyone who reaches it could publish to your devices and read what they send. "+
