@@ -47,6 +47,17 @@ func TestDelimiter(t *testing.T) {
 	if _, err := NewDelimiter([]byte("\n"), 4).Feed([]byte("too long line")); !errors.Is(err, ErrTooLong) {
 		t.Fatal(err)
 	}
+	// Buffered is what waits for its delimiter: a half-sent one included.
+	for _, step := range []struct {
+		chunk    string
+		frames   int
+		buffered int
+	}{{"ab", 0, 2}, {"c#", 0, 4}, {"#d", 1, 1}, {"##", 1, 0}} {
+		frames, err := d.Feed([]byte(step.chunk))
+		if err != nil || len(frames) != step.frames || d.Buffered() != step.buffered {
+			t.Fatalf("after %q: %q %v, Buffered %d; want %d frames, %d buffered", step.chunk, frames, err, d.Buffered(), step.frames, step.buffered)
+		}
+	}
 }
 
 func TestLengthPrefixes(t *testing.T) {
@@ -67,6 +78,14 @@ func TestLengthPrefixes(t *testing.T) {
 		frames := feedSplit(t, l, data, []int{0, 1, 3, 5})
 		if len(frames) != 3 || !bytes.Equal(frames[2][c.size:], bodies[2]) || l.Buffered() != 0 {
 			t.Fatalf("size %d: %q", c.size, frames)
+		}
+	}
+	if l, _ := NewPrefix(2, binary.BigEndian, 100); true { // Buffered: the header and what came of the body
+		if frames, _ := l.Feed([]byte{0, 5, 'a'}); len(frames) != 0 || l.Buffered() != 3 {
+			t.Fatalf("half a frame: %q, Buffered %d, want 3", frames, l.Buffered())
+		}
+		if frames, _ := l.Feed([]byte("bcde")); len(frames) != 1 || l.Buffered() != 0 {
+			t.Fatalf("the rest: %q, Buffered %d, want 0", frames, l.Buffered())
 		}
 	}
 	if l, _ := NewPrefix(2, binary.BigEndian, 10); true {
