@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -359,14 +358,8 @@ func TestAdapterAuthToken(t *testing.T) {
 	}
 	// A Go handler's client: sdk.WithToken.
 	for tok, want := range map[string]codes.Code{"adapter-token-1": codes.OK, "wrong": codes.Unauthenticated} {
-		c, err := sdk.Dial(e.g.AdapterAddr().String(), sdk.WithToken(tok))
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = c.RawPublish(ctx5(t), "t", 0, []byte("x"))
-		c.Close()
-		if status.Code(errors.Unwrap(err)) != want {
-			t.Fatalf("sdk client with token %q: %v, want %v", tok, err, want)
+		if code := e.sdkRawPublish(t, sdk.WithToken(tok)); code != want {
+			t.Fatalf("sdk client with token %q: %v, want %v", tok, code, want)
 		}
 	}
 	// Health checks need no token.

@@ -3,7 +3,6 @@ package e2e
 import (
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -277,22 +276,15 @@ func TestAdapterOverTLSWithClientCerts(t *testing.T) {
 	}
 	// A Go handler's client: sdk.WithTLS with the certificate gets in,
 	// without it not, and with TLS but no certificate not either.
-	sdkClient := func(opts ...sdk.ClientOption) error {
-		c, err := sdk.Dial(e.g.AdapterAddr().String(), opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.RawPublish(ctx, "t", 0, []byte("x"))
+	withCert := sdk.WithTLS(credentials.NewTLS(&tls.Config{RootCAs: sharedCerts.CAPool, ServerName: "localhost", Certificates: []tls.Certificate{sharedCerts.Client}}))
+	if code := e.sdkRawPublish(t, withCert); code != codes.OK {
+		t.Fatalf("sdk client with WithTLS and a client certificate: %v", code)
 	}
-	if err := sdkClient(sdk.WithTLS(credentials.NewTLS(&tls.Config{RootCAs: sharedCerts.CAPool, ServerName: "localhost", Certificates: []tls.Certificate{sharedCerts.Client}}))); err != nil {
-		t.Fatalf("sdk client with WithTLS and a client certificate: %v", err)
+	if code := e.sdkRawPublish(t); code != codes.Unavailable {
+		t.Fatalf("sdk client without TLS: %v, want UNAVAILABLE", code)
 	}
-	if err := sdkClient(); status.Code(errors.Unwrap(err)) != codes.Unavailable {
-		t.Fatalf("sdk client without TLS: %v, want UNAVAILABLE", err)
-	}
-	if err := sdkClient(sdk.WithTLS(credentials.NewTLS(&tls.Config{RootCAs: sharedCerts.CAPool, ServerName: "localhost"}))); status.Code(errors.Unwrap(err)) != codes.Unavailable {
-		t.Fatalf("sdk client with TLS and no client certificate: %v, want UNAVAILABLE", err)
+	if code := e.sdkRawPublish(t, sdk.WithTLS(credentials.NewTLS(&tls.Config{RootCAs: sharedCerts.CAPool, ServerName: "localhost"}))); code != codes.Unavailable {
+		t.Fatalf("sdk client with TLS and no client certificate: %v, want UNAVAILABLE", code)
 	}
 	// The test handler itself can be given the certificate too.
 	e.h.AttachTLS(t, e.g.AdapterAddr().String(), &tls.Config{RootCAs: sharedCerts.CAPool, ServerName: "localhost", Certificates: []tls.Certificate{sharedCerts.Client}})

@@ -20,6 +20,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/pion/dtls/v3"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/exgate/exgate/exprotopb"
 	"github.com/exgate/exgate/internal/config"
@@ -27,6 +29,7 @@ import (
 	"github.com/exgate/exgate/internal/testbroker"
 	"github.com/exgate/exgate/internal/testcert"
 	"github.com/exgate/exgate/internal/testhandler"
+	"github.com/exgate/exgate/sdk"
 )
 
 type Frame = testhandler.Frame
@@ -301,6 +304,18 @@ type device struct {
 // dial connects a device and waits for its OnSocketCreated. A UDP device
 // exists for the gateway from its first datagram: dial sends a harmless
 // frame (type 42, ignored by the handler) to create it.
+// sdkRawPublish is one call of a Go handler's adapter client made with
+// opts (sdk.Dial): its gRPC code, OK when it succeeded.
+func (e *env) sdkRawPublish(t *testing.T, opts ...sdk.ClientOption) codes.Code {
+	t.Helper()
+	c, err := sdk.Dial(e.g.AdapterAddr().String(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return status.Code(c.RawPublish(ctx5(t), "t", 0, []byte("x")))
+}
+
 func (e *env) dial() *device {
 	e.t.Helper()
 	n := len(e.h.Conns())
