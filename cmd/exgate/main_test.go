@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -128,7 +129,14 @@ type node struct {
 	start string   // the "exgate started" log line
 	early []string // the lines before it
 	done  chan error
+
+	mu   sync.Mutex
+	tail []string // its last lines, logged if the test fails
 }
+
+// tailLines is how many of an exgate process's last log lines a failed
+// test shows.
+const tailLines = 60
 
 // startNode runs exgate with the config body and waits for its start line.
 func startNode(t *testing.T, body string) *node {
@@ -152,6 +160,12 @@ func startNodeFile(t *testing.T, path string, env ...string) *node {
 	go func() {
 		s := bufio.NewScanner(stderr)
 		for s.Scan() {
+			n.mu.Lock()
+			n.tail = append(n.tail, s.Text())
+			if len(n.tail) > 2*tailLines {
+				n.tail = append(n.tail[:0], n.tail[len(n.tail)-tailLines:]...)
+			}
+			n.mu.Unlock()
 			select {
 			case n.lines <- s.Text():
 			default: // nobody reads: drop, never block the process
@@ -160,7 +174,14 @@ func startNodeFile(t *testing.T, path string, env ...string) *node {
 		n.done <- n.cmd.Wait()
 		close(n.lines)
 	}()
-	t.Cleanup(func() { _ = n.cmd.Process.Kill() })
+	t.Cleanup(func() {
+		_ = n.cmd.Process.Kill()
+		if t.Failed() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			t.Logf("the last log lines of exgate -c %s:\n%s", n.path, strings.Join(n.tail[max(0, len(n.tail)-tailLines):], "\n"))
+		}
+	})
 	timeout := time.After(20 * time.Second)
 	for n.start == "" {
 		select {

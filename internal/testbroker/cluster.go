@@ -88,7 +88,12 @@ func retry(t testing.TB, start func() (*Cluster, error)) *Cluster {
 	for attempt := 1; ; attempt++ {
 		c, err := start()
 		if err == nil {
-			t.Cleanup(c.stop)
+			t.Cleanup(func() {
+				c.stop()
+				if t.Failed() {
+					c.logTails(t)
+				}
+			})
 			return c
 		}
 		c.stop()
@@ -231,6 +236,18 @@ func probe(addr string) error {
 	}
 	cl.Disconnect(0)
 	return nil
+}
+
+// logTails logs the end of every node's log: what a broker said about a
+// failed test (a JetStream leader lost, a session closed) is there.
+func (c *Cluster) logTails(t testing.TB) {
+	for _, node := range c.Nodes {
+		l := node.log.String()
+		if len(l) > 6000 {
+			l = "…" + l[len(l)-6000:]
+		}
+		t.Logf("%s node %s, the end of its log:\n%s", c.Engine, node.Name, l)
+	}
 }
 
 // stop ends every node and, for RabbitMQ, the Erlang port mapper the
