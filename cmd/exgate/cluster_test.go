@@ -135,10 +135,18 @@ func appClient(t *testing.T, server, id, filter string) (mqtt.Client, chan mqtt.
 	return cl, got
 }
 
+// clusterDelivery bounds the wait for a message through a broker cluster.
+// A message the broker has acknowledged arrives in milliseconds, but a
+// NATS node starved of CPU (the whole suite under -race on two cores)
+// stalls its JetStream delivery while its Raft groups elect a leader,
+// 4–9 s a round, a round or more: once, in CI, past 15 s. A message lost
+// never arrives, however long the wait.
+const clusterDelivery = 45 * time.Second
+
 // expectApp waits for a message on topic with payload, skipping others.
 func expectApp(t *testing.T, got chan mqtt.Message, topic, payload string) {
 	t.Helper()
-	timeout := time.After(15 * time.Second)
+	timeout := time.After(clusterDelivery)
 	for {
 		select {
 		case m := <-got:
@@ -179,14 +187,20 @@ func (d *jsonDevice) tryRead(want int, within time.Duration) (testhandler.Frame,
 	return got, got.Type == want
 }
 
-// readUntil reads frames of type want until one carries payload.
+// readUntil reads frames of type want until one carries payload, for up
+// to clusterDelivery.
 func (d *jsonDevice) readUntil(t *testing.T, want int, payload string) testhandler.Frame {
 	t.Helper()
-	for range 100 {
-		if f := d.read(want); strings.Contains(f.Payload, payload) {
+	deadline := time.Now().Add(clusterDelivery)
+	for time.Now().Before(deadline) {
+		f, ok := d.tryRead(want, time.Until(deadline))
+		if ok && strings.Contains(f.Payload, payload) {
 			return f
 		}
+		if f.Type != 0 && f.Type != want {
+			t.Fatalf("device got %+v, want type %d", f, want)
+		}
 	}
-	t.Fatalf("no frame with %q", payload)
+	t.Fatalf("the device got no frame with %q in %v", payload, clusterDelivery)
 	return testhandler.Frame{}
 }
