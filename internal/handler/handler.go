@@ -222,14 +222,24 @@ var methods = []string{"OnSocketCreated", "OnReceivedBytes", "OnTimerTimeout", "
 // It learns states by polling (GetState, WaitForStateChange), so on a busy
 // machine it can miss a Ready period of a few milliseconds entirely: a
 // call that succeeded counts as having seen it (succeeded), and any state
-// other than Ready after a Ready period, seen or not, is its loss.
+// other than Ready after a Ready period, seen or not, is its loss. The
+// other way round, a state it read may be older than a Ready period a
+// call recorded while this goroutine waited for a core: that state is
+// read again, not taken for the loss (endReady).
 func (c *Client) watch(ep *endpoint) {
 	defer ep.probeDone()
 	// Start from Idle, not from the current state: a connection that is
 	// Ready already must be handled as having just become Ready.
 	for prev := connectivity.Idle; ; {
+		known := ep.ready.Load() // before the state, for endReady
 		state := ep.conn.GetState()
+		ended, stale := false, false
+		if state != connectivity.Ready && state != connectivity.Shutdown {
+			ended, stale = ep.endReady(known)
+		}
 		switch {
+		case stale:
+			continue
 		case state == connectivity.Ready:
 			ep.sawReady(ep.generation())
 			if prev != connectivity.Ready {
@@ -240,7 +250,7 @@ func (c *Client) watch(ep *endpoint) {
 				}
 				ep.probeDone()
 			}
-		case state != connectivity.Shutdown && ep.endReady():
+		case ended:
 			ep.lost.Store(true)
 			if c.native {
 				// Every device of a native endpoint has its events on a stream,
@@ -314,18 +324,20 @@ func (ep *endpoint) succeeded(gen uint64) {
 	}
 }
 
-// endReady ends ep's Ready period, if there is one, and reports whether
-// there was: its loss is to be counted, once.
-func (ep *endpoint) endReady() bool {
-	for {
-		v := ep.ready.Load()
-		if v&1 == 0 {
-			return false
-		}
-		if ep.ready.CompareAndSwap(v, (v>>1+1)<<1) {
-			return true
-		}
+// endReady is the watcher's verdict on a state other than Ready, read
+// when ep.ready was known. If a Ready period was known then, it ends, and
+// ended reports that its loss is to be counted, once. If a call recorded
+// one since, the state read is older than that Ready period (the watcher
+// waited for a core between the two loads): stale reports that it must
+// be read again, and the devices that just connected are not lost.
+func (ep *endpoint) endReady(known uint64) (ended, stale bool) {
+	if known&1 == 0 {
+		return false, ep.ready.Load() != known
 	}
+	if ep.ready.CompareAndSwap(known, (known>>1+1)<<1) {
+		return true, false
+	}
+	return false, true
 }
 
 // probeDone lets events through once the endpoint's shape is known.

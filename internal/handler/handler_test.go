@@ -155,25 +155,57 @@ func TestSuccessBeforeReadyIsNotALoss(t *testing.T) {
 	}
 }
 
+// endReady is the watcher's verdict on a state other than Ready read now.
+func endReady(ep *endpoint) bool {
+	ended, _ := ep.endReady(ep.ready.Load())
+	return ended
+}
+
+// A call that records a Ready period after the watcher read the state
+// (Connecting, on a new connection) but before the watcher judged it (a
+// starved goroutine on a busy machine) makes that state stale, not the
+// loss of the devices that just connected: the watcher reads the state
+// again. CI's TestTakeover/udp once closed its first device with
+// handler_connection_lost this way.
+func TestReadyRecordedAfterTheStateWasRead(t *testing.T) {
+	var ep endpoint
+	known := ep.ready.Load()     // the watcher, then GetState: Connecting
+	ep.sawReady(ep.generation()) // a call succeeds, seeing Ready
+	if ended, stale := ep.endReady(known); ended || !stale {
+		t.Fatalf("a state read before a Ready period was judged ended=%v stale=%v, want stale", ended, stale)
+	}
+	if ep.generation() != 0 || ep.ready.Load()&1 != 1 {
+		t.Fatal("the stale state ended the Ready period")
+	}
+	// Read again, a state other than Ready is the end of that period.
+	if ended, stale := ep.endReady(ep.ready.Load()); !ended || stale {
+		t.Fatalf("a state read after a Ready period was judged ended=%v stale=%v, want ended", ended, stale)
+	}
+	// Nothing known, nothing recorded since: neither.
+	if ended, stale := ep.endReady(ep.ready.Load()); ended || stale {
+		t.Fatalf("a state read with no Ready period was judged ended=%v stale=%v", ended, stale)
+	}
+}
+
 // A call that succeeded before a loss was counted, and ends after it, does
 // not start a new Ready period: the next state change is not a second loss.
 func TestStaleSuccessIsNotReady(t *testing.T) {
 	var ep endpoint
 	before := ep.generation()
 	ep.sawReady(before)
-	if !ep.endReady() {
+	if !endReady(&ep) {
 		t.Fatal("a Ready period seen by a call did not end as a loss")
 	}
-	if ep.endReady() {
+	if endReady(&ep) {
 		t.Fatal("one loss counted twice")
 	}
 	ep.lost.Store(true)
 	ep.sawReady(before) // the stale success
-	if ep.endReady() || !ep.lost.Load() {
+	if endReady(&ep) || !ep.lost.Load() {
 		t.Fatal("a success from before the loss was taken for a new Ready period")
 	}
 	ep.sawReady(ep.generation())
-	if ep.lost.Load() || !ep.endReady() {
+	if ep.lost.Load() || !endReady(&ep) {
 		t.Fatal("a success after the loss did not start a new Ready period")
 	}
 }
