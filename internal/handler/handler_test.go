@@ -165,8 +165,8 @@ func endReady(ep *endpoint) bool {
 // (Connecting, on a new connection) but before the watcher judged it (a
 // starved goroutine on a busy machine) makes that state stale, not the
 // loss of the devices that just connected: the watcher reads the state
-// again. CI's TestTakeover/udp once closed its first device with
-// handler_connection_lost this way.
+// again. TestTakeover/udp (the whole suite under -race beside CPU hogs)
+// once had its first device closed with handler_connection_lost this way.
 func TestReadyRecordedAfterTheStateWasRead(t *testing.T) {
 	var ep endpoint
 	known := ep.ready.Load()     // the watcher, then GetState: Connecting
