@@ -301,9 +301,6 @@ type device struct {
 	udp  bool   // a UDP device cannot see the gateway close it
 }
 
-// dial connects a device and waits for its OnSocketCreated. A UDP device
-// exists for the gateway from its first datagram: dial sends a harmless
-// frame (type 42, ignored by the handler) to create it.
 // sdkRawPublish is one call of a Go handler's adapter client made with
 // opts (sdk.Dial): its gRPC code, OK when it succeeded.
 func (e *env) sdkRawPublish(t *testing.T, opts ...sdk.ClientOption) codes.Code {
@@ -316,6 +313,9 @@ func (e *env) sdkRawPublish(t *testing.T, opts ...sdk.ClientOption) codes.Code {
 	return status.Code(c.RawPublish(ctx5(t), "t", 0, []byte("x")))
 }
 
+// dial connects a device and waits for its OnSocketCreated. A UDP device
+// exists for the gateway from its first datagram: dial sends a harmless
+// frame (type 42, ignored by the handler) to create it.
 func (e *env) dial() *device {
 	e.t.Helper()
 	n := len(e.h.Conns())

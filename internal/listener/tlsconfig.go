@@ -49,12 +49,11 @@ func DTLSServerOptions(o *config.TLSOptions) ([]dtls.ServerOption, error) {
 		}
 		opts = append(opts, dtls.WithClientCAs(pool))
 	}
-	if o.Verify == "verify_peer" {
-		auth := dtls.VerifyClientCertIfGiven
-		if o.FailIfNoPeerCert {
-			auth = dtls.RequireAndVerifyClientCert
-		}
-		opts = append(opts, dtls.WithClientAuth(auth))
+	switch {
+	case o.ClientCertRequired():
+		opts = append(opts, dtls.WithClientAuth(dtls.RequireAndVerifyClientCert))
+	case o.Verify == "verify_peer":
+		opts = append(opts, dtls.WithClientAuth(dtls.VerifyClientCertIfGiven))
 	}
 	if len(o.Ciphers) > 0 {
 		suites = nil

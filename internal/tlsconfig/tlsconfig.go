@@ -47,11 +47,11 @@ func Server(key string, o *config.TLSOptions) (*tls.Config, error) {
 			return nil, fmt.Errorf("%s.cacertfile: %w", key, err)
 		}
 	}
-	if o.Verify == "verify_peer" {
+	switch {
+	case o.ClientCertRequired(): // what the configuration checks count as credentials
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+	case o.Verify == "verify_peer":
 		c.ClientAuth = tls.VerifyClientCertIfGiven
-		if o.FailIfNoPeerCert {
-			c.ClientAuth = tls.RequireAndVerifyClientCert
-		}
 	}
 	return c, nil
 }
